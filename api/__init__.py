@@ -1,0 +1,1 @@
+"""HTTP: accept, queue, report. Never runs user code."""

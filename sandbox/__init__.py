@@ -1,0 +1,61 @@
+"""cellblock's cell: run one untrusted command in a rootless container.
+
+    from sandbox import run
+    result = run(["python3", "-c", "print(1)"], time=1.0, memory="256M", stdin=b"")
+    result.status, result.stdout, result.time, result.memory, result.oom_killed
+
+This package knows nothing of judging; see CONTRACT.md sections 0 and 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from .spec import CopyInSource, Limits, RunResult, RunSpec, SpecError, Status
+
+__all__ = ["run", "run_spec", "Limits", "RunResult", "RunSpec", "SpecError", "Status"]
+
+_LIMIT_OPTIONS = (
+    "time", "wall_time", "memory", "pids", "output_limit", "file_size",
+    "open_files", "stack", "tmpfs_size", "tmpfs_inodes",
+)
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    stdin: bytes | str | None = None,
+    copy_in: Mapping[str, CopyInSource] | None = None,
+    copy_out: Sequence[str] = (),
+    image: str = "host",
+    seccomp: str = "default",
+    env: Mapping[str, str] | None = None,
+    **limits: object,
+) -> RunResult:
+    """Run `argv` in a fresh cell. Options are those of `cellblock run`.
+
+    Bad options raise SpecError (a ValueError) before anything starts; a failure
+    of the sandbox itself comes back as a result with status IE.
+    """
+    unknown = set(limits) - set(_LIMIT_OPTIONS)
+    if unknown:
+        raise SpecError(f"unknown option(s): {', '.join(sorted(unknown))}")
+    if isinstance(argv, str):
+        raise SpecError("command: pass a list of arguments, not one string")
+    spec = RunSpec(
+        argv=tuple(argv),
+        limits=Limits.build(**limits),
+        stdin=stdin.encode() if isinstance(stdin, str) else stdin,
+        copy_in=dict(copy_in or {}),
+        copy_out=tuple(copy_out),
+        image=image,
+        seccomp=seccomp,
+        env=dict(env or {}),
+    )
+    return run_spec(spec)
+
+
+def run_spec(spec: RunSpec) -> RunResult:
+    from .cell import run_cell
+
+    return run_cell(spec)

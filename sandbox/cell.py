@@ -1,0 +1,351 @@
+"""The orchestrator: one run in a fresh cell, step by step.
+
+Four processes take part:
+
+    supervisor (the caller: the worker, the CLI, a harness)
+      └─ outer: unshares the namespaces, waits for its id maps, forks the init
+           └─ init (PID 1): builds the root, copy-in, starts the program,
+              reaps, ends every process, copy-out, reports
+                └─ program: drops everything it may not keep, execs the command
+
+The supervisor never enters a namespace and never touches a path inside the
+cell. Every step below calls one mechanism module (userns, mounts, net, caps,
+rlimits, seccomp, files, init, watchdog, verdict) and reads top to bottom.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import select
+import signal
+import time
+from dataclasses import dataclass, field
+
+from . import caps, files, libc, mounts, net, rlimits, seccomp, userns
+from .channel import CellError, Channel
+from .images import resolve_image
+from .init import ProgramExit, reset_signals, supervise
+from .spec import RunResult, RunSpec, Status
+from .verdict import Facts, decide
+from .watchdog import watch
+
+NAMESPACES = (
+    libc.CLONE_NEWUSER | libc.CLONE_NEWNS | libc.CLONE_NEWPID | libc.CLONE_NEWNET
+    | libc.CLONE_NEWIPC | libc.CLONE_NEWUTS
+)
+HOSTNAME = "cellblock"
+SETUP_TIMEOUT = 20.0  # seconds for the namespaces and mounts; they take milliseconds
+EXEC_ERROR_FD = 3  # in the program: a close-on-exec pipe that reports a failed execve
+
+
+@dataclass
+class Launch:
+    """Everything the cell's processes need, prepared by the supervisor before fork."""
+
+    spec: RunSpec
+    plan: mounts.RootPlan
+    idmap: userns.IdMap
+    bpf: bytes
+    rlimit_table: list[tuple[int, int, int]]
+    env: dict[str, str]
+    stdin_fd: int
+    stdout_w: int
+    stderr_w: int
+    copy_in: list[files.CopyIn]
+    supervisor_pid: int = field(default_factory=os.getpid)
+    cgroup_fds: list[int] = field(default_factory=list)
+
+    def inherited_fds(self) -> list[int]:
+        return [self.stdin_fd, self.stdout_w, self.stderr_w, *self.cgroup_fds] + [
+            entry.fd for entry in self.copy_in
+        ]
+
+
+def run_cell(spec: RunSpec) -> RunResult:
+    """Run spec.argv in a fresh cell and report what happened."""
+    # 1. Everything that can fail for the caller's reasons fails here, before fork.
+    image = resolve_image(spec.image)
+    bpf = seccomp.compile_profile(spec.seccomp)
+    idmap = userns.choose_idmap()
+    limits = spec.limits
+    plan = mounts.RootPlan(image, limits.effective_tmpfs_size, limits.tmpfs_inodes,
+                           idmap.run_uid, idmap.run_gid)
+    fds = _OpenFds()
+    channels: tuple[Channel, ...] = ()
+    try:
+        stdin_fd = fds.add(files.stdin_fd(spec.stdin))
+        copy_in = files.open_copy_in(spec.copy_in)
+        for entry in copy_in:
+            fds.add(entry.fd)
+        stdout_r, stdout_w = (fds.add(fd) for fd in os.pipe2(os.O_CLOEXEC))
+        stderr_r, stderr_w = (fds.add(fd) for fd in os.pipe2(os.O_CLOEXEC))
+        host, cell = Channel.pair()
+        channels = (host, cell)
+        launch = Launch(spec, plan, idmap, bpf, rlimits.rlimit_table(limits),
+                        spec.environment(), stdin_fd, stdout_w, stderr_w, copy_in)
+
+        # 2. Fork the outer process; it unshares every namespace at once.
+        pid = os.fork()
+        if pid == 0:
+            _outer(launch, cell, host)  # never returns
+        # Our copies of the cell's ends go now, or the pipes would never see EOF.
+        cell.close()
+        for fd in launch.inherited_fds():
+            fds.close(fd)
+        return _supervise(pid, launch, host, stdout_r, stderr_r)
+    finally:
+        for channel in channels:
+            channel.close()
+        fds.close_all()
+
+
+def _supervise(pid: int, launch: Launch, host: Channel, stdout_r: int, stderr_r: int) -> RunResult:
+    limits = launch.spec.limits
+    reaped = False
+    try:
+        # 3. Map ids of the new user namespace from outside, as only we may.
+        host.sock.settimeout(SETUP_TIMEOUT)
+        host.expect("unshared")
+        userns.write_idmap(pid, launch.idmap)
+        host.send("mapped")
+        # 4. The init builds the root and starts the program; then we watch it.
+        started = host.expect("started")
+        host.sock.settimeout(None)
+        seen = watch(host, stdout_r, stderr_r, started["start"], limits.effective_wall_time,
+                     limits.time, limits.output_limit)
+        _, status = os.waitpid(pid, 0)
+        reaped = True
+        return _result(launch, seen)
+    except (CellError, OSError, ValueError, TimeoutError) as error:
+        return RunResult(Status.IE, message=f"sandbox failure: {error}")
+    finally:
+        if not reaped:
+            # The outer process dies; the init has PDEATHSIG, and with the init
+            # dies every process of the PID namespace.
+            _kill_quietly(pid)
+            os.waitpid(pid, 0)
+
+
+def _result(launch: Launch, seen) -> RunResult:
+    report = seen.report
+    assert report is not None and seen.stdout is not None and seen.stderr is not None
+    limits = launch.spec.limits
+    facts = Facts(
+        wait_status=report["wait_status"],
+        cpu_time=report["cpu_time"],
+        wall_time=report["end"] - report["start"],
+        oom_killed=False,
+        output_truncated=seen.stdout.truncated or seen.stderr.truncated,
+        kill_reason=seen.kill_reason,
+        exec_error=report.get("exec_error"),
+    )
+    if report.get("internal_error"):
+        return RunResult(Status.IE, message=f"sandbox failure: {report['internal_error']}")
+    status, exit_code, sig, message = decide(facts, limits)
+    degraded = ["no cgroup: time is the sum over reaped processes, memory the largest "
+                "process's peak RSS, and memory/pids are limited by rlimits only"]
+    return RunResult(
+        status=status,
+        exit_code=exit_code,
+        signal=sig,
+        oom_killed=facts.oom_killed,
+        time=round(facts.cpu_time, 6),
+        wall_time=round(facts.wall_time, 6),
+        memory=report["max_rss"],
+        stdout=seen.stdout.text(),
+        stderr=seen.stderr.text(),
+        stdout_truncated=seen.stdout.truncated,
+        stderr_truncated=seen.stderr.truncated,
+        message=message,
+        files=seen.files,
+        degraded=degraded,
+    )
+
+
+# --- the outer process ------------------------------------------------------
+
+
+def _outer(launch: Launch, cell: Channel, host: Channel) -> None:
+    """Unshare the namespaces, wait for the id maps, fork the init, wait for it."""
+    code = 1
+    gc.disable()  # no finalizer of the supervisor's garbage may run here
+    try:
+        libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != launch.supervisor_pid:
+            return  # the supervisor died before PDEATHSIG was armed
+        host.close()
+        _keep_only_fds([cell.fileno(), *launch.inherited_fds()])
+        libc.unshare(NAMESPACES)
+        cell.send("unshared")
+        cell.expect("mapped")
+        userns.become_cell_root(launch.idmap)
+        # The init must not outlive us; this pipe tells it whether we are still here.
+        alive_r, alive_w = os.pipe2(os.O_CLOEXEC)
+        init_pid = os.fork()
+        if init_pid == 0:
+            os.close(alive_w)
+            _init(launch, cell, alive_r)  # never returns
+        os.close(alive_r)
+        for fd in launch.inherited_fds():
+            os.close(fd)
+        cell.close()
+        _, status = os.waitpid(init_pid, 0)
+        code = os.waitstatus_to_exitcode(status) & 0xFF
+    except BaseException as error:  # noqa: BLE001 - report anything, then die
+        _report_error(cell, f"outer: {error}")
+    finally:
+        os._exit(code)
+
+
+# --- the init: PID 1 of the cell -------------------------------------------
+
+
+def _init(launch: Launch, cell: Channel, alive_r: int) -> None:
+    code = 1
+    try:
+        libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)
+        if select.select([alive_r], [], [], 0)[0]:  # EOF: the outer process already died
+            return
+        os.close(alive_r)
+        libc.prctl(libc.PR_SET_DUMPABLE, 0)
+        reset_signals(keep_sigchld_wakeup=True)
+
+        mounts.build_root(launch.plan)
+        libc.sethostname(HOSTNAME)
+        net.loopback_up()
+        files.copy_into_box(launch.copy_in, launch.idmap.run_uid, launch.idmap.run_gid)
+        for entry in launch.copy_in:
+            os.close(entry.fd)
+
+        exec_r, exec_w = os.pipe2(os.O_CLOEXEC)
+        start = time.monotonic()
+        program_pid = os.fork()
+        if program_pid == 0:
+            os.close(exec_r)
+            _program(launch, exec_w)  # never returns
+        os.close(exec_w)
+        for fd in (launch.stdin_fd, launch.stdout_w, launch.stderr_w, *launch.cgroup_fds):
+            os.close(fd)
+        exec_report = _read_all(exec_r)
+        cell.send("started", start=start, pid=program_pid)
+
+        done: ProgramExit = supervise(cell, program_pid, start)
+        files.send_box_files(cell, launch.spec.copy_out, launch.spec.limits.file_size)
+        report = {
+            "wait_status": done.wait_status,
+            "start": done.start,
+            "end": done.end,
+            "cpu_time": done.cpu_time,
+            "max_rss": done.max_rss,
+        }
+        if exec_report.startswith(b"internal:"):
+            report["internal_error"] = exec_report[9:].decode(errors="replace")
+        elif exec_report:
+            report["exec_error"] = exec_report.decode(errors="replace")
+        cell.send("exited", **report)
+        code = 0
+    except BaseException as error:  # noqa: BLE001 - report anything, then die
+        _report_error(cell, f"init: {error}")
+    finally:
+        os._exit(code)
+
+
+# --- the program -----------------------------------------------------------
+
+
+def _program(launch: Launch, exec_w: int) -> None:
+    """Become the untrusted program: everything is dropped, then execve."""
+    stage = "internal:"
+    try:
+        reset_signals()
+        os.setsid()
+        _arrange_fds(launch, exec_w)
+        rlimits.apply(launch.rlimit_table)
+        caps.drop_bounding_set()
+        # Enter the cell's cgroup as late as possible: pages touched before are
+        # charged to the supervisor, not to the program (RESEARCH.md lesson 6).
+        for fd in range(EXEC_ERROR_FD + 1, EXEC_ERROR_FD + 1 + len(launch.cgroup_fds)):
+            os.write(fd, b"0")
+        libc.unshare(libc.CLONE_NEWCGROUP)
+        userns.enter_run_ids(launch.idmap)
+        caps.drop_remaining()
+        seccomp.install(launch.bpf)
+        stage = ""
+        os.execvpe(launch.spec.argv[0], list(launch.spec.argv), launch.env)
+    except OSError as error:
+        if stage:
+            message = f"{stage}program set-up: {error}"
+        else:
+            message = f"cannot execute {launch.spec.argv[0]!r}: {error.strerror}"
+        os.write(EXEC_ERROR_FD, message.encode())
+    except BaseException as error:  # noqa: BLE001
+        os.write(EXEC_ERROR_FD, f"internal:program set-up: {error!r}".encode())
+    finally:
+        os._exit(127)
+
+
+def _arrange_fds(launch: Launch, exec_w: int) -> None:
+    """stdin/stdout/stderr at 0-2, the exec-error pipe at 3, cgroup.procs fds at 4..;
+    every other descriptor closed (rule 4: runc CVE-2024-21626 was a leaked fd)."""
+    import fcntl
+
+    wanted = [launch.stdin_fd, launch.stdout_w, launch.stderr_w, exec_w, *launch.cgroup_fds]
+    # Move everything out of the way first: a pipe may sit at 0-2 in a daemon.
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 256) for fd in wanted]
+    for target, fd in enumerate(high):
+        os.dup2(fd, target, inheritable=target <= 2)
+    libc.close_range(len(wanted))
+
+
+def _keep_only_fds(keep: list[int]) -> None:
+    """Close every descriptor but `keep` (those of the supervisor: sockets, logs)."""
+    low = 3
+    for fd in sorted(set(keep)):
+        if fd >= low:
+            if fd > low:
+                libc.close_range(low, fd - 1)
+            low = fd + 1
+    libc.close_range(low)
+
+
+def _read_all(fd: int) -> bytes:
+    data = b""
+    while chunk := os.read(fd, 4096):
+        data += chunk
+    os.close(fd)
+    return data
+
+
+def _report_error(channel: Channel, message: str) -> None:
+    try:
+        channel.send("error", message=message)
+    except OSError:
+        pass
+
+
+class _OpenFds:
+    """The supervisor's descriptors for one run, each closed exactly once."""
+
+    def __init__(self) -> None:
+        self.fds: list[int] = []
+
+    def add(self, fd: int) -> int:
+        self.fds.append(fd)
+        return fd
+
+    def close(self, fd: int) -> None:
+        if fd in self.fds:
+            self.fds.remove(fd)
+            os.close(fd)
+
+    def close_all(self) -> None:
+        while self.fds:
+            os.close(self.fds.pop())
+
+
+def _kill_quietly(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

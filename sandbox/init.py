@@ -1,0 +1,128 @@
+"""The cell's PID 1: reap every process, notice the program's end, end the rest.
+
+The init is our code, forked from the supervisor, and it outlives the program
+only long enough to kill what the program left behind (daemons, orphans),
+collect accounting and copy files out. Its own pages stay charged to the
+supervisor's cgroup: it never joins the cell's cgroup.
+
+It cannot be killed from inside: a PID namespace's init ignores signals from
+its own namespace for which it has no handler, and the only handler it keeps
+(SIGCHLD, to wake up) does nothing but wake it. It is not dumpable, so the
+program cannot read its memory (which is a copy of the supervisor's) through
+/proc/1/mem either.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import selectors
+import signal
+import time
+from dataclasses import dataclass
+
+from .channel import Channel, ChannelClosed
+
+
+def reset_signals(keep_sigchld_wakeup: bool = False) -> None:
+    """Default dispositions and an empty mask: nothing of the supervisor's (Python
+    ignores SIGPIPE, a worker may trap SIGTERM) may carry into the cell."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    for sig in signal.valid_signals():
+        if sig in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        try:
+            signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass  # signals reserved by the C library
+    if keep_sigchld_wakeup:
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+
+
+@dataclass
+class ProgramExit:
+    wait_status: int
+    start: float  # CLOCK_MONOTONIC, shared with the host
+    end: float  # when the last process of the cell was gone
+    cpu_time: float  # user + system of every process the init reaped
+    max_rss: int  # bytes, the largest single process (a fallback figure)
+    killed_on_request: bool
+
+
+def supervise(channel: Channel, program_pid: int, start: float) -> ProgramExit:
+    """Wait for the program, reaping orphans meanwhile; then end every process."""
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+    pidfd = os.pidfd_open(program_pid)
+    selector = selectors.DefaultSelector()
+    selector.register(channel.sock, selectors.EVENT_READ, "channel")
+    selector.register(pidfd, selectors.EVENT_READ, "program")
+    selector.register(wake_r, selectors.EVENT_READ, "wake")
+    wait_status: int | None = None
+    killed = False
+    while wait_status is None:
+        for key, _ in selector.select():
+            if key.data == "channel":
+                try:
+                    request = channel.receive()
+                except ChannelClosed:
+                    request = {"kind": "kill"}  # the host is gone: end the cell
+                if isinstance(request, dict) and request.get("kind") == "kill" and not killed:
+                    kill_all()
+                    killed = True
+            elif key.data == "wake":
+                _drain(wake_r)
+        wait_status = _reap(program_pid)
+    kill_all()
+    _reap_all()
+    end = time.monotonic()
+    selector.close()
+    for fd in (pidfd, wake_r, wake_w):
+        os.close(fd)
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ProgramExit(
+        wait_status=wait_status,
+        start=start,
+        end=end,
+        cpu_time=usage.ru_utime + usage.ru_stime,
+        max_rss=usage.ru_maxrss * 1024,
+        killed_on_request=killed,
+    )
+
+
+def kill_all() -> None:
+    """SIGKILL every process of the PID namespace but the init itself."""
+    try:
+        os.kill(-1, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def _reap(program_pid: int) -> int | None:
+    """Reap whatever has exited; the program's wait status once it has."""
+    status = None
+    while True:
+        try:
+            pid, wait_status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return status
+        if pid == 0:
+            return status
+        if pid == program_pid:
+            status = wait_status
+
+
+def _reap_all() -> None:
+    while True:
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            return

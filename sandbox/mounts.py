@@ -1,0 +1,134 @@
+"""The mount namespace: a fresh root for the cell, then pivot_root into it.
+
+Runs in the cell's init (PID 1 of the new PID namespace, root of the new user
+namespace) before anything untrusted starts. In order:
+
+1. make every mount private, so nothing propagates to or from the host;
+2. a per-run tmpfs (size and inode capped, nosuid, nodev) holds the overlay's
+   upper and work dirs and the skeleton: writes land here and die with the cell;
+3. the root is an overlay: lower = skeleton + image layers (read-only),
+   upper = the tmpfs, with `userxattr` (required for unprivileged overlay);
+4. host directories of the image appear read-only, nosuid, nodev (recursive
+   binds, made read-only as a whole tree with mount_setattr);
+5. a minimal /dev (null zero full random urandom, a fresh shm) and a fresh
+   /proc of the cell's PID namespace, with the writable corners covered;
+6. pivot_root and detach the old root: the host's tree is unreachable.
+
+No host directory is created or left behind: the staging tmpfs is mounted
+over /tmp inside the private namespace and vanishes with it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from . import libc
+from .images import MOUNT_POINTS, Image
+
+STAGING = "/tmp"
+DEVICES = ("null", "zero", "full", "random", "urandom")
+DEV_SYMLINKS = (
+    ("fd", "/proc/self/fd"),
+    ("stdin", "/proc/self/fd/0"),
+    ("stdout", "/proc/self/fd/1"),
+    ("stderr", "/proc/self/fd/2"),
+)
+# procfs entries a cell never needs to write (bubblewrap's --proc covers the same).
+PROC_COVERED = ("sys", "sysrq-trigger", "irq", "bus")
+READ_ONLY = libc.MOUNT_ATTR_RDONLY | libc.MOUNT_ATTR_NOSUID | libc.MOUNT_ATTR_NODEV
+
+
+@dataclass(frozen=True)
+class RootPlan:
+    image: Image
+    tmpfs_size: int
+    tmpfs_inodes: int
+    box_uid: int
+    box_gid: int
+
+
+def build_root(plan: RootPlan) -> None:
+    """Build the cell's root and pivot into it; afterwards cwd is /box."""
+    # Pin the image's host directories by fd before the staging tmpfs can hide them.
+    sources = {path: os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+               for path in plan.image.layers + plan.image.binds}
+    libc.mount(None, "/", None, libc.MS_REC | libc.MS_PRIVATE)
+    libc.mount(
+        "cellblock", STAGING, "tmpfs", libc.MS_NOSUID | libc.MS_NODEV,
+        f"size={plan.tmpfs_size},nr_inodes={plan.tmpfs_inodes},mode=0755",
+    )
+    skeleton, upper, work, root = (f"{STAGING}/{d}" for d in ("skel", "upper", "work", "root"))
+    for directory in (skeleton, upper, work, root):
+        os.mkdir(directory, 0o755)
+    _make_skeleton(skeleton, plan)
+
+    lowers = [skeleton] + [_fd_path(sources[layer]) for layer in plan.image.layers]
+    libc.mount(
+        "cellblock-root", root, "overlay", libc.MS_NOSUID | libc.MS_NODEV,
+        f"lowerdir={':'.join(lowers)},upperdir={upper},workdir={work},userxattr",
+    )
+    for host_dir in plan.image.binds:
+        target = root + host_dir
+        libc.mount(_fd_path(sources[host_dir]), target, None, libc.MS_BIND | libc.MS_REC)
+        libc.mount_setattr(target, READ_ONLY, recursive=True)
+    for fd in sources.values():
+        os.close(fd)
+
+    _mount_dev(f"{root}/dev", plan.tmpfs_size)
+    _mount_proc(f"{root}/proc")
+    _pivot_into(root)
+
+
+def _fd_path(fd: int) -> str:
+    return f"/proc/self/fd/{fd}"
+
+
+def _make_skeleton(skeleton: str, plan: RootPlan) -> None:
+    for name in MOUNT_POINTS:
+        os.mkdir(f"{skeleton}/{name}", 0o755)
+    os.chown(f"{skeleton}/box", plan.box_uid, plan.box_gid)
+    os.chmod(f"{skeleton}/tmp", 0o1777)
+    for host_dir in plan.image.binds:
+        os.makedirs(skeleton + host_dir, 0o755, exist_ok=True)
+    for name, target in plan.image.symlinks:
+        os.symlink(target, f"{skeleton}/{name}")
+
+
+def _mount_dev(dev: str, shm_size: int) -> None:
+    libc.mount("cellblock-dev", dev, "tmpfs", libc.MS_NOSUID | libc.MS_NOEXEC,
+               "size=64k,nr_inodes=64,mode=0755")
+    for name in DEVICES:
+        node = f"{dev}/{name}"
+        os.close(os.open(node, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o666))
+        libc.mount(f"/dev/{name}", node, None, libc.MS_BIND)
+    for name, target in DEV_SYMLINKS:
+        os.symlink(target, f"{dev}/{name}")
+    os.mkdir(f"{dev}/shm")
+    # A fresh shm per cell: a shared one is a side channel between runs (isolate 2.6).
+    libc.mount("cellblock-shm", f"{dev}/shm", "tmpfs", libc.MS_NOSUID | libc.MS_NODEV,
+               f"size={shm_size},nr_inodes=1024,mode=1777")
+    libc.mount_setattr(dev, libc.MOUNT_ATTR_RDONLY, recursive=False)
+
+
+def _mount_proc(proc: str) -> None:
+    # Must happen before the old root is detached: the kernel lets a user
+    # namespace mount procfs only while a fully visible procfs is in its tree.
+    libc.mount("proc", proc, "proc", libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC,
+               "hidepid=invisible")
+    for name in PROC_COVERED:
+        path = f"{proc}/{name}"
+        if os.path.exists(path):
+            libc.mount(path, path, None, libc.MS_BIND | libc.MS_REC)
+            libc.mount_setattr(path, READ_ONLY | libc.MOUNT_ATTR_NOEXEC, recursive=True)
+
+
+def _pivot_into(root: str) -> None:
+    # pivot_root(".", ".") stacks the old root on top of the new one; detaching
+    # "." then removes it (the runc/bubblewrap idiom, no put_old dir needed).
+    os.chdir(root)
+    libc.pivot_root(".", ".")
+    libc.umount2(".", libc.MNT_DETACH)
+    os.chdir("/box")
+    if os.getcwd() != "/box":  # rule 5: verify where we are after chdir
+        raise OSError("the cell's working directory is not /box after pivot_root")

@@ -1,0 +1,35 @@
+"""Per-process resource limits: backstops beneath the cgroup limits.
+
+RLIMIT_CPU is per process and counts only that process, so it is a backstop,
+not the CPU limit (the supervisor's watchdog is). RLIMIT_AS is never set: it
+breaks the JVM and Go, which reserve far more address space than they use.
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+
+from .spec import Limits
+
+
+def rlimit_table(limits: Limits) -> list[tuple[int, int, int]]:
+    """(resource, soft, hard) to apply in the program's process before exec."""
+    cpu = math.ceil(limits.time) + 1
+    return [
+        (resource.RLIMIT_CORE, 0, 0),
+        (resource.RLIMIT_CPU, cpu, cpu + 1),  # SIGXCPU, then SIGKILL a second later
+        (resource.RLIMIT_FSIZE, limits.file_size, limits.file_size),
+        (resource.RLIMIT_NOFILE, limits.open_files, limits.open_files),
+        (resource.RLIMIT_STACK, limits.effective_stack, limits.effective_stack),
+        # Counted per user in the cell's own user namespace: the fallback where
+        # no pids cgroup exists (+1 for the init, which shares the uid in a size-1 map).
+        (resource.RLIMIT_NPROC, limits.pids + 1, limits.pids + 1),
+        (resource.RLIMIT_MEMLOCK, 0, 0),
+        (resource.RLIMIT_MSGQUEUE, 0, 0),
+    ]
+
+
+def apply(table: list[tuple[int, int, int]]) -> None:
+    for which, soft, hard in table:
+        resource.setrlimit(which, (soft, hard))

@@ -1,0 +1,158 @@
+"""The host side of a running cell: limits in time and output, and its report.
+
+One loop waits on the program's stdout and stderr pipes and on the init's
+channel. It ends the cell (asking the init to kill everything, and through the
+cgroup when there is one) when the wall clock passes the limit, the CPU time of
+the whole cell does, or the output overflows its cap. It then collects the
+init's report and the copied-out files.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .channel import Channel, CellError, ChannelClosed
+from .files import OutputBuffer
+
+# How long the init may take to report after it was asked to kill the cell
+# (it has to reap every process and copy files out) before we give up on it.
+KILL_GRACE = 5.0
+CPU_POLL_INTERVAL = 0.01
+
+
+class CpuMeter:
+    """Something that reads the CPU seconds used so far by the whole cell."""
+
+    def cpu_seconds(self) -> float:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def kill(self) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+@dataclass
+class Observed:
+    """What the host saw while the cell ran."""
+
+    report: dict[str, Any] | None = None
+    kill_reason: str | None = None  # "wall", "cpu", "output"
+    stdout: OutputBuffer | None = None
+    stderr: OutputBuffer | None = None
+    files: dict[str, bytes] = field(default_factory=dict)
+    file_errors: dict[str, str] = field(default_factory=dict)
+
+
+def watch(
+    channel: Channel,
+    stdout_fd: int,
+    stderr_fd: int,
+    start: float,
+    wall_limit: float,
+    cpu_limit: float,
+    output_limit: int,
+    meter: CpuMeter | None = None,
+) -> Observed:
+    seen = Observed(stdout=OutputBuffer(output_limit), stderr=OutputBuffer(output_limit))
+    buffers = {stdout_fd: seen.stdout, stderr_fd: seen.stderr}
+    selector = selectors.DefaultSelector()
+    for fd in buffers:
+        os.set_blocking(fd, False)
+        selector.register(fd, selectors.EVENT_READ)
+    selector.register(channel.sock, selectors.EVENT_READ)
+    deadline = start + wall_limit
+    killed_at: float | None = None
+    pending_file: tuple[str, int, list[bytes]] | None = None
+
+    def end_cell(reason: str) -> None:
+        nonlocal killed_at
+        if killed_at is not None:
+            return
+        seen.kill_reason = reason
+        killed_at = time.monotonic()
+        if meter is not None:
+            meter.kill()
+        try:
+            channel.send("kill")
+        except OSError:
+            pass
+
+    try:
+        while seen.report is None or buffers:
+            now = time.monotonic()
+            if killed_at is None:
+                timeout = deadline - now
+                if meter is not None:
+                    timeout = min(timeout, CPU_POLL_INTERVAL)
+            else:
+                timeout = killed_at + KILL_GRACE - now
+                if timeout <= 0:
+                    raise CellError("the cell's init did not finish after the cell was killed")
+            for key, _ in selector.select(max(timeout, 0)):
+                if key.fileobj is channel.sock:
+                    try:
+                        message = channel.receive()
+                    except ChannelClosed:
+                        if seen.report is None:
+                            raise CellError("the cell's init died before reporting") from None
+                        selector.unregister(channel.sock)
+                        continue
+                    pending_file = _take(message, seen, pending_file)
+                    continue
+                fd = key.fileobj
+                assert isinstance(fd, int)
+                try:
+                    data = os.read(fd, 1 << 16)
+                except BlockingIOError:
+                    continue
+                if not data:
+                    selector.unregister(fd)
+                    del buffers[fd]
+                    continue
+                buffers[fd].feed(data)
+                if buffers[fd].truncated:
+                    end_cell("output")
+            if killed_at is None and seen.report is None:
+                now = time.monotonic()
+                if now >= deadline:
+                    end_cell("wall")
+                elif meter is not None and meter.cpu_seconds() > cpu_limit:
+                    end_cell("cpu")
+    finally:
+        selector.close()
+    return seen
+
+
+def _take(
+    message: dict[str, Any] | bytes,
+    seen: Observed,
+    pending: tuple[str, int, list[bytes]] | None,
+) -> tuple[str, int, list[bytes]] | None:
+    """Fold one message of the init into what we have seen; returns the file in transit."""
+    if isinstance(message, bytes):
+        if pending is None:
+            raise CellError("the cell sent file data nobody asked for")
+        path, size, chunks = pending
+        chunks.append(message)
+        if sum(map(len, chunks)) >= size:
+            seen.files[path] = b"".join(chunks)[:size]
+            return None
+        return pending
+    kind = message.get("kind")
+    if kind == "file":
+        if "error" in message:
+            seen.file_errors[message["path"]] = message["error"]
+            return None
+        if message["size"] == 0:
+            seen.files[message["path"]] = b""
+            return None
+        return (message["path"], int(message["size"]), [])
+    if kind == "exited":
+        seen.report = message
+        return None
+    if kind == "error":
+        raise CellError(message.get("message", "the cell failed"))
+    raise CellError(f"unexpected message from the cell: {kind!r}")

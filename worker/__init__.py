@@ -1,0 +1,1 @@
+"""Turns a submission into verdicts (languages, compile, tests, checkers)."""
