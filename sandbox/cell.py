@@ -214,6 +214,8 @@ def _init(launch: Launch, cell: Channel, alive_r: int) -> None:
         mounts.build_root(launch.plan)
         libc.sethostname(HOSTNAME)
         net.loopback_up()
+        # Inherited by the program: done once here rather than in every child.
+        caps.drop_bounding_set()
         files.copy_into_box(launch.copy_in, launch.idmap.run_uid, launch.idmap.run_gid)
         for entry in launch.copy_in:
             os.close(entry.fd)
@@ -262,7 +264,6 @@ def _program(launch: Launch, exec_w: int) -> None:
         os.setsid()
         _arrange_fds(launch, exec_w)
         rlimits.apply(launch.rlimit_table)
-        caps.drop_bounding_set()
         # Enter the cell's cgroup as late as possible: pages touched before are
         # charged to the supervisor, not to the program (RESEARCH.md lesson 6).
         for fd in range(EXEC_ERROR_FD + 1, EXEC_ERROR_FD + 1 + len(launch.cgroup_fds)):

@@ -83,7 +83,9 @@ def open_copy_in(copy_in: Mapping[str, CopyInSource]) -> list[CopyIn]:
         for dest, source in copy_in.items():
             relative = cell_path(dest)
             if isinstance(source, bytes | bytearray):
-                entries.append(CopyIn(relative, sealed_memfd("copy-in", bytes(source)), 0o644))
+                # Bytes that start like a program (ELF, #!) are made executable.
+                mode = 0o755 if bytes(source[:4]) == b"\x7fELF" or source[:2] == b"#!" else 0o644
+                entries.append(CopyIn(relative, sealed_memfd("copy-in", bytes(source)), mode))
                 continue
             try:
                 fd = os.open(Path(source), os.O_RDONLY | os.O_CLOEXEC)

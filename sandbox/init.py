@@ -29,7 +29,9 @@ def reset_signals(keep_sigchld_wakeup: bool = False) -> None:
     ignores SIGPIPE, a worker may trap SIGTERM) may carry into the cell."""
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
     for sig in signal.valid_signals():
-        if sig in (signal.SIGKILL, signal.SIGSTOP):
+        # Python knows every disposition (it reads them all at start-up), so
+        # only the ones that differ from the default cost a system call.
+        if signal.getsignal(sig) in (signal.SIG_DFL, None):
             continue
         try:
             signal.signal(sig, signal.SIG_DFL)

@@ -1,0 +1,162 @@
+"""`cellblock`: the command line. Each subcommand imports only what it needs.
+
+    cellblock run [OPTIONS] -- COMMAND [ARGS...]   one command in a fresh cell
+    cellblock doctor [--json]                       what this host allows
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+# Exit codes of `cellblock run` without --json (like timeout(1) and env(1)):
+EXIT_USAGE = 2  # bad options: nothing ran
+EXIT_TLE = 124
+EXIT_INTERNAL = 125
+
+
+def _run_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run",
+        help="run one command in a fresh cell",
+        description="Run COMMAND in a fresh rootless cell and report what it did.",
+        epilog="Sizes take K/M/G suffixes (binary). Times are seconds. "
+        "Without --json the program's output is passed through and a summary goes to stderr; "
+        "the exit code is the program's (128+N for signal N), 124 on TLE, 125 on IE.",
+    )
+    p.add_argument("--json", action="store_true", help="print one RunResult as JSON, nothing else")
+    p.add_argument("--time", metavar="S", help="CPU-time limit of the whole cell (default 10)")
+    p.add_argument("--wall-time", metavar="S", help="wall-clock limit (default 2*time+1)")
+    p.add_argument("--memory", metavar="SIZE", help="memory limit (default 512M)")
+    p.add_argument("--pids", metavar="N", help="processes + threads alive at once (default 64)")
+    p.add_argument("--output-limit", metavar="SIZE", help="cap on stdout and on stderr (16M)")
+    p.add_argument("--file-size", metavar="SIZE", help="largest file the program may write (64M)")
+    p.add_argument("--open-files", metavar="N", help="open file descriptors (default 256)")
+    p.add_argument("--stack", metavar="SIZE", help="stack size (default: the memory limit)")
+    p.add_argument("--tmpfs-size", metavar="SIZE", help="writable space (default: memory limit)")
+    p.add_argument("--stdin", metavar="FILE", help="file fed to standard input (default: empty)")
+    p.add_argument("--copy-in", metavar="SRC:DEST", action="append", default=[],
+                   help="host file copied to /box/DEST before the start (repeatable)")
+    p.add_argument("--copy-out", metavar="PATH", action="append", default=[],
+                   help="file under /box copied into --out-dir after the run (repeatable)")
+    p.add_argument("--out-dir", metavar="DIR", default=".", help="where --copy-out files go")
+    p.add_argument("--image", default="host", help="root filesystem image (default host)")
+    p.add_argument("--seccomp", default="default", help="seccomp profile name or path")
+    p.add_argument("--env", metavar="K=V", action="append", default=[],
+                   help="environment variable (repeatable)")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from sandbox import RunSpec, SpecError, Status, run_spec
+    from sandbox.spec import Limits
+
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    try:
+        env = {}
+        for item in args.env:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise SpecError(f"--env: {item!r} is not K=V")
+            env[key] = value
+        copy_in: dict[str, str] = {}
+        for item in args.copy_in:
+            src, sep, dest = item.rpartition(":")
+            if not sep or not src or not dest:
+                raise SpecError(f"--copy-in: {item!r} is not SRC:DEST")
+            copy_in[dest] = src
+        limits = Limits.build(
+            time=args.time, wall_time=args.wall_time, memory=args.memory, pids=args.pids,
+            output_limit=args.output_limit, file_size=args.file_size,
+            open_files=args.open_files, stack=args.stack, tmpfs_size=args.tmpfs_size,
+        )
+        spec = RunSpec(
+            argv=tuple(command), limits=limits,
+            stdin=Path(args.stdin) if args.stdin else None,
+            copy_in=copy_in, copy_out=tuple(args.copy_out), image=args.image,
+            seccomp=args.seccomp, env=env,
+        )
+        out_dir = Path(args.out_dir)
+        if spec.copy_out and not out_dir.is_dir():
+            raise SpecError(f"--out-dir: {out_dir} is not a directory")
+        result = run_spec(spec)
+    except SpecError as error:
+        print(f"cellblock run: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+
+    for path, data in result.files.items():
+        _write_out(out_dir, path, data)
+    missing = [p for p in spec.copy_out if p not in result.files]
+    if args.json:
+        print(json.dumps(result.to_dict()))
+        return 0
+    sys.stdout.write(result.stdout)
+    sys.stdout.flush()
+    sys.stderr.write(result.stderr)
+    summary = (
+        f"cellblock: {result.status} · {result.message} · time {result.time:.3f} s · "
+        f"wall {result.wall_time:.3f} s · memory {result.memory / (1 << 20):.1f} MiB"
+    )
+    print(summary, file=sys.stderr)
+    for path in missing:
+        print(f"cellblock: --copy-out {path}: not copied (missing or not a regular file)",
+              file=sys.stderr)
+    if result.status == Status.IE:
+        return EXIT_INTERNAL
+    if result.status == Status.TLE:
+        return EXIT_TLE
+    if result.signal is not None:
+        return 128 + result.signal
+    if result.exit_code:
+        return result.exit_code
+    return 0 if result.status == Status.OK else 1
+
+
+def _write_out(out_dir: Path, relative: str, data: bytes) -> None:
+    """Write a copied-out file under out_dir without following symlinks in its path."""
+    parts = relative.split("/")
+    current = os.open(out_dir, os.O_PATH | os.O_DIRECTORY)
+    try:
+        for part in parts[:-1]:
+            try:
+                os.mkdir(part, 0o755, dir_fd=current)
+            except FileExistsError:
+                pass
+            child = os.open(part, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=current)
+            os.close(current)
+            current = child
+        fd = os.open(parts[-1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644,
+                     dir_fd=current)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+    finally:
+        os.close(current)
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from sandbox.doctor import run_doctor
+
+    text, code = run_doctor(as_json=args.json)
+    print(text)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cellblock", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
+    _run_parser(sub)
+    doctor = sub.add_parser("doctor", help="check what this host allows and how to fix it")
+    doctor.add_argument("--json", action="store_true", help="print the report as JSON")
+    args = parser.parse_args(argv)
+    if args.subcommand == "run":
+        if not args.command or args.command == ["--"]:
+            parser.error("run: no command given (cellblock run [OPTIONS] -- COMMAND [ARGS...])")
+        return _cmd_run(args)
+    return _cmd_doctor(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

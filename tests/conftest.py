@@ -1,0 +1,173 @@
+"""Shared fixtures: cells started as root and as an unprivileged user.
+
+The rootless path is the main path, so every property test runs twice: once
+through the in-process API as root (the test runner), once through the CLI as
+an unprivileged user created here. Nothing is mocked: real namespaces, mounts,
+seccomp and, where the host has them, cgroups.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import tempfile
+import types
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+TEST_USER = "cellblock-test"
+VENV = Path(os.environ.get("CELLBLOCK_VENV", "/opt/cellblock/venv"))
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if os.geteuid() != 0:
+        raise pytest.UsageError(
+            "the tests need root: they create an unprivileged user and run cells as both"
+        )
+
+
+@pytest.fixture(scope="session")
+def test_user() -> Iterator[pwd.struct_passwd]:
+    """A throwaway unprivileged user, removed at the end."""
+    created = False
+    try:
+        pwd.getpwnam(TEST_USER)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+             TEST_USER],
+            check=True,
+        )
+        created = True
+    yield pwd.getpwnam(TEST_USER)
+    if created:
+        subprocess.run(["userdel", TEST_USER], check=False)
+
+
+def _user_can_read_repo(user: str) -> bool:
+    probe = subprocess.run(
+        ["runuser", "-u", user, "--", "test", "-r", str(REPO / "sandbox" / "cell.py")],
+        check=False,
+    )
+    return probe.returncode == 0
+
+
+class CellRunner:
+    """Runs cells one way: `root` in-process via sandbox.run, `user` via the CLI."""
+
+    def __init__(self, mode: str, user: pwd.struct_passwd | None, scratch: Path) -> None:
+        self.mode = mode
+        self.user = user
+        self.scratch = scratch
+        self.uid = 0 if user is None else user.pw_uid
+
+    def run(
+        self,
+        argv: list[str],
+        *,
+        stdin: bytes | None = None,
+        copy_in: Mapping[str, bytes] | None = None,
+        copy_out: tuple[str, ...] = (),
+        **options: object,
+    ) -> types.SimpleNamespace:
+        if self.mode == "root":
+            from sandbox import run
+
+            result = run(argv, stdin=stdin, copy_in=copy_in, copy_out=copy_out, **options)
+            data = result.to_dict()
+            data["files"] = result.files
+            return types.SimpleNamespace(**data)
+        return self._run_as_user(argv, stdin, copy_in or {}, copy_out, options)
+
+    def _run_as_user(self, argv, stdin, copy_in, copy_out, options) -> types.SimpleNamespace:
+        assert self.user is not None
+        work = Path(tempfile.mkdtemp(dir=self.scratch))
+        os.chown(work, self.user.pw_uid, self.user.pw_gid)
+        args = ["--json", "--out-dir", str(work / "out")]
+        (work / "out").mkdir()
+        os.chown(work / "out", self.user.pw_uid, self.user.pw_gid)
+        if stdin is not None:
+            (work / "stdin").write_bytes(stdin)
+            args += ["--stdin", str(work / "stdin")]
+        for index, (dest, data) in enumerate(copy_in.items()):
+            src = work / f"in{index}"
+            src.write_bytes(data)
+            if data[:4] == b"\x7fELF" or data[:2] == b"#!":
+                src.chmod(0o755)
+            args += ["--copy-in", f"{src}:{dest}"]
+        for path in copy_out:
+            args += ["--copy-out", path]
+        for key, value in options.items():
+            if key == "env":
+                for k, v in value.items():  # type: ignore[attr-defined]
+                    args += ["--env", f"{k}={v}"]
+            else:
+                args += [f"--{key.replace('_', '-')}", str(value)]
+        if _user_can_read_repo(self.user.pw_name):
+            command = [str(VENV / "bin" / "python"), str(REPO / "cli.py")]
+            env = {"PYTHONPATH": str(REPO)}
+        else:  # the checkout is private: use the copy installed into the venv
+            command = [str(VENV / "bin" / "cellblock")]
+            env = {}
+        done = subprocess.run(
+            ["runuser", "-u", self.user.pw_name, "--", "env", *[f"{k}={v}" for k, v in env.items()],
+             *command, "run", *args, "--", *argv],
+            capture_output=True, cwd="/", check=False,
+        )
+        if done.returncode != 0:
+            raise AssertionError(
+                f"cellblock run failed ({done.returncode}): {done.stderr.decode(errors='replace')}"
+            )
+        data = json.loads(done.stdout)
+        data["files"] = {
+            p: (work / "out" / p).read_bytes() for p in copy_out if (work / "out" / p).is_file()
+        }
+        shutil.rmtree(work)
+        return types.SimpleNamespace(**data)
+
+
+@pytest.fixture(scope="session")
+def scratch_dir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="cellblock-tests-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(params=["root", "user"])
+def cell(request: pytest.FixtureRequest, scratch_dir: Path) -> CellRunner:
+    """A cell runner, once as root (in-process API) and once unprivileged (CLI)."""
+    if request.param == "root":
+        return CellRunner("root", None, scratch_dir)
+    if not (VENV / "bin" / "python").exists():
+        pytest.fail(f"no venv at {VENV}: run scripts/install first (scripts/test does)")
+    user = request.getfixturevalue("test_user")
+    return CellRunner("user", user, scratch_dir)
+
+
+@pytest.fixture(scope="session")
+def cc(scratch_dir: Path):
+    """Compile a C program once per session; returns the binary's bytes."""
+    cache: dict[str, bytes] = {}
+
+    def compile_c(source: str, *flags: str) -> bytes:
+        key = source + "\0".join(flags)
+        if key not in cache:
+            src = scratch_dir / f"prog{len(cache)}.c"
+            out = scratch_dir / f"prog{len(cache)}"
+            src.write_text(source)
+            subprocess.run(["gcc", "-O1", "-o", str(out), str(src), *flags], check=True)
+            cache[key] = out.read_bytes()
+        return cache[key]
+
+    return compile_c
+
+
+PYTHON = sys.executable

@@ -1,0 +1,262 @@
+"""Properties of a cell, seen from inside, started as root and unprivileged."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from sandbox import SpecError, run
+from sandbox.spec import BASE_ENV
+
+
+def test_process_tree_is_the_cells_own(cell):
+    result = cell.run(["sh", "-c", "echo $$ $PPID; ls /proc | grep -E '^[0-9]+$' | sort -n"])
+    assert result.status == "OK", result.message
+    first, *pids = result.stdout.split()
+    assert first == "2" or first.startswith("2 ")
+    own, parent = result.stdout.splitlines()[0].split()
+    assert (own, parent) == ("2", "1")  # the program is PID 1's child
+    # Only the cell's processes exist (the init may be hidden by hidepid).
+    assert all(int(p) < 10 for p in pids[1:]), pids
+
+
+def test_hostname_and_network(cell):
+    result = cell.run(["sh", "-c", "hostname; cat /proc/net/dev"])
+    lines = result.stdout.splitlines()
+    assert lines[0] == "cellblock"
+    interfaces = [line.split(":")[0].strip() for line in lines[3:] if ":" in line]
+    assert interfaces == ["lo"]
+    # Loopback is up: a server and a client inside the cell talk over 127.0.0.1.
+    echo = (
+        "import socket\n"
+        "s = socket.create_server(('127.0.0.1', 0)); port = s.getsockname()[1]\n"
+        "c = socket.create_connection(('127.0.0.1', port)); a, _ = s.accept()\n"
+        "c.sendall(b'ping'); print(a.recv(4).decode())\n"
+    )
+    assert cell.run(["python3", "-c", echo]).stdout == "ping\n"
+
+
+def test_no_capabilities_no_new_privs_seccomp(cell):
+    status = cell.run(["cat", "/proc/self/status"]).stdout
+    fields = dict(re.findall(r"^(\w+):\s+(.*)$", status, re.M))
+    for capability_set in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+        assert int(fields[capability_set], 16) == 0, capability_set
+    assert fields["NoNewPrivs"] == "1"
+    assert fields["Seccomp"] == "2"
+
+
+def test_ids_inside_and_outside(cell):
+    result = cell.run(["sh", "-c", "id -u; id -g; cat /proc/self/uid_map"])
+    uid, gid, *mapping = result.stdout.splitlines()
+    inside, outside, count = (int(x) for x in mapping[0].split())
+    if cell.mode == "root":
+        # Cell root is an unprivileged host uid from a dedicated range; the program is 1000.
+        assert (uid, gid) == ("1000", "1000")
+        assert inside == 0 and outside >= 100000 and count == 65536
+    else:
+        assert (uid, gid) == ("0", "0")
+        assert (inside, outside, count) == (0, cell.uid, 1)
+
+
+def test_mount_table(cell):
+    mounts = cell.run(["cat", "/proc/self/mounts"]).stdout.splitlines()
+    table = {line.split()[1]: line.split() for line in mounts}
+    assert table["/"][2] == "overlay" and "userxattr" in table["/"][3]
+    for host_dir in ("/usr", "/etc"):
+        options = table[host_dir][3].split(",")
+        assert {"ro", "nosuid", "nodev"} <= set(options), (host_dir, options)
+    assert table["/proc"][2] == "proc"
+    assert table["/dev"][2] == "tmpfs" and "ro" in table["/dev"][3].split(",")
+    assert table["/dev/shm"][2] == "tmpfs"
+    assert not any(path.startswith("/sys") for path in table)
+    assert not any(path.startswith(("/work", "/root", "/home", "/opt")) for path in table)
+    listing = cell.run(["ls", "/dev"]).stdout.split()
+    assert set(listing) == {"fd", "full", "null", "random", "shm", "stderr", "stdin", "stdout",
+                            "urandom", "zero"}
+    assert cell.run(["ls", "/sys"]).status == "RE"
+
+
+def test_image_is_read_only_and_writes_vanish(cell):
+    marker = f"cellblock-{uuid.uuid4().hex}"
+    write = cell.run([
+        "sh", "-c",
+        f"touch /usr/{marker} 2>/dev/null && echo usr-written; "
+        f"echo x > /etc/{marker} 2>/dev/null && echo etc-written; "
+        f"echo x > /box/{marker} && echo x > /tmp/{marker} && echo ok",
+    ])
+    assert write.stdout.strip() == "ok", write.stdout
+    assert not Path(f"/usr/{marker}").exists() and not Path(f"/tmp/{marker}").exists()
+    again = cell.run(["sh", "-c", f"ls /box/{marker} /tmp/{marker} 2>&1 | wc -l; ls -A /box"])
+    lines = again.stdout.split()
+    assert lines[0] == "2" and lines[1:] == [], again.stdout  # two errors, empty /box
+
+
+def test_environment_is_fixed(cell, monkeypatch):
+    monkeypatch.setenv("CELLBLOCK_WORKER_SECRET", "do-not-leak")
+    result = cell.run(["env"], env={"EXTRA": "1"})
+    env = dict(line.split("=", 1) for line in result.stdout.splitlines())
+    env.pop("PWD", None)  # set by nothing of ours: env(1) does not add it; tolerate shells
+    assert env == {**BASE_ENV, "EXTRA": "1"}
+
+
+def test_inherited_fds_are_closed(cell, tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_text("secret")
+    fd = os.open(secret, os.O_RDONLY)
+    os.set_inheritable(fd, True)
+    try:
+        result = cell.run(["ls", "/proc/self/fd"])
+    finally:
+        os.close(fd)
+    assert result.stdout.split() == ["0", "1", "2", "3"]  # 3 is ls's own directory fd
+
+
+def test_stdin_stdout_stderr_and_exit_code(cell):
+    result = cell.run(["sh", "-c", "cat; echo err >&2; exit 3"], stdin=b"hello\n")
+    assert result.stdout == "hello\n" and result.stderr == "err\n"
+    assert result.status == "RE" and result.exit_code == 3 and result.signal is None
+
+
+def test_death_by_signal(cell):
+    result = cell.run(["sh", "-c", "kill -SEGV $$"])
+    assert result.status == "RE" and result.signal == 11 and result.exit_code is None
+
+
+def test_wall_time_limit(cell):
+    result = cell.run(["sleep", "10"], time=1, wall_time=0.5)
+    assert result.status == "TLE" and "wall" in result.message
+    assert 0.4 < result.wall_time < 3
+
+
+def test_cpu_time_limit_backstop(cell):
+    result = cell.run(["sh", "-c", "while :; do :; done"], time=0.5, wall_time=10)
+    assert result.status == "TLE" and "CPU" in result.message
+
+
+def test_output_limit(cell):
+    result = cell.run(["sh", "-c", "yes"], output_limit="64K", wall_time=10)
+    assert result.status == "OLE" and result.stdout_truncated
+    assert len(result.stdout) == 65536
+
+
+def test_file_size_limit(cell):
+    # dd keeps SIGXFSZ's default action (Python ignores it and sees EFBIG instead).
+    result = cell.run(["dd", "if=/dev/zero", "of=big", "bs=1M", "count=2"], file_size="1M")
+    assert result.status == "OLE" and "file-size" in result.message
+
+
+def test_copy_in_and_out(cell):
+    script = b"#!/bin/sh\nmkdir -p out/deep && cat data > out/deep/copy && echo done > result\n"
+    result = cell.run(
+        ["./tool.sh"], copy_in={"tool.sh": script, "data": b"payload"},
+        copy_out=("result", "out/deep/copy", "missing"),
+    )
+    assert result.status == "OK", (result.message, result.stderr)
+    assert result.files == {"result": b"done\n", "out/deep/copy": b"payload"}
+
+
+def test_command_not_found(cell):
+    result = cell.run(["definitely-not-a-command"])
+    assert result.status == "RE" and result.exit_code == 127
+    assert "No such file" in result.message
+
+
+def test_nothing_outlives_the_run(cell):
+    marker = f"cellblock-daemon-{uuid.uuid4().hex}"
+    cell.run(["sh", "-c", f"setsid sh -c 'exec -a {marker} sleep 300' & sleep 0.1; echo started"])
+    assert not _processes_with(marker)
+
+
+def _processes_with(marker: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+# --- bad input ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        ({"time": -1}, "time"),
+        ({"time": "abc"}, "time"),
+        ({"time": float("nan")}, "time"),
+        ({"wall_time": 1e9}, "wall_time"),
+        ({"memory": "1T"}, "memory"),
+        ({"memory": "lots"}, "memory"),
+        ({"pids": 0}, "pids"),
+        ({"output_limit": "-5"}, "output_limit"),
+        ({"image": "no-such-image"}, "image"),
+        ({"seccomp": "no-such-profile"}, "no-such-profile"),
+        ({"copy_out": ("../etc/passwd",)}, "file path"),
+        ({"copy_in": {"/etc/x": b""}}, "file path"),
+        ({"bogus": 1}, "bogus"),
+    ],
+)
+def test_bad_options_are_clear_errors(options, fragment):
+    with pytest.raises(SpecError, match=re.escape(fragment)):
+        run(["true"], **options)
+
+
+def test_empty_command_is_an_error():
+    with pytest.raises(SpecError, match="nothing to run"):
+        run([])
+
+
+def test_malformed_profile_is_an_error(tmp_path):
+    profile = tmp_path / "broken.json"
+    profile.write_text('{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [')
+    with pytest.raises(SpecError, match="broken.json"):
+        run(["true"], seccomp=str(profile))
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "cli.py", *args], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parent.parent, check=False)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["run"],
+        ["run", "--"],
+        ["run", "--time", "-3", "--", "true"],
+        ["run", "--memory", "1T", "--", "true"],
+        ["run", "--image", "nope", "--", "true"],
+        ["run", "--seccomp", "nope", "--", "true"],
+        ["run", "--copy-in", "/nonexistent/file:x", "--", "true"],
+        ["run", "--stdin", "/nonexistent/file", "--", "true"],
+        ["run", "--env", "NOEQUALS", "--", "true"],
+    ],
+)
+def test_cli_bad_input(args):
+    done = _cli(*args)
+    assert done.returncode == 2, done
+    assert "error" in done.stderr and "Traceback" not in done.stderr
+    assert done.stdout == ""
+
+
+def test_cli_json_and_exit_codes(tmp_path):
+    done = _cli("run", "--json", "--", "sh", "-c", "echo hi; exit 4")
+    import json
+
+    data = json.loads(done.stdout)
+    assert done.returncode == 0 and data["status"] == "RE" and data["exit_code"] == 4
+    assert data["stdout"] == "hi\n"
+    human = _cli("run", "--", "sh", "-c", "echo hi; exit 4")
+    assert human.returncode == 4 and human.stdout == "hi\n" and "RE" in human.stderr
+    slow = _cli("run", "--wall-time", "0.3", "--", "sleep", "5")
+    assert slow.returncode == 124

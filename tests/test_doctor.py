@@ -1,0 +1,455 @@
+"""`cellblock doctor` against the real kernel, as root and as a throwaway unprivileged user."""
+
+from __future__ import annotations
+
+import errno
+import glob
+import json
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from sandbox import doctor
+from sandbox.doctor import Check, Outcome, Report, check_host, format_report, probe, run_doctor
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VENV_PYTHON = os.path.join(REPO, ".venv", "bin", "python")
+TEST_USER = "cbdoctor"
+KERNEL_CHECKS = (
+    "user namespaces",
+    "mount namespace + overlay",
+    "pid namespace + /proc",
+    "network namespace",
+    "seccomp",
+)
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+
+
+def _is_v1_hybrid_host() -> bool:
+    with open("/proc/self/mountinfo") as f:
+        mountinfo = f.read()
+    return " /sys/fs/cgroup/memory " in mountinfo and " /sys/fs/cgroup/unified " in mountinfo
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _children() -> list[int]:
+    """Every process (zombies included) whose parent is this process."""
+    me, kids = os.getpid(), []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[1]) == me:
+            kids.append(int(entry))
+    return kids
+
+
+def _mounts() -> list[str]:
+    with open("/proc/self/mountinfo") as f:
+        return f.read().splitlines()
+
+
+def _fds() -> list[str]:
+    return sorted(os.listdir("/proc/self/fd"))
+
+
+# --------------------------------------------------------------------------- as root
+
+
+@needs_root
+def test_kernel_probes_pass_as_root():
+    report = check_host()
+    for name in KERNEL_CHECKS:
+        check = report.get(name)
+        assert check.ok, f"{name}: {check.detail}"
+        assert check.required
+    assert report.get("kernel").ok
+    assert [c.name for c in report.checks] == [name for name, _ in doctor.CHECKS]
+
+
+@needs_root
+@pytest.mark.skipif(not _is_v1_hybrid_host(), reason="this host is not cgroup v1 hybrid")
+def test_cgroup_v1_hybrid_reported_as_root():
+    check = check_host().get("cgroups")
+    assert check.ok, check.detail
+    assert check.detail.startswith("cgroup v1 (hybrid: /sys/fs/cgroup/unified is cgroup2")
+    for ctrl in ("memory", "pids", "cpu", "cpuacct", "freezer"):
+        assert ctrl in check.detail
+    assert "usable by root" in check.detail
+    assert check.fix is None
+
+
+@needs_root
+def test_cgroup_check_only_reads():
+    dirs = [p for p in glob.glob("/sys/fs/cgroup/*/") if not os.path.islink(p.rstrip("/"))]
+    listing = {p: sorted(os.listdir(p)) for p in dirs}
+    doctor.check_cgroups()
+    assert {p: sorted(os.listdir(p)) for p in dirs} == listing
+
+
+def test_report_json_and_text():
+    report = check_host()
+    data = json.loads(json.dumps(report.to_dict()))
+    assert data["ok"] is report.ok
+    assert [c["name"] for c in data["checks"]] == [c.name for c in report.checks]
+    for c in data["checks"]:
+        assert set(c) == {"name", "ok", "detail", "fix", "required"}
+        assert c["detail"]
+    text = format_report(report)
+    lines = text.splitlines()
+    check_lines = [line for line in lines if line[:2] in ("✓ ", "✗ ", "! ")]
+    assert len(check_lines) == len(report.checks)
+    for c, line in zip(report.checks, check_lines, strict=True):
+        assert line == f"{'✓' if c.ok else '✗' if c.required else '!'} {c.name} — {c.detail}"
+
+    text, code = run_doctor(False)
+    assert code == (0 if report.ok else 1)
+    assert text.splitlines()[0][:2] in ("✓ ", "✗ ", "! ")
+    js, code2 = run_doctor(True)
+    assert json.loads(js)["ok"] is (code2 == 0)
+
+
+def test_probes_leave_nothing_behind():
+    check_host()  # warm up imports, lazily opened files
+    kids, mounts, fds = _children(), _mounts(), _fds()
+    for _ in range(3):
+        check_host()
+    assert _children() == kids
+    assert _mounts() == mounts
+    assert _fds() == fds
+    assert not glob.glob("/usr/.cellblock-doctor-*")
+
+
+# --------------------------------------------------------------------------- probe harness
+
+
+def test_probe_returns_value_and_errors():
+    assert probe(lambda: {"x": 1}) == Outcome(True, {"x": 1})
+
+    def fail():
+        raise OSError(errno.EPERM, "unshare: Operation not permitted")
+
+    out = probe(fail)
+    assert not out.ok
+    assert out.errno == errno.EPERM
+    assert "EPERM" in out.error
+
+
+def test_probe_timeout_kills_and_reaps():
+    kids = _children()
+    t0 = time.monotonic()
+    out = probe(lambda: time.sleep(60), timeout=0.3)
+    assert time.monotonic() - t0 < 3
+    assert not out.ok
+    assert "killed" in out.error
+    assert _children() == kids
+
+
+def test_probe_child_killed_by_signal():
+    out = probe(lambda: os.kill(os.getpid(), signal.SIGKILL))
+    assert not out.ok
+    assert "SIGKILL" in out.error
+
+
+def test_probe_children_skip_atexit_and_stdio_buffers():
+    code = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('ATEXIT'))\n"
+        "sys.stdout.write('buffered;')\n"
+        "from sandbox.doctor import check_host\n"
+        "check_host()\n"
+    )
+    env = dict(os.environ, PYTHONPATH=REPO)
+    res = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.count("ATEXIT") == 1
+    assert res.stdout.count("buffered;") == 1
+    assert res.stderr == ""
+
+
+# --------------------------------------------------------------------------- fix logic
+
+
+def test_report_ok_ignores_optional_checks():
+    r = Report([Check("a", True, "d"), Check("b", False, "d", "fix-b", required=False)])
+    assert r.ok and r.degraded == [] and r.warnings == ["b"]
+    assert "    fix: fix-b" in format_report(r).splitlines()
+    r.checks.append(Check("c", False, "d", "fix-c"))
+    assert not r.ok and r.degraded == ["c"]
+    assert format_report(r).splitlines()[-1] == "degraded: c"
+
+
+def _fake_sysctls(monkeypatch, values):
+    real = doctor._read_int
+    monkeypatch.setattr(doctor, "_read_int", lambda p: values[p] if p in values else real(p))
+
+
+def test_userns_fixes_name_the_blocking_knob(monkeypatch):
+    monkeypatch.setattr(
+        doctor, "probe", lambda fn, timeout=0: Outcome(False, error="EPERM", errno=errno.EPERM)
+    )
+    monkeypatch.setattr(doctor, "_in_container", lambda: False)
+    _fake_sysctls(
+        monkeypatch,
+        {
+            doctor.USERNS_SYSCTL: 15000,
+            doctor.DEBIAN_USERNS_SYSCTL: None,
+            doctor.APPARMOR_USERNS_SYSCTL: 1,
+        },
+    )
+    check = doctor.check_userns()
+    assert not check.ok and check.required
+    assert "kernel.apparmor_restrict_unprivileged_userns=0" in check.fix
+    assert "unprivileged_userns_clone" not in check.fix  # no such file: no Debian knob
+
+    _fake_sysctls(
+        monkeypatch,
+        {
+            doctor.USERNS_SYSCTL: 0,
+            doctor.DEBIAN_USERNS_SYSCTL: 0,
+            doctor.APPARMOR_USERNS_SYSCTL: None,
+        },
+    )
+    check = doctor.check_userns()
+    assert "sysctl -w user.max_user_namespaces=15000" in check.fix
+    assert "sysctl -w kernel.unprivileged_userns_clone=1" in check.fix
+    assert "apparmor" not in check.fix
+
+
+def test_userns_too_few_namespaces(monkeypatch):
+    monkeypatch.setattr(doctor, "probe", lambda fn, timeout=0: Outcome(True, 1000))
+    _fake_sysctls(monkeypatch, {doctor.USERNS_SYSCTL: 3})
+    check = doctor.check_userns()
+    assert not check.ok
+    assert "user.max_user_namespaces=3 is too low" in check.detail
+    assert "sysctl -w user.max_user_namespaces=15000" in check.fix
+
+
+DOCTOR_JSON = (
+    "import json\n"
+    "from sandbox.doctor import check_host\n"
+    "print(json.dumps(check_host().to_dict()))\n"
+)
+
+
+def _doctor_in(unshare: list[str], setup: str) -> dict:
+    """Run the doctor in new namespaces (`unshare ...`) after a shell `setup` step there."""
+    argv = [*unshare, "sh", "-c", f'{setup} && exec "$@"', "sh", VENV_PYTHON, "-c", DOCTOR_JSON]
+    res = subprocess.run(
+        argv,
+        cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=REPO),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 0, res.stderr
+    return {c["name"]: c for c in json.loads(res.stdout)["checks"]}
+
+
+needs_unshare = pytest.mark.skipif(not shutil.which("unshare"), reason="needs util-linux unshare")
+
+
+@needs_root
+@needs_unshare
+def test_masked_proc_fails_pid_check():
+    # A private mount namespace where /proc paths are masked, as Docker does.
+    checks = _doctor_in(
+        ["unshare", "-m", "--propagation", "private"],
+        "mount --bind /dev/null /proc/keys && mount -t tmpfs none /proc/irq",
+    )
+    pid = checks["pid namespace + /proc"]
+    assert not pid["ok"]
+    assert "/proc/irq, /proc/keys" in pid["detail"]
+    assert "systempaths=unconfined" in pid["fix"]
+    assert checks["user namespaces"]["ok"]
+
+
+@needs_root
+@needs_unshare
+def test_exhausted_user_namespaces_name_the_sysctl():
+    # bwrap's trick: lower max_user_namespaces inside a user namespace of our own.
+    checks = _doctor_in(["unshare", "-Ur"], "echo 1 > /proc/sys/user/max_user_namespaces")
+    userns = checks["user namespaces"]
+    assert not userns["ok"]
+    assert "user.max_user_namespaces=1" in userns["detail"]
+    assert userns["fix"] == "sysctl -w user.max_user_namespaces=15000"
+
+
+@needs_root
+@needs_unshare
+def test_pure_cgroup_v2_without_controllers():
+    # A private mount namespace where the cgroup2 hierarchy sits at /sys/fs/cgroup.
+    unified = "/sys/fs/cgroup/unified"
+    if not os.path.ismount(unified):
+        pytest.skip("no cgroup2 hierarchy at /sys/fs/cgroup/unified")
+    checks = _doctor_in(
+        ["unshare", "-m", "--propagation", "private"],
+        f"mount -t tmpfs none /mnt && mount --bind {unified} /mnt && "
+        "umount -l /sys/fs/cgroup && mount --move /mnt /sys/fs/cgroup",
+    )
+    cg = checks["cgroups"]
+    assert cg["detail"].startswith("cgroup v2: /sys/fs/cgroup/cellblock")
+    with open(f"{unified}/cgroup.controllers") as f:
+        controllers = f.read().split()
+    if not {"memory", "pids", "cpu"} <= set(controllers):
+        assert not cg["ok"]
+        assert "controllers not available" in cg["detail"]
+
+
+def test_landlock_missing_is_optional(monkeypatch):
+    monkeypatch.setattr(
+        doctor, "probe", lambda fn, timeout=0: Outcome(False, error="x", errno=errno.EOPNOTSUPP)
+    )
+    monkeypatch.setattr(doctor, "_lsm_list", lambda: "lockdown,capability,yama")
+    check = doctor.check_landlock()
+    assert not check.ok and not check.required
+    assert "without landlock" in check.detail
+    assert "lsm=landlock,lockdown,capability,yama" in check.fix
+
+
+def _fake_v2_tree(tmp_path, controllers="cpuset cpu io memory pids", enabled=""):
+    root = tmp_path / "cgroup"
+    sub = root / "cellblock"
+    sub.mkdir(parents=True)
+    for d in (root, sub):
+        (d / "cgroup.controllers").write_text(controllers + "\n")
+        (d / "cgroup.subtree_control").write_text(enabled + "\n")
+        (d / "cgroup.procs").write_text("")
+    return str(root), str(sub)
+
+
+def test_cgroup_v2_delegated_subtree(tmp_path, monkeypatch):
+    root, sub = _fake_v2_tree(tmp_path)
+    monkeypatch.delenv("CELLBLOCK_CGROUP", raising=False)
+    monkeypatch.setattr(doctor, "_is_root", lambda: False)
+    monkeypatch.setattr(doctor, "_user_name", lambda: "alice")
+    monkeypatch.setattr(doctor, "_own_cgroup_v2", lambda: "/cellblock/worker")
+    monkeypatch.setattr(doctor, "_writable", lambda p: p.startswith(sub))
+    check = doctor._check_cgroup_v2(root)
+    assert check.ok, check.detail
+    assert "memory, pids, cpu usable by alice" in check.detail
+
+    monkeypatch.setenv("CELLBLOCK_CGROUP", sub)
+    assert doctor._check_cgroup_v2(root).ok
+
+
+def test_cgroup_v2_not_delegated(tmp_path, monkeypatch):
+    root, sub = _fake_v2_tree(tmp_path, controllers="memory pids")
+    monkeypatch.delenv("CELLBLOCK_CGROUP", raising=False)
+    monkeypatch.setattr(doctor, "_is_root", lambda: False)
+    monkeypatch.setattr(doctor, "_user_name", lambda: "alice")
+    monkeypatch.setattr(doctor, "_own_cgroup_v2", lambda: "/user.slice/session-1.scope")
+    monkeypatch.setattr(doctor, "_writable", lambda p: False)
+    check = doctor._check_cgroup_v2(root)
+    assert not check.ok and check.required
+    assert "not writable by alice" in check.detail
+    assert check.fix == "sudo cellblock setup --user alice"
+
+    monkeypatch.setattr(doctor, "_writable", lambda p: p.startswith(sub))
+    check = doctor._check_cgroup_v2(root)
+    assert not check.ok
+    assert "controllers not delegated: cpu" in check.detail
+
+
+# --------------------------------------------------------------------------- unprivileged
+
+
+@pytest.fixture(scope="module")
+def unprivileged_user():
+    if os.geteuid() != 0:
+        pytest.skip("creating a throwaway user needs root")
+    if not (shutil.which("useradd") and shutil.which("runuser") and shutil.which("userdel")):
+        pytest.skip("useradd/runuser/userdel not installed")
+    try:
+        pwd.getpwnam(TEST_USER)
+    except KeyError:
+        subprocess.run(
+            [
+                "useradd",
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                TEST_USER,
+            ],
+            check=True,
+        )
+    yield TEST_USER
+    subprocess.run(["userdel", TEST_USER], check=False, capture_output=True)
+
+
+def _doctor_as(user: str, as_json: bool) -> tuple[str, int]:
+    code = (
+        "import sys\n"
+        "from sandbox.doctor import run_doctor\n"
+        f"text, code = run_doctor({as_json})\n"
+        "print(text)\n"
+        "sys.exit(code)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=REPO)
+    env.pop("CELLBLOCK_CGROUP", None)
+    res = subprocess.run(
+        ["runuser", "-u", user, "--", VENV_PYTHON, "-c", code],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.stderr == "", res.stderr
+    return res.stdout, res.returncode
+
+
+def test_doctor_as_unprivileged_user(unprivileged_user):
+    out, code = _doctor_as(unprivileged_user, as_json=True)
+    data = json.loads(out)
+    checks = {c["name"]: c for c in data["checks"]}
+    assert code == (0 if data["ok"] else 1)
+
+    userns = checks["user namespaces"]
+    assert userns["ok"], userns["detail"]
+    assert f"uid {pwd.getpwnam(unprivileged_user).pw_uid}" in userns["detail"]
+
+    cg = checks["cgroups"]
+    assert not cg["ok"] and cg["required"]  # a brand-new user has nothing delegated
+    assert unprivileged_user in cg["detail"]
+    assert cg["fix"] == f"sudo cellblock setup --user {unprivileged_user}"
+    assert not data["ok"] and code == 1
+    assert "cgroups" in data["degraded"]
+
+    subids = checks["subordinate ids"]
+    assert not subids["required"]
+    if not subids["ok"]:
+        assert unprivileged_user in subids["fix"]
+
+    text, code = _doctor_as(unprivileged_user, as_json=False)
+    assert code == 1
+    lines = text.splitlines()
+    i = next(i for i, line in enumerate(lines) if line.startswith("✗ cgroups — "))
+    assert lines[i + 1] == f"    fix: sudo cellblock setup --user {unprivileged_user}"
+
+
+@pytest.mark.skipif(not _is_v1_hybrid_host(), reason="this host is not cgroup v1 hybrid")
+def test_unprivileged_v1_names_missing_directories(unprivileged_user):
+    out, _ = _doctor_as(unprivileged_user, as_json=True)
+    cg = next(c for c in json.loads(out)["checks"] if c["name"] == "cgroups")
+    assert cg["detail"].startswith("cgroup v1 (hybrid")
+    assert f"not delegated to {unprivileged_user}" in cg["detail"]
+    assert "/sys/fs/cgroup/memory/cellblock" in cg["detail"]
