@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -121,10 +122,8 @@ def _write_out(out_dir: Path, relative: str, data: bytes) -> None:
     current = os.open(out_dir, os.O_PATH | os.O_DIRECTORY)
     try:
         for part in parts[:-1]:
-            try:
+            with contextlib.suppress(FileExistsError):
                 os.mkdir(part, 0o755, dir_fd=current)
-            except FileExistsError:
-                pass
             child = os.open(part, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=current)
             os.close(current)
             current = child

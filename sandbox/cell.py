@@ -15,6 +15,8 @@ rlimits, seccomp, files, init, watchdog, verdict) and reads top to bottom.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import gc
 import os
 import select
@@ -62,8 +64,25 @@ class Launch:
         ]
 
 
+_EXITING: list[int] = []  # outer processes of finished cells, not reaped yet
+
+
+def _reap_exiting(block: bool) -> None:
+    for pid in list(_EXITING):
+        try:
+            done, _ = os.waitpid(pid, 0 if block else os.WNOHANG)
+        except ChildProcessError:  # someone else's waitpid(-1) took it
+            done = pid
+        if done:
+            _EXITING.remove(pid)
+
+
+atexit.register(_reap_exiting, block=True)
+
+
 def run_cell(spec: RunSpec) -> RunResult:
     """Run spec.argv in a fresh cell and report what happened."""
+    _reap_exiting(block=False)
     # 1. Everything that can fail for the caller's reasons fails here, before fork.
     image = resolve_image(spec.image)
     bpf = seccomp.compile_profile(spec.seccomp)
@@ -114,8 +133,12 @@ def _supervise(pid: int, launch: Launch, host: Channel, stdout_r: int, stderr_r:
         host.sock.settimeout(None)
         seen = watch(host, stdout_r, stderr_r, started["start"], limits.effective_wall_time,
                      limits.time, limits.output_limit)
-        _, status = os.waitpid(pid, 0)
+        # Every process of the cell is dead now; the outer process and the init
+        # are exiting (namespace teardown takes a millisecond or two). Reap them
+        # without waiting when they are done, else at the next run or at exit.
+        _EXITING.append(pid)
         reaped = True
+        _reap_exiting(block=False)
         return _result(launch, seen)
     except (CellError, OSError, ValueError, TimeoutError) as error:
         return RunResult(Status.IE, message=f"sandbox failure: {error}")
@@ -319,10 +342,8 @@ def _read_all(fd: int) -> bytes:
 
 
 def _report_error(channel: Channel, message: str) -> None:
-    try:
+    with contextlib.suppress(OSError):
         channel.send("error", message=message)
-    except OSError:
-        pass
 
 
 class _OpenFds:
@@ -346,7 +367,5 @@ class _OpenFds:
 
 
 def _kill_quietly(pid: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass

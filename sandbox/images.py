@@ -10,6 +10,7 @@ container) named under the images directory or given by absolute path.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from dataclasses import dataclass
@@ -53,10 +54,8 @@ def _host_image() -> Image:
 
 def available_images() -> list[str]:
     names = ["host"]
-    try:
+    with contextlib.suppress(OSError):
         names += sorted(p.name for p in images_dir().iterdir() if p.is_dir())
-    except OSError:
-        pass
     return names
 
 

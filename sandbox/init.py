@@ -14,6 +14,7 @@ program cannot read its memory (which is a copy of the supervisor's) through
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import selectors
@@ -94,10 +95,8 @@ def supervise(channel: Channel, program_pid: int, start: float) -> ProgramExit:
 
 def kill_all() -> None:
     """SIGKILL every process of the PID namespace but the init itself."""
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(-1, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def _drain(fd: int) -> None:

@@ -38,4 +38,5 @@ def loopback_up() -> None:
     (error,) = struct.unpack_from("=i", reply, _HEADER.size)
     if kind != NLMSG_ERROR or error != 0:
         code = -error if error < 0 else errno.EPROTO
-        raise OSError(code, f"bringing up the loopback interface failed: {errno.errorcode.get(code)}")
+        name = errno.errorcode.get(code)
+        raise OSError(code, f"bringing up the loopback interface failed: {name}")

@@ -19,7 +19,7 @@ class SpecError(ValueError):
     """A run was asked for with bad options: the caller's mistake, reported clearly."""
 
 
-class Status(str, enum.Enum):
+class Status(enum.StrEnum):
     OK = "OK"
     RE = "RE"  # non-zero exit or death by signal
     TLE = "TLE"  # CPU or wall limit hit

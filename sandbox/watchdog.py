@@ -9,13 +9,14 @@ init's report and the copied-out files.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import selectors
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .channel import Channel, CellError, ChannelClosed
+from .channel import CellError, Channel, ChannelClosed
 from .files import OutputBuffer
 
 # How long the init may take to report after it was asked to kill the cell
@@ -75,10 +76,8 @@ def watch(
         killed_at = time.monotonic()
         if meter is not None:
             meter.kill()
-        try:
+        with contextlib.suppress(OSError):
             channel.send("kill")
-        except OSError:
-            pass
 
     try:
         while seen.report is None or buffers:
