@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from . import caps, files, libc, mounts, net, rlimits, seccomp, userns
 from .channel import CellError, Channel
 from .images import resolve_image
-from .init import ProgramExit, reset_signals, supervise
+from .init import ProgramExit, hide_command_line, reset_signals, supervise
 from .spec import RunResult, RunSpec, Status
 from .verdict import Facts, decide
 from .watchdog import watch
@@ -232,6 +232,7 @@ def _init(launch: Launch, cell: Channel, alive_r: int) -> None:
             return
         os.close(alive_r)
         libc.prctl(libc.PR_SET_DUMPABLE, 0)
+        hide_command_line()
         reset_signals(keep_sigchld_wakeup=True)
 
         mounts.build_root(launch.plan)

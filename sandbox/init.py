@@ -15,6 +15,7 @@ program cannot read its memory (which is a copy of the supervisor's) through
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import resource
 import selectors
@@ -40,6 +41,19 @@ def reset_signals(keep_sigchld_wakeup: bool = False) -> None:
             pass  # signals reserved by the C library
     if keep_sigchld_wakeup:
         signal.signal(signal.SIGCHLD, lambda *_: None)
+
+
+def hide_command_line(title: bytes = b"cellblock-init") -> None:
+    """Overwrite our argv in memory: /proc/1/cmdline is readable by every process
+    of the cell, and ours is a copy of the supervisor's (which may name secrets)."""
+    with open("/proc/self/stat", "rb") as f:
+        fields = f.read().rsplit(b")", 1)[1].split()
+    # Fields 48 and 49 of proc(5), counted after the ")" that ends the command name.
+    arg_start, arg_end = int(fields[45]), int(fields[46])
+    size = arg_end - arg_start
+    if size > 0:
+        ctypes.memset(arg_start, 0, size)
+        ctypes.memmove(arg_start, title[: size - 1], min(len(title), size - 1))
 
 
 @dataclass

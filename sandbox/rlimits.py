@@ -25,6 +25,9 @@ def rlimit_table(limits: Limits) -> list[tuple[int, int, int]]:
         # Counted per user in the cell's own user namespace: the fallback where
         # no pids cgroup exists (+1 for the init, which shares the uid in a size-1 map).
         (resource.RLIMIT_NPROC, limits.pids + 1, limits.pids + 1),
+        # Until the cell has a memory cgroup (issue 3), the data segment limit
+        # is what stops a memory bomb from taking the host down.
+        (resource.RLIMIT_DATA, limits.memory, limits.memory),
         (resource.RLIMIT_MEMLOCK, 0, 0),
         (resource.RLIMIT_MSGQUEUE, 0, 0),
     ]

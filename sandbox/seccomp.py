@@ -51,6 +51,7 @@ would silently turn that AND into an OR) are errors rather than surprises.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -289,15 +290,20 @@ def _build(prof: _Profile, data: dict[str, Any]) -> bytes:
                 f"none of its {len(unknown)} syscall name(s) is known to libseccomp on x86_64 "
                 f"({shown})",
             )
-        raise prof.error("syscalls", "names no syscall that applies here (empty rule list)")
+        raise prof.error(
+            "syscalls",
+            "no rule applies: the list is empty or includes/excludes leave out every entry",
+        )
 
     filt = seccomp.SyscallFilter(default)
     # Only the native arch is in the filter; everything else (i386, and x32
     # which libseccomp filters out of an x86_64 filter) gets this action.
     filt.set_attr(seccomp.Attr.ACT_BADARCH, seccomp.KILL_PROCESS)
     # A binary search over syscall numbers instead of a linear chain: ~9
-    # comparisons instead of up to ~300 on every syscall of the cell.
-    filt.set_attr(seccomp.Attr.CTL_OPTIMIZE, 2)
+    # comparisons instead of up to ~300 on every syscall of the cell. libseccomp
+    # older than 2.5 lacks it; the linear filter does the same, more slowly.
+    with contextlib.suppress(OSError):
+        filt.set_attr(seccomp.Attr.CTL_OPTIMIZE, 2)
     by_nr: dict[int, list[_Rule]] = {}
     for rule in rules:
         by_nr.setdefault(rule.nr, []).append(rule)

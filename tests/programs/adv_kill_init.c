@@ -1,0 +1,33 @@
+/* Attack 13, signals to the init.
+ *   adv_kill_init PID
+ * Sends SIGTERM then SIGKILL to PID, prints "SIGTERM ret=R errno=E" and
+ * "SIGKILL ret=R errno=E", waits 200 ms, writes "survived" to ./after (so a
+ * copy-out after the run shows the init still did its job), prints
+ * "still here" and exits 3: the run's verdict must be this exit. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+int main(int argc, char **argv) {
+    setvbuf(stdout, NULL, _IONBF, 0);
+    if (argc != 2)
+        return 2;
+    pid_t pid = (pid_t)atoi(argv[1]);
+    int ret = kill(pid, SIGTERM);
+    printf("SIGTERM ret=%d errno=%d\n", ret, ret ? errno : 0);
+    ret = kill(pid, SIGKILL);
+    printf("SIGKILL ret=%d errno=%d\n", ret, ret ? errno : 0);
+    struct timespec pause = {0, 200 * 1000 * 1000};
+    nanosleep(&pause, NULL);
+    FILE *f = fopen("after", "w");
+    if (f) {
+        fputs("survived\n", f);
+        fclose(f);
+    }
+    printf("still here\n");
+    return 3;
+}
