@@ -19,7 +19,8 @@ from sandbox import doctor
 from sandbox.doctor import Check, Outcome, Report, check_host, format_report, probe, run_doctor
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VENV_PYTHON = os.path.join(REPO, ".venv", "bin", "python")
+# The venv scripts/install makes (from Debian's python3, usable by every user).
+VENV_PYTHON = os.path.join(os.environ.get("CELLBLOCK_VENV", "/opt/cellblock/venv"), "bin", "python")
 TEST_USER = "cbdoctor"
 KERNEL_CHECKS = (
     "user namespaces",
