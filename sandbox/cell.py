@@ -240,7 +240,8 @@ def _init(launch: Launch, cell: Channel, alive_r: int) -> None:
         net.loopback_up()
         # Inherited by the program: done once here rather than in every child.
         caps.drop_bounding_set()
-        files.copy_into_box(launch.copy_in, launch.idmap.run_uid, launch.idmap.run_gid)
+        box = files.open_box()
+        files.copy_into_box(box, launch.copy_in, launch.idmap.run_uid, launch.idmap.run_gid)
         for entry in launch.copy_in:
             os.close(entry.fd)
 
@@ -257,7 +258,7 @@ def _init(launch: Launch, cell: Channel, alive_r: int) -> None:
         cell.send("started", start=start, pid=program_pid)
 
         done: ProgramExit = supervise(cell, program_pid, start)
-        files.send_box_files(cell, launch.spec.copy_out, launch.spec.limits.file_size)
+        files.send_box_files(box, cell, launch.spec.copy_out, launch.spec.limits.file_size)
         report = {
             "wait_status": done.wait_status,
             "start": done.start,

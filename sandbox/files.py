@@ -104,29 +104,31 @@ def open_copy_in(copy_in: Mapping[str, CopyInSource]) -> list[CopyIn]:
     return entries
 
 
-def copy_into_box(entries: list[CopyIn], uid: int, gid: int) -> None:
+def open_box() -> int:
+    """In the cell, before the program starts: the fd every later step uses for
+    /box, so nothing the program does to the name /box can redirect us."""
+    return os.open("/box", os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+
+
+def copy_into_box(box: int, entries: list[CopyIn], uid: int, gid: int) -> None:
     """In the cell, before the program: write each input under /box."""
-    box = os.open("/box", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        for entry in entries:
-            parent = _make_parents(box, entry.path, uid, gid)
-            name = entry.path.rsplit("/", 1)[-1]
-            out = os.open(
-                name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                entry.mode, dir_fd=parent,
-            )
-            try:
-                offset = 0
-                while sent := os.sendfile(out, entry.fd, offset, 1 << 24):
-                    offset += sent
-                os.fchown(out, uid, gid)
-                os.fchmod(out, entry.mode)
-            finally:
-                os.close(out)
-                if parent != box:
-                    os.close(parent)
-    finally:
-        os.close(box)
+    for entry in entries:
+        parent = _make_parents(box, entry.path, uid, gid)
+        name = entry.path.rsplit("/", 1)[-1]
+        out = os.open(
+            name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+            entry.mode, dir_fd=parent,
+        )
+        try:
+            offset = 0
+            while sent := os.sendfile(out, entry.fd, offset, 1 << 24):
+                offset += sent
+            os.fchown(out, uid, gid)
+            os.fchmod(out, entry.mode)
+        finally:
+            os.close(out)
+            if parent != box:
+                os.close(parent)
 
 
 def _make_parents(box: int, relative: str, uid: int, gid: int) -> int:
@@ -152,38 +154,40 @@ _RESOLVE = (
 )
 
 
-def send_box_files(channel: Channel, paths: tuple[str, ...], max_size: int) -> None:
-    """In the cell, after every process is dead: stream requested files to the host."""
-    box = os.open("/box", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        for path in paths:
-            relative = cell_path(path)
-            try:
-                # O_NONBLOCK: a planted FIFO must not hang us; O_NOCTTY for device nodes.
-                fd = libc.openat2(box, relative,
-                                  os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC,
-                                  _RESOLVE)
-            except OSError as e:
-                channel.send("file", path=path, error=f"cannot open: {os.strerror(e.errno)}")
+def send_box_files(box: int, channel: Channel, paths: tuple[str, ...], max_size: int) -> None:
+    """In the cell, after every process is dead: stream requested files to the host.
+
+    Whatever the program left under /box (links, FIFOs, devices, huge files, a
+    removed directory) costs it that file, never the verdict of the run.
+    """
+    for path in paths:
+        relative = cell_path(path)
+        try:
+            # O_NONBLOCK: a planted FIFO must not hang us; O_NOCTTY for device nodes.
+            fd = libc.openat2(box, relative,
+                              os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC,
+                              _RESOLVE)
+        except OSError as e:
+            channel.send("file", path=path, error=f"cannot open: {os.strerror(e.errno)}")
+            continue
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                channel.send("file", path=path, error="not a regular file")
                 continue
-            try:
-                st = os.fstat(fd)
-                if not stat.S_ISREG(st.st_mode):
-                    channel.send("file", path=path, error="not a regular file")
-                    continue
-                if st.st_size > max_size:
-                    channel.send("file", path=path,
-                                 error=f"larger than the limit of {max_size} bytes")
-                    continue
-                data = b""
-                while len(data) <= max_size and (chunk := os.read(fd, 1 << 20)):
-                    data += chunk
-                channel.send("file", path=path, size=len(data[:max_size]))
-                channel.send_data(data[:max_size])
-            finally:
-                os.close(fd)
-    finally:
-        os.close(box)
+            if st.st_size > max_size:
+                channel.send("file", path=path,
+                             error=f"larger than the limit of {max_size} bytes")
+                continue
+            data = b""
+            while len(data) <= max_size and (chunk := os.read(fd, 1 << 20)):
+                data += chunk
+            channel.send("file", path=path, size=len(data[:max_size]))
+            channel.send_data(data[:max_size])
+        except OSError as e:
+            channel.send("file", path=path, error=f"cannot read: {os.strerror(e.errno)}")
+        finally:
+            os.close(fd)
 
 
 class OutputBuffer:

@@ -75,6 +75,9 @@ def build_root(plan: RootPlan) -> None:
     for fd in sources.values():
         os.close(fd)
 
+    # /box is a mount point of its own: the program (cell root in a size-1 map
+    # owns /) cannot remove, rename or replace it (EBUSY) before copy-out.
+    libc.mount(f"{root}/box", f"{root}/box", None, libc.MS_BIND)
     _mount_dev(f"{root}/dev", plan.tmpfs_size)
     _mount_proc(f"{root}/proc")
     _pivot_into(root)

@@ -3,6 +3,9 @@
  *   adv_paths stat PATH...    "PATH: ESCAPED exists" or "PATH: blocked errno=N"
  *   adv_paths write PATH...   open(O_WRONLY|O_CREAT) and write a line:
  *                             "PATH: written" or "PATH: blocked errno=N"
+ *   adv_paths openw PATH...   open(O_WRONLY) only, writing nothing (for files where any
+ *                             write acts, like /proc/sysrq-trigger):
+ *                             "PATH: ESCAPED opened for writing" or "PATH: blocked errno=N"
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -56,6 +59,16 @@ static void do_write(const char *path) {
     close(fd);
 }
 
+static void do_openw(const char *path) {
+    int fd = open(path, O_WRONLY);
+    if (fd < 0) {
+        printf("%s: blocked errno=%d\n", path, errno);
+        return;
+    }
+    printf("%s: ESCAPED opened for writing\n", path);
+    close(fd);
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IONBF, 0);
     if (argc < 3)
@@ -67,6 +80,8 @@ int main(int argc, char **argv) {
             do_stat(argv[i]);
         else if (!strcmp(argv[1], "write"))
             do_write(argv[i]);
+        else if (!strcmp(argv[1], "openw"))
+            do_openw(argv[i]);
         else
             return 2;
     }
