@@ -155,6 +155,9 @@ def _spawn(argv: Sequence[str]) -> tuple[int, bytes]:
     ]
     try:
         pid = os.posix_spawn(argv[0], list(argv), ENV, file_actions=actions)
+    except OSError as error:
+        os.close(read_fd)
+        raise BenchError(f"cannot start {list(argv)}: {error.strerror}") from None
     finally:
         os.close(write_fd)
     return _collect(pid, read_fd)
@@ -482,20 +485,26 @@ def _print_cpu(use: dict[str, float]) -> None:
 # --- main -----------------------------------------------------------------------------
 
 
-def positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text}: must be at least 1")
-    return value
+def _at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{text}: must be at least {low}")
+        return value
+
+    return parse
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] + "..")
-    parser.add_argument("--iterations", type=positive, default=100,
+    parser = argparse.ArgumentParser(
+        description="Benchmark: sandbox.run against fork+exec, posix_spawn and bubblewrap.",
+        epilog="Not a test: timings are reported, never judged. See bench/README.md.",
+    )
+    parser.add_argument("--iterations", type=_at_least(1), default=100,
                         help="timed runs per workload and method (default 100)")
-    parser.add_argument("--warmup", type=int, default=5,
+    parser.add_argument("--warmup", type=_at_least(0), default=5,
                         help="untimed runs first, per workload and method (default 5)")
-    parser.add_argument("--cli-runs", type=positive, default=20,
+    parser.add_argument("--cli-runs", type=_at_least(1), default=20,
                         help="timed runs of each whole-process command (default 20)")
     parser.add_argument("--cli", default=DEFAULT_CLI,
                         help=f"the installed cellblock CLI (default {DEFAULT_CLI})")
