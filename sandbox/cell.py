@@ -30,7 +30,7 @@ from .images import resolve_image
 from .init import ProgramExit, hide_command_line, reset_signals, supervise
 from .spec import RunResult, RunSpec, Status
 from .verdict import Facts, decide
-from .watchdog import watch
+from .watchdog import Observed, watch
 
 NAMESPACES = (
     libc.CLONE_NEWUSER | libc.CLONE_NEWNS | libc.CLONE_NEWPID | libc.CLONE_NEWNET
@@ -150,7 +150,7 @@ def _supervise(pid: int, launch: Launch, host: Channel, stdout_r: int, stderr_r:
             os.waitpid(pid, 0)
 
 
-def _result(launch: Launch, seen) -> RunResult:
+def _result(launch: Launch, seen: Observed) -> RunResult:
     report = seen.report
     assert report is not None and seen.stdout is not None and seen.stderr is not None
     limits = launch.spec.limits
