@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-TEST_USER = "cellblock-test"
+# Overridable so that two test runs on one machine do not fight over one user.
+TEST_USER = os.environ.get("CELLBLOCK_TEST_USER", "cellblock-test")
 VENV = Path(os.environ.get("CELLBLOCK_VENV", "/opt/cellblock/venv"))
 
 

@@ -34,7 +34,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 PROGRAMS = Path(__file__).resolve().parent / "programs"
-TEST_USER = "cellblock-test"  # created by conftest's test_user fixture
+TEST_USER = os.environ.get("CELLBLOCK_TEST_USER", "cellblock-test")  # made by conftest
 VENV = Path(os.environ.get("CELLBLOCK_VENV", "/opt/cellblock/venv"))
 SIGSYS = int(signal.SIGSYS)
 # A host uid nobody uses, for the bare fork bomb: its RLIMIT_NPROC then caps the

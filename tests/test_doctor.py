@@ -21,7 +21,7 @@ from sandbox.doctor import Check, Outcome, Report, check_host, format_report, pr
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The venv scripts/install makes (from Debian's python3, usable by every user).
 VENV_PYTHON = os.path.join(os.environ.get("CELLBLOCK_VENV", "/opt/cellblock/venv"), "bin", "python")
-TEST_USER = "cbdoctor"
+TEST_USER = os.environ.get("CELLBLOCK_DOCTOR_USER", "cbdoctor")
 KERNEL_CHECKS = (
     "user namespaces",
     "mount namespace + overlay",
