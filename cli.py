@@ -38,6 +38,7 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--open-files", metavar="N", help="open file descriptors (default 256)")
     p.add_argument("--stack", metavar="SIZE", help="stack size (default: the memory limit)")
     p.add_argument("--tmpfs-size", metavar="SIZE", help="writable space (default: memory limit)")
+    p.add_argument("--cpus", metavar="N", help="CPU quota in cores, e.g. 0.5 (default: none)")
     p.add_argument("--stdin", metavar="FILE", help="file fed to standard input (default: empty)")
     p.add_argument("--copy-in", metavar="SRC:DEST", action="append", default=[],
                    help="host file copied to /box/DEST before the start (repeatable)")
@@ -73,6 +74,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             time=args.time, wall_time=args.wall_time, memory=args.memory, pids=args.pids,
             output_limit=args.output_limit, file_size=args.file_size,
             open_files=args.open_files, stack=args.stack, tmpfs_size=args.tmpfs_size,
+            cpus=args.cpus,
         )
         spec = RunSpec(
             argv=tuple(command), limits=limits,

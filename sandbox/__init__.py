@@ -17,7 +17,7 @@ __all__ = ["run", "run_spec", "Limits", "RunResult", "RunSpec", "SpecError", "St
 
 _LIMIT_OPTIONS = (
     "time", "wall_time", "memory", "pids", "output_limit", "file_size",
-    "open_files", "stack", "tmpfs_size", "tmpfs_inodes",
+    "open_files", "stack", "tmpfs_size", "tmpfs_inodes", "cpus",
 )
 
 

@@ -2,11 +2,12 @@
 
 Four processes take part:
 
-    supervisor (the caller: the worker, the CLI, a harness)
+    supervisor (the caller: the worker, the CLI, a harness): makes the run's cgroup
       └─ outer: unshares the namespaces, waits for its id maps, forks the init
            └─ init (PID 1): builds the root, copy-in, starts the program,
               reaps, ends every process, copy-out, reports
-                └─ program: drops everything it may not keep, execs the command
+                └─ program: joins the cgroup, drops everything it may not keep,
+                   execs the command
 
 The supervisor never enters a namespace and never touches a path inside the
 cell. Every step below calls one mechanism module (userns, mounts, net, caps,
@@ -24,7 +25,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 
-from . import caps, files, libc, mounts, net, rlimits, seccomp, userns
+from . import caps, cgroups, files, libc, mounts, net, rlimits, seccomp, userns
 from .channel import CellError, Channel
 from .images import resolve_image
 from .init import ProgramExit, hide_command_line, reset_signals, supervise
@@ -90,9 +91,20 @@ def run_cell(spec: RunSpec) -> RunResult:
     limits = spec.limits
     plan = mounts.RootPlan(image, limits.effective_tmpfs_size, limits.tmpfs_inodes,
                            idmap.run_uid, idmap.run_gid)
+    hierarchy, no_cgroup_reason = cgroups.find()
     fds = _OpenFds()
     channels: tuple[Channel, ...] = ()
+    group: cgroups.CellCgroup | None = None
     try:
+        # The run's own cgroup: limits, the CPU meter, the kill switch, the figures.
+        if hierarchy is not None:
+            try:
+                group = hierarchy.create(limits)
+                cgroup_fds = [fds.add(fd) for fd in group.open_procs()]
+            except (cgroups.CgroupError, OSError) as error:
+                return RunResult(Status.IE, message=f"sandbox failure: cgroup: {error}")
+        else:
+            cgroup_fds = []
         stdin_fd = fds.add(files.stdin_fd(spec.stdin))
         copy_in = files.open_copy_in(spec.copy_in)
         for entry in copy_in:
@@ -101,8 +113,10 @@ def run_cell(spec: RunSpec) -> RunResult:
         stderr_r, stderr_w = (fds.add(fd) for fd in os.pipe2(os.O_CLOEXEC))
         host, cell = Channel.pair()
         channels = (host, cell)
-        launch = Launch(spec, plan, idmap, bpf, rlimits.rlimit_table(limits),
-                        spec.environment(), stdin_fd, stdout_w, stderr_w, copy_in)
+        controllers = group.controllers if group is not None else ()
+        launch = Launch(spec, plan, idmap, bpf, rlimits.rlimit_table(limits, controllers),
+                        spec.environment(), stdin_fd, stdout_w, stderr_w, copy_in,
+                        cgroup_fds=cgroup_fds)
 
         # 2. Fork the outer process; it unshares every namespace at once.
         pid = os.fork()
@@ -112,14 +126,26 @@ def run_cell(spec: RunSpec) -> RunResult:
         cell.close()
         for fd in launch.inherited_fds():
             fds.close(fd)
-        return _supervise(pid, launch, host, stdout_r, stderr_r)
+        return _supervise(pid, launch, host, stdout_r, stderr_r, group, no_cgroup_reason)
     finally:
         for channel in channels:
             channel.close()
         fds.close_all()
+        if group is not None:
+            # Every process of the cell is gone (or going: remove() waits and kills).
+            with contextlib.suppress(cgroups.CgroupError):
+                group.remove()
 
 
-def _supervise(pid: int, launch: Launch, host: Channel, stdout_r: int, stderr_r: int) -> RunResult:
+def _supervise(
+    pid: int,
+    launch: Launch,
+    host: Channel,
+    stdout_r: int,
+    stderr_r: int,
+    group: cgroups.CellCgroup | None,
+    no_cgroup_reason: str,
+) -> RunResult:
     limits = launch.spec.limits
     reaped = False
     try:
@@ -132,33 +158,56 @@ def _supervise(pid: int, launch: Launch, host: Channel, stdout_r: int, stderr_r:
         started = host.expect("started")
         host.sock.settimeout(None)
         seen = watch(host, stdout_r, stderr_r, started["start"], limits.effective_wall_time,
-                     limits.time, limits.output_limit)
+                     limits.time, limits.output_limit, meter=group)
         # Every process of the cell is dead now; the outer process and the init
         # are exiting (namespace teardown takes a millisecond or two). Reap them
         # without waiting when they are done, else at the next run or at exit.
         _EXITING.append(pid)
         reaped = True
         _reap_exiting(block=False)
-        return _result(launch, seen)
+        return _result(launch, seen, group, no_cgroup_reason)
     except (CellError, OSError, ValueError, TimeoutError) as error:
         return RunResult(Status.IE, message=f"sandbox failure: {error}")
     finally:
         if not reaped:
             # The outer process dies; the init has PDEATHSIG, and with the init
             # dies every process of the PID namespace.
+            if group is not None:
+                group.kill()
             _kill_quietly(pid)
             os.waitpid(pid, 0)
 
 
-def _result(launch: Launch, seen: Observed) -> RunResult:
+def _result(
+    launch: Launch, seen: Observed, group: cgroups.CellCgroup | None, no_cgroup_reason: str
+) -> RunResult:
     report = seen.report
     assert report is not None and seen.stdout is not None and seen.stderr is not None
     limits = launch.spec.limits
+    # The init reported after its last child was reaped: the cgroup is empty
+    # and its counters final. Without one, the init's rusage is the best figure.
+    cpu_time, memory, oom_kills = report["cpu_time"], report["max_rss"], 0
+    degraded: list[str] = []
+    if group is not None:
+        usage = group.usage()
+        cpu_time, oom_kills = usage.cpu_time, usage.oom_kills
+        if usage.memory_peak is not None:
+            memory = usage.memory_peak
+        else:
+            degraded.append("no memory.peak (Linux < 5.19): memory is the largest "
+                            "process's peak RSS")
+        missing = [c for c in ("memory", "pids") if c not in group.controllers]
+        if missing:
+            degraded.append(f"no {' or '.join(missing)} controller: limited by rlimits only")
+    else:
+        degraded.append(f"no cgroup ({no_cgroup_reason}): time is the sum over reaped "
+                        "processes, memory the largest process's peak RSS, and memory/pids "
+                        "are limited by rlimits only")
     facts = Facts(
         wait_status=report["wait_status"],
-        cpu_time=report["cpu_time"],
+        cpu_time=cpu_time,
         wall_time=report["end"] - report["start"],
-        oom_killed=False,
+        oom_killed=oom_kills > 0,
         output_truncated=seen.stdout.truncated or seen.stderr.truncated,
         kill_reason=seen.kill_reason,
         exec_error=report.get("exec_error"),
@@ -166,8 +215,8 @@ def _result(launch: Launch, seen: Observed) -> RunResult:
     if report.get("internal_error"):
         return RunResult(Status.IE, message=f"sandbox failure: {report['internal_error']}")
     status, exit_code, sig, message = decide(facts, limits)
-    degraded = ["no cgroup: time is the sum over reaped processes, memory the largest "
-                "process's peak RSS, and memory/pids are limited by rlimits only"]
+    if degraded:
+        message += f" (figures degraded: {'; '.join(degraded)})"
     return RunResult(
         status=status,
         exit_code=exit_code,
@@ -175,7 +224,7 @@ def _result(launch: Launch, seen: Observed) -> RunResult:
         oom_killed=facts.oom_killed,
         time=round(facts.cpu_time, 6),
         wall_time=round(facts.wall_time, 6),
-        memory=report["max_rss"],
+        memory=memory,
         stdout=seen.stdout.text(),
         stderr=seen.stderr.text(),
         stdout_truncated=seen.stdout.truncated,

@@ -13,10 +13,17 @@ import resource
 from .spec import Limits
 
 
-def rlimit_table(limits: Limits) -> list[tuple[int, int, int]]:
-    """(resource, soft, hard) to apply in the program's process before exec."""
+def rlimit_table(limits: Limits, cgroup_controllers: tuple[str, ...] = ()) -> list[
+    tuple[int, int, int]
+]:
+    """(resource, soft, hard) to apply in the program's process before exec.
+
+    Where the run's cgroup limits memory, RLIMIT_DATA goes: it would turn the
+    cgroup's MLE into a failed malloc (RE). RLIMIT_NPROC stays as a backstop to
+    pids.max: since 5.14 it counts per uid *per user namespace*, so per cell.
+    """
     cpu = math.ceil(limits.time) + 1
-    return [
+    table = [
         (resource.RLIMIT_CORE, 0, 0),
         (resource.RLIMIT_CPU, cpu, cpu + 1),  # SIGXCPU, then SIGKILL a second later
         (resource.RLIMIT_FSIZE, limits.file_size, limits.file_size),
@@ -25,12 +32,15 @@ def rlimit_table(limits: Limits) -> list[tuple[int, int, int]]:
         # Counted per user in the cell's own user namespace: the fallback where
         # no pids cgroup exists (+1 for the init, which shares the uid in a size-1 map).
         (resource.RLIMIT_NPROC, limits.pids + 1, limits.pids + 1),
-        # Until the cell has a memory cgroup (issue 3), the data segment limit
-        # is what stops a memory bomb from taking the host down.
+        # Without a memory cgroup, the data segment limit is what stops a
+        # memory bomb from taking the host down.
         (resource.RLIMIT_DATA, limits.memory, limits.memory),
         (resource.RLIMIT_MEMLOCK, 0, 0),
         (resource.RLIMIT_MSGQUEUE, 0, 0),
     ]
+    if "memory" in cgroup_controllers:
+        table = [entry for entry in table if entry[0] != resource.RLIMIT_DATA]
+    return table
 
 
 def apply(table: list[tuple[int, int, int]]) -> None:

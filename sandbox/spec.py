@@ -75,6 +75,7 @@ MAX_PIDS = 1 << 15
 MAX_OUTPUT = 1 << 30
 MAX_FILE_SIZE = 1 << 36
 MIN_MEMORY = 1 << 20
+MAX_CPUS = 1024
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,7 @@ class Limits:
     stack: int | None = None  # default: the memory limit (deep recursion runs into MLE)
     tmpfs_size: int | None = None  # default: the memory limit
     tmpfs_inodes: int = 16384
+    cpus: float | None = None  # CPU quota in cores (cgroup cpu.max); None: unthrottled
 
     @property
     def effective_wall_time(self) -> float:
@@ -118,6 +120,11 @@ class Limits:
                 if not 0 < seconds <= MAX_SECONDS:
                     raise SpecError(f"{name}: {seconds:g} s is out of range (0, {MAX_SECONDS:g}]")
                 values[name] = seconds
+        if options.get("cpus") is not None:
+            cpus = parse_seconds(options["cpus"], "cpus")  # type: ignore[arg-type]
+            if not 0.01 <= cpus <= MAX_CPUS:
+                raise SpecError(f"cpus: {cpus:g} is out of range [0.01, {MAX_CPUS}]")
+            values["cpus"] = cpus
         physical = _physical_memory()
         size_bounds = {
             "memory": (MIN_MEMORY, physical),

@@ -1,0 +1,210 @@
+"""One fresh cgroup per run: limits, a kill switch and the run's true figures.
+
+Two backends behind one interface: `v2` (the unified hierarchy) and `v1`
+(one hierarchy per controller). `find()` picks the one this host has and the
+subtree that belongs to cellblock for this user; `CellCgroup` is one run's
+cgroup:
+
+    group = hierarchy.create(limits)     # before the cell starts
+    fds = group.open_procs()             # the program writes "0" to each: it joins
+    ... group.cpu_seconds(), group.kill() while it runs (the watchdog's meter)
+    usage = group.usage()                # after the last process is gone
+    group.remove()
+
+Layout (`cellblock setup --user USER` makes the unprivileged ones):
+
+    v2  /sys/fs/cgroup/cellblock/                  root's runs
+        /sys/fs/cgroup/cellblock/USER/             USER's, delegated (chowned)
+        or this process's own cgroup when it was delegated to it (systemd Delegate=)
+    v1  /sys/fs/cgroup/<controller>/cellblock/     root's runs
+        /sys/fs/cgroup/<controller>/cellblock/USER/  USER's, owned by USER
+
+Each run's cgroup is `run-<supervisor pid>-<n>`; those of a dead supervisor
+are removed by the next one that starts (`Hierarchy.clean_stale`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import pwd
+import re
+import signal
+import time
+from dataclasses import dataclass
+
+from ..spec import Limits
+from ..watchdog import CpuMeter
+
+CGROUP_ROOT = "/sys/fs/cgroup"
+SUBTREE = "cellblock"
+CONTROLLERS = ("memory", "pids", "cpu")  # what a run needs; v1 adds cpuacct
+RUN_NAME = re.compile(r"^run-(\d+)-\d+$")
+REMOVE_TIMEOUT = 2.0  # seconds for an emptied cgroup to become removable
+
+
+class CgroupError(OSError):
+    """The cgroup could not be made or used as the run needs."""
+
+
+@dataclass
+class Usage:
+    """What the kernel counted for the whole cell."""
+
+    cpu_time: float  # seconds, every process and thread
+    memory_peak: int | None  # bytes; None when the kernel has no peak counter
+    oom_kills: int
+
+
+class CellCgroup(CpuMeter):
+    """One run's cgroup (one directory on v2, one per controller on v1)."""
+
+    controllers: tuple[str, ...]
+
+    def open_procs(self) -> list[int]:
+        """Write-only fds of the cgroup.procs files the program joins through."""
+        raise NotImplementedError
+
+    def usage(self) -> Usage:
+        raise NotImplementedError
+
+    def remove(self) -> None:
+        raise NotImplementedError
+
+
+class Hierarchy:
+    """Where this process makes its runs' cgroups, and how."""
+
+    version: int
+    base: str  # the cellblock subtree used (on v1: the memory controller's)
+    controllers: tuple[str, ...]  # those a run gets
+
+    def create(self, limits: Limits) -> CellCgroup:
+        raise NotImplementedError
+
+    def clean_stale(self) -> None:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return f"cgroup v{self.version}: {', '.join(self.controllers)} in {self.base}"
+
+
+_counter = itertools.count(1)
+
+
+def run_name() -> str:
+    return f"run-{os.getpid()}-{next(_counter)}"
+
+
+def user_name() -> str:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
+
+
+def is_v2_host() -> bool:
+    return os.path.exists(os.path.join(CGROUP_ROOT, "cgroup.controllers"))
+
+
+_found: tuple[int, Hierarchy | None, str] | None = None
+
+
+def find() -> tuple[Hierarchy | None, str]:
+    """This process's hierarchy, or None and the reason there is none.
+
+    Decided once per process (and again after a fork: a child is another
+    supervisor with its own runs).
+    """
+    global _found
+    if _found is not None and _found[0] == os.getpid():
+        return _found[1], _found[2]
+    hierarchy: Hierarchy | None = None
+    try:
+        if is_v2_host():
+            from . import v2
+
+            hierarchy = v2.locate()
+        else:
+            from . import v1
+
+            hierarchy = v1.locate()
+        hierarchy.clean_stale()
+        reason = ""
+    except CgroupError as error:
+        hierarchy, reason = None, str(error)
+    _found = (os.getpid(), hierarchy, reason)
+    return hierarchy, reason
+
+
+# --- helpers shared by both backends ---------------------------------------------
+
+
+def read_text(path: str) -> str:
+    with open(path) as file:
+        return file.read()
+
+
+def write_text(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+def read_keyed(path: str) -> dict[str, int]:
+    """A flat-keyed file such as memory.events or cpu.stat."""
+    values: dict[str, int] = {}
+    for line in read_text(path).splitlines():
+        key, _, value = line.partition(" ")
+        with contextlib.suppress(ValueError):
+            values[key] = int(value)
+    return values
+
+
+def remove_dir(path: str, kill_members: bool) -> None:
+    """rmdir a cgroup whose processes are gone or going (it is EBUSY until then)."""
+    deadline = time.monotonic() + REMOVE_TIMEOUT
+    while True:
+        try:
+            os.rmdir(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError as error:
+            if error.errno != 16 or time.monotonic() > deadline:  # EBUSY
+                raise CgroupError(f"cannot remove {path}: {error.strerror}") from None
+        if kill_members:
+            kill_procs(path)
+        time.sleep(0.005)
+
+
+def kill_procs(path: str) -> None:
+    """SIGKILL every process listed in a cgroup (the v1 way; v2 has cgroup.kill)."""
+    with contextlib.suppress(OSError):
+        for pid in read_text(os.path.join(path, "cgroup.procs")).split():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(pid), signal.SIGKILL)
+
+
+def stale_runs(directory: str) -> list[str]:
+    """Run cgroups in `directory` whose supervisor process is gone."""
+    stale = []
+    with contextlib.suppress(OSError):
+        for name in os.listdir(directory):
+            match = RUN_NAME.match(name)
+            if match and not _alive(int(match.group(1))):
+                stale.append(os.path.join(directory, name))
+    return stale
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,183 @@
+"""cgroup v1: one directory per run in each controller's hierarchy.
+
+Controllers used: memory (limit with memsw so swap cannot extend it, peak,
+OOM count), pids, cpuacct (CPU time of every thread) and cpu (the optional
+quota). Where two are mounted together (`cpu,cpuacct`) they share a directory.
+
+v1 lets a process move another into a cgroup when the opener of cgroup.procs
+may write the file and is root or has the target's uid. The supervisor opens
+the files; the program writes "0" to each just before execve (as cell root,
+which is the supervisor's uid when unprivileged), so Python's pre-exec pages
+stay charged to the supervisor's cgroup. v1 has no cgroup.kill: the cell's
+init kills every process of its PID namespace with one kill(-1) (atomic with
+respect to fork), and `kill()` below SIGKILLs what cgroup.procs lists.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+from ..spec import Limits
+from . import (
+    SUBTREE,
+    CellCgroup,
+    CgroupError,
+    Hierarchy,
+    Usage,
+    kill_procs,
+    read_keyed,
+    read_text,
+    remove_dir,
+    run_name,
+    stale_runs,
+    user_name,
+    write_text,
+)
+
+V1_CONTROLLERS = ("memory", "pids", "cpuacct", "cpu")
+CFS_PERIOD_US = 100_000
+
+
+def controller_mounts() -> dict[str, str]:
+    """controller → mount point of its v1 hierarchy (from /proc/self/mountinfo)."""
+    where: dict[str, str] = {}
+    for line in read_text("/proc/self/mountinfo").splitlines():
+        left, _, right = line.partition(" - ")
+        fields = right.split()
+        if len(fields) < 3 or fields[0] != "cgroup":
+            continue
+        mount_point = left.split()[4]
+        for option in fields[2].split(","):
+            if option in V1_CONTROLLERS and option not in where:
+                where[option] = mount_point
+    return where
+
+
+def base_for(mount_point: str, user: str | None) -> str:
+    """The cellblock subtree in one hierarchy: root's, or USER's inside it."""
+    base = os.path.join(mount_point, SUBTREE)
+    return base if user is None else os.path.join(base, user)
+
+
+def locate() -> V1Hierarchy:
+    mounts = controller_mounts()
+    missing = [c for c in ("memory", "pids", "cpuacct") if c not in mounts]
+    if missing:
+        raise CgroupError(f"cgroup v1 without the {', '.join(missing)} controller(s)")
+    explicit = os.environ.get("CELLBLOCK_CGROUP")
+    user = None if os.geteuid() == 0 else user_name()
+    bases: dict[str, str] = {}
+    for controller, mount_point in mounts.items():
+        if explicit:
+            base = os.path.join(mount_point, explicit.lstrip("/"))
+        else:
+            base = base_for(mount_point, user)
+        if os.geteuid() == 0:
+            os.makedirs(base, exist_ok=True)
+        if not os.access(base, os.W_OK):
+            if controller == "cpu":
+                continue  # only the optional quota needs it
+            raise CgroupError(
+                f"cgroup v1: {base} is missing or not writable by {user_name()} "
+                f"(run `cellblock setup --user {user_name()}`)"
+            )
+        bases[controller] = base
+    return V1Hierarchy(bases)
+
+
+class V1Hierarchy(Hierarchy):
+    version = 1
+
+    def __init__(self, bases: dict[str, str]) -> None:
+        self.bases = bases
+        self.base = bases["memory"]
+        self.controllers = tuple(c for c in ("memory", "pids", "cpu") if c in bases)
+
+    def _directories(self) -> dict[str, str]:
+        """One base directory per distinct hierarchy (co-mounted controllers share one)."""
+        unique: dict[str, str] = {}
+        for controller, base in self.bases.items():
+            unique.setdefault(base, controller)
+        return {controller: base for base, controller in unique.items()}
+
+    def create(self, limits: Limits) -> V1Cell:
+        name = run_name()
+        paths = {c: os.path.join(base, name) for c, base in self.bases.items()}
+        cell = V1Cell(paths, self.controllers)
+        try:
+            for path in set(paths.values()):
+                try:
+                    os.mkdir(path)
+                except FileExistsError:  # left by an earlier process that had our pid
+                    remove_dir(path, kill_members=True)
+                    os.mkdir(path)
+            cell.apply(limits)
+        except OSError as error:
+            cell.remove()
+            raise CgroupError(f"cannot create the run's cgroups: {error}") from None
+        return cell
+
+    def clean_stale(self) -> None:
+        for base in self._directories().values():
+            for path in stale_runs(base):
+                with contextlib.suppress(OSError):
+                    remove_dir(path, kill_members=True)
+
+
+class V1Cell(CellCgroup):
+    def __init__(self, paths: dict[str, str], controllers: tuple[str, ...]) -> None:
+        self.paths = paths  # controller → this run's directory
+        self.controllers = controllers
+        self._removed = False
+
+    def _file(self, controller: str, name: str) -> str:
+        return os.path.join(self.paths[controller], name)
+
+    def apply(self, limits: Limits) -> None:
+        # memsw (memory + swap) must be >= the memory limit, so memory goes first.
+        write_text(self._file("memory", "memory.limit_in_bytes"), str(limits.memory))
+        with contextlib.suppress(FileNotFoundError):  # no swap accounting: no swap
+            write_text(self._file("memory", "memory.memsw.limit_in_bytes"), str(limits.memory))
+        write_text(self._file("pids", "pids.max"), str(limits.pids))
+        if limits.cpus is not None:
+            if "cpu" not in self.paths:
+                raise CgroupError("a CPU quota needs the cpu controller, which is not usable here")
+            write_text(self._file("cpu", "cpu.cfs_period_us"), str(CFS_PERIOD_US))
+            quota = max(1000, round(limits.cpus * CFS_PERIOD_US))
+            write_text(self._file("cpu", "cpu.cfs_quota_us"), str(quota))
+
+    def open_procs(self) -> list[int]:
+        fds: list[int] = []
+        try:
+            for path in sorted(set(self.paths.values())):
+                fds.append(os.open(os.path.join(path, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC))
+        except OSError:
+            for fd in fds:
+                os.close(fd)
+            raise
+        return fds
+
+    def cpu_seconds(self) -> float:
+        return int(read_text(self._file("cpuacct", "cpuacct.usage"))) / 1e9
+
+    def kill(self) -> None:
+        kill_procs(self.paths["memory"])
+
+    def usage(self) -> Usage:
+        peak = int(read_text(self._file("memory", "memory.max_usage_in_bytes")))
+        oom_kills = read_keyed(self._file("memory", "memory.oom_control")).get("oom_kill", 0)
+        return Usage(self.cpu_seconds(), peak, oom_kills)
+
+    def remove(self) -> None:
+        if self._removed:
+            return
+        self._removed = True
+        errors = []
+        for path in set(self.paths.values()):
+            try:
+                remove_dir(path, kill_members=True)
+            except CgroupError as error:
+                errors.append(str(error))
+        if errors:
+            raise CgroupError("; ".join(errors))

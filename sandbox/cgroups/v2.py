@@ -1,0 +1,226 @@
+"""cgroup v2: one directory per run under a subtree that belongs to cellblock.
+
+The rules this follows (Documentation/admin-guide/cgroup-v2.rst):
+- No internal processes: a cgroup that hands controllers to its children holds
+  no processes itself. The supervisor therefore never sits in the subtree's
+  base once runs exist there; when the base is its own (delegated) cgroup, its
+  processes move to a `supervisor` leaf first.
+- Moving a process needs write access to cgroup.procs of the common ancestor
+  of where it is and where it goes, checked with the credentials of whoever
+  opened the file. The supervisor opens the run's cgroup.procs; the program
+  writes "0" to it just before execve, so the pages Python touches between
+  fork and exec stay charged to the supervisor's cgroup, not the cell's.
+- `cgroup.kill` (5.14) kills every process of the cell at once, forks racing
+  with it included; `memory.peak` (5.19) is the peak, `memory.events`
+  oom_kill the OOM killer's count.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+from ..spec import Limits
+from . import (
+    CGROUP_ROOT,
+    CONTROLLERS,
+    SUBTREE,
+    CellCgroup,
+    CgroupError,
+    Hierarchy,
+    Usage,
+    read_keyed,
+    read_text,
+    remove_dir,
+    run_name,
+    stale_runs,
+    user_name,
+    write_text,
+)
+
+SUPERVISOR_LEAF = "supervisor"
+CPU_PERIOD_US = 100_000
+
+
+def own_cgroup() -> str:
+    """This process's cgroup as a path under CGROUP_ROOT."""
+    for line in read_text("/proc/self/cgroup").splitlines():
+        if line.startswith("0::"):
+            return os.path.join(CGROUP_ROOT, line[3:].strip().lstrip("/")).rstrip("/")
+    raise CgroupError("this process is in no cgroup v2 (no 0:: line in /proc/self/cgroup)")
+
+
+def _inside(path: str, ancestor: str) -> bool:
+    return path == ancestor or path.startswith(ancestor + "/")
+
+
+def locate() -> V2Hierarchy:
+    """The base this process's runs go under, made ready to hold them."""
+    own = own_cgroup()
+    explicit = os.environ.get("CELLBLOCK_CGROUP")
+    if explicit:
+        base = explicit if explicit.startswith(CGROUP_ROOT + "/") else os.path.join(
+            CGROUP_ROOT, explicit.lstrip("/"))
+    elif os.geteuid() == 0:
+        base = os.path.join(CGROUP_ROOT, SUBTREE)
+    else:
+        delegated = os.path.join(CGROUP_ROOT, SUBTREE, user_name())
+        if _inside(own, delegated):
+            base = delegated
+        elif os.access(own, os.W_OK) and os.access(os.path.join(own, "cgroup.procs"), os.W_OK):
+            # Delegated to us some other way (systemd Delegate=, a container's cgroupns).
+            base = own if os.path.basename(own) != SUPERVISOR_LEAF else os.path.dirname(own)
+        else:
+            raise CgroupError(
+                f"cgroup v2, but nothing is delegated to {user_name()}: {delegated} does not "
+                f"hold this process and its own cgroup ({own}) is not writable"
+            )
+    if os.geteuid() == 0 and not explicit:
+        _enable_down_to(base)
+    if not os.path.isdir(base):
+        raise CgroupError(f"{base} does not exist (run `cellblock setup --user {user_name()}`)")
+    if own == base:
+        _move_processes_to_leaf(base)
+    controllers = _enable_for_children(base)
+    return V2Hierarchy(base, controllers)
+
+
+def _enable_down_to(base: str) -> None:
+    """As root: create the subtree and hand the controllers down to it."""
+    relative = os.path.relpath(base, CGROUP_ROOT)
+    current = CGROUP_ROOT
+    for part in relative.split("/"):
+        _enable_for_children(current)
+        current = os.path.join(current, part)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(current)
+
+
+def _enable_for_children(path: str) -> tuple[str, ...]:
+    """Enable what a run needs in path's subtree_control; return what is enabled."""
+    available = read_text(os.path.join(path, "cgroup.controllers")).split()
+    wanted = [c for c in CONTROLLERS if c in available]
+    enabled = set(read_text(os.path.join(path, "cgroup.subtree_control")).split())
+    missing = [c for c in wanted if c not in enabled]
+    if missing:
+        try:
+            write_text(os.path.join(path, "cgroup.subtree_control"),
+                       " ".join(f"+{c}" for c in missing))
+        except OSError as error:
+            raise CgroupError(
+                f"cannot enable {', '.join(missing)} in {path}: {error.strerror}"
+            ) from None
+    return tuple(c for c in CONTROLLERS if c in wanted)
+
+
+def _move_processes_to_leaf(base: str) -> None:
+    """Empty the base into its `supervisor` leaf, so controllers can go to children."""
+    leaf = os.path.join(base, SUPERVISOR_LEAF)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(leaf)
+    for _ in range(10):  # processes may fork while we move them
+        pids = read_text(os.path.join(base, "cgroup.procs")).split()
+        if not pids:
+            return
+        for pid in pids:
+            try:
+                write_text(os.path.join(leaf, "cgroup.procs"), pid)
+            except ProcessLookupError:
+                continue
+            except OSError as error:
+                raise CgroupError(
+                    f"cannot move process {pid} to {leaf}: {error.strerror}") from None
+    raise CgroupError(f"{base} keeps gaining processes; cannot empty it")
+
+
+class V2Hierarchy(Hierarchy):
+    version = 2
+
+    def __init__(self, base: str, controllers: tuple[str, ...]) -> None:
+        self.base = base
+        self.controllers = controllers
+
+    def create(self, limits: Limits) -> V2Cell:
+        path = os.path.join(self.base, run_name())
+        try:
+            os.mkdir(path)
+        except FileExistsError:  # left by an earlier process that had our pid
+            _remove(path)
+            os.mkdir(path)
+        except OSError as error:
+            raise CgroupError(f"cannot create {path}: {error.strerror}") from None
+        cell = V2Cell(path, self.controllers)
+        try:
+            cell.apply(limits)
+        except BaseException:
+            cell.remove()
+            raise
+        return cell
+
+    def clean_stale(self) -> None:
+        for path in stale_runs(self.base):
+            with contextlib.suppress(OSError):
+                _remove(path)
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(OSError):
+        write_text(os.path.join(path, "cgroup.kill"), "1")
+    remove_dir(path, kill_members=False)
+
+
+class V2Cell(CellCgroup):
+    def __init__(self, path: str, controllers: tuple[str, ...]) -> None:
+        self.path = path
+        self.controllers = controllers
+        self._removed = False
+
+    def _file(self, name: str) -> str:
+        return os.path.join(self.path, name)
+
+    def apply(self, limits: Limits) -> None:
+        settings: list[tuple[str, str]] = []
+        if "memory" in self.controllers:
+            settings += [
+                ("memory.max", str(limits.memory)),
+                ("memory.swap.max", "0"),
+                # The OOM killer ends the whole cell, not one process of it.
+                ("memory.oom.group", "1"),
+            ]
+        if "pids" in self.controllers:
+            settings.append(("pids.max", str(limits.pids)))
+        if "cpu" in self.controllers and limits.cpus is not None:
+            quota = max(1000, round(limits.cpus * CPU_PERIOD_US))
+            settings.append(("cpu.max", f"{quota} {CPU_PERIOD_US}"))
+        for name, value in settings:
+            try:
+                write_text(self._file(name), value)
+            except FileNotFoundError:
+                if name != "memory.swap.max":  # no swap accounting: no swap to limit
+                    raise CgroupError(f"{self._file(name)} is missing") from None
+            except OSError as error:
+                raise CgroupError(f"cannot set {self._file(name)}: {error.strerror}") from None
+
+    def open_procs(self) -> list[int]:
+        return [os.open(self._file("cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)]
+
+    def cpu_seconds(self) -> float:
+        return read_keyed(self._file("cpu.stat")).get("usage_usec", 0) / 1e6
+
+    def kill(self) -> None:
+        with contextlib.suppress(OSError):
+            write_text(self._file("cgroup.kill"), "1")
+
+    def usage(self) -> Usage:
+        peak: int | None = None
+        oom_kills = 0
+        if "memory" in self.controllers:
+            with contextlib.suppress(FileNotFoundError):  # before 5.19
+                peak = int(read_text(self._file("memory.peak")))
+            oom_kills = read_keyed(self._file("memory.events")).get("oom_kill", 0)
+        return Usage(self.cpu_seconds(), peak, oom_kills)
+
+    def remove(self) -> None:
+        if not self._removed:
+            self._removed = True
+            _remove(self.path)
