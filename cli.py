@@ -145,17 +145,45 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     return code
 
 
+def _setup_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "setup", help="as root: delegate a cgroup subtree to USER (run once)",
+        description="Give USER a cgroup subtree of its own so that its workers run cells "
+        "with every limit, unprivileged. cgroup v2: /sys/fs/cgroup/cellblock/USER; "
+        "v1: /sys/fs/cgroup/<controller>/cellblock/USER.",
+    )
+    p.add_argument("--user", required=True, help="the user the workers run as")
+    p.add_argument("--remove", action="store_true", help="remove USER's subtree instead")
+
+
+def _cmd_setup(args: argparse.Namespace) -> int:
+    from sandbox.cgroups import CgroupError
+    from sandbox.cgroups.delegate import delegate, undelegate
+
+    try:
+        done = undelegate(args.user) if args.remove else delegate(args.user)
+    except (CgroupError, OSError) as error:
+        print(f"cellblock setup: error: {error}", file=sys.stderr)
+        return 1
+    for line in done or ["nothing to do"]:
+        print(line)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cellblock", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
     _run_parser(sub)
     doctor = sub.add_parser("doctor", help="check what this host allows and how to fix it")
     doctor.add_argument("--json", action="store_true", help="print the report as JSON")
+    _setup_parser(sub)
     args = parser.parse_args(argv)
     if args.subcommand == "run":
         if not args.command or args.command == ["--"]:
             parser.error("run: no command given (cellblock run [OPTIONS] -- COMMAND [ARGS...])")
         return _cmd_run(args)
+    if args.subcommand == "setup":
+        return _cmd_setup(args)
     return _cmd_doctor(args)
 
 

@@ -18,6 +18,7 @@ The rules this follows (Documentation/admin-guide/cgroup-v2.rst):
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 
 from ..spec import Limits
@@ -103,9 +104,18 @@ def _enable_for_children(path: str) -> tuple[str, ...]:
     enabled = set(read_text(os.path.join(path, "cgroup.subtree_control")).split())
     missing = [c for c in wanted if c not in enabled]
     if missing:
+        control = os.path.join(path, "cgroup.subtree_control")
+        request = " ".join(f"+{c}" for c in missing)
         try:
-            write_text(os.path.join(path, "cgroup.subtree_control"),
-                       " ".join(f"+{c}" for c in missing))
+            try:
+                write_text(control, request)
+            except OSError as error:
+                if error.errno != errno.EBUSY:
+                    raise
+                # Processes sit in it (a container's namespace root, a delegated
+                # scope): they move to a leaf, as the no-internal-process rule wants.
+                _move_processes_to_leaf(path)
+                write_text(control, request)
         except OSError as error:
             raise CgroupError(
                 f"cannot enable {', '.join(missing)} in {path}: {error.strerror}"
