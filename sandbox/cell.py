@@ -83,6 +83,16 @@ atexit.register(_reap_exiting, block=True)
 
 def run_cell(spec: RunSpec) -> RunResult:
     """Run spec.argv in a fresh cell and report what happened."""
+    try:
+        return _run_cell(spec)
+    finally:
+        for fd in (spec.stdin_fd, spec.stdout_fd):  # handed over by the caller: ours to close
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+
+def _run_cell(spec: RunSpec) -> RunResult:
     _reap_exiting(block=False)
     # 1. Everything that can fail for the caller's reasons fails here, before fork.
     image = resolve_image(spec.image)
@@ -105,11 +115,15 @@ def run_cell(spec: RunSpec) -> RunResult:
                 return RunResult(Status.IE, message=f"sandbox failure: cgroup: {error}")
         else:
             cgroup_fds = []
-        stdin_fd = fds.add(files.stdin_fd(spec.stdin))
+        stdin_fd = spec.stdin_fd if spec.stdin_fd is not None else fds.add(
+            files.stdin_fd(spec.stdin))
         copy_in = files.open_copy_in(spec.copy_in)
         for entry in copy_in:
             fds.add(entry.fd)
         stdout_r, stdout_w = (fds.add(fd) for fd in os.pipe2(os.O_CLOEXEC))
+        if spec.stdout_fd is not None:  # not captured: the watchdog reads EOF at once
+            fds.close(stdout_w)
+            stdout_w = spec.stdout_fd
         stderr_r, stderr_w = (fds.add(fd) for fd in os.pipe2(os.O_CLOEXEC))
         host, cell = Channel.pair()
         channels = (host, cell)

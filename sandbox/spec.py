@@ -183,6 +183,11 @@ class RunSpec:
     image: str = "host"
     seccomp: str = "default"
     env: Mapping[str, str] = field(default_factory=dict)
+    # Extension (interactive judging): pipe ends the program gets as its stdin and
+    # stdout instead of `stdin` and the captured stdout. The run takes them over:
+    # they are closed when it returns, whatever happened.
+    stdin_fd: int | None = None
+    stdout_fd: int | None = None
 
     def __post_init__(self) -> None:
         if not self.argv:
