@@ -2,6 +2,8 @@
 
     cellblock run [OPTIONS] -- COMMAND [ARGS...]   one command in a fresh cell
     cellblock doctor [--json]                       what this host allows
+    cellblock judge SOURCE --tests DIR [OPTIONS]    compile once, run tests, verdicts
+    cellblock languages [--json]                    the languages installed here
 """
 
 from __future__ import annotations
@@ -170,6 +172,20 @@ def _cmd_setup(args: argparse.Namespace) -> int:
     return 0
 
 
+def _judge_parsers(sub: argparse._SubParsersAction) -> None:
+    from worker.command import add_judge_parser, add_languages_parser
+
+    add_judge_parser(sub)
+    add_languages_parser(sub)
+
+
+def _cmd_judge(args: argparse.Namespace) -> int:
+    """`cellblock judge` and `cellblock languages`: worker/command.py."""
+    from worker.command import judge_main, languages_main
+
+    return judge_main(args) if args.subcommand == "judge" else languages_main(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cellblock", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
@@ -177,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     doctor = sub.add_parser("doctor", help="check what this host allows and how to fix it")
     doctor.add_argument("--json", action="store_true", help="print the report as JSON")
     _setup_parser(sub)
+    _judge_parsers(sub)
     args = parser.parse_args(argv)
     if args.subcommand == "run":
         if not args.command or args.command == ["--"]:
@@ -184,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         return _cmd_run(args)
     if args.subcommand == "setup":
         return _cmd_setup(args)
+    if args.subcommand in ("judge", "languages"):
+        return _cmd_judge(args)
     return _cmd_doctor(args)
 
 

@@ -11,6 +11,8 @@ A language file (the file name is the language id, `cpp.toml` -> `cpp`):
     seccomp = "default"                 # optional seccomp profile of the runs
     oom_exit_code = 3                   # optional: the runtime's "my heap limit is full"
                                         # exit (the JVM's -XX:+ExitOnOutOfMemoryError): MLE
+    crash_marker = "Traceback (most"    # optional: stderr text of an uncaught exception, which
+                                        # exits 1 (testlib's WA): a checker that crashes is IE
 
     [run_limits]        # optional: what the runtime needs beyond the problem's limits
     pids = 128          # a floor for the pids limit (JVM threads)
@@ -71,6 +73,7 @@ class Language:
     version_command: tuple[str, ...] = ()
     seccomp: str = "default"
     oom_exit_code: int | None = None
+    crash_marker: str = ""
     run_pids: int | None = None
     memory_overhead: int = 0
     compile_limits: dict[str, object] = field(default_factory=dict)
@@ -199,6 +202,7 @@ def load_language(path: Path) -> Language:
         version_command=_strings(data, "version", path) or (),
         seccomp=str(data.get("seccomp", "default")),
         oom_exit_code=oom_exit_code,
+        crash_marker=str(data.get("crash_marker", "")),
         run_pids=pids,
         memory_overhead=overhead,
         compile_limits=dict(compile_limits),

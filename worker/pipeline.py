@@ -1,0 +1,192 @@
+"""Judge a submission: compile once, run every test in a fresh cell, check, score.
+
+    from worker.pipeline import JudgeOptions, RunLimits, judge
+    result = judge(get_language("cpp"), source, load_dir(Path("tests")),
+                   JudgeOptions(limits=RunLimits.build(time=1, memory="256M")))
+    result.verdict, result.score, result.to_dict()
+
+Tests run one after the other (the figures of one test are not disturbed by
+another's), in the order given. A test's verdict is the cell's status when the
+program did not end cleanly (SV counts as RE), else the checker's. The overall
+verdict is the first non-AC test's; with `stop_on_failure` judging ends there.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sandbox
+from sandbox import Limits, RunResult, Status
+
+from .checkers import Checker, LinesChecker, Outcome, ProgramChecker
+from .compiler import Program, compile_program
+from .languages import Language
+from .results import STATUS_VERDICT, JudgeResult, TestResult, Verdict, excerpt, run_fields
+from .testsets import TestCase
+
+# Defaults of a judged test (the contract leaves them to us): what online
+# judges give a typical problem, with room for the slower interpreters.
+DEFAULT_TIME = 2.0
+DEFAULT_MEMORY = 256 << 20
+DEFAULT_OUTPUT = 64 << 20
+
+
+@dataclass(frozen=True)
+class RunLimits:
+    """The problem's limits for one test run (a language may add to memory and pids)."""
+
+    time: float = DEFAULT_TIME
+    wall_time: float | None = None  # default: 2 * time + 1 (the cell's default)
+    memory: int = DEFAULT_MEMORY
+    pids: int = 64
+    output_limit: int = DEFAULT_OUTPUT
+    file_size: int = 64 << 20
+
+    @classmethod
+    def build(cls, **options: object) -> RunLimits:
+        """Validated limits from user input; raises sandbox.SpecError naming the bad one."""
+        given = {k: v for k, v in options.items() if v is not None}
+        defaults = {"time": DEFAULT_TIME, "memory": DEFAULT_MEMORY, "output_limit": DEFAULT_OUTPUT,
+                    "pids": 64, "file_size": 64 << 20}
+        checked = Limits.build(**{**defaults, **given})
+        return cls(time=checked.time, wall_time=checked.wall_time, memory=checked.memory,
+                   pids=checked.pids, output_limit=checked.output_limit,
+                   file_size=checked.file_size)
+
+    @property
+    def effective_wall_time(self) -> float:
+        return self.wall_time if self.wall_time is not None else 2 * self.time + 1.0
+
+    def cell_options(self, language: Language, wall_time: float | None = None) -> dict:
+        return {
+            "time": self.time,
+            "wall_time": wall_time if wall_time is not None else self.effective_wall_time,
+            "memory": self.memory + language.memory_overhead,
+            "pids": max(self.pids, language.run_pids or 0),
+            "output_limit": self.output_limit,
+            "file_size": self.file_size,
+        }
+
+
+Progress = Callable[[TestResult, int, int], None]
+
+
+@dataclass
+class JudgeOptions:
+    limits: RunLimits = field(default_factory=RunLimits)
+    checker: Checker = field(default_factory=LinesChecker)
+    stop_on_failure: bool = False
+    interactor: Program | None = None
+    deadline: float | None = None  # time.monotonic() by which judging must end
+    progress: Progress | None = None  # called after each test: (result, index, total)
+
+
+def judge(
+    language: Language, source: bytes, tests: list[TestCase], options: JudgeOptions
+) -> JudgeResult:
+    """Compile `source` once and judge it on `tests`."""
+    return judge_program(compile_program(language, source), tests, options)
+
+
+def judge_program(program: Program, tests: list[TestCase], options: JudgeOptions) -> JudgeResult:
+    result = JudgeResult(
+        verdict=Verdict.AC,
+        max_score=round(sum(t.score for t in tests), 6),
+        compile=program.compile,
+        language=program.language.id,
+        tests_total=len(tests),
+    )
+    if not program.ok:
+        result.verdict = Verdict.IE if program.internal else Verdict.CE
+        result.message = program.error
+        return result
+    for index, test in enumerate(tests):
+        remaining = None
+        if options.deadline is not None:
+            remaining = options.deadline - time.monotonic()
+            if remaining <= 0.05:
+                result.tests.append(TestResult(
+                    test.name, Verdict.TLE, max_score=test.score, status="",
+                    message="not run: the deadline of the whole judging passed"))
+                break
+        if options.interactor is not None:
+            from .interactive import run_interactive
+
+            outcome = run_interactive(program, options.interactor, test, options.limits,
+                                      remaining)
+        else:
+            outcome = run_test(program, test, options, remaining)
+        result.tests.append(outcome)
+        if options.progress:
+            options.progress(outcome, index, len(tests))
+        if options.stop_on_failure and outcome.verdict != Verdict.AC:
+            break
+    return result.finish()
+
+
+def run_test(
+    program: Program, test: TestCase, options: JudgeOptions, remaining: float | None = None
+) -> TestResult:
+    """One test in a fresh cell, then the checker on its output."""
+    limits = options.limits
+    wall = limits.effective_wall_time
+    if remaining is not None and remaining < wall:
+        wall = remaining
+    run = sandbox.run_spec(cell_spec(program, test.input, limits, wall))
+    tested = from_run(test, run, wall < limits.effective_wall_time, program.language)
+    if tested.verdict != Verdict.AC or run.status != Status.OK:
+        return tested
+    if test.answer is None and not isinstance(options.checker, ProgramChecker):
+        return tested  # nothing to compare with: a clean exit is AC
+    outcome = options.checker.check(test.input_bytes(), run.stdout, test.answer_bytes())
+    return apply_outcome(tested, outcome, test.score)
+
+
+def cell_spec(
+    program: Program, stdin: bytes | Path | int, limits: RunLimits, wall: float
+) -> sandbox.RunSpec:
+    """The cell of one run of `program`. A test input on disk goes in by path
+    (the cell copies it once, the host never holds it)."""
+    return sandbox.RunSpec(
+        argv=tuple(program.argv(limits.memory)),
+        limits=Limits.build(**limits.cell_options(program.language, wall)),
+        stdin=stdin,  # type: ignore[arg-type]
+        copy_in=program.files,
+        seccomp=program.language.seccomp,
+        env=program.language.run_env,
+    )
+
+
+def from_run(
+    test: TestCase, run: RunResult, deadline_cut: bool = False, language: Language | None = None
+) -> TestResult:
+    """A TestResult from the cell's result alone (AC when it ended cleanly, for now)."""
+    tested = TestResult(
+        name=test.name, verdict=Verdict.AC, max_score=test.score, message=run.message,
+        stdout=excerpt(run.stdout), stderr=excerpt(run.stderr), **run_fields(run),
+    )
+    if run.status != Status.OK:
+        tested.verdict = STATUS_VERDICT[run.status]
+        if run.status == Status.SV:
+            tested.message = f"forbidden system call: {run.message}"
+        if (run.status == Status.RE and language is not None and run.signal is None
+                and run.exit_code == language.oom_exit_code):
+            tested.verdict = Verdict.MLE
+            tested.message = (f"the runtime's heap limit was exceeded (it exited with "
+                              f"{run.exit_code}, its out-of-memory code)")
+        if run.status == Status.TLE and deadline_cut and "wall" in run.message:
+            tested.message = f"{run.message} (cut short by the deadline of the whole judging)"
+        return tested
+    tested.score = test.score
+    return tested
+
+
+def apply_outcome(tested: TestResult, outcome: Outcome, score: float) -> TestResult:
+    tested.verdict = outcome.verdict
+    tested.score = round(score * outcome.fraction, 6)
+    tested.message = outcome.message or ("accepted" if outcome.verdict == Verdict.AC else "")
+    tested.checker = outcome.cell
+    return tested

@@ -1,0 +1,150 @@
+"""What judging produces: a verdict per test and for the whole submission.
+
+The names are CONTRACT.md section 2 (JudgeResult); fields beyond the
+contract's are extensions and are never renamed once added.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from sandbox import RunResult, Status
+
+
+class Verdict(enum.StrEnum):
+    AC = "AC"
+    WA = "WA"
+    TLE = "TLE"
+    MLE = "MLE"
+    OLE = "OLE"
+    RE = "RE"
+    CE = "CE"
+    IE = "IE"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+# A cell's status, when it is not OK, is the test's verdict. SV (a forbidden
+# syscall) is a runtime error to a judge: the program did something it may not.
+STATUS_VERDICT = {
+    Status.RE: Verdict.RE,
+    Status.TLE: Verdict.TLE,
+    Status.MLE: Verdict.MLE,
+    Status.OLE: Verdict.OLE,
+    Status.SV: Verdict.RE,
+    Status.IE: Verdict.IE,
+}
+
+# How much of a program's output a result keeps (feedback for people and LLMs).
+EXCERPT_BYTES = 1024
+
+
+def excerpt(text: str, limit: int = EXCERPT_BYTES) -> str:
+    if len(text) <= limit:
+        return text
+    return text[:limit] + f"\n[... {len(text) - limit} more characters cut]"
+
+
+@dataclass
+class TestResult:
+    """One test: the contract's fields, then extensions."""
+
+    name: str
+    verdict: Verdict
+    time: float = 0.0
+    wall_time: float = 0.0
+    memory: int = 0
+    exit_code: int | None = None
+    signal: int | None = None
+    message: str = ""
+    # Extensions.
+    score: float = 0.0
+    max_score: float = 1.0
+    status: str = ""  # the cell's own status (OK, RE, SV, ...)
+    oom_killed: bool = False
+    stdout: str = ""  # excerpts, for feedback
+    stderr: str = ""
+    checker: dict[str, Any] | None = None  # the checker program's or interactor's cell
+    interactor: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["verdict"] = self.verdict.value
+        for key in ("checker", "interactor"):
+            if data[key] is None:
+                del data[key]
+        return data
+
+
+@dataclass
+class JudgeResult:
+    """A whole submission: the contract's JudgeResult."""
+
+    verdict: Verdict
+    score: float = 0.0
+    max_score: float = 0.0
+    compile: RunResult | None = None
+    tests: list[TestResult] = field(default_factory=list)
+    time: float = 0.0
+    memory: int = 0
+    # Extensions.
+    message: str = ""
+    language: str = ""
+    wall_time: float = 0.0
+    tests_total: int = 0  # tests in the set; more than len(tests) when judging stopped early
+
+    def finish(self) -> JudgeResult:
+        """Fill the verdict and maxima from the tests (first non-AC test decides)."""
+        self.score = round(sum(t.score for t in self.tests), 6)
+        self.time = max((t.time for t in self.tests), default=0.0)
+        self.wall_time = max((t.wall_time for t in self.tests), default=0.0)
+        self.memory = max((t.memory for t in self.tests), default=0)
+        failed = next((t for t in self.tests if t.verdict != Verdict.AC), None)
+        self.verdict = failed.verdict if failed else Verdict.AC
+        if failed and not self.message:
+            self.message = f"test {failed.name}: {failed.verdict}" + (
+                f" ({failed.message})" if failed.message else ""
+            )
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        compile_result = None
+        if self.compile is not None:
+            compile_result = self.compile.to_dict()
+        return {
+            "verdict": self.verdict.value,
+            "score": self.score,
+            "max_score": self.max_score,
+            "compile": compile_result,
+            "tests": [t.to_dict() for t in self.tests],
+            "time": self.time,
+            "memory": self.memory,
+            "message": self.message,
+            "language": self.language,
+            "wall_time": self.wall_time,
+            "tests_total": self.tests_total,
+        }
+
+
+def run_fields(result: RunResult) -> dict[str, Any]:
+    """The per-test fields a cell's result gives."""
+    return {
+        "time": result.time,
+        "wall_time": result.wall_time,
+        "memory": result.memory,
+        "exit_code": result.exit_code,
+        "signal": result.signal,
+        "status": str(result.status),
+        "oom_killed": result.oom_killed,
+    }
+
+
+def cell_summary(result: RunResult) -> dict[str, Any]:
+    """A helper cell's result (checker, interactor) as kept in a TestResult."""
+    data = run_fields(result)
+    data["message"] = result.message
+    data["stderr"] = excerpt(result.stderr)
+    return data
