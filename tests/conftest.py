@@ -8,6 +8,7 @@ seccomp and, where the host has them, cgroups.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -47,9 +48,36 @@ def test_user() -> Iterator[pwd.struct_passwd]:
             check=True,
         )
         created = True
+    # The rootless path with full limits: `cellblock setup --user` for it.
+    from sandbox.cgroups import CgroupError
+    from sandbox.cgroups.delegate import delegate, undelegate
+
+    try:
+        delegate(TEST_USER)
+    except CgroupError as error:  # no cgroups on this host: the limit tests will say so
+        print(f"no cgroup delegation for {TEST_USER}: {error}", file=sys.stderr)
     yield pwd.getpwnam(TEST_USER)
+    with contextlib.suppress(CgroupError):
+        undelegate(TEST_USER)
     if created:
         subprocess.run(["userdel", TEST_USER], check=False)
+
+
+def as_user(user: str, command: list[str]) -> list[str]:
+    """`command` run as `user`, started where its workers would be.
+
+    On cgroup v2 a process can only enter a cgroup it could reach through a
+    common ancestor it may write, so (as systemd's Delegate=yes would) root
+    places the process in the user's delegated subtree before switching to it.
+    """
+    from sandbox.cgroups import is_v2_host
+    from sandbox.cgroups.delegate import delegated_path
+
+    switch = ["runuser", "-u", user, "--", *command]
+    if not is_v2_host():
+        return switch
+    procs = os.path.join(delegated_path(user)[0], "cgroup.procs")
+    return ["sh", "-c", f'[ -e {procs} ] && echo $$ > {procs}; exec "$@"', "sh", *switch]
 
 
 def _user_can_read_repo(user: str) -> bool:
@@ -118,8 +146,9 @@ class CellRunner:
             command = [str(VENV / "bin" / "cellblock")]
             env = {}
         done = subprocess.run(
-            ["runuser", "-u", self.user.pw_name, "--", "env", *[f"{k}={v}" for k, v in env.items()],
-             *command, "run", *args, "--", *argv],
+            as_user(self.user.pw_name,
+                    ["env", *[f"{k}={v}" for k, v in env.items()], *command, "run", *args, "--",
+                     *argv]),
             capture_output=True, cwd="/", check=False,
         )
         if done.returncode != 0:
