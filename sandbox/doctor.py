@@ -742,7 +742,8 @@ def _check_cgroup_v2(root: str) -> Check:
         path = env if inside else os.path.join(root, env.lstrip("/"))
         targets.append(_inspect_v2(path, "CELLBLOCK_CGROUP", root))
     else:
-        subtree = os.path.join(root, CGROUP_SUBTREE)
+        # Root's runs go under cellblock/, a user's under cellblock/USER (cellblock setup).
+        subtree = os.path.join(root, CGROUP_SUBTREE, *([] if _is_root() else [user]))
         if os.path.isdir(subtree) or _is_root():
             targets.append(_inspect_v2(subtree, "cellblock setup", root))
         if own is not None and own != "/" and not _is_root():
@@ -759,7 +760,7 @@ def _check_cgroup_v2(root: str) -> Check:
         return Check(
             name,
             False,
-            f"cgroup v2, but no subtree is delegated to {user}: {root}/{CGROUP_SUBTREE} is "
+            f"cgroup v2, but no subtree is delegated to {user}: {root}/{CGROUP_SUBTREE}/{user} is "
             f"missing and this process's cgroup ({own}) is not writable",
             fix,
         )
@@ -840,7 +841,7 @@ def _check_cgroup_v1(mounts: list[Mount]) -> Check:
     usable, problems, fixes = [], [], []
     for ctrl in CGROUP_V1_CONTROLLERS:
         mp = where[ctrl]
-        target = os.path.join(mp, CGROUP_SUBTREE)
+        target = os.path.join(mp, CGROUP_SUBTREE, *([] if _is_root() else [user]))
         if _is_root():
             # Root creates <ctrl>/cellblock on first use (or uses the existing one).
             probe_dir = target if os.path.isdir(target) else mp
@@ -882,7 +883,7 @@ def _check_cgroup_v1(mounts: list[Mount]) -> Check:
             + (f" (usable: {', '.join(usable)})" if usable else ""),
             " && ".join(fixes),
         )
-    place = f"{CGROUP_ROOT}/<controller>/{CGROUP_SUBTREE}"
+    place = f"{CGROUP_ROOT}/<controller>/{CGROUP_SUBTREE}" + ("" if _is_root() else f"/{user}")
     detail = f"{kind}: {', '.join(usable)} usable by {who} under {place}"
     if notes:
         detail += "; " + "; ".join(notes)

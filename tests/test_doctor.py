@@ -327,9 +327,9 @@ def test_landlock_missing_is_optional(monkeypatch):
 
 def _fake_v2_tree(tmp_path, controllers="cpuset cpu io memory pids", enabled=""):
     root = tmp_path / "cgroup"
-    sub = root / "cellblock"
+    sub = root / "cellblock" / "alice"
     sub.mkdir(parents=True)
-    for d in (root, sub):
+    for d in (root, sub.parent, sub):
         (d / "cgroup.controllers").write_text(controllers + "\n")
         (d / "cgroup.subtree_control").write_text(enabled + "\n")
         (d / "cgroup.procs").write_text("")
@@ -341,7 +341,7 @@ def test_cgroup_v2_delegated_subtree(tmp_path, monkeypatch):
     monkeypatch.delenv("CELLBLOCK_CGROUP", raising=False)
     monkeypatch.setattr(doctor, "_is_root", lambda: False)
     monkeypatch.setattr(doctor, "_user_name", lambda: "alice")
-    monkeypatch.setattr(doctor, "_own_cgroup_v2", lambda: "/cellblock/worker")
+    monkeypatch.setattr(doctor, "_own_cgroup_v2", lambda: "/cellblock/alice/supervisor")
     monkeypatch.setattr(doctor, "_writable", lambda p: p.startswith(sub))
     check = doctor._check_cgroup_v2(root)
     assert check.ok, check.detail
