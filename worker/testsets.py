@@ -25,9 +25,13 @@ from pathlib import Path
 class TestSetError(ValueError):
     """The tests are missing or malformed; the message says what to fix."""
 
+    __test__ = False  # not a pytest test class, whatever its name
+
 
 @dataclass(frozen=True)
 class TestCase:
+    __test__ = False  # not a pytest test class, whatever its name
+
     name: str
     input: bytes | Path
     answer: bytes | Path | None = None

@@ -1,0 +1,6 @@
+import sys
+
+input()
+print("? 500", flush=True)
+input()
+sys.exit(3)
