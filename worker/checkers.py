@@ -39,8 +39,9 @@ from .results import Verdict, cell_summary
 BUILTIN = ("exact", "lines", "tokens", "float")
 DEFAULT_EPS = 1e-6
 # A checker program's own cell: generous, and not the submission's limits.
+CHECKER_MEMORY = 512 << 20
 CHECKER_LIMITS: dict[str, object] = {
-    "time": 10.0, "wall_time": 20.0, "memory": "512M", "pids": 64, "output_limit": "1M",
+    "time": 10.0, "wall_time": 20.0, "memory": CHECKER_MEMORY, "pids": 64, "output_limit": "1M",
 }
 # testlib's exit codes.
 EXIT_OK, EXIT_WA, EXIT_PE, EXIT_PARTIAL = 0, 1, 2, 7
@@ -83,9 +84,12 @@ class ExactChecker(Checker):
         at = next((i for i, (a, b) in enumerate(zip(output, expected, strict=False)) if a != b),
                   min(len(output), len(expected)))
         line = expected.count("\n", 0, at) + 1
+        column = at - (expected.rfind("\n", 0, at) + 1) + 1
+        where = (f"line {line}, column {column}: expected {_short(expected[at:at + 20], 20)}, "
+                 f"got {_short(output[at:at + 20], 20)}")
         if output.rstrip() == expected.rstrip() or _lines(output) == _lines(expected):
-            return Outcome(Verdict.WA, 0.0, f"differs only in whitespace (line {line})")
-        return Outcome(Verdict.WA, 0.0, f"differs at line {line}, character {at + 1}")
+            return Outcome(Verdict.WA, 0.0, f"differs only in whitespace at {where}")
+        return Outcome(Verdict.WA, 0.0, f"differs at {where}")
 
 
 def _lines(text: str) -> list[str]:
@@ -163,10 +167,13 @@ class ProgramChecker(Checker):
     def check(self, input_data: bytes, output: str, answer: bytes) -> Outcome:
         files = dict(self.program.files)
         files.update({"input": input_data, "output": output.encode(), "answer": answer})
+        language = self.program.language
+        limits = dict(CHECKER_LIMITS)
+        limits["memory"] = CHECKER_MEMORY + language.memory_overhead
+        limits["pids"] = max(int(limits["pids"]), language.run_pids or 0)  # type: ignore[call-overload]
         result = sandbox.run(
-            [*self.program.argv(512 << 20), "input", "output", "answer"],
-            copy_in=files, seccomp=self.program.language.seccomp,
-            env=self.program.language.run_env, **CHECKER_LIMITS,
+            [*self.program.argv(CHECKER_MEMORY), "input", "output", "answer"],
+            copy_in=files, seccomp=language.seccomp, env=language.run_env, **limits,
         )
         return interpret_exit(result, "checker", self.program.language)
 
