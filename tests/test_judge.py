@@ -325,3 +325,14 @@ def test_judge_as_an_unprivileged_user(test_user: pwd.struct_passwd) -> None:
                user=test_user.pw_name)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["verdict"] == "AC"
+
+
+def test_interactive_as_an_unprivileged_user(test_user: pwd.struct_passwd) -> None:
+    """Two rootless cells wired by pipes (RunSpec.stdin_fd / stdout_fd)."""
+    done = cli("judge", str(PROBLEMS / "guess" / "solutions" / "bsearch.py"),
+               "--tests", str(PROBLEMS / "guess" / "tests"),
+               "--interactor", str(PROBLEMS / "guess" / "interactor.py"), "--json",
+               user=test_user.pw_name)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["verdict"] == "AC" and result["score"] == 4

@@ -141,7 +141,10 @@ def run_test(
         return tested
     if test.answer is None and not isinstance(options.checker, ProgramChecker):
         return tested  # nothing to compare with: a clean exit is AC
-    outcome = options.checker.check(test.input_bytes(), run.stdout, test.answer_bytes())
+    # Only a checker program reads the input: a large test is not read again for the others.
+    needs_input = isinstance(options.checker, ProgramChecker)
+    outcome = options.checker.check(test.input_bytes() if needs_input else b"", run.stdout,
+                                    test.answer_bytes())
     return apply_outcome(tested, outcome, test.score)
 
 
