@@ -1,0 +1,391 @@
+"""The service's state in Redis: submissions, leases, events, callbacks, metrics.
+
+Shared by the API (which creates submissions and reads them) and the workers
+(which claim, run and finish them). Every state change that must not be
+interleaved with another is one Lua script, so two workers, a reaper and the
+API never disagree about a submission.
+
+Keys (all under `cb:`):
+
+    cb:sub:{id}        hash: the submission record (status, attempt, request, result...)
+    cb:leases          zset: id -> unix time after which its run is presumed dead
+    cb:ev:{id}         pub/sub channel of its progress events
+    cb:evlog:{id}      list: the same events, for late subscribers (SSE replay)
+    cb:callbacks       list: ids whose result is to be POSTed to their callback_url
+    cb:callbacks:retry zset: "id" -> unix time of the next try
+    cb:metrics         hash: counters (submissions, verdicts, recoveries, ...)
+    cb:worker:{name}   string with a TTL: a live worker's info and self-check
+    cb:judge0          zset: Judge0 tokens by creation time (GET /judge0/submissions)
+
+Lifecycle: `queued` -> `running` -> `done` | `failed`. A run holds a lease
+that its worker's main process renews every few seconds; a lease that
+expires (the worker was SIGKILLed, the machine died) is found by a reaper
+(every worker and every API process run one) which queues the submission again
+with `attempt + 1`, up to `max_attempts`, then marks it `failed` with the
+reason. Results written by a stale attempt are ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+PREFIX = "cb:"
+QUEUE = "cellblock"
+LEASES = PREFIX + "leases"
+CALLBACKS = PREFIX + "callbacks"
+CALLBACKS_RETRY = PREFIX + "callbacks:retry"
+METRICS = PREFIX + "metrics"
+JUDGE0_INDEX = PREFIX + "judge0"
+JOB_FUNC = "worker.jobs.run_submission"
+
+# Histogram buckets of a submission's run time (seconds, worker side).
+DURATION_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+
+def sub_key(sub_id: str) -> str:
+    return f"{PREFIX}sub:{sub_id}"
+
+
+def events_channel(sub_id: str) -> str:
+    return f"{PREFIX}ev:{sub_id}"
+
+
+def events_log(sub_id: str) -> str:
+    return f"{PREFIX}evlog:{sub_id}"
+
+
+def worker_key(name: str) -> str:
+    return f"{PREFIX}worker:{name}"
+
+
+@dataclass(frozen=True)
+class Timing:
+    """How long things may take; overridable by environment for tests and big hosts."""
+
+    lease: float = 30.0  # a run is presumed dead this long after its last renewal
+    renew: float = 5.0  # how often a worker renews the lease of its run
+    reap: float = 10.0  # how often each reaper looks for expired leases
+    limbo: float = 30.0  # a job taken off the queue but never claimed, after this
+    max_attempts: int = 3  # runs of one submission before it is `failed`
+    result_ttl: int = 24 * 3600  # how long a finished submission is kept
+
+    @classmethod
+    def from_env(cls) -> Timing:
+        def number(name: str, default: float) -> float:
+            value = os.environ.get(name)
+            return float(value) if value else default
+
+        return cls(
+            lease=number("CELLBLOCK_LEASE", cls.lease),
+            renew=number("CELLBLOCK_LEASE_RENEW", cls.renew),
+            reap=number("CELLBLOCK_REAP_INTERVAL", cls.reap),
+            limbo=number("CELLBLOCK_LIMBO", cls.limbo),
+            max_attempts=int(number("CELLBLOCK_MAX_ATTEMPTS", cls.max_attempts)),
+            result_ttl=int(number("CELLBLOCK_RESULT_TTL", cls.result_ttl)),
+        )
+
+
+# --- Lua: each a single atomic step -----------------------------------------
+
+# Claim attempt ARGV[1] for a worker: only the current attempt of a queued
+# submission may start. KEYS: sub, leases. ARGV: attempt, worker, now, lease-until, id.
+_CLAIM = """
+if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then return 0 end
+if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then return 0 end
+redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[2], 'started_at', ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[5])
+return 1
+"""
+
+# Renew a lease only while it is ours. KEYS: sub, leases. ARGV: attempt, until, id.
+_RENEW = """
+if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then return 0 end
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
+redis.call('ZADD', KEYS[2], 'XX', ARGV[2], ARGV[3])
+return 1
+"""
+
+# Finish attempt ARGV[1]: record the outcome, drop the lease, queue the callback,
+# count it. KEYS: sub, leases, callbacks, metrics.
+# ARGV: attempt, status, result-json, error, finished_at, ttl, id, verdict, bucket, duration.
+_FINISH = """
+if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then return 0 end
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == 'done' or status == 'failed' then return 0 end
+redis.call('HSET', KEYS[1], 'status', ARGV[2], 'result', ARGV[3], 'error', ARGV[4],
+           'finished_at', ARGV[5])
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+redis.call('ZREM', KEYS[2], ARGV[7])
+if redis.call('HGET', KEYS[1], 'callback_url') then redis.call('RPUSH', KEYS[3], ARGV[7]) end
+redis.call('HINCRBY', KEYS[4], 'finished:' .. ARGV[2], 1)
+if ARGV[8] ~= '' then redis.call('HINCRBY', KEYS[4], 'verdict:' .. ARGV[8], 1) end
+if ARGV[9] ~= '' then
+  redis.call('HINCRBY', KEYS[4], 'duration_bucket:' .. ARGV[9], 1)
+  redis.call('HINCRBYFLOAT', KEYS[4], 'duration_sum', ARGV[10])
+  redis.call('HINCRBY', KEYS[4], 'duration_count', 1)
+end
+return 1
+"""
+
+# Recover a submission whose run is presumed dead. KEYS: sub, leases, callbacks, metrics.
+# ARGV: id, now, reason, force ('1': no lease needed, the job is stuck in limbo),
+#       grace (lease given to the re-queue until it is confirmed), ttl.
+# Returns 'requeue:<attempt>', 'failed', or '' when there is nothing to do.
+_RECOVER = """
+local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if ARGV[4] ~= '1' then
+  if not score or tonumber(score) > tonumber(ARGV[2]) then return '' end
+end
+local status = redis.call('HGET', KEYS[1], 'status')
+if status ~= 'running' and status ~= 'queued' then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  return ''
+end
+local attempt = tonumber(redis.call('HGET', KEYS[1], 'attempt') or '1')
+local most = tonumber(redis.call('HGET', KEYS[1], 'max_attempts') or '3')
+redis.call('HINCRBY', KEYS[4], 'recovered', 1)
+if attempt >= most then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  redis.call('HSET', KEYS[1], 'status', 'failed', 'finished_at', ARGV[2], 'error',
+             ARGV[3] .. ' (attempt ' .. attempt .. ' of ' .. most .. '; giving up)')
+  redis.call('EXPIRE', KEYS[1], ARGV[6])
+  redis.call('HINCRBY', KEYS[4], 'finished:failed', 1)
+  if redis.call('HGET', KEYS[1], 'callback_url') then redis.call('RPUSH', KEYS[3], ARGV[1]) end
+  return 'failed'
+end
+redis.call('HSET', KEYS[1], 'status', 'queued', 'attempt', attempt + 1,
+           'last_error', ARGV[3] .. ' (attempt ' .. attempt .. ')')
+redis.call('HDEL', KEYS[1], 'worker', 'started_at')
+redis.call('ZADD', KEYS[2], tonumber(ARGV[2]) + tonumber(ARGV[5]), ARGV[1])
+return 'requeue:' .. (attempt + 1)
+"""
+
+# Drop the grace lease of a queued attempt once its job is in the queue.
+# KEYS: sub, leases. ARGV: attempt, id.
+_QUEUED = """
+if redis.call('HGET', KEYS[1], 'attempt') == ARGV[1]
+   and redis.call('HGET', KEYS[1], 'status') == 'queued' then
+  redis.call('ZREM', KEYS[2], ARGV[2])
+end
+return 1
+"""
+
+# Append an event: numbered, logged for replay, published. KEYS: counter, log.
+# ARGV: channel, event-json-without-seq (an object), ttl.
+_PUBLISH = """
+local seq = redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+local event = '{"seq":' .. seq .. ',' .. string.sub(ARGV[2], 2)
+redis.call('RPUSH', KEYS[2], event)
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+redis.call('PUBLISH', ARGV[1], event)
+return seq
+"""
+
+
+class Store:
+    """Submission state in one Redis, through a synchronous client."""
+
+    def __init__(self, connection: redis.Redis, timing: Timing | None = None) -> None:
+        self.redis = connection
+        self.timing = timing or Timing.from_env()
+        self._claim = connection.register_script(_CLAIM)
+        self._renew = connection.register_script(_RENEW)
+        self._finish = connection.register_script(_FINISH)
+        self._recover = connection.register_script(_RECOVER)
+        self._queued = connection.register_script(_QUEUED)
+        self._publish = connection.register_script(_PUBLISH)
+
+    @classmethod
+    def from_url(cls, url: str, timing: Timing | None = None) -> Store:
+        return cls(connect(url), timing)
+
+    # --- creating and reading -------------------------------------------------
+
+    def create(
+        self, request: dict[str, Any], *, kind: str = "v1", owner: str = "",
+        callback_url: str | None = None, job_timeout: int = 600,
+        extra: dict[str, str] | None = None,
+    ) -> str:
+        """Store a new submission and queue it; returns its id (a UUID4, as Judge0's tokens)."""
+        sub_id = str(uuid.uuid4())
+        now = time.time()
+        record = {
+            "id": sub_id, "kind": kind, "status": "queued", "attempt": 1,
+            "max_attempts": self.timing.max_attempts, "created_at": repr(now),
+            "request": json.dumps(request), "owner": owner, "job_timeout": job_timeout,
+            **(extra or {}),
+        }
+        if callback_url:
+            record["callback_url"] = callback_url
+        with self.redis.pipeline() as pipe:
+            pipe.hset(sub_key(sub_id), mapping=record)
+            pipe.expire(sub_key(sub_id), self.timing.result_ttl)
+            # A grace lease until the job is in the queue: if this process dies
+            # in between, a reaper queues it (the submission is never lost).
+            pipe.zadd(LEASES, {sub_id: now + self.timing.lease})
+            pipe.hincrby(METRICS, "submissions", 1)
+            if kind == "judge0":
+                pipe.zadd(JUDGE0_INDEX, {sub_id: now})
+            pipe.execute()
+        self.enqueue(sub_id, 1, job_timeout)
+        return sub_id
+
+    def enqueue(self, sub_id: str, attempt: int, job_timeout: int | None = None) -> None:
+        from rq import Queue
+
+        if job_timeout is None:
+            job_timeout = int(self.redis.hget(sub_key(sub_id), "job_timeout") or 600)
+        Queue(QUEUE, connection=self.redis).enqueue_call(
+            JOB_FUNC, args=(sub_id, attempt), job_id=f"{sub_id}_{attempt}",
+            timeout=job_timeout, result_ttl=0, failure_ttl=3600, ttl=None,
+        )
+        self._queued(keys=[sub_key(sub_id), LEASES], args=[attempt, sub_id])
+
+    def get(self, sub_id: str) -> dict[str, Any] | None:
+        raw = self.redis.hgetall(sub_key(sub_id))
+        return decode_record(raw) if raw else None
+
+    def get_many(self, ids: Iterable[str]) -> list[dict[str, Any] | None]:
+        with self.redis.pipeline() as pipe:
+            for sub_id in ids:
+                pipe.hgetall(sub_key(sub_id))
+            return [decode_record(raw) if raw else None for raw in pipe.execute()]
+
+    # --- running --------------------------------------------------------------
+
+    def claim(self, sub_id: str, attempt: int, worker: str) -> bool:
+        now = time.time()
+        return bool(self._claim(keys=[sub_key(sub_id), LEASES],
+                                args=[attempt, worker, repr(now), now + self.timing.lease, sub_id]))
+
+    def renew(self, sub_id: str, attempt: int) -> bool:
+        return bool(self._renew(keys=[sub_key(sub_id), LEASES],
+                                args=[attempt, time.time() + self.timing.lease, sub_id]))
+
+    def is_current(self, sub_id: str, attempt: int) -> bool:
+        status, current = self.redis.hmget(sub_key(sub_id), "status", "attempt")
+        return status == b"running" and current == str(attempt).encode()
+
+    def finish(
+        self, sub_id: str, attempt: int, status: str, result: dict[str, Any] | None,
+        error: str = "", verdict: str = "", duration: float | None = None,
+    ) -> bool:
+        bucket = ""
+        if duration is not None:
+            bucket = next((repr(b) for b in DURATION_BUCKETS if duration <= b), "+Inf")
+        done = bool(self._finish(
+            keys=[sub_key(sub_id), LEASES, CALLBACKS, METRICS],
+            args=[attempt, status, json.dumps(result) if result is not None else "", error,
+                  repr(time.time()), self.timing.result_ttl, sub_id, verdict, bucket,
+                  repr(duration or 0.0)],
+        ))
+        if done:
+            self.publish(sub_id, {"type": "end", "status": status})
+        return done
+
+    def publish(self, sub_id: str, event: dict[str, Any]) -> int:
+        return int(self._publish(
+            keys=[f"{PREFIX}evseq:{sub_id}", events_log(sub_id)],
+            args=[events_channel(sub_id), json.dumps(event), self.timing.result_ttl],
+        ))
+
+    # --- recovery ---------------------------------------------------------------
+
+    def recover(self, sub_id: str, reason: str, force: bool = False) -> str:
+        """Queue a presumed-dead run again (or fail it after max_attempts)."""
+        outcome = self._recover(
+            keys=[sub_key(sub_id), LEASES, CALLBACKS, METRICS],
+            args=[sub_id, repr(time.time()), reason, "1" if force else "0",
+                  self.timing.lease, self.timing.result_ttl],
+        )
+        outcome = outcome.decode() if isinstance(outcome, bytes) else str(outcome or "")
+        if outcome.startswith("requeue:"):
+            self.enqueue(sub_id, int(outcome.split(":", 1)[1]))
+        if outcome:
+            self.publish(sub_id, {"type": "recovered", "outcome": outcome, "reason": reason})
+            if outcome == "failed":
+                self.publish(sub_id, {"type": "end", "status": "failed"})
+        return outcome
+
+    def reap(self) -> list[tuple[str, str]]:
+        """One pass: expired leases, and jobs a worker took off the queue but never
+        claimed (it died in between). Safe to run anywhere, any number of times."""
+        done = []
+        now = time.time()
+        for raw in self.redis.zrangebyscore(LEASES, "-inf", now):
+            sub_id = raw.decode()
+            outcome = self.recover(sub_id, "its worker stopped renewing the lease (killed or "
+                                   "lost)")
+            if outcome:
+                done.append((sub_id, outcome))
+        done.extend(self._reap_limbo(now))
+        return done
+
+    def _reap_limbo(self, now: float) -> list[tuple[str, str]]:
+        from rq.intermediate_queue import IntermediateQueue
+        from rq.queue import Queue
+
+        limbo_key = IntermediateQueue.get_intermediate_queue_key(Queue.redis_queue_namespace_prefix
+                                                                + QUEUE)
+        done = []
+        for raw in self.redis.lrange(limbo_key, 0, -1):
+            job_id = raw.decode()
+            sub_id, _, attempt = job_id.rpartition("_")
+            status, current = self.redis.hmget(sub_key(sub_id), "status", "attempt")
+            if status != b"queued" or current != attempt.encode():
+                continue  # claimed (running) or stale: RQ's own cleanup handles the list
+            seen_key = f"{PREFIX}limbo:{job_id}"
+            self.redis.set(seen_key, repr(now), nx=True, ex=int(self.timing.limbo * 10) + 60)
+            first = float(self.redis.get(seen_key) or now)
+            if now - first >= self.timing.limbo:
+                self.redis.lrem(limbo_key, 1, job_id)
+                outcome = self.recover(sub_id, "its worker died between taking it off the "
+                                       "queue and starting it", force=True)
+                if outcome:
+                    done.append((sub_id, outcome))
+        return done
+
+    # --- workers ----------------------------------------------------------------
+
+    def worker_alive(self, name: str, info: dict[str, Any], ttl: float) -> None:
+        self.redis.set(worker_key(name), json.dumps(info), ex=max(int(ttl), 1))
+
+    def worker_gone(self, name: str) -> None:
+        self.redis.delete(worker_key(name))
+
+    def workers(self) -> list[dict[str, Any]]:
+        keys = list(self.redis.scan_iter(match=worker_key("*"), count=1000))
+        values = self.redis.mget(keys) if keys else []
+        return [json.loads(v) for v in values if v]
+
+
+def connect(url: str) -> redis.Redis:
+    """A client for REDIS_URL (redis://, rediss://, unix:///path/to.sock)."""
+    return redis.Redis.from_url(url, health_check_interval=30)
+
+
+def decode_record(raw: dict[bytes, bytes]) -> dict[str, Any]:
+    record: dict[str, Any] = {k.decode(): v.decode() for k, v in raw.items()}
+    for key in ("attempt", "max_attempts", "job_timeout"):
+        if key in record:
+            record[key] = int(record[key])
+    for key in ("created_at", "started_at", "finished_at"):
+        if record.get(key):
+            record[key] = float(record[key])
+    record["request"] = json.loads(record["request"]) if record.get("request") else {}
+    record["result"] = json.loads(record["result"]) if record.get("result") else None
+    return record
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}.{os.getpid()}"
