@@ -53,8 +53,13 @@ def cli(*args: str, user: str | None = None, timeout: float = 120) -> subprocess
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     if user is not None:
         venv = Path(os.environ.get("CELLBLOCK_VENV", "/opt/cellblock/venv"))
+        readable = subprocess.run(["runuser", "-u", user, "--", "test", "-r", __file__],
+                                  check=False).returncode == 0
+        # A private checkout: the copy scripts/install put into the venv (scripts/test
+        # installs this checkout first).
         command = ["runuser", "-u", user, "--", "env", f"PYTHONPATH={REPO}",
-                   str(venv / "bin" / "python"), str(REPO / "cli.py"), *args]
+                   str(venv / "bin" / "python"), str(REPO / "cli.py"), *args] if readable else [
+                   "runuser", "-u", user, "--", str(venv / "bin" / "cellblock"), *args]
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout,
                           cwd=REPO, check=False)
 

@@ -153,7 +153,7 @@ def test_ce_output_is_cut() -> None:
     """A compiler that writes megabytes of errors: CE with its output cut to a sane size."""
     if "cpp" not in INSTALLED:
         pytest.fail("g++ is not installed (scripts/install installs it)")
-    source = "int main() {\n" + "".join(f"  undeclared_{i}();\n" for i in range(2000)) + "}\n"
+    source = "int main() {\n" + "".join(f"  undeclared_{i}();\n" for i in range(800)) + "}\n"
     result = judge(get_language("cpp"), source.encode(), [case("sum")], JudgeOptions())
     assert result.verdict == Verdict.CE
     assert result.compile is not None
