@@ -22,6 +22,7 @@ import gc
 import os
 import select
 import signal
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -66,16 +67,18 @@ class Launch:
 
 
 _EXITING: list[int] = []  # outer processes of finished cells, not reaped yet
+_EXITING_LOCK = threading.Lock()  # callers may run cells from several threads
 
 
 def _reap_exiting(block: bool) -> None:
-    for pid in list(_EXITING):
-        try:
-            done, _ = os.waitpid(pid, 0 if block else os.WNOHANG)
-        except ChildProcessError:  # someone else's waitpid(-1) took it
-            done = pid
-        if done:
-            _EXITING.remove(pid)
+    with _EXITING_LOCK:
+        for pid in list(_EXITING):
+            try:
+                done, _ = os.waitpid(pid, 0 if block else os.WNOHANG)
+            except ChildProcessError:  # someone else's waitpid(-1) took it
+                done = pid
+            if done:
+                _EXITING.remove(pid)
 
 
 atexit.register(_reap_exiting, block=True)
@@ -176,7 +179,8 @@ def _supervise(
         # Every process of the cell is dead now; the outer process and the init
         # are exiting (namespace teardown takes a millisecond or two). Reap them
         # without waiting when they are done, else at the next run or at exit.
-        _EXITING.append(pid)
+        with _EXITING_LOCK:
+            _EXITING.append(pid)
         reaped = True
         _reap_exiting(block=False)
         return _result(launch, seen, group, no_cgroup_reason)

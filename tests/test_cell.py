@@ -260,3 +260,16 @@ def test_cli_json_and_exit_codes(tmp_path):
     assert human.returncode == 4 and human.stdout == "hi\n" and "RE" in human.stderr
     slow = _cli("run", "--wall-time", "0.3", "--", "sleep", "5")
     assert slow.returncode == 124
+
+
+def test_runs_from_several_threads_at_once():
+    # A harness may call sandbox.run from a thread pool: the bookkeeping of
+    # finished cells must hold (two threads once reaped the same pid: IE).
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sandbox import run
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda i: run(["sh", "-c", f"echo {i}"]), range(40)))
+    assert [r.status for r in results] == ["OK"] * 40, [r.message for r in results]
+    assert [r.stdout for r in results] == [f"{i}\n" for i in range(40)]
