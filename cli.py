@@ -4,6 +4,8 @@
     cellblock doctor [--json]                       what this host allows
     cellblock judge SOURCE --tests DIR [OPTIONS]    compile once, run tests, verdicts
     cellblock languages [--json]                    the languages installed here
+    cellblock serve [--host H] [--port P]           the HTTP API (+ its own Redis and workers)
+    cellblock worker [--redis-url URL] [--cells N]  RQ workers judging queued submissions
 """
 
 from __future__ import annotations
@@ -186,6 +188,25 @@ def _cmd_judge(args: argparse.Namespace) -> int:
     return judge_main(args) if args.subcommand == "judge" else languages_main(args)
 
 
+def _service_parsers(sub: argparse._SubParsersAction) -> None:
+    from api.serve import add_parser as add_serve_parser
+    from worker.supervisor import add_parser as add_worker_parser
+
+    add_serve_parser(sub)
+    add_worker_parser(sub)
+
+
+def _cmd_service(args: argparse.Namespace) -> int:
+    """`cellblock serve` (api/serve.py) and `cellblock worker` (worker/rq_worker.py)."""
+    if args.subcommand == "serve":
+        from api.serve import main as serve_main
+
+        return serve_main(args)
+    from worker.supervisor import main as worker_main
+
+    return worker_main(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cellblock", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
@@ -194,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     doctor.add_argument("--json", action="store_true", help="print the report as JSON")
     _setup_parser(sub)
     _judge_parsers(sub)
+    _service_parsers(sub)
     args = parser.parse_args(argv)
     if args.subcommand == "run":
         if not args.command or args.command == ["--"]:
@@ -201,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
         return _cmd_run(args)
     if args.subcommand == "setup":
         return _cmd_setup(args)
+    if args.subcommand in ("serve", "worker"):
+        return _cmd_service(args)
     if args.subcommand in ("judge", "languages"):
         return _cmd_judge(args)
     return _cmd_doctor(args)

@@ -1,14 +1,6 @@
-"""`cellblock worker`: RQ workers that judge submissions from Redis, one cell each.
+"""One worker process of `cellblock worker` (worker/supervisor.py starts N of them).
 
-    cellblock worker [--redis-url URL] [--cells N]
-
-starts a supervisor and N worker processes (default: one per core, as one
-cell at a time per core keeps every cell's CPU figures honest). Each worker
-is an RQ worker whose work horse, forked per job, runs worker.jobs. The
-supervisor restarts a worker that dies and, on SIGTERM/SIGINT, lets each
-finish its job for `--grace` seconds before killing it (a killed job is not
-lost: its lease expires and a reaper queues it again).
-
+Each is an RQ worker whose work horse, forked per job, runs worker.jobs.
 Beyond plain RQ, each worker:
 - claims the submission and takes its lease before forking the horse, and
   renews the lease while the horse runs (RQ's monitoring loop);
@@ -29,11 +21,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
-import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from rq import Queue, Worker
@@ -64,6 +53,9 @@ class CellWorker(Worker):
         self._next_reap = 0.0
         self._next_alive = 0.0
         self._next_selfcheck = 0.0
+        from .languages import all_languages
+
+        self.languages = [lang.id for lang in all_languages().values() if lang.installed()]
 
     # RQ's idle loop blocks on the queue for this long, then heartbeats (and we reap).
     @property
@@ -137,6 +129,7 @@ class CellWorker(Worker):
                 "name": self.name, "pid": os.getpid(), "host": os.uname().nodename,
                 "started_at": self.started, "seen_at": now, "jobs": self.jobs_done,
                 "busy": self._current[0] if self._current else None,
+                "languages": self.languages,
                 "selfcheck": self.last_selfcheck,
             }, ttl=max(self.store.timing.reap * 3, 10.0))
 
@@ -151,124 +144,6 @@ def run_one(url: str, log_level: str) -> int:
     worker = CellWorker(store, selfcheck_interval=interval)
     worker.work(logging_level=log_level.upper())
     return 0
-
-
-# --- the supervisor -----------------------------------------------------------
-
-
-def _die_with_parent() -> None:
-    """Run in the child before exec: a worker never outlives its supervisor."""
-    from sandbox import libc
-
-    libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-class Supervisor:
-    """Starts `cells` worker processes, restarts those that die, stops them all."""
-
-    def __init__(self, url: str, cells: int, log_level: str, grace: float) -> None:
-        self.url = url
-        self.cells = cells
-        self.log_level = log_level
-        self.grace = grace
-        self.children: dict[int, subprocess.Popen] = {}
-        self.stopping = False
-
-    def spawn(self) -> subprocess.Popen:
-        root = str(Path(__file__).resolve().parent.parent)
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
-        env["REDIS_URL"] = self.url
-        process = subprocess.Popen(
-            [sys.executable, "-m", "worker.rq_worker", "--one", "--log-level", self.log_level],
-            env=env, preexec_fn=_die_with_parent,  # noqa: PLW1509 - this process has no threads
-        )
-        self.children[process.pid] = process
-        return process
-
-    def run(self) -> int:
-        signal.signal(signal.SIGTERM, self._stop)
-        signal.signal(signal.SIGINT, self._stop)
-        for _ in range(self.cells):
-            self.spawn()
-        restarts: list[float] = []
-        while self.children:
-            try:
-                pid, status = os.wait()
-            except ChildProcessError:
-                break
-            except InterruptedError:
-                continue
-            process = self.children.pop(pid, None)
-            if process is None or self.stopping:
-                continue
-            code = os.waitstatus_to_exitcode(status)
-            log.warning("worker %d ended (%s); starting another", pid, code)
-            now = time.monotonic()
-            restarts = [t for t in restarts if now - t < 60] + [now]
-            if len(restarts) > 10 * self.cells:
-                log.error("workers keep dying (%d restarts in a minute): giving up", len(restarts))
-                self._stop(signal.SIGTERM, None)
-                continue
-            time.sleep(min(len(restarts) * 0.2, 5.0))
-            self.spawn()
-        return 0
-
-    def _stop(self, signum: int, frame: Any) -> None:
-        if self.stopping:
-            return
-        self.stopping = True
-        for process in self.children.values():
-            _signal(process, signal.SIGTERM)  # RQ: a warm shutdown, the job finishes
-        deadline = time.monotonic() + self.grace
-        for process in list(self.children.values()):
-            try:
-                process.wait(timeout=max(deadline - time.monotonic(), 0.1))
-            except subprocess.TimeoutExpired:
-                _signal(process, signal.SIGKILL)  # its horse and cells die with it (PDEATHSIG)
-                process.wait()
-        self.children.clear()
-
-
-def _signal(process: subprocess.Popen, signum: int) -> None:
-    try:
-        process.send_signal(signum)
-    except ProcessLookupError:
-        pass
-
-
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "worker", help="run submissions from Redis (RQ workers, one cell per core)",
-        description="Start N RQ workers that judge submissions queued in Redis by "
-        "`cellblock serve`. Any number of machines may run workers against one Redis.",
-    )
-    p.add_argument("--redis-url", metavar="URL",
-                   help="Redis to work for (default: $REDIS_URL), e.g. redis://host:6379/0")
-    p.add_argument("--cells", type=int, metavar="N",
-                   help="worker processes, one cell each (default: the number of cores)")
-    p.add_argument("--grace", type=float, default=30.0, metavar="S",
-                   help="on SIGTERM, seconds a running job may take to finish (default 30)")
-    p.add_argument("--log-level", default="info",
-                   choices=("debug", "info", "warning", "error"))
-
-
-def main(args: argparse.Namespace) -> int:
-    url = args.redis_url or os.environ.get("REDIS_URL")
-    if not url:
-        print("cellblock worker: error: give --redis-url or set REDIS_URL", file=sys.stderr)
-        return 2
-    cells = args.cells or os.cpu_count() or 1
-    if cells < 1:
-        print("cellblock worker: error: --cells must be at least 1", file=sys.stderr)
-        return 2
-    try:
-        connect(url).ping()
-    except Exception as error:  # noqa: BLE001 - any connection failure is reported the same
-        print(f"cellblock worker: error: cannot reach Redis at {url}: {error}", file=sys.stderr)
-        return 1
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s: %(message)s")
-    return Supervisor(url, cells, args.log_level, args.grace).run()
 
 
 def _entry() -> int:

@@ -1,0 +1,132 @@
+"""Progress events: one Redis pub/sub subscription per API process, fanned out.
+
+Workers publish each submission's events on `cb:ev:{id}` and log them in
+`cb:evlog:{id}` (worker/store.py). The hub holds a single pattern
+subscription and hands events to the requests waiting on that id, so
+`?wait=true` and SSE cost no polling and no Redis connection per request.
+A request registers before it reads the current state, so no event falls in
+between.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from worker.store import PREFIX, events_log, sub_key
+
+log = logging.getLogger("cellblock.api")
+FINAL = ("done", "failed")
+
+
+class EventHub:
+    def __init__(self, connection: aioredis.Redis) -> None:
+        self.redis = connection
+        self.waiters: dict[str, set[asyncio.Queue]] = defaultdict(set)
+        self.task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self.task:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                pubsub = self.redis.pubsub()
+                await pubsub.psubscribe(PREFIX + "ev:*")
+                async for message in pubsub.listen():
+                    if message.get("type") != "pmessage":
+                        continue
+                    sub_id = message["channel"].decode().rpartition(":")[2]
+                    for queue in list(self.waiters.get(sub_id, ())):
+                        queue.put_nowait(json.loads(message["data"]))
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # noqa: BLE001 - reconnect; waiters re-read state
+                log.warning("event subscription lost (%s); reconnecting", error)
+                for queues in list(self.waiters.values()):
+                    for queue in queues:
+                        queue.put_nowait({"type": "reconnect"})
+                await asyncio.sleep(1.0)
+
+    @contextlib.contextmanager
+    def listen(self, sub_id: str):
+        queue: asyncio.Queue = asyncio.Queue()
+        self.waiters[sub_id].add(queue)
+        try:
+            yield queue
+        finally:
+            self.waiters[sub_id].discard(queue)
+            if not self.waiters[sub_id]:
+                del self.waiters[sub_id]
+
+    async def status(self, sub_id: str) -> str | None:
+        raw = await self.redis.hget(sub_key(sub_id), "status")
+        return raw.decode() if raw else None
+
+    async def wait(self, sub_id: str, timeout: float) -> bool:
+        """True once the submission is done or failed, False after `timeout`."""
+        with self.listen(sub_id) as queue:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            while True:
+                if await self.status(sub_id) in FINAL:
+                    return True
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return False
+                try:
+                    event = await asyncio.wait_for(queue.get(), remaining)
+                except TimeoutError:
+                    return await self.status(sub_id) in FINAL
+                if event.get("type") not in ("end", "reconnect"):
+                    continue
+
+    async def stream(self, sub_id: str, after: int = 0,
+                     keepalive: float = 15.0) -> AsyncIterator[str]:
+        """Server-Sent Events: the logged events after `after`, then live ones, until the end."""
+        with self.listen(sub_id) as queue:
+            last = after
+            for raw in await self.redis.lrange(events_log(sub_id), 0, -1):
+                event = json.loads(raw)
+                if event["seq"] > last:
+                    last = event["seq"]
+                    yield _sse(event)
+                    if event["type"] == "end":
+                        return
+            while True:
+                try:
+                    event = await asyncio.wait_for(queue.get(), keepalive)
+                except TimeoutError:
+                    event = None
+                if event is None or event.get("type") == "reconnect":
+                    # Nothing for a while (or the subscription was lost): make
+                    # sure the end was not missed, and keep proxies from closing.
+                    status = await self.status(sub_id)
+                    if status in FINAL or status is None:
+                        yield _sse({"seq": last + 1, "type": "end", "status": status or "gone"})
+                        return
+                    yield ": keepalive\n\n"
+                    continue
+                if event["seq"] <= last:
+                    continue
+                last = event["seq"]
+                yield _sse(event)
+                if event["type"] == "end":
+                    return
+
+
+def _sse(event: dict[str, Any]) -> str:
+    return f"id: {event['seq']}\nevent: {event['type']}\ndata: {json.dumps(event)}\n\n"

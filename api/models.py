@@ -1,0 +1,217 @@
+"""Request and response bodies of /v1 (CONTRACT.md section 3), and their checks.
+
+Pydantic checks shapes and types; `normalize` checks what depends on the
+configuration (caps) and turns a request into what worker/jobs.py judges.
+Every refusal names the field (`loc`), and nothing here echoes the input back
+(an echoed NaN or lone surrogate is what turns a 422 into a 500).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from sandbox.spec import MIN_MEMORY, SpecError, parse_size
+from worker.checkers import CheckerError, get_checker
+from worker.jobs import BUILTIN_CHECKER
+
+from .settings import Settings
+
+
+def _utf8(value: str) -> str:
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text (no lone surrogates)") from None
+    return value
+
+
+Text = Annotated[str, AfterValidator(_utf8)]
+Size = int | Text
+Number = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TestIn(Strict):
+    __test__ = False  # not a pytest class
+
+    name: Text | None = Field(None, max_length=128)
+    input: Text = ""
+    output: Text | None = None
+    score: Number = Field(1.0, ge=0, le=1e9)
+
+
+class LimitsIn(Strict):
+    time: Number | None = Field(None, gt=0, description="CPU seconds per test (default 2)")
+    wall_time: Number | None = Field(None, gt=0, description="wall seconds (default 2*time+1)")
+    memory: Size | None = Field(None, description="bytes or K/M/G (default 256M)")
+    pids: int | None = Field(None, ge=1, description="processes + threads (default 64)")
+    output: Size | None = Field(None, description="stdout/stderr cap per test (default 64M)")
+
+
+class CheckerProgram(Strict):
+    language: Text
+    source: Text
+
+
+class SubmissionIn(Strict):
+    language: Text = Field(..., description="a language id (GET /v1/languages)")
+    source: Text
+    stdin: Text | None = None
+    expected_output: Text | None = None
+    tests: list[TestIn] | None = None
+    checker: Text | CheckerProgram | None = Field(
+        None, description="exact, lines (default), tokens, float[:EPS], or {language, source}")
+    limits: LimitsIn | None = None
+    callback_url: Text | None = Field(None, max_length=2048)
+    stop_on_failure: bool = False
+
+
+class BatchIn(Strict):
+    submissions: list[SubmissionIn]
+
+
+class Queued(BaseModel):
+    id: str
+    status: Literal["queued"] = "queued"
+
+
+class BatchQueued(BaseModel):
+    submissions: list[Queued]
+
+
+class SubmissionOut(BaseModel):
+    id: str
+    status: Literal["queued", "running", "done", "failed"]
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    language: str | None = None
+    attempt: int = 1
+    created_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+
+
+class RequestInvalid(ValueError):
+    """A request that passed the types but not the service's rules."""
+
+    def __init__(self, loc: tuple[str | int, ...], msg: str, status: int = 422) -> None:
+        super().__init__(msg)
+        self.loc = loc
+        self.msg = msg
+        self.status = status
+
+
+def limits_dict(limits: LimitsIn | None, settings: Settings,
+                loc: tuple[str | int, ...] = ("body", "limits")) -> dict[str, Any]:
+    """Limits checked against the caps; sizes in bytes."""
+    out: dict[str, Any] = {}
+    if limits is None:
+        return out
+    if limits.time is not None:
+        if limits.time > settings.max_time:
+            raise RequestInvalid((*loc, "time"), f"at most {settings.max_time:g} seconds here")
+        out["time"] = limits.time
+    if limits.wall_time is not None:
+        if limits.wall_time > settings.max_wall_time:
+            raise RequestInvalid((*loc, "wall_time"),
+                                 f"at most {settings.max_wall_time:g} seconds here")
+        out["wall_time"] = limits.wall_time
+    for name, cap, low in (("memory", settings.max_memory, MIN_MEMORY),
+                           ("output", settings.max_output, 1)):
+        value = getattr(limits, name)
+        if value is None:
+            continue
+        try:
+            size = parse_size(value, name)
+        except SpecError as error:
+            raise RequestInvalid((*loc, name), str(error)) from None
+        if not low <= size <= cap:
+            raise RequestInvalid((*loc, name), f"between {low} and {cap} bytes here")
+        out[name] = size
+    if limits.pids is not None:
+        if limits.pids > settings.max_pids:
+            raise RequestInvalid((*loc, "pids"), f"at most {settings.max_pids} here")
+        out["pids"] = limits.pids
+    return out
+
+
+def normalize(sub: SubmissionIn, settings: Settings, known_languages: set[str],
+              loc: tuple[str | int, ...] = ("body",)) -> dict[str, Any]:
+    """The stored request (see worker/jobs.py), or RequestInvalid naming the field."""
+    if sub.language not in known_languages:
+        raise RequestInvalid((*loc, "language"),
+                             f"unknown language (known: {', '.join(sorted(known_languages))})")
+    if len(sub.source.encode()) > settings.max_source:
+        raise RequestInvalid((*loc, "source"), f"larger than {settings.max_source} bytes",
+                             status=413)
+    checker: Any = None
+    if isinstance(sub.checker, str):
+        if not BUILTIN_CHECKER.match(sub.checker):
+            raise RequestInvalid((*loc, "checker"),
+                                 "exact, lines, tokens, float[:EPS] or {language, source}")
+        try:
+            get_checker(sub.checker)
+        except CheckerError as error:
+            raise RequestInvalid((*loc, "checker"), str(error)) from None
+        checker = sub.checker
+    elif sub.checker is not None:
+        if sub.checker.language not in known_languages:
+            raise RequestInvalid((*loc, "checker", "language"), "unknown language")
+        if len(sub.checker.source.encode()) > settings.max_source:
+            raise RequestInvalid((*loc, "checker", "source"),
+                                 f"larger than {settings.max_source} bytes", status=413)
+        checker = sub.checker.model_dump()
+    tests = None
+    data = len((sub.stdin or "").encode()) + len((sub.expected_output or "").encode())
+    if sub.tests is not None:
+        if sub.stdin is not None or sub.expected_output is not None:
+            raise RequestInvalid((*loc, "tests"),
+                                 "give tests, or stdin and expected_output, not both")
+        if not sub.tests:
+            raise RequestInvalid((*loc, "tests"), "at least one test")
+        if len(sub.tests) > settings.max_tests:
+            raise RequestInvalid((*loc, "tests"), f"at most {settings.max_tests} tests here")
+        tests, seen = [], set()
+        for index, test in enumerate(sub.tests):
+            name = test.name if test.name is not None else str(index + 1)
+            if name in seen:
+                raise RequestInvalid((*loc, "tests", index, "name"), "duplicate test name")
+            seen.add(name)
+            data += len(test.input.encode()) + len((test.output or "").encode())
+            tests.append({"name": name, "input": test.input, "output": test.output,
+                          "score": test.score})
+    if data > settings.max_test_data:
+        raise RequestInvalid((*loc, "tests" if tests else "stdin"),
+                             f"test data larger than {settings.max_test_data} bytes", status=413)
+    return {
+        "language": sub.language, "source": sub.source, "tests": tests, "stdin": sub.stdin,
+        "expected_output": sub.expected_output, "checker": checker,
+        "limits": limits_dict(sub.limits, settings, (*loc, "limits")),
+        "stop_on_failure": sub.stop_on_failure,
+    }
+
+
+def job_timeout(request: dict[str, Any]) -> int:
+    """RQ's timeout of the job: compiles plus every test's wall limit, with room."""
+    limits = request.get("limits") or {}
+    time_limit = float(limits.get("time", 2.0))
+    wall = float(limits.get("wall_time") or 2 * time_limit + 1)
+    tests = len(request.get("tests") or [None])
+    compiles = 60 + (60 if isinstance(request.get("checker"), dict) else 0)
+    return int(min(compiles + tests * (wall * (2 if request.get("checker") else 1) + 2) + 60,
+                   6 * 3600))
+
+
+def view(record: dict[str, Any]) -> dict[str, Any]:
+    """A stored submission as GET /v1/submissions/{id} shows it."""
+    return SubmissionOut(
+        id=record["id"], status=record["status"], result=record.get("result"),
+        error=record.get("error") or None, language=record.get("request", {}).get("language"),
+        attempt=record.get("attempt", 1), created_at=record.get("created_at"),
+        started_at=record.get("started_at"), finished_at=record.get("finished_at"),
+    ).model_dump()
