@@ -194,6 +194,15 @@ def main(args: argparse.Namespace) -> int:
         return 2
     embedded: EmbeddedRedis | None = None
     workers: subprocess.Popen | None = None
+
+    def leave(signum: int, frame: object) -> None:
+        raise SystemExit(0)
+
+    # uvicorn stops on SIGINT/SIGTERM, restores the handlers it found, then
+    # raises the signal again: with these, that unwinds into the `finally`
+    # below (stop the workers, then Redis) instead of killing this process.
+    signal.signal(signal.SIGTERM, leave)
+    signal.signal(signal.SIGINT, leave)
     try:
         if not settings.redis_url:
             if args.cells is not None and args.cells < 1:
