@@ -46,7 +46,8 @@ PROBE_TIMEOUT = 5.0
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 CGROUP_V2_CONTROLLERS = ("memory", "pids", "cpu")
-CGROUP_V1_CONTROLLERS = ("memory", "pids", "cpu", "cpuacct", "freezer")
+# What a run needs on v1 (sandbox/cgroups/v1.py); cpu only carries the optional quota.
+CGROUP_V1_CONTROLLERS = ("memory", "pids", "cpuacct")
 CGROUP_SUBTREE = "cellblock"
 
 MIN_KERNEL = (5, 12)  # mount_setattr(2)
@@ -524,8 +525,9 @@ def _userns_blockers(out: Outcome) -> tuple[list[str], str]:
     if blocked:  # no knob explains an EPERM: the container's seccomp/AppArmor profile does
         causes.append("inside a container whose seccomp/AppArmor profile blocks unshare")
         fix = (
-            "run the container with docker run --security-opt seccomp=unconfined "
-            "--security-opt apparmor=unconfined"
+            "run the container with the worker's profile, as docker-compose.yml does: "
+            "--security-opt seccomp=docker/worker-seccomp.json --security-opt "
+            "systempaths=unconfined (and apparmor=unconfined on AppArmor hosts)"
         )
     return causes, fix
 
@@ -841,7 +843,11 @@ def _check_cgroup_v1(mounts: list[Mount]) -> Check:
     usable, problems, fixes = [], [], []
     for ctrl in CGROUP_V1_CONTROLLERS:
         mp = where[ctrl]
-        target = os.path.join(mp, CGROUP_SUBTREE, *([] if _is_root() else [user]))
+        explicit = os.environ.get("CELLBLOCK_CGROUP")
+        if explicit:  # the same relative path in every hierarchy, as the sandbox uses it
+            target = os.path.join(mp, explicit.lstrip("/"))
+        else:
+            target = os.path.join(mp, CGROUP_SUBTREE, *([] if _is_root() else [user]))
         if _is_root():
             # Root creates <ctrl>/cellblock on first use (or uses the existing one).
             probe_dir = target if os.path.isdir(target) else mp

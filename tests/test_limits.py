@@ -174,7 +174,7 @@ def _run_cgroups() -> list[str]:
     for root in roots:
         for directory, subdirs, _ in os.walk(root):
             found += [os.path.join(directory, d) for d in subdirs
-                      if d.startswith(f"run-{os.getpid()}-")]
+                      if d.startswith(cgroups.run_prefix())]
     return found
 
 

@@ -19,8 +19,10 @@ Layout (`cellblock setup --user USER` makes the unprivileged ones):
     v1  /sys/fs/cgroup/<controller>/cellblock/     root's runs
         /sys/fs/cgroup/<controller>/cellblock/USER/  USER's, owned by USER
 
-Each run's cgroup is `run-<supervisor pid>-<n>`; those of a dead supervisor
-are removed by the next one that starts (`Hierarchy.clean_stale`).
+Each run's cgroup is `run-<pid namespace>-<supervisor pid>-<n>`; those of a
+dead supervisor of our PID namespace are removed by the next one that starts
+(`Hierarchy.clean_stale`). The namespace is part of the name because two
+containers may share a subtree, and a pid means nothing in the other one.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from ..watchdog import CpuMeter
 CGROUP_ROOT = "/sys/fs/cgroup"
 SUBTREE = "cellblock"
 CONTROLLERS = ("memory", "pids", "cpu")  # what a run needs; v1 adds cpuacct
-RUN_NAME = re.compile(r"^run-(\d+)-\d+$")
+RUN_NAME = re.compile(r"^run-(\d+)-(\d+)-\d+$")
 REMOVE_TIMEOUT = 2.0  # seconds for an emptied cgroup to become removable
 
 
@@ -93,8 +95,17 @@ class Hierarchy:
 _counter = itertools.count(1)
 
 
+def _pid_namespace() -> int:
+    return os.stat("/proc/self/ns/pid").st_ino
+
+
+def run_prefix() -> str:
+    """The start of the names of this process's run cgroups."""
+    return f"run-{_pid_namespace()}-{os.getpid()}-"
+
+
 def run_name() -> str:
-    return f"run-{os.getpid()}-{next(_counter)}"
+    return f"{run_prefix()}{next(_counter)}"
 
 
 def user_name() -> str:
@@ -190,12 +201,13 @@ def kill_procs(path: str) -> None:
 
 
 def stale_runs(directory: str) -> list[str]:
-    """Run cgroups in `directory` whose supervisor process is gone."""
+    """Run cgroups in `directory` whose supervisor, in our PID namespace, is gone."""
     stale = []
+    namespace = _pid_namespace()
     with contextlib.suppress(OSError):
         for name in os.listdir(directory):
             match = RUN_NAME.match(name)
-            if match and not _alive(int(match.group(1))):
+            if match and int(match.group(1)) == namespace and not _alive(int(match.group(2))):
                 stale.append(os.path.join(directory, name))
     return stale
 
