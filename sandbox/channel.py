@@ -46,7 +46,13 @@ class Channel:
 
     def receive(self) -> dict[str, Any] | bytes:
         """The next message: a dict for an event, bytes for a data chunk."""
-        datagram = self.sock.recv(_MAX_DATAGRAM)
+        try:
+            datagram = self.sock.recv(_MAX_DATAGRAM)
+        except ConnectionResetError:
+            # The other end closed with a message of ours unread (a kill request
+            # that crossed its exit). Linux reports that once, *before* the
+            # messages still queued for us, so read on: they or EOF come next.
+            datagram = self.sock.recv(_MAX_DATAGRAM)
         if not datagram:
             raise ChannelClosed("the cell closed its channel")
         if datagram[:1] == b"J":

@@ -273,3 +273,18 @@ def test_runs_from_several_threads_at_once():
         results = list(pool.map(lambda i: run(["sh", "-c", f"echo {i}"]), range(40)))
     assert [r.status for r in results] == ["OK"] * 40, [r.message for r in results]
     assert [r.stdout for r in results] == [f"{i}\n" for i in range(40)]
+
+
+def test_channel_survives_a_request_crossing_the_inits_exit():
+    # The host asks for a kill just as the init reports and exits: the report
+    # must still be read (the run once came back IE: "Connection reset by peer").
+    from sandbox.channel import Channel, ChannelClosed
+
+    host, init = Channel.pair()
+    init.send("exited", wait_status=0)
+    host.send("kill")
+    init.close()
+    assert host.receive() == {"kind": "exited", "wait_status": 0}
+    with pytest.raises(ChannelClosed):
+        host.receive()
+    host.close()
