@@ -37,8 +37,9 @@ from .settings import Settings
 log = logging.getLogger("cellblock.api")
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, timing: Timing | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
+    timing = timing or Timing.from_env()
     if not settings.redis_url:
         raise RuntimeError("the API needs REDIS_URL (cellblock serve sets it up when absent)")
 
@@ -52,11 +53,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         state.dispatcher = Dispatcher(state.aredis, settings, render_callback)
         state.dispatcher.start()
-        reaper = asyncio.create_task(_reap(state.store, settings.reap_interval))
+        reaper = asyncio.create_task(_reap(state.store, timing.reap))
         try:
             yield
         finally:
             reaper.cancel()
+            await asyncio.wait([reaper], timeout=3)
             await state.dispatcher.stop()
             await state.hub.stop()
             await state.aredis.aclose()
@@ -67,7 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "Judge0 1.13 clients: use the base URL /judge0.",
     )
     app.state.settings = settings
-    app.state.store = Store.from_url(settings.redis_url, Timing.from_env())
+    app.state.store = Store.from_url(settings.redis_url, timing)
     languages = all_languages()
     app.state.language_info = languages
     app.state.languages = set(languages)

@@ -17,7 +17,6 @@ records the outcome in the submission (`callback_status`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
 import socket
@@ -118,21 +117,24 @@ class Dispatcher:
         self.render = render  # record -> (method, body): v1 or Judge0 shape
         self.slots = asyncio.Semaphore(concurrency)
         self.task: asyncio.Task | None = None
+        self.stopping = False
         self.pending: set[asyncio.Task] = set()
 
     def start(self) -> None:
         self.task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
+        # A Redis client may turn the cancellation into an error that the loop
+        # below survives: the flag ends it anyway, and the wait is bounded.
+        self.stopping = True
         if self.task:
             self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self.task
+            await asyncio.wait([self.task], timeout=3)
         for task in list(self.pending):
             task.cancel()
 
     async def _run(self) -> None:
-        while True:
+        while not self.stopping:
             try:
                 await self._promote_due()
                 item = await self.redis.blpop([CALLBACKS], timeout=1)

@@ -31,18 +31,21 @@ class EventHub:
         self.redis = connection
         self.waiters: dict[str, set[asyncio.Queue]] = defaultdict(set)
         self.task: asyncio.Task | None = None
+        self.stopping = False
 
     def start(self) -> None:
         self.task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
+        # A Redis client may turn the cancellation into an error that the loop
+        # below survives: the flag ends it anyway, and the wait is bounded.
+        self.stopping = True
         if self.task:
             self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self.task
+            await asyncio.wait([self.task], timeout=3)
 
     async def _run(self) -> None:
-        while True:
+        while not self.stopping:
             try:
                 pubsub = self.redis.pubsub()
                 await pubsub.psubscribe(PREFIX + "ev:*")

@@ -131,6 +131,7 @@ def start_workers(url: str, cells: int | None, log_level: str, grace: float) -> 
     root = str(Path(__file__).resolve().parent.parent)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    env["CELLBLOCK_DIE_WITH_PARENT"] = "1"
     command = [sys.executable, "-c", "import sys; from cli import main; sys.exit(main())",
                "worker", "--redis-url", url, "--log-level", log_level, "--grace", str(grace)]
     if cells:

@@ -59,7 +59,6 @@ class Settings:
     callback_tries: int = 3
     callback_timeout: float = 5.0
     callback_backoff: float = 2.0
-    reap_interval: float = 10.0
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -93,7 +92,6 @@ class Settings:
             "callback_tries": int(_env("CELLBLOCK_CALLBACK_TRIES", "3")),
             "callback_timeout": float(_env("CELLBLOCK_CALLBACK_TIMEOUT", "5")),
             "callback_backoff": float(_env("CELLBLOCK_CALLBACK_BACKOFF", "2")),
-            "reap_interval": float(_env("CELLBLOCK_REAP_INTERVAL", "10")),
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]

@@ -57,6 +57,10 @@ class Supervisor:
         return process
 
     def run(self) -> int:
+        if os.environ.get("CELLBLOCK_DIE_WITH_PARENT") == "1":
+            # Set by `cellblock serve` and the tests: the workers never outlive what
+            # started them, even through runuser/sh in between.
+            _die_with_parent()
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
         for _ in range(self.cells):
