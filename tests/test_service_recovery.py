@@ -1,0 +1,125 @@
+"""No submission is lost: a worker SIGKILLed mid-job, a worker dying between dequeue and
+start, a Redis restart. Real redis-server, real unprivileged workers, real cells."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import pytest
+from rq.intermediate_queue import IntermediateQueue
+from rq.queue import Queue
+from service_support import RedisServer, Workers, remove, scratch, wait_for
+
+from worker.store import QUEUE, Store, Timing, events_log
+
+TIMING = Timing(lease=4, renew=1, reap=1, limbo=4)
+SLOW = {"language": "python3", "limits": {"time": 2, "wall_time": 6},
+        "source": "import time\ntime.sleep(1.0)\nprint(sum(map(int, input().split())))",
+        "tests": [{"name": str(i), "input": f"{i} 1\n", "output": f"{i + 1}\n", "score": 1}
+                  for i in range(4)]}
+
+
+@pytest.fixture
+def redis_dir():
+    directory = scratch("cb-rec-")
+    server = RedisServer(directory).start()
+    yield server
+    server.stop()
+    remove(directory)
+
+
+def finished(store: Store, sub_id: str):
+    record = store.get(sub_id)
+    return record if record and record["status"] in ("done", "failed") else None
+
+
+def kill_its_worker(store: Store, sub_id: str) -> int:
+    record = wait_for(lambda: (r := store.get(sub_id)) and r["status"] == "running" and r,
+                      60, "the submission to start")
+    time.sleep(1.5)  # mid-job: a test or two done, cells running
+    pid = int(record["worker"].rsplit(".", 1)[1])
+    os.kill(pid, signal.SIGKILL)
+    return pid
+
+
+def test_worker_killed_mid_job_is_run_again_elsewhere(redis_dir, test_user):
+    store = Store.from_url(redis_dir.url, TIMING)
+    workers = Workers(redis_dir.url, cells=2, user=test_user.pw_name)
+    try:
+        wait_for(lambda: len(store.workers()) == 2, 60, "two live workers")
+        sub_id = store.create(SLOW, job_timeout=120)
+        killed_at = time.monotonic()
+        pid = kill_its_worker(store, sub_id)
+        record = wait_for(lambda: finished(store, sub_id), 110, "the recovered submission")
+        recovered_in = time.monotonic() - killed_at
+        assert record["status"] == "done", record
+        assert record["attempt"] == 2
+        assert record["result"]["verdict"] == "AC" and record["result"]["score"] == 4.0
+        assert int(record["worker"].rsplit(".", 1)[1]) != pid
+        assert "lease" in record["last_error"]
+        assert recovered_in < 120
+        events = [json.loads(e) for e in store.redis.lrange(events_log(sub_id), 0, -1)]
+        assert any(e["type"] == "recovered" and e["outcome"] == "requeue:2" for e in events)
+        assert int(store.redis.hget("cb:metrics", "recovered")) == 1
+        # The killed worker's horse (and so its cells) died with it.
+        assert not [p for p in os.listdir("/proc") if p.isdigit() and _ppid(int(p)) == pid]
+    finally:
+        workers.stop()
+
+
+def test_bounded_retries_then_failed_with_a_reason(redis_dir, test_user):
+    store = Store.from_url(redis_dir.url, Timing(lease=4, renew=1, reap=1, limbo=4,
+                                                 max_attempts=1))
+    workers = Workers(redis_dir.url, cells=1, user=test_user.pw_name)
+    try:
+        wait_for(lambda: len(store.workers()) == 1, 60, "a live worker")
+        sub_id = store.create(SLOW, job_timeout=120)
+        kill_its_worker(store, sub_id)
+        record = wait_for(lambda: finished(store, sub_id), 110, "the failure")
+        assert record["status"] == "failed"
+        assert "lease" in record["error"] and "giving up" in record["error"]
+        assert record["result"] is None
+    finally:
+        workers.stop()
+
+
+def test_a_job_taken_but_never_started_is_not_lost(redis_dir, test_user):
+    store = Store.from_url(redis_dir.url, TIMING)
+    sub_id = store.create({"language": "python3", "source": "print(1)"})
+    # What a worker does right before dying: move the job to RQ's intermediate list.
+    queue_key = Queue.redis_queue_namespace_prefix + QUEUE
+    moved = store.redis.lmove(queue_key, IntermediateQueue.get_intermediate_queue_key(queue_key))
+    assert moved.decode() == f"{sub_id}_1"
+    workers = Workers(redis_dir.url, cells=1, user=test_user.pw_name)
+    try:
+        record = wait_for(lambda: finished(store, sub_id), 60, "the stranded submission")
+        assert record["status"] == "done" and record["attempt"] == 2
+        assert record["result"]["verdict"] == "AC"
+    finally:
+        workers.stop()
+
+
+def test_redis_restart_loses_nothing_queued(redis_dir, test_user):
+    store = Store.from_url(redis_dir.url, TIMING)
+    ids = [store.create({"language": "python3", "source": f"print({i})"}) for i in range(3)]
+    redis_dir.stop()  # append-only file on: the queue is on disk
+    redis_dir.start()
+    store = Store.from_url(redis_dir.url, TIMING)
+    workers = Workers(redis_dir.url, cells=1, user=test_user.pw_name)
+    try:
+        records = [wait_for(lambda i=i: finished(store, i), 60, "a queued submission")
+                   for i in ids]
+        assert [r["result"]["tests"][0]["stdout"] for r in records] == ["0\n", "1\n", "2\n"]
+    finally:
+        workers.stop()
+
+
+def _ppid(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return int(stat.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
