@@ -71,7 +71,7 @@ class RedisServer:
             lines += [f"bind {' '.join(self.bind)}", "protected-mode no"]
         (self.dir / "redis.conf").write_text("\n".join(lines) + "\n")
         self.process = subprocess.Popen(["redis-server", str(self.dir / "redis.conf")],
-                                        stdin=subprocess.DEVNULL)
+                                        stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
         wait_for(self._ready, 10, "redis-server")
         return self
 

@@ -1,0 +1,162 @@
+"""`cellblock serve`: the embedded default (its own Redis on a unix socket, its own workers)
+as an unprivileged user, a clean stop, no strays even when SIGKILLed, and REDIS_URL mode."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+from service_support import (
+    FAST_TIMING,
+    REPO,
+    VENV,
+    RedisServer,
+    descendants,
+    free_port,
+    remove,
+    scratch,
+    wait_for,
+)
+
+
+def serve(user: str | None, port: int, run_dir: Path, env: dict[str, str] | None = None):
+    from conftest import as_user
+
+    python = str(VENV / "bin" / "python") if user else sys.executable
+    command = ["env", f"PYTHONPATH={REPO}", *[f"{k}={v}" for k, v in FAST_TIMING.items()],
+               *[f"{k}={v}" for k, v in (env or {}).items()],
+               python, "-c", "import sys; from cli import main; sys.exit(main())", "serve",
+               "--port", str(port), "--run-dir", str(run_dir), "--cells", "1", "--grace", "2"]
+    if user:
+        command = as_user(user, command)
+    return subprocess.Popen(command, cwd="/", stdin=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+def serve_pid(launcher: subprocess.Popen) -> int:
+    """The `cellblock serve` process itself (below sh/runuser when started as a user)."""
+    def find():
+        for pid in [launcher.pid, *descendants(launcher.pid)]:
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"python" in argv[0] and b"serve" in argv:
+                return pid
+        return None
+
+    return wait_for(find, 10, "the serve process")
+
+
+def alive(pids: list[int]) -> list[int]:
+    living = []
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            living.append(pid)
+    return living
+
+
+def healthy(url: str):
+    try:
+        response = httpx.get(f"{url}/v1/health", timeout=2)
+    except httpx.HTTPError:
+        return None
+    return response.json() if response.status_code == 200 else None
+
+
+@pytest.fixture
+def run_dir(test_user):
+    directory = scratch("cb-serve-")
+    os.chown(directory, test_user.pw_uid, test_user.pw_gid)
+    yield directory
+    remove(directory)
+
+
+def test_embedded_serve_as_a_user_judges_and_stops_cleanly(run_dir, test_user):
+    port = free_port()
+    launcher = serve(test_user.pw_name, port, run_dir / "state")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        health = wait_for(lambda: healthy(url), 60, "the embedded service")
+        assert health["workers"]["alive"] == 1 and health["selfcheck"]["contained"]
+        response = httpx.post(f"{url}/v1/submissions?wait=true", timeout=60, json={
+            "language": "python3", "source": "print(sum(map(int, input().split())))",
+            "tests": [{"input": "2 3", "output": "5"}]})
+        assert response.status_code == 200 and response.json()["result"]["verdict"] == "AC"
+        # Redis: a unix socket owned by the user, no TCP port, append-only file on.
+        socket_path = run_dir / "state" / "redis.sock"
+        assert socket_path.stat().st_uid == test_user.pw_uid
+        client = redis.Redis(unix_socket_path=str(socket_path))
+        assert client.config_get("port")["port"] == "0"
+        assert client.config_get("appendonly")["appendonly"] == "yes"
+        server = serve_pid(launcher)
+        family = descendants(server)
+        assert len(family) >= 3  # redis-server, the worker supervisor, its worker
+        os.kill(server, signal.SIGTERM)
+        wait_for(lambda: not alive([server, *family]), 30, "serve and its children to stop")
+    finally:
+        _stop(launcher)
+
+
+def test_a_killed_serve_leaves_nothing_running(run_dir, test_user):
+    port = free_port()
+    launcher = serve(test_user.pw_name, port, run_dir / "state")
+    try:
+        wait_for(lambda: healthy(f"http://127.0.0.1:{port}"), 60, "the embedded service")
+        server = serve_pid(launcher)
+        family = descendants(server)
+        os.kill(server, signal.SIGKILL)
+        wait_for(lambda: not alive(family), 30, "serve's children to follow it")
+    finally:
+        _stop(launcher)
+
+
+def test_with_redis_url_serve_is_the_api_alone(run_dir):
+    server = RedisServer(run_dir / "redis").start()
+    port = free_port()
+    launcher = serve(None, port, run_dir / "unused", env={"REDIS_URL": server.url})
+    try:
+        url = f"http://127.0.0.1:{port}"
+        response = wait_for(lambda: _get(f"{url}/v1/health"), 30, "the API")
+        assert response.status_code == 503  # no worker yet: `cellblock worker` does the work
+        assert response.json()["workers"]["alive"] == 0
+        children = [p for p in descendants(launcher.pid)
+                    if b"redis-server" in Path(f"/proc/{p}/cmdline").read_bytes()
+                    or b"worker" in Path(f"/proc/{p}/cmdline").read_bytes()]
+        assert children == []
+        assert not (run_dir / "unused").exists()
+    finally:
+        _stop(launcher)
+        server.stop()
+
+
+def _get(url: str):
+    try:
+        return httpx.get(url, timeout=2)
+    except httpx.HTTPError:
+        return None
+
+
+def _stop(launcher: subprocess.Popen) -> None:
+    if launcher.poll() is None:
+        try:
+            os.killpg(launcher.pid, signal.SIGTERM)
+            launcher.wait(30)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(launcher.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            launcher.wait()
+    time.sleep(0.1)
