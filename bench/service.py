@@ -1,0 +1,135 @@
+"""The service under load: N submissions through the HTTP API with 1 and 2 workers.
+
+    python bench/service.py [--n 20] [--cells 1 2] [--json]
+
+For each worker count it starts `cellblock serve` (the embedded default: its
+own Redis on a unix socket, N workers), POSTs N submissions at once (half a C
+A+B, half a Python A+B, 10 tests each), and waits for every verdict. Reported:
+
+- submissions/s: N / (last finished - first POSTed);
+- p50 / p95 latency from POST to done (the server's created_at -> finished_at);
+- share of time outside cells: of a worker's time on a submission (judge_seconds),
+  what is not inside a cell's wall time (cell_seconds: compile + tests); and of
+  the end-to-end latency, what is not in cells (queueing included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import redis
+
+REPO = Path(__file__).resolve().parent.parent
+C_SOURCE = "#include <stdio.h>\nint main(void){long a,b;scanf(\"%ld %ld\",&a,&b);" \
+           "printf(\"%ld\\n\",a+b);return 0;}\n"
+PY_SOURCE = "a, b = map(int, input().split())\nprint(a + b)\n"
+TESTS = [{"name": str(i), "input": f"{i} {i * 7}\n", "output": f"{i * 8}\n"} for i in range(10)]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+
+
+def run(cells: int, count: int) -> dict:
+    run_dir = Path(tempfile.mkdtemp(prefix="cb-bench-", dir="/tmp"))
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("REDIS_URL", None)
+    serve = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from cli import main; sys.exit(main())", "serve",
+         "--port", str(port), "--cells", str(cells), "--run-dir", str(run_dir / "state")],
+        env=env, stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        client = httpx.Client(base_url=base, timeout=60)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if client.get("/v1/health").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("the service did not become healthy")
+            time.sleep(0.2)
+        bodies = [{"language": "c" if i % 2 == 0 else "python3",
+                   "source": C_SOURCE if i % 2 == 0 else PY_SOURCE, "tests": TESTS}
+                  for i in range(count)]
+        for body in bodies[:2]:  # warm-up, not measured
+            client.post("/v1/submissions?wait=true", json=body)
+        started = time.time()
+        ids = [client.post("/v1/submissions", json=body).json()["id"] for body in bodies]
+        store = redis.Redis(unix_socket_path=str(run_dir / "state" / "redis.sock"))
+        while True:
+            statuses = [store.hget(f"cb:sub:{i}", "status") for i in ids]
+            if all(s in (b"done", b"failed") for s in statuses):
+                break
+            time.sleep(0.05)
+        records = [{k.decode(): v.decode() for k, v in store.hgetall(f"cb:sub:{i}").items()}
+                   for i in ids]
+        verdicts = {json.loads(r["result"])["verdict"] for r in records if r.get("result")}
+        latency = [float(r["finished_at"]) - float(r["created_at"]) for r in records]
+        judge = [float(r["judge_seconds"]) for r in records]
+        in_cells = [float(r["cell_seconds"]) for r in records]
+        finished = max(float(r["finished_at"]) for r in records)
+        return {
+            "cells": cells, "submissions": count, "verdicts": sorted(verdicts),
+            "per_second": round(count / (finished - started), 2),
+            "p50_latency_s": round(statistics.median(latency), 3),
+            "p95_latency_s": round(percentile(latency, 0.95), 3),
+            "worker_time_outside_cells": round(1 - sum(in_cells) / sum(judge), 3),
+            "latency_outside_cells": round(1 - sum(in_cells) / sum(latency), 3),
+            "mean_judge_s": round(statistics.mean(judge), 3),
+            "mean_in_cells_s": round(statistics.mean(in_cells), 3),
+        }
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        serve.wait(60)
+        subprocess.run(["rm", "-rf", str(run_dir)], check=False)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=20, help="submissions per run (default 20)")
+    parser.add_argument("--cells", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    rows = [run(cells, args.n) for cells in args.cells]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print("| workers | submissions/s | p50 latency | p95 latency | worker time outside cells "
+          "| latency outside cells |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for row in rows:
+        print(f"| {row['cells']} | {row['per_second']} | {row['p50_latency_s']} s "
+              f"| {row['p95_latency_s']} s | {row['worker_time_outside_cells']:.0%} "
+              f"| {row['latency_outside_cells']:.0%} |")
+    print(f"(N = {args.n}: half C, half Python A+B, 10 tests each; verdicts: "
+          f"{', '.join(sorted(set().union(*[r['verdicts'] for r in rows])))}; "
+          f"mean per submission: {rows[0]['mean_judge_s']} s of worker time, "
+          f"{rows[0]['mean_in_cells_s']} s in cells)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
