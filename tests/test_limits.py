@@ -182,13 +182,17 @@ def _mount_count() -> int:
     return len(Path("/proc/self/mountinfo").read_text().splitlines())
 
 
+# 1000 here; scripts/vm-test lowers it (QEMU without KVM runs ~20x slower).
+LEAK_RUNS = int(os.environ.get("CELLBLOCK_LEAK_RUNS", "1000"))
+
+
 def test_a_thousand_runs_leave_nothing_behind(hierarchy, cc):
     hog, burn = cc(MEMORY_HOG), cc(THREAD_BURN, "-pthread")
     fds_before = set(os.listdir("/proc/self/fd"))
     mounts_before = _mount_count()
     children_before = _children()
     statuses: dict[str, int] = {}
-    for index in range(1000):
+    for index in range(LEAK_RUNS):
         if index % 100 == 1:
             result = run(["./hog", "128"], copy_in={"hog": hog}, memory="32M")
         elif index % 100 == 2:
@@ -198,7 +202,9 @@ def test_a_thousand_runs_leave_nothing_behind(hierarchy, cc):
         else:
             result = run(["/bin/true"])
         statuses[result.status] = statuses.get(result.status, 0) + 1
-    assert statuses == {"OK": 970, "MLE": 10, "TLE": 20}, statuses
+    hundreds = LEAK_RUNS // 100
+    expected = {"OK": LEAK_RUNS - 3 * hundreds, "MLE": hundreds, "TLE": 2 * hundreds}
+    assert statuses == {k: v for k, v in expected.items() if v}, statuses
     assert _run_cgroups() == []
     assert set(os.listdir("/proc/self/fd")) == fds_before
     assert _mount_count() == mounts_before
