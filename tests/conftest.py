@@ -76,8 +76,8 @@ def as_user(user: str, command: list[str]) -> list[str]:
     switch = ["runuser", "-u", user, "--", *command]
     if not is_v2_host():
         return switch
-    procs = os.path.join(delegated_path(user)[0], "cgroup.procs")
-    return ["sh", "-c", f'[ -e {procs} ] && echo $$ > {procs}; exec "$@"', "sh", *switch]
+    procs = os.path.join(delegated_path(user)[0], "supervisor", "cgroup.procs")
+    return ["sh", "-c", f'echo $$ > {procs} && exec "$@"', "sh", *switch]
 
 
 def _user_can_read_repo(user: str) -> bool:

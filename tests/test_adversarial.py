@@ -284,7 +284,10 @@ def test_host_files_invisible(cell, program, bare):
 def test_host_file_writes_stay_in_cell(cell, program, bare):
     binary = program("adv_paths")
     name = f"cellblock-adv-marker-{uuid.uuid4().hex}"
-    host_targets = [f"/tmp/{name}", f"/{name}", f"/usr/bin/{name}", f"/etc/{name}"]
+    # Those the host lets root write (in the VM of scripts/vm-test, / and /usr are
+    # a read-only share): the control must show each write landing.
+    host_targets = [p for p in (f"/tmp/{name}", f"/{name}", f"/usr/bin/{name}", f"/etc/{name}")
+                    if os.access(os.path.dirname(p), os.W_OK)]
     cell_targets = [f"/tmp/{name}", f"/box/{name}", f"/{name}", f"/usr/bin/{name}",
                     f"/etc/{name}"]
     assert not any(os.path.lexists(p) for p in [*host_targets, f"/box/{name}"])
@@ -551,10 +554,8 @@ def test_copy_out_takes_regular_files_only(cell, scratch_dir, test_user):
     finally:
         shutil.rmtree(host_dir)
 
-    start = time.monotonic()
-    with deadline(30):
+    with deadline(60):  # a FIFO or a device must not hang the copy-out
         result = cell.run(["sh", "-c", PLANT], copy_out=COPY_OUT)
-    assert time.monotonic() - start < 10
     assert result.status == "OK", (result.message, result.stderr)
     assert "hard link refused" in result.stdout
     assert result.files == {"out_regular": b"regular\n"}
@@ -708,7 +709,10 @@ def test_fork_bomb_contained(cell):
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, cwd="/",
     )
     try:
-        time.sleep(0.5)
+        # Until the bomb has spread (slow machines, emulated VMs: no fixed head start).
+        spread_deadline = time.monotonic() + 20
+        while len(processes_with(marker)) < 4 and time.monotonic() < spread_deadline:
+            time.sleep(0.05)
         bomb.kill()
         bomb.wait()
         left_bare = processes_with(marker)
@@ -726,7 +730,7 @@ def test_fork_bomb_contained(cell):
     try:
         result = cell.run(["bash", "-c", BOMB, marker], pids=32, wall_time=3)
         assert result.status in ("TLE", "RE"), (result.status, result.message)
-        assert time.monotonic() - start < 10
+        assert time.monotonic() - start < 60  # not hung (the wall limit is 3 s)
         assert "fork" in result.stderr  # the bomb did run into the limit
         assert wait_until_gone(marker, within=1.0) == []
     finally:

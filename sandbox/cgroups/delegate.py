@@ -7,8 +7,8 @@ Run once as root. Afterwards USER's workers have every limit:
   cgroup.threads and cgroup.subtree_control chowned to USER (the delegation
   model of cgroup-v2.rst). v2 only lets a process move between cgroups when it
   may write cgroup.procs of their common ancestor, so USER's worker must be
-  *started* inside the subtree: by systemd (a unit with `Delegate=yes`), or by
-  root writing its pid to cgroup.procs before dropping to USER.
+  *started* inside the subtree: root writes its pid to USER/supervisor/cgroup.procs
+  before dropping to USER (or systemd starts it in a unit with `Delegate=yes`).
 - cgroup v1: /sys/fs/cgroup/<controller>/cellblock/USER in each hierarchy,
   owned by USER. v1 has no common-ancestor rule: a process of USER anywhere
   may create run cgroups there and move its own children in.
@@ -42,17 +42,27 @@ def delegate(user: str) -> list[str]:
         raise CgroupError("cellblock setup must run as root")
     done = []
     if is_v2_host():
-        from .v2 import _enable_down_to, _enable_for_children
+        from .v2 import SUPERVISOR_LEAF, _enable_down_to
 
         path = delegated_path(user)[0]
-        _enable_down_to(path)  # the controllers reach USER's directory
-        _enable_for_children(path)  # and USER's runs (USER may change this)
+        # The controllers reach USER's directory, but are not enabled *below* it:
+        # a cgroup that hands controllers to children may hold no processes, and
+        # USER's worker must first be placed in it. The worker then moves itself
+        # to a leaf and enables them (as systemd's Delegate=yes leaves it).
+        _enable_down_to(path)
         _chown(path, V2_DELEGATED_FILES, entry)
+        # Where root (or a service manager) puts USER's workers: a leaf, so
+        # that the directory above can hand its controllers down to the runs.
+        leaf = os.path.join(path, SUPERVISOR_LEAF)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(leaf)
+        _chown(leaf, V2_DELEGATED_FILES, entry)
         controllers = read_text(os.path.join(path, "cgroup.controllers")).split()
         done.append(f"cgroup v2: {path} delegated to {user} "
                     f"(controllers: {', '.join(controllers)})")
-        done.append(f"start {user}'s workers inside it: a systemd unit with Delegate=yes, or as "
-                    f"root `echo $$ > {path}/cgroup.procs` before switching to {user}")
+        done.append(f"start {user}'s workers inside it: as root, `echo $$ > "
+                    f"{leaf}/cgroup.procs` before switching to {user} (or a systemd unit "
+                    "with Delegate=yes, which needs no setup)")
     else:
         for path in delegated_path(user):
             os.makedirs(path, exist_ok=True)
