@@ -48,6 +48,8 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
                    help="host file copied to /box/DEST before the start (repeatable)")
     p.add_argument("--copy-out", metavar="PATH", action="append", default=[],
                    help="file under /box copied into --out-dir after the run (repeatable)")
+    p.add_argument("--readonly", metavar="PATH", action="append", default=[],
+                   help="a --copy-in DEST the program may not change (repeatable)")
     p.add_argument("--out-dir", metavar="DIR", default=".", help="where --copy-out files go")
     p.add_argument("--image", default="host", help="root filesystem image (default host)")
     p.add_argument("--seccomp", default="default", help="seccomp profile name or path")
@@ -84,7 +86,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             argv=tuple(command), limits=limits,
             stdin=Path(args.stdin) if args.stdin else None,
             copy_in=copy_in, copy_out=tuple(args.copy_out), image=args.image,
-            seccomp=args.seccomp, env=env,
+            seccomp=args.seccomp, env=env, readonly=tuple(args.readonly),
         )
         out_dir = Path(args.out_dir)
         if spec.copy_out and not out_dir.is_dir():

@@ -30,9 +30,13 @@ def run(
     image: str = "host",
     seccomp: str = "default",
     env: Mapping[str, str] | None = None,
+    readonly: Sequence[str] = (),
     **limits: object,
 ) -> RunResult:
     """Run `argv` in a fresh cell. Options are those of `cellblock run`.
+
+    `readonly` names copy-in destinations the program cannot write, chmod,
+    rename over or remove (read-only binds of themselves).
 
     Bad options raise SpecError (a ValueError) before anything starts; a failure
     of the sandbox itself comes back as a result with status IE.
@@ -51,6 +55,7 @@ def run(
         image=image,
         seccomp=seccomp,
         env=dict(env or {}),
+        readonly=readonly if isinstance(readonly, str) else tuple(readonly),
     )
     return run_spec(spec)
 

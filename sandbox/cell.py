@@ -4,7 +4,7 @@ Four processes take part:
 
     supervisor (the caller: the worker, the CLI, a harness): makes the run's cgroup
       └─ outer: unshares the namespaces, waits for its id maps, forks the init
-           └─ init (PID 1): builds the root, copy-in, starts the program,
+           └─ init (PID 1): builds the root, copy-in (read-only binds), starts the program,
               reaps, ends every process, copy-out, reports
                 └─ program: joins the cgroup, drops everything it may not keep,
                    execs the command
@@ -30,7 +30,7 @@ from . import caps, cgroups, files, libc, mounts, net, rlimits, seccomp, userns
 from .channel import CellError, Channel
 from .images import resolve_image
 from .init import ProgramExit, hide_command_line, reset_signals, supervise
-from .spec import RunResult, RunSpec, Status
+from .spec import RunResult, RunSpec, Status, cell_path
 from .verdict import Facts, decide
 from .watchdog import Observed, watch
 
@@ -311,6 +311,8 @@ def _init(launch: Launch, cell: Channel, alive_r: int) -> None:
         files.copy_into_box(box, launch.copy_in, launch.idmap.run_uid, launch.idmap.run_gid)
         for entry in launch.copy_in:
             os.close(entry.fd)
+        for path in launch.spec.readonly:  # the init made these files a moment ago
+            mounts.bind_read_only(box, cell_path(path))
 
         exec_r, exec_w = os.pipe2(os.O_CLOEXEC)
         start = time.monotonic()

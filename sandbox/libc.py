@@ -63,6 +63,13 @@ MOUNT_ATTR_NOEXEC = 0x8
 MOUNT_ATTR_NOSYMFOLLOW = 0x200000
 AT_RECURSIVE = 0x8000
 AT_EMPTY_PATH = 0x1000
+AT_FDCWD = -100
+
+# open_tree(2) / move_mount(2).
+OPEN_TREE_CLONE = 1
+OPEN_TREE_CLOEXEC = os.O_CLOEXEC
+MOVE_MOUNT_F_EMPTY_PATH = 0x00000004
+MOVE_MOUNT_T_EMPTY_PATH = 0x00000040
 
 # prctl(2).
 PR_SET_PDEATHSIG = 1
@@ -158,18 +165,35 @@ class _MountAttr(ctypes.Structure):
     ]
 
 
-def mount_setattr(path: str, attr_set: int, recursive: bool = True) -> None:
-    """Set mount attributes on a whole tree at once (MS_REMOUNT cannot recurse)."""
+def mount_setattr(
+    path: str, attr_set: int, recursive: bool = True, dirfd: int = AT_FDCWD
+) -> None:
+    """Set mount attributes on a whole tree at once (MS_REMOUNT cannot recurse).
+
+    With `path` "" the mount is `dirfd`'s own (AT_EMPTY_PATH), e.g. an open_tree fd."""
     attr = _MountAttr(attr_set, 0, 0, 0)
-    flags = AT_RECURSIVE if recursive else 0
+    flags = (AT_RECURSIVE if recursive else 0) | (AT_EMPTY_PATH if path == "" else 0)
     syscall(
         SYS_mount_setattr,
-        ctypes.c_int(-100),  # AT_FDCWD
+        ctypes.c_int(dirfd),
         _path(path),
         ctypes.c_uint(flags),
         ctypes.byref(attr),
         ctypes.c_size_t(ctypes.sizeof(attr)),
         what=f"mount_setattr {path}",
+    )
+
+
+def open_tree(dirfd: int, path: str, flags: int) -> int:
+    """An fd of the mount at dirfd/path; with OPEN_TREE_CLONE a detached bind of it."""
+    return syscall(SYS_open_tree, ctypes.c_int(dirfd), _path(path), ctypes.c_uint(flags),
+                   what=f"open_tree {path}")
+
+
+def move_mount(from_fd: int, from_path: str, to_fd: int, to_path: str, flags: int) -> None:
+    syscall(
+        SYS_move_mount, ctypes.c_int(from_fd), _path(from_path), ctypes.c_int(to_fd),
+        _path(to_path), ctypes.c_uint(flags), what=f"move_mount {to_path}",
     )
 
 

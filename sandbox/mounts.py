@@ -14,6 +14,9 @@ namespace) before anything untrusted starts. In order:
    /proc of the cell's PID namespace, with the writable corners covered;
 6. pivot_root and detach the old root: the host's tree is unreachable.
 
+After copy-in, `bind_read_only` covers chosen /box files with read-only binds
+of themselves (a judged program's own executable, say).
+
 No host directory is created or left behind: the staging tmpfs is mounted
 over /tmp inside the private namespace and vanishes with it.
 """
@@ -21,6 +24,7 @@ over /tmp inside the private namespace and vanishes with it.
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 
 from . import libc
@@ -135,3 +139,38 @@ def _pivot_into(root: str) -> None:
     os.chdir("/box")
     if os.getcwd() != "/box":  # rule 5: verify where we are after chdir
         raise OSError("the cell's working directory is not /box after pivot_root")
+
+
+# Resolution of a /box file from the init's /box fd: nothing but plain names below it.
+_BENEATH = (
+    libc.RESOLVE_BENEATH | libc.RESOLVE_NO_SYMLINKS | libc.RESOLVE_NO_MAGICLINKS
+    | libc.RESOLVE_NO_XDEV
+)
+
+
+def bind_read_only(box: int, relative: str) -> None:
+    """In the init, after copy-in and before the program: cover /box/`relative`
+    with a read-only, nosuid, nodev bind mount of itself.
+
+    The program owns the file (cell root in a size-1 map, or the run uid), so
+    permissions cannot keep it from writing or chmod-ing it; a read-only mount
+    can (EROFS), and a mount point cannot be renamed over or removed (EBUSY).
+    The program has no capabilities and seccomp kills the mount calls, so the
+    bind stays. Every step works on fds: the file is opened once beneath /box,
+    cloned as a detached mount, made read-only, and moved onto that same file.
+    """
+    target = libc.openat2(box, relative, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, _BENEATH)
+    try:
+        if not stat.S_ISREG(os.fstat(target).st_mode):
+            raise OSError(f"read-only {relative}: not a regular file")
+        tree = libc.open_tree(
+            target, "", libc.OPEN_TREE_CLONE | libc.OPEN_TREE_CLOEXEC | libc.AT_EMPTY_PATH
+        )
+        try:
+            libc.mount_setattr("", READ_ONLY, recursive=False, dirfd=tree)
+            libc.move_mount(tree, "", target, "",
+                            libc.MOVE_MOUNT_F_EMPTY_PATH | libc.MOVE_MOUNT_T_EMPTY_PATH)
+        finally:
+            os.close(tree)
+    finally:
+        os.close(target)

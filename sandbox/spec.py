@@ -188,6 +188,9 @@ class RunSpec:
     # they are closed when it returns, whatever happened.
     stdin_fd: int | None = None
     stdout_fd: int | None = None
+    # Extension: copy-in destinations the program may read and execute but not
+    # change (a read-only bind of the file onto itself, made before it starts).
+    readonly: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.argv:
@@ -201,6 +204,12 @@ class RunSpec:
                 raise SpecError(f"env: the value of {key} holds a NUL byte")
         for path in list(self.copy_in) + list(self.copy_out):
             cell_path(path)
+        if isinstance(self.readonly, str):
+            raise SpecError("readonly: expected a list of paths, not one string")
+        copied = {cell_path(path) for path in self.copy_in}
+        for path in self.readonly:
+            if cell_path(path) not in copied:
+                raise SpecError(f"readonly: {path!r} is not a copy-in destination")
 
     def environment(self) -> dict[str, str]:
         env = dict(BASE_ENV)

@@ -137,6 +137,9 @@ class CellRunner:
             if key == "env":
                 for k, v in value.items():  # type: ignore[attr-defined]
                     args += ["--env", f"{k}={v}"]
+            elif isinstance(value, list | tuple):  # a repeatable flag: once per item
+                for item in value:
+                    args += [f"--{key.replace('_', '-')}", str(item)]
             else:
                 args += [f"--{key.replace('_', '-')}", str(value)]
         if _user_can_read_repo(self.user.pw_name):

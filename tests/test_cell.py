@@ -161,6 +161,49 @@ def test_copy_in_and_out(cell):
     assert result.files == {"result": b"done\n", "out/deep/copy": b"payload"}
 
 
+_READONLY_PROBE = """
+import errno, os, subprocess
+def attempt(name, action):
+    try:
+        action()
+        print(name, "done")
+    except OSError as e:
+        print(name, errno.errorcode[e.errno])
+def chmod_then_write():
+    os.chmod("prog", 0o777)
+    open("prog", "a").write("x")
+attempt("write", lambda: open("prog", "a").write("x"))
+attempt("truncate", lambda: os.truncate("data", 0))
+attempt("chmod+write", chmod_then_write)
+open("new", "w").write("planted")
+attempt("rename-over", lambda: os.rename("new", "prog"))
+attempt("unlink", lambda: os.unlink("data"))
+print("ran", subprocess.run(["./prog"], capture_output=True, text=True).stdout.strip())
+print("read", open("data").read())
+open("free", "a").write("+")
+print("free", open("free").read())
+"""
+
+
+def test_readonly_copy_in(cell):
+    """A readonly copy-in is the program's own file, yet it cannot change it."""
+    result = cell.run(
+        ["python3", "-c", _READONLY_PROBE],
+        copy_in={"prog": b"#!/bin/sh\necho prog-ran\n", "data": b"payload", "free": b"free"},
+        copy_out=("prog", "free"), readonly=("prog", "/box/data"),
+    )
+    assert result.status == "OK", (result.message, result.stderr)
+    seen = dict(line.split(" ", 1) for line in result.stdout.splitlines())
+    assert seen["write"] in ("EROFS", "EPERM"), seen
+    assert seen["truncate"] in ("EROFS", "EPERM"), seen
+    assert seen["chmod+write"] in ("EROFS", "EPERM"), seen
+    assert seen["rename-over"] in ("EBUSY", "EROFS", "EPERM"), seen
+    assert seen["unlink"] in ("EBUSY", "EROFS", "EPERM"), seen
+    assert seen["ran"] == "prog-ran" and seen["read"] == "payload", seen
+    assert seen["free"] == "free+", seen  # a copy-in not named stays writable
+    assert result.files.get("free") == b"free+"
+
+
 def test_command_not_found(cell):
     result = cell.run(["definitely-not-a-command"])
     assert result.status == "RE" and result.exit_code == 127
@@ -204,6 +247,10 @@ def _processes_with(marker: str) -> list[int]:
         ({"copy_out": ("../etc/passwd",)}, "file path"),
         ({"copy_in": {"/etc/x": b""}}, "file path"),
         ({"bogus": 1}, "bogus"),
+        ({"copy_in": {"a": b""}, "readonly": ("b",)}, "readonly: 'b' is not a copy-in"),
+        ({"readonly": ("a",)}, "readonly: 'a'"),
+        ({"copy_in": {"a": b""}, "readonly": "a"}, "readonly"),
+        ({"copy_in": {"a": b""}, "readonly": ("../a",)}, "file path"),
     ],
 )
 def test_bad_options_are_clear_errors(options, fragment):
@@ -240,6 +287,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
         ["run", "--copy-in", "/nonexistent/file:x", "--", "true"],
         ["run", "--stdin", "/nonexistent/file", "--", "true"],
         ["run", "--env", "NOEQUALS", "--", "true"],
+        ["run", "--readonly", "x", "--", "true"],
     ],
 )
 def test_cli_bad_input(args):

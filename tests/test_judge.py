@@ -336,3 +336,21 @@ def test_interactive_as_an_unprivileged_user(test_user: pwd.struct_passwd) -> No
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["verdict"] == "AC" and result["score"] == 4
+
+
+def test_compiled_artifacts_are_read_only_in_runs() -> None:
+    """The artifact is carried read-only into every test run (issue 4): the run
+    owns its program file but cannot chmod (nor write) it; its source is not copied."""
+    import sandbox
+    from worker.compiler import compile_program
+    from worker.pipeline import RunLimits, cell_spec
+
+    source = (b'#include <stdio.h>\n#include <string.h>\n#include <errno.h>\n'
+              b'#include <sys/stat.h>\n'
+              b'int main(void) { puts(chmod("main", 0777) ? strerror(errno) : "changed"); }\n')
+    program = compile_program(get_language("c"), source)
+    assert program.ok, program.error
+    assert program.readonly == ("main",)
+    run = sandbox.run_spec(cell_spec(program, b"", RunLimits(), 10.0))
+    assert run.status == "OK", run.message
+    assert run.stdout == "Read-only file system\n"

@@ -173,7 +173,8 @@ class ProgramChecker(Checker):
         limits["pids"] = max(int(limits["pids"]), language.run_pids or 0)  # type: ignore[call-overload]
         result = sandbox.run(
             [*self.program.argv(CHECKER_MEMORY), "input", "output", "answer"],
-            copy_in=files, seccomp=language.seccomp, env=language.run_env, **limits,
+            copy_in=files, readonly=self.program.readonly, seccomp=language.seccomp,
+            env=language.run_env, **limits,
         )
         return interpret_exit(result, "checker", self.program.language)
 

@@ -5,7 +5,8 @@ The compile cell runs the language's compile command under COMPILE_LIMITS
 packs the language's `artifacts` globs into one tar in the same cell. The host
 unpacks that tar itself, keeping only regular files with plain relative names
 (the compile ran untrusted source: its output is untrusted too). Every test run
-gets those files copied into /box.
+gets those files copied into /box, read-only (the run cannot alter its own
+program, whatever it owns).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class Program:
     compile: RunResult | None = None
     error: str = ""  # why it cannot run: a CE (or IE) message; "" when it can
     internal: bool = False  # the failure is the sandbox's, not the source's
+    readonly: tuple[str, ...] = ()  # files the runs may not change: the compiled artifacts
 
     @property
     def ok(self) -> bool:
@@ -101,6 +103,7 @@ def compile_program(
         return program
     try:
         program.files = _unpack(tar)
+        program.readonly = tuple(program.files)
     except ValueError as error:
         program.error = f"unusable compiler output: {error}"
     return program

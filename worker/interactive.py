@@ -67,6 +67,7 @@ def run_interactive(
             pids=max(64, interactor.language.run_pids or 0), output_limit="1M",
         ),
         copy_in=files,
+        readonly=interactor.readonly,
         seccomp=interactor.language.seccomp,
         env=interactor.language.run_env,
         stdin_fd=to_interactor_r,

@@ -158,6 +158,7 @@ def cell_spec(
         limits=Limits.build(**limits.cell_options(program.language, wall)),
         stdin=stdin,  # type: ignore[arg-type]
         copy_in=program.files,
+        readonly=program.readonly,
         seccomp=program.language.seccomp,
         env=program.language.run_env,
     )
