@@ -13,7 +13,8 @@ reference. Bounds (issue 3); each line says `ok` or `OUT OF BOUNDS`:
     threads4   four threads burning 0.6 s each                  time ~2.4 s (within 5 % of bare)
     threads4   the same under a 1 s CPU limit                   TLE, time - 1 s < 50 ms
     cpu0.5     a busy loop under a 0.5 s CPU limit             TLE, overshoot < 50 ms
-    sleep1     `sleep 1`                                        time < 20 ms, wall in [1, 1.1] s
+    sleep1     `sleep 1`                                        time < bare + 20 ms,
+                                                                wall < bare + 0.1 s
 
 Exit code 0 when every figure is within bounds, 1 otherwise (for people and
 scripts; CI does not judge timings, the machines are noisy).
@@ -25,6 +26,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -146,12 +148,24 @@ def measure(binaries: dict[str, bytes], directory: Path, repeat: int) -> list[Fi
     figures.append(Figure("cpu0.5", "overshoot of a 0.5 s CPU limit, ms (worst)", over * 1000,
                           "TLE, < 50", all(r.status == "TLE" for r in half) and over < 0.05))
 
+    # The bare `sleep 1` is the reference: on hardware it costs ~1 ms of CPU; in
+    # an emulated VM (scripts/vm-test, no KVM) exec alone costs far more, and
+    # that is the machine's, not the cell's.
+    sleep = shutil.which("sleep") or "/bin/sleep"
+    bare = []
+    for _ in range(repeat):
+        started = time.monotonic()
+        cpu_used = bare_cpu(Path(sleep), "1")
+        bare.append((cpu_used, time.monotonic() - started))
+    bare_cpu_ms = max(c for c, _ in bare) * 1000
+    bare_wall = max(w for _, w in bare)
     sleeps = [run(["sleep", "1"]) for _ in range(repeat)]
     cpu = max(r.time for r in sleeps) * 1000
     wall = max(r.wall_time for r in sleeps)
-    figures.append(Figure("sleep1", "CPU ms (worst)", cpu, "< 20", cpu < 20))
-    figures.append(Figure("sleep1", "wall s (worst)", wall, "[1, 1.1]",
-                          all(1.0 <= r.wall_time <= 1.1 for r in sleeps)))
+    figures.append(Figure("sleep1", "CPU ms (worst)", cpu, f"bare {bare_cpu_ms:.1f} + < 20",
+                          cpu < bare_cpu_ms + 20))
+    figures.append(Figure("sleep1", "wall s (worst)", wall, f"bare {bare_wall:.3f} + < 0.1",
+                          all(1.0 <= r.wall_time <= bare_wall + 0.1 for r in sleeps)))
     return figures
 
 
