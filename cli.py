@@ -227,9 +227,15 @@ def main(argv: list[str] | None = None) -> int:
         return _cmd_setup(args)
     if args.subcommand in ("serve", "worker"):
         return _cmd_service(args)
-    if args.subcommand in ("judge", "languages"):
-        return _cmd_judge(args)
-    return _cmd_doctor(args)
+    try:
+        if args.subcommand in ("judge", "languages"):
+            return _cmd_judge(args)
+        return _cmd_doctor(args)
+    except BrokenPipeError:
+        # `cellblock languages | head`: the reader left; not an error of ours.
+        # Point stdout at /dev/null so the interpreter's final flush stays quiet.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":
