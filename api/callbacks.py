@@ -30,6 +30,7 @@ import redis.asyncio as aioredis
 
 from worker.store import CALLBACKS, CALLBACKS_RETRY, decode_record, sub_key
 
+from .background import BackgroundLoop
 from .settings import Settings
 
 log = logging.getLogger("cellblock.api")
@@ -107,29 +108,20 @@ async def deliver(url: str, method: str, body: dict[str, Any], settings: Setting
 Render = Callable[[dict[str, Any]], tuple[str, dict[str, Any]]]
 
 
-class Dispatcher:
+class Dispatcher(BackgroundLoop):
     """Pops finished ids and delivers their callbacks (a task in each API process)."""
 
     def __init__(self, connection: aioredis.Redis, settings: Settings, render: Render,
                  concurrency: int = 16) -> None:
+        super().__init__()
         self.redis = connection
         self.settings = settings
         self.render = render  # record -> (method, body): v1 or Judge0 shape
         self.slots = asyncio.Semaphore(concurrency)
-        self.task: asyncio.Task | None = None
-        self.stopping = False
         self.pending: set[asyncio.Task] = set()
 
-    def start(self) -> None:
-        self.task = asyncio.create_task(self._run())
-
     async def stop(self) -> None:
-        # A Redis client may turn the cancellation into an error that the loop
-        # below survives: the flag ends it anyway, and the wait is bounded.
-        self.stopping = True
-        if self.task:
-            self.task.cancel()
-            await asyncio.wait([self.task], timeout=3)
+        await super().stop()
         for task in list(self.pending):
             task.cancel()
 

@@ -22,27 +22,17 @@ import redis.asyncio as aioredis
 
 from worker.store import PREFIX, events_log, sub_key
 
+from .background import BackgroundLoop
+
 log = logging.getLogger("cellblock.api")
 FINAL = ("done", "failed")
 
 
-class EventHub:
+class EventHub(BackgroundLoop):
     def __init__(self, connection: aioredis.Redis) -> None:
+        super().__init__()
         self.redis = connection
         self.waiters: dict[str, set[asyncio.Queue]] = defaultdict(set)
-        self.task: asyncio.Task | None = None
-        self.stopping = False
-
-    def start(self) -> None:
-        self.task = asyncio.create_task(self._run())
-
-    async def stop(self) -> None:
-        # A Redis client may turn the cancellation into an error that the loop
-        # below survives: the flag ends it anyway, and the wait is bounded.
-        self.stopping = True
-        if self.task:
-            self.task.cancel()
-            await asyncio.wait([self.task], timeout=3)
 
     async def _run(self) -> None:
         while not self.stopping:

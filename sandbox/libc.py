@@ -291,3 +291,13 @@ def landlock_abi_version() -> int:
 def cap_last_cap() -> int:
     with open("/proc/sys/kernel/cap_last_cap") as f:
         return int(f.read())
+
+
+def write_file(path: str, text: str) -> None:
+    """Write a kernel control file (/proc, cgroupfs) with exactly one write(2):
+    such files act on each write, so a buffered writer's split writes would not do."""
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)

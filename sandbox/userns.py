@@ -26,6 +26,8 @@ import subprocess
 from dataclasses import dataclass
 from functools import cache
 
+from .libc import write_file
+
 RANGE_SIZE = 65536
 RUN_ID_IN_RANGE = 1000
 # Far above any uid a distribution hands out, below 2^31 so no tool sees it as negative.
@@ -104,14 +106,6 @@ def choose_idmap() -> IdMap:
     )
 
 
-def _write(path: str, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-    try:
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
-
-
 def write_idmap(pid: int, idmap: IdMap) -> None:
     """Map ids of the user namespace that process `pid` has just unshared."""
     if idmap.use_newidmap:
@@ -122,9 +116,9 @@ def write_idmap(pid: int, idmap: IdMap) -> None:
                 raise OSError(f"{tool} failed: {done.stderr.strip() or done.returncode}")
         return
     if idmap.deny_setgroups:
-        _write(f"/proc/{pid}/setgroups", "deny")
-    _write(f"/proc/{pid}/uid_map", "".join(f"{a} {b} {c}\n" for a, b, c in idmap.uid_lines))
-    _write(f"/proc/{pid}/gid_map", "".join(f"{a} {b} {c}\n" for a, b, c in idmap.gid_lines))
+        write_file(f"/proc/{pid}/setgroups", "deny")
+    write_file(f"/proc/{pid}/uid_map", "".join(f"{a} {b} {c}\n" for a, b, c in idmap.uid_lines))
+    write_file(f"/proc/{pid}/gid_map", "".join(f"{a} {b} {c}\n" for a, b, c in idmap.gid_lines))
 
 
 def enter_run_ids(idmap: IdMap) -> None:

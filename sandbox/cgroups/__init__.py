@@ -36,6 +36,7 @@ import signal
 import time
 from dataclasses import dataclass
 
+from ..libc import write_file
 from ..spec import Limits
 from ..watchdog import CpuMeter
 
@@ -95,8 +96,14 @@ class Hierarchy:
 _counter = itertools.count(1)
 
 
+_namespace: tuple[int, int] | None = None  # (pid, its PID namespace): one stat per process
+
+
 def _pid_namespace() -> int:
-    return os.stat("/proc/self/ns/pid").st_ino
+    global _namespace
+    if _namespace is None or _namespace[0] != os.getpid():
+        _namespace = (os.getpid(), os.stat("/proc/self/ns/pid").st_ino)
+    return _namespace[1]
 
 
 def run_prefix() -> str:
@@ -157,12 +164,7 @@ def read_text(path: str) -> str:
         return file.read()
 
 
-def write_text(path: str, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-    try:
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
+write_text = write_file  # one write(2) per control file
 
 
 def read_keyed(path: str) -> dict[str, int]:
