@@ -6,12 +6,12 @@ Four processes take part:
       └─ outer: unshares the namespaces, waits for its id maps, forks the init
            └─ init (PID 1): builds the root, copy-in (read-only binds), starts the program,
               reaps, ends every process, copy-out, reports
-                └─ program: joins the cgroup, drops everything it may not keep,
-                   execs the command
+                └─ program: a vfork-style child in C (spawn.c) that joins the
+                   cgroup, drops everything it may not keep and execs the command
 
 The supervisor never enters a namespace and never touches a path inside the
 cell. Every step below calls one mechanism module (userns, mounts, net, caps,
-rlimits, seccomp, files, init, watchdog, verdict) and reads top to bottom.
+rlimits, seccomp, files, spawn, init, watchdog, verdict) and reads top to bottom.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from . import caps, cgroups, files, libc, mounts, net, rlimits, seccomp, userns
+from . import caps, cgroups, files, libc, mounts, net, rlimits, seccomp, spawn, userns
 from .channel import CellError, Channel
 from .images import resolve_image
 from .init import ProgramExit, hide_command_line, reset_signals, supervise
@@ -40,7 +40,6 @@ NAMESPACES = (
 )
 HOSTNAME = "cellblock"
 SETUP_TIMEOUT = 20.0  # seconds for the namespaces and mounts; they take milliseconds
-EXEC_ERROR_FD = 3  # in the program: a close-on-exec pipe that reports a failed execve
 
 
 @dataclass
@@ -50,9 +49,7 @@ class Launch:
     spec: RunSpec
     plan: mounts.RootPlan
     idmap: userns.IdMap
-    bpf: bytes
-    rlimit_table: list[tuple[int, int, int]]
-    env: dict[str, str]
+    program: spawn.ProgramStart
     stdin_fd: int
     stdout_w: int
     stderr_w: int
@@ -100,6 +97,10 @@ def _run_cell(spec: RunSpec) -> RunResult:
     # 1. Everything that can fail for the caller's reasons fails here, before fork.
     image = resolve_image(spec.image)
     bpf = seccomp.compile_profile(spec.seccomp)
+    try:
+        spawn.load()
+    except (spawn.SpawnUnavailable, OSError) as error:
+        return RunResult(Status.IE, message=f"sandbox failure: {error}")
     idmap = userns.choose_idmap()
     limits = spec.limits
     plan = mounts.RootPlan(image, limits.effective_tmpfs_size, limits.tmpfs_inodes,
@@ -131,8 +132,12 @@ def _run_cell(spec: RunSpec) -> RunResult:
         host, cell = Channel.pair()
         channels = (host, cell)
         controllers = group.controllers if group is not None else ()
-        launch = Launch(spec, plan, idmap, bpf, rlimits.rlimit_table(limits, controllers),
-                        spec.environment(), stdin_fd, stdout_w, stderr_w, copy_in,
+        program = spawn.ProgramStart(
+            argv=tuple(spec.argv), env=spec.environment(),
+            rlimit_table=rlimits.rlimit_table(limits, controllers),
+            run_uid=idmap.run_uid, run_gid=idmap.run_gid,
+            clear_groups=not idmap.deny_setgroups, bpf=bpf)
+        launch = Launch(spec, plan, idmap, program, stdin_fd, stdout_w, stderr_w, copy_in,
                         cgroup_fds=cgroup_fds)
 
         # 2. Fork the outer process; it unshares every namespace at once.
@@ -314,16 +319,14 @@ def _init(launch: Launch, cell: Channel, alive_r: int) -> None:
         for path in launch.spec.readonly:  # the init made these files a moment ago
             mounts.bind_read_only(box, cell_path(path))
 
-        exec_r, exec_w = os.pipe2(os.O_CLOEXEC)
+        # The program: a vfork-style child in C that copies nothing of ours (spawn.py).
         start = time.monotonic()
-        program_pid = os.fork()
-        if program_pid == 0:
-            os.close(exec_r)
-            _program(launch, exec_w)  # never returns
-        os.close(exec_w)
+        started = spawn.start_program(
+            launch.program, [launch.stdin_fd, launch.stdout_w, launch.stderr_w],
+            launch.cgroup_fds)
+        program_pid = started.pid
         for fd in (launch.stdin_fd, launch.stdout_w, launch.stderr_w, *launch.cgroup_fds):
             os.close(fd)
-        exec_report = _read_all(exec_r)
         cell.send("started", start=start, pid=program_pid)
 
         done: ProgramExit = supervise(cell, program_pid, start)
@@ -335,62 +338,16 @@ def _init(launch: Launch, cell: Channel, alive_r: int) -> None:
             "cpu_time": done.cpu_time,
             "max_rss": done.max_rss,
         }
-        if exec_report.startswith(b"internal:"):
-            report["internal_error"] = exec_report[9:].decode(errors="replace")
-        elif exec_report:
-            report["exec_error"] = exec_report.decode(errors="replace")
+        if started.internal_error:
+            report["internal_error"] = started.internal_error
+        elif started.exec_error:
+            report["exec_error"] = started.exec_error
         cell.send("exited", **report)
         code = 0
     except BaseException as error:  # noqa: BLE001 - report anything, then die
         _report_error(cell, f"init: {error}")
     finally:
         os._exit(code)
-
-
-# --- the program -----------------------------------------------------------
-
-
-def _program(launch: Launch, exec_w: int) -> None:
-    """Become the untrusted program: everything is dropped, then execve."""
-    stage = "internal:"
-    try:
-        reset_signals()
-        os.setsid()
-        _arrange_fds(launch, exec_w)
-        rlimits.apply(launch.rlimit_table)
-        # Enter the cell's cgroup as late as possible: pages touched before are
-        # charged to the supervisor, not to the program (RESEARCH.md lesson 6).
-        for fd in range(EXEC_ERROR_FD + 1, EXEC_ERROR_FD + 1 + len(launch.cgroup_fds)):
-            os.write(fd, b"0")
-        libc.unshare(libc.CLONE_NEWCGROUP)
-        userns.enter_run_ids(launch.idmap)
-        caps.drop_remaining()
-        seccomp.install(launch.bpf)
-        stage = ""
-        os.execvpe(launch.spec.argv[0], list(launch.spec.argv), launch.env)
-    except OSError as error:
-        if stage:
-            message = f"{stage}program set-up: {error}"
-        else:
-            message = f"cannot execute {launch.spec.argv[0]!r}: {error.strerror}"
-        os.write(EXEC_ERROR_FD, message.encode())
-    except BaseException as error:  # noqa: BLE001
-        os.write(EXEC_ERROR_FD, f"internal:program set-up: {error!r}".encode())
-    finally:
-        os._exit(127)
-
-
-def _arrange_fds(launch: Launch, exec_w: int) -> None:
-    """stdin/stdout/stderr at 0-2, the exec-error pipe at 3, cgroup.procs fds at 4..;
-    every other descriptor closed (rule 4: runc CVE-2024-21626 was a leaked fd)."""
-    import fcntl
-
-    wanted = [launch.stdin_fd, launch.stdout_w, launch.stderr_w, exec_w, *launch.cgroup_fds]
-    # Move everything out of the way first: a pipe may sit at 0-2 in a daemon.
-    high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 256) for fd in wanted]
-    for target, fd in enumerate(high):
-        os.dup2(fd, target, inheritable=target <= 2)
-    libc.close_range(len(wanted))
 
 
 def _keep_only_fds(keep: list[int]) -> None:
@@ -402,14 +359,6 @@ def _keep_only_fds(keep: list[int]) -> None:
                 libc.close_range(low, fd - 1)
             low = fd + 1
     libc.close_range(low)
-
-
-def _read_all(fd: int) -> bytes:
-    data = b""
-    while chunk := os.read(fd, 4096):
-        data += chunk
-    os.close(fd)
-    return data
 
 
 def _report_error(channel: Channel, message: str) -> None:

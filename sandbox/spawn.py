@@ -1,0 +1,150 @@
+"""Start the program: the last steps before execve, in a child that copies nothing.
+
+The init (Python) calls `start_program`; the steps themselves run in C
+(`spawn.c`, built next to this file as `_spawn*.so` by `scripts/install` or
+by pip), in a clone(CLONE_VM|CLONE_VFORK) child: no page of the interpreter
+is copied, faulted or torn down on the program's account, so the run's cgroup
+sees the program and nothing else (issue 3: figures that tell the truth), and
+the start costs a fraction of a Python fork.
+
+Everything the child applies is decided here and in the mechanism modules
+(rlimits, userns, caps, seccomp, cgroups); spawn.c only applies it, in order.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+# enum cb_stage in spawn.c, by value.
+_STAGES = (
+    "", "signals", "setsid", "file descriptors", "rlimits", "joining the cgroup",
+    "cgroup namespace", "ids", "capabilities", "no_new_privs", "seccomp", "execve",
+)
+_STAGE_EXEC = 11
+
+
+class _Rlimit(ctypes.Structure):
+    _fields_ = [("resource", ctypes.c_int), ("soft", ctypes.c_ulong), ("hard", ctypes.c_ulong)]
+
+
+class _Spawn(ctypes.Structure):
+    _fields_ = [
+        ("file", ctypes.c_char_p),
+        ("argv", ctypes.POINTER(ctypes.c_char_p)),
+        ("envp", ctypes.POINTER(ctypes.c_char_p)),
+        ("path", ctypes.c_char_p),
+        ("fds", ctypes.POINTER(ctypes.c_int)),
+        ("nfds", ctypes.c_int),
+        ("join_fds", ctypes.POINTER(ctypes.c_int)),
+        ("njoin", ctypes.c_int),
+        ("rlimits", ctypes.POINTER(_Rlimit)),
+        ("nrlimits", ctypes.c_int),
+        ("uid", ctypes.c_uint),
+        ("gid", ctypes.c_uint),
+        ("clear_groups", ctypes.c_int),
+        ("bpf_len", ctypes.c_ushort),
+        ("bpf", ctypes.c_void_p),
+        ("err_stage", ctypes.c_int),
+        ("err_errno", ctypes.c_int),
+    ]
+
+
+class SpawnUnavailable(RuntimeError):
+    """The compiled half of this module is missing (a source tree never built)."""
+
+
+def _library_path() -> Path:
+    here = Path(__file__).resolve().parent
+    # pip names it _spawn.cpython-311-x86_64-linux-gnu.so; scripts/install, _spawn.so.
+    found = sorted(here.glob("_spawn*.so"))
+    if not found:
+        raise SpawnUnavailable(
+            f"{here}/_spawn*.so is missing: build it with scripts/install (or "
+            f"`gcc -O2 -shared -fPIC -o {here}/_spawn.so {here}/spawn.c`)")
+    return found[0]
+
+
+_lib: ctypes.CDLL | None = None
+
+
+def load() -> ctypes.CDLL:
+    """Load the compiled half; the supervisor does it before fork, while the
+    library's path is still visible (the init runs after pivot_root)."""
+    global _lib
+    if _lib is None:
+        lib = ctypes.CDLL(str(_library_path()))
+        lib.cb_spawn.argtypes = [ctypes.POINTER(_Spawn)]
+        lib.cb_spawn.restype = ctypes.c_int
+        _lib = lib
+    return _lib
+
+
+def available() -> str | None:
+    """None when the spawner loads; otherwise why not (for doctor and callers)."""
+    try:
+        load()
+    except (SpawnUnavailable, OSError) as error:
+        return str(error)
+    return None
+
+
+@dataclass(frozen=True)
+class ProgramStart:
+    """What the init needs to start the program (prepared by the supervisor)."""
+
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    rlimit_table: list[tuple[int, int, int]]
+    run_uid: int
+    run_gid: int
+    clear_groups: bool
+    bpf: bytes
+
+
+@dataclass
+class Started:
+    pid: int
+    exec_error: str | None = None  # the program could not be executed: its RE message
+    internal_error: str | None = None  # our set-up failed: an IE
+
+
+def start_program(start: ProgramStart, fds: list[int], join_fds: list[int]) -> Started:
+    """Start the program with `fds` at 0..n-1, after writing itself into each of
+    `join_fds` (cgroup.procs). The child has reached execve or given up when
+    this returns; a child that gave up has exited with 127 (reap it as usual)."""
+    lib = _lib
+    if lib is None:
+        raise SpawnUnavailable("spawn.load() was not called before the cell was made")
+    argv_bytes = [os.fsencode(arg) for arg in start.argv]
+    env_bytes = [os.fsencode(f"{k}={v}") for k, v in start.env.items()]
+    argv = (ctypes.c_char_p * (len(argv_bytes) + 1))(*argv_bytes, None)
+    envp = (ctypes.c_char_p * (len(env_bytes) + 1))(*env_bytes, None)
+    fd_array = (ctypes.c_int * max(len(fds), 1))(*fds)
+    join_array = (ctypes.c_int * max(len(join_fds), 1))(*join_fds)
+    table = (_Rlimit * max(len(start.rlimit_table), 1))(
+        *(_Rlimit(which, soft, hard) for which, soft, hard in start.rlimit_table))
+    if len(start.bpf) % 8 or len(start.bpf) // 8 > 0xFFFF:
+        raise ValueError("a seccomp program is an array of at most 65535 8-byte instructions")
+    bpf = ctypes.create_string_buffer(start.bpf, max(len(start.bpf), 1))
+    path = start.env.get("PATH")
+    args = _Spawn(
+        file=argv_bytes[0], argv=argv, envp=envp,
+        path=os.fsencode(path) if path is not None else None,
+        fds=fd_array, nfds=len(fds), join_fds=join_array, njoin=len(join_fds),
+        rlimits=table, nrlimits=len(start.rlimit_table),
+        uid=start.run_uid, gid=start.run_gid, clear_groups=int(start.clear_groups),
+        bpf_len=len(start.bpf) // 8, bpf=ctypes.addressof(bpf),
+    )
+    pid = lib.cb_spawn(ctypes.byref(args))
+    if pid < 0:
+        raise OSError(-pid, f"clone: {os.strerror(-pid)}")
+    if args.err_stage == 0:
+        return Started(pid)
+    reason = os.strerror(args.err_errno)
+    if args.err_stage == _STAGE_EXEC:
+        return Started(pid, exec_error=f"cannot execute {start.argv[0]!r}: {reason}")
+    stage = _STAGES[args.err_stage] if args.err_stage < len(_STAGES) else str(args.err_stage)
+    return Started(pid, internal_error=f"program set-up: {stage}: {reason}")
