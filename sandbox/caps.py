@@ -1,9 +1,10 @@
 """Capabilities: the program starts with none, in any set, and cannot regain any.
 
-Order matters. The bounding set is emptied and the securebits locked while we
-still hold CAP_SETPCAP; then the ids change; then the remaining sets are
-emptied. SECBIT_NOROOT means that even a program running as cell uid 0 (the
-size-1 map) gets no capabilities from execve, and the _LOCKED bits stop it
+Order matters. The init empties the bounding set and locks the securebits
+while it still holds CAP_SETPCAP (here); the program's child then changes ids
+and empties the remaining sets, then sets no_new_privs (spawn.c).
+SECBIT_NOROOT means that even a program running as cell uid 0 (the size-1
+map) gets no capabilities from execve, and the _LOCKED bits stop it
 from undoing that. no_new_privs makes setuid binaries powerless and is what
 lets an unprivileged process install a seccomp filter.
 """
@@ -30,9 +31,3 @@ def drop_bounding_set() -> None:
         libc.prctl(libc.PR_CAPBSET_DROP, cap)
     libc.prctl(libc.PR_CAP_AMBIENT, libc.PR_CAP_AMBIENT_CLEAR_ALL)
     libc.prctl(libc.PR_SET_SECUREBITS, SECUREBITS)
-
-
-def drop_remaining() -> None:
-    """Empty the effective, permitted and inheritable sets; set no_new_privs."""
-    libc.capset_zero()
-    libc.prctl(libc.PR_SET_NO_NEW_PRIVS, 1)

@@ -18,8 +18,6 @@ if platform.machine() != "x86_64":  # pragma: no cover - the numbers below are x
 _libc = ctypes.CDLL(None, use_errno=True)
 
 # Syscall numbers (arch/x86/entry/syscalls/syscall_64.tbl).
-SYS_capget = 125
-SYS_capset = 126
 SYS_pivot_root = 155
 SYS_unshare = 272
 SYS_setns = 308
@@ -211,28 +209,6 @@ def close_range(first: int, last: int = 0xFFFFFFFF, flags: int = 0) -> None:
         SYS_close_range, ctypes.c_uint(first), ctypes.c_uint(last), ctypes.c_uint(flags),
         what="close_range",
     )
-
-
-class _CapHeader(ctypes.Structure):
-    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-
-class _CapData(ctypes.Structure):
-    _fields_ = [
-        ("effective", ctypes.c_uint32),
-        ("permitted", ctypes.c_uint32),
-        ("inheritable", ctypes.c_uint32),
-    ]
-
-
-_LINUX_CAPABILITY_VERSION_3 = 0x20080522
-
-
-def capset_zero() -> None:
-    """Empty the effective, permitted and inheritable sets of this thread."""
-    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
-    data = (_CapData * 2)()
-    syscall(SYS_capset, ctypes.byref(header), ctypes.byref(data), what="capset")
 
 
 class _SockFprog(ctypes.Structure):

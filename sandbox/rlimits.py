@@ -41,8 +41,3 @@ def rlimit_table(limits: Limits, cgroup_controllers: tuple[str, ...] = ()) -> li
     if "memory" in cgroup_controllers:
         table = [entry for entry in table if entry[0] != resource.RLIMIT_DATA]
     return table
-
-
-def apply(table: list[tuple[int, int, int]]) -> None:
-    for which, soft, hard in table:
-        resource.setrlimit(which, (soft, hard))

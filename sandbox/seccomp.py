@@ -1,8 +1,8 @@
 """Seccomp profiles: the Docker/OCI JSON format compiled to a classic-BPF filter.
 
     bpf = compile_profile("default")      # in the supervisor, once per profile
-    ...                                   # fork; set no_new_privs; drop caps
-    install(bpf)                          # in the child, right before execve
+    # spawn.c installs it in the program's child, after no_new_privs, right
+    # before execve: seccomp(SECCOMP_SET_MODE_FILTER, 0, bpf)
 
 A profile is a bare name (`default` means profiles/seccomp/default.json) or a
 path to the user's own JSON file (anything containing "/"). The format is
@@ -65,10 +65,9 @@ from typing import Any
 import pyseccomp as seccomp
 
 from profiles import SECCOMP_DIR
-from sandbox import libc
 from sandbox.spec import SpecError
 
-__all__ = ["ProfileError", "available_profiles", "compile_profile", "install", "resolve_profile"]
+__all__ = ["ProfileError", "available_profiles", "compile_profile", "resolve_profile"]
 
 
 class ProfileError(SpecError):
@@ -232,15 +231,6 @@ def compile_profile(name: str) -> bytes:
     with _cache_lock:
         _cache[key] = (stamp, bpf)
     return bpf
-
-
-def install(bpf: bytes) -> None:
-    """Install a compiled filter on the calling thread (no_new_privs must already be set).
-
-    Meant for a forked child right before execve: no imports, no compiling, one
-    small buffer; errors come back as OSError from the seccomp(2) call.
-    """
-    libc.seccomp_set_filter(bpf)
 
 
 def _load(prof: _Profile, size: int) -> dict[str, Any]:

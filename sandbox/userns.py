@@ -121,14 +121,6 @@ def write_idmap(pid: int, idmap: IdMap) -> None:
     write_file(f"/proc/{pid}/gid_map", "".join(f"{a} {b} {c}\n" for a, b, c in idmap.gid_lines))
 
 
-def enter_run_ids(idmap: IdMap) -> None:
-    """In the program's process: become the cell ids it runs as."""
-    if not idmap.deny_setgroups:
-        os.setgroups([])
-    os.setresgid(idmap.run_gid, idmap.run_gid, idmap.run_gid)
-    os.setresuid(idmap.run_uid, idmap.run_uid, idmap.run_uid)
-
-
 def become_cell_root(idmap: IdMap) -> None:
     """After the maps are written: take cell uid/gid 0 (started as root, our host
     ids are not in the map; the capabilities of the namespace stay with us)."""
