@@ -307,11 +307,20 @@ def _init(launch: Launch, cell: Channel, alive_r: int) -> None:
         hide_command_line()
         reset_signals(keep_sigchld_wakeup=True)
 
+        # Inherited by the program's process: done before it is made.
+        caps.drop_bounding_set()
+        # The program's process, made now (a C child that copies nothing of ours,
+        # spawn.py): it joins the run's cgroup, which takes a while, while we
+        # build the cell. Our copies of its fds go at once.
+        pending = spawn.prepare_program(
+            launch.program, [launch.stdin_fd, launch.stdout_w, launch.stderr_w],
+            launch.cgroup_fds)
+        for fd in (launch.stdin_fd, launch.stdout_w, launch.stderr_w, *launch.cgroup_fds):
+            os.close(fd)
+
         mounts.build_root(launch.plan)
         libc.sethostname(HOSTNAME)
         net.loopback_up()
-        # Inherited by the program: done once here rather than in every child.
-        caps.drop_bounding_set()
         box = files.open_box()
         files.copy_into_box(box, launch.copy_in, launch.idmap.run_uid, launch.idmap.run_gid)
         for entry in launch.copy_in:
@@ -319,14 +328,9 @@ def _init(launch: Launch, cell: Channel, alive_r: int) -> None:
         for path in launch.spec.readonly:  # the init made these files a moment ago
             mounts.bind_read_only(box, cell_path(path))
 
-        # The program: a vfork-style child in C that copies nothing of ours (spawn.py).
         start = time.monotonic()
-        started = spawn.start_program(
-            launch.program, [launch.stdin_fd, launch.stdout_w, launch.stderr_w],
-            launch.cgroup_fds)
+        started = pending.go()
         program_pid = started.pid
-        for fd in (launch.stdin_fd, launch.stdout_w, launch.stderr_w, *launch.cgroup_fds):
-            os.close(fd)
         cell.send("started", start=start, pid=program_pid)
 
         done: ProgramExit = supervise(cell, program_pid, start)

@@ -56,6 +56,7 @@ import errno
 import json
 import os
 import re
+import stat
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -190,9 +191,13 @@ def resolve_profile(name: str) -> Path:
         path = path.resolve()
     except (OSError, RuntimeError) as e:  # symlink loops
         raise ProfileError(f"seccomp profile {name!r}: cannot resolve {path}: {e}") from None
-    if not path.exists():
-        raise ProfileError(f"seccomp profile {name!r}: no such file {path}; {hint}")
-    if not path.is_file():
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise ProfileError(f"seccomp profile {name!r}: no such file {path}; {hint}") from None
+    except OSError as e:  # EACCES on a directory above it, ENOTDIR, ...
+        raise ProfileError(f"seccomp profile {name!r}: cannot read {path}: {e.strerror}") from None
+    if not stat.S_ISREG(mode):
         raise ProfileError(f"seccomp profile {name!r}: {path} is not a regular file")
     return path
 

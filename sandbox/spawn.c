@@ -1,46 +1,61 @@
 /*
- * The program's last steps before execve, in a vfork-style child of the init.
+ * The program's process, from clone to execve, in C.
  *
  * Why C: the init is a Python process. A forked Python child copies the
  * init's page tables and takes copy-on-write faults on the interpreter's
- * memory, and all of it is torn down again at execve. When that child has
- * already joined the run's cgroup (it must, before its first instruction of
- * the user's program), the copy, the faults and the teardown are charged to
- * the cell: milliseconds of CPU and megabytes of memory that the program never
- * used (RESEARCH.md lesson 6). A child made with clone(CLONE_VM|CLONE_VFORK)
- * copies nothing; it runs only the code below, which touches nothing but its
- * own small stack, and the init sleeps until it has called execve or given up.
+ * memory, and all of it is torn down again at execve. Once that child has
+ * joined the run's cgroup (it must, before the first instruction of the
+ * user's program), the copy, the faults and the teardown are charged to the
+ * cell: milliseconds of CPU and megabytes that the program never used
+ * (RESEARCH.md lesson 6). A clone(CLONE_VM) child copies nothing; it runs only
+ * the code below, on its own small stack, and touches no other memory of the
+ * init but the struct it was given (pages of a shared mm are charged to the
+ * mm's owner, the init, outside the cell).
  *
- * This file holds no policy. The Python modules decide everything (which fds,
- * which rlimits, which ids, which seccomp program, which cgroup) and pass it in
- * one struct; this code applies it in the only order that works:
+ * Two phases, so that the slow part overlaps the init's work:
  *
- *   signals to default, setsid, fds 0..n-1, rlimits, join the run's cgroup,
- *   a new cgroup namespace, the run ids, no capabilities, no_new_privs,
- *   seccomp, an empty signal mask, execve (searching PATH of the cell's env).
+ *   cb_start (the init calls it first thing): the child resets its signals,
+ *     puts its fds in place, calls setsid and joins the run's cgroup(s) --
+ *     a task migration, which waits for an RCU grace period (milliseconds) --
+ *     then sleeps on a futex in the shared struct, while the init builds the
+ *     root, copies files in and so on.
+ *   cb_go (the init, when the cell is ready): wakes it. The child checks that
+ *     its root is the cell's, enters /box, applies rlimits, a new cgroup
+ *     namespace, the run ids, no capabilities, no_new_privs, an empty signal
+ *     mask and the seccomp filter, and calls execve (searching the cell's
+ *     PATH). cb_go returns once the child has called execve or given up.
  *
- * Rules for code that runs in a CLONE_VM child: no malloc, no stdio, no glibc
- * wrapper that talks to other threads (the set*id wrappers do: raw syscalls
- * here), and no return from the child function (it ends in execve or _exit).
- * A failure is reported through the shared struct (stage and errno), so the
- * report needs no system call: even a seccomp profile that forbids execve is
- * reported exactly.
+ * This file holds no policy: the Python modules decide every value (spawn.py
+ * collects them in one struct); this code applies them in the only order that
+ * works. Rules for code that runs in a CLONE_VM child: no malloc, no stdio,
+ * no glibc at all -- only the raw system calls below, which leave the init's
+ * errno alone -- and no return from the child function. A failure is reported
+ * in the shared struct (stage and errno) before _exit(127), so even a seccomp
+ * profile that forbids execve is reported exactly. x86_64 only (so is
+ * sandbox/libc.py).
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/capability.h>
 #include <linux/filter.h>
+#include <linux/futex.h>
 #include <linux/seccomp.h>
 #include <sched.h>
 #include <signal.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+
+#if !defined(__x86_64__)
+#error "sandbox/spawn.c: x86_64 only (raw system calls)"
+#endif
 
 #ifndef CLOSE_RANGE_CLOEXEC
 #define CLOSE_RANGE_CLOEXEC (1U << 2)
@@ -52,8 +67,9 @@ enum cb_stage {
     CB_SIGNALS,
     CB_SETSID,
     CB_FDS,
-    CB_RLIMITS,
     CB_CGROUP,
+    CB_ROOT,
+    CB_RLIMITS,
     CB_CGROUPNS,
     CB_IDS,
     CB_CAPS,
@@ -64,15 +80,16 @@ enum cb_stage {
 
 struct cb_rlimit {
     int resource;
-    unsigned long soft, hard;
+    uint64_t soft, hard;
 };
 
 struct cb_spawn {
-    /* Inputs. */
+    /* Inputs, set before cb_start. */
     const char *file;          /* argv[0]: a path, or a name searched in `path` */
     char *const *argv;
     char *const *envp;
     const char *path;          /* PATH of the cell's environment, or NULL */
+    const char *cwd;           /* the working directory, in the cell's root */
     const int *fds;            /* placed at 0..nfds-1, inherited by the program */
     int nfds;
     const int *join_fds;       /* cgroup.procs of the run's cgroups: "0" is written */
@@ -83,142 +100,235 @@ struct cb_spawn {
     int clear_groups;          /* setgroups(0) (not allowed in a size-1 map) */
     unsigned short bpf_len;    /* seccomp program: bpf_len sock_filter entries */
     const struct sock_filter *bpf;
-    /* Outputs, written by the child before it gives up (the parent is asleep). */
+    /* Set by the init right before cb_go: what "/" must be for the child. */
+    uint64_t root_dev, root_ino;
+    /* Shared state. */
+    int go;                    /* futex: 0 wait, 1 go */
+    int status_r, status_w;    /* a pipe whose write end closes at the child's execve */
+    void *stack;
+    /* Outputs, written by the child before it gives up. */
     int err_stage;
     int err_errno;
 };
 
 #define CHILD_STACK_SIZE (64 * 1024)
-#define HIGH_FD 256 /* fds are moved above this before being placed at 0..n-1 */
+#define HIGH_FD 256 /* our fds are moved above this before 0..n-1 are filled */
 
-static int fail(struct cb_spawn *a, int stage)
+static long sys6(long n, long a, long b, long c, long d, long e, long f)
 {
-    a->err_stage = stage;
-    a->err_errno = errno;
-    _exit(127);
+    long ret;
+    register long r10 __asm__("r10") = d;
+    register long r8 __asm__("r8") = e;
+    register long r9 __asm__("r9") = f;
+    __asm__ volatile("syscall"
+                     : "=a"(ret)
+                     : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8), "r"(r9)
+                     : "rcx", "r11", "memory");
+    return ret;
+}
+#define sys(n, a, b, c) sys6(n, (long)(a), (long)(b), (long)(c), 0, 0, 0)
+
+static void fail(struct cb_spawn *a, int stage, long ret)
+{
+    a->err_errno = (int)-ret;
+    __atomic_store_n(&a->err_stage, stage, __ATOMIC_RELEASE);
+    for (;;)
+        sys(SYS_exit, 127, 0, 0);
+}
+#define check(a, stage, expr) do { long r_ = (expr); if (r_ < 0) fail(a, stage, r_); } while (0)
+
+static size_t length(const char *s)
+{
+    size_t n = 0;
+    while (s[n])
+        n++;
+    return n;
 }
 
-static int place_fds(struct cb_spawn *a, int *join_high)
-{
-    int high[a->nfds];
+/* The kernel's struct k_sigaction on x86_64: SIG_DFL needs no restorer. */
+struct kernel_sigaction {
+    void *handler;
+    unsigned long flags;
+    void *restorer;
+    uint64_t mask;
+};
 
-    /* First out of the way, then into place: a source may sit at 0..n-1. */
+static void reset_signals(struct cb_spawn *a)
+{
+    struct kernel_sigaction dfl = {0};
+    /* Handlers are this child's own copy (no CLONE_SIGHAND): every one goes,
+     * so no handler of the init can ever run on the init's memory. All signals
+     * stay blocked (the init blocked them around clone) until just before the
+     * seccomp filter. */
+    for (int sig = 1; sig <= 64; sig++)
+        if (sig != SIGKILL && sig != SIGSTOP)
+            check(a, CB_SIGNALS, sys6(SYS_rt_sigaction, sig, (long)&dfl, 0, 8, 0, 0));
+}
+
+/* stdin/stdout/stderr at 0..nfds-1; the cgroup fds and the status pipe kept
+ * (close-on-exec) at `keep`; every other descriptor of the init closed (rule 4). */
+static void place_fds(struct cb_spawn *a, int status_w, int *keep)
+{
+    int high[a->nfds + a->njoin + 1];
+    int n = 0;
+
+    /* First out of the way (a source may sit at 0..n-1), then into place. */
     for (int i = 0; i < a->nfds; i++)
-        if ((high[i] = fcntl(a->fds[i], F_DUPFD_CLOEXEC, HIGH_FD)) < 0)
-            return -1;
+        check(a, CB_FDS, high[n++] = (int)sys(SYS_fcntl, a->fds[i], F_DUPFD_CLOEXEC, HIGH_FD));
     for (int i = 0; i < a->njoin; i++)
-        if ((join_high[i] = fcntl(a->join_fds[i], F_DUPFD_CLOEXEC, HIGH_FD)) < 0)
-            return -1;
+        check(a, CB_FDS, keep[i] = high[n++] =
+                  (int)sys(SYS_fcntl, a->join_fds[i], F_DUPFD_CLOEXEC, HIGH_FD));
+    check(a, CB_FDS, keep[a->njoin] = high[n++] =
+              (int)sys(SYS_fcntl, status_w, F_DUPFD_CLOEXEC, HIGH_FD));
     for (int i = 0; i < a->nfds; i++)
-        if (dup3(high[i], i, 0) < 0)
-            return -1;
-    /* Everything else closes at execve (rule 4); the cgroup fds are still needed. */
-    return (int)syscall(SYS_close_range, a->nfds, ~0U, CLOSE_RANGE_CLOEXEC);
+        check(a, CB_FDS, sys(SYS_dup3, high[i], i, 0));
+    /* Close everything from nfds up but the kept ones (ascending: F_DUPFD
+     * hands out the lowest free numbers in order). */
+    unsigned int from = (unsigned int)a->nfds;
+    for (int i = 0; i <= a->njoin; i++) {
+        unsigned int fd = (unsigned int)keep[i];
+        if (fd > from)
+            check(a, CB_FDS, sys(SYS_close_range, from, fd - 1, 0));
+        from = fd + 1;
+    }
+    check(a, CB_FDS, sys(SYS_close_range, from, ~0U, 0));
 }
 
 static void exec_searching(struct cb_spawn *a)
 {
     char buf[4096];
-    int saved = 0;
+    long ret, saved = 0;
 
-    if (strchr(a->file, '/') || !a->path) {
-        execve(a->file, a->argv, a->envp);
-        return;
-    }
-    size_t flen = strlen(a->file);
-    for (const char *dir = a->path;; dir++) {
-        const char *end = strchrnul(dir, ':');
+    int has_slash = 0;
+    for (const char *c = a->file; *c; c++)
+        has_slash |= *c == '/';
+    if (has_slash || !a->path)
+        fail(a, CB_EXEC, sys(SYS_execve, a->file, a->argv, a->envp));
+    size_t flen = length(a->file);
+    for (const char *dir = a->path;;) {
+        const char *end = dir;
+        while (*end && *end != ':')
+            end++;
         size_t dlen = (size_t)(end - dir);
-        if (dlen == 0) { /* an empty entry means the working directory */
-            dir = ".";
+        const char *d = dlen ? dir : ".";  /* an empty entry is the working directory */
+        if (!dlen)
             dlen = 1;
-        }
         if (dlen + 1 + flen + 1 <= sizeof(buf)) {
-            memcpy(buf, dir, dlen);
+            memcpy(buf, d, dlen);
             buf[dlen] = '/';
             memcpy(buf + dlen + 1, a->file, flen + 1);
-            execve(buf, a->argv, a->envp);
+            ret = sys(SYS_execve, buf, a->argv, a->envp);
             /* Like execvp: a file that exists but cannot run is the error to
              * report, not the ENOENT of the directories searched after it. */
-            if (errno != ENOENT && errno != ENOTDIR && !saved)
-                saved = errno;
+            if (ret != -ENOENT && ret != -ENOTDIR && !saved)
+                saved = ret;
         }
-        if (*end == '\0')
+        if (!*end)
             break;
-        dir = end;
+        dir = end + 1;
     }
-    if (saved)
-        errno = saved;
+    fail(a, CB_EXEC, saved ? saved : -ENOENT);
 }
 
 static int child(void *arg)
 {
     struct cb_spawn *a = arg;
-    int join_high[a->njoin > 0 ? a->njoin : 1];
-    struct sigaction dfl = {.sa_handler = SIG_DFL};
-    sigset_t empty;
+    int keep[a->njoin + 1];
 
-    /* All signals are blocked (by the parent) until the mask is emptied below.
-     * Handlers are this child's own copy (no CLONE_SIGHAND): reset them all, so
-     * no handler of the init can ever run on the init's memory. */
-    for (int sig = 1; sig < _NSIG; sig++)
-        if (sig != SIGKILL && sig != SIGSTOP)
-            sigaction(sig, &dfl, NULL); /* fails only for glibc's reserved ones */
-    if (setsid() < 0)
-        fail(a, CB_SETSID);
-    if (place_fds(a, join_high) < 0)
-        fail(a, CB_FDS);
-    for (int i = 0; i < a->nrlimits; i++) {
-        struct rlimit rl = {a->rlimits[i].soft, a->rlimits[i].hard};
-        if (setrlimit(a->rlimits[i].resource, &rl) < 0)
-            fail(a, CB_RLIMITS);
+    reset_signals(a);
+    check(a, CB_SETSID, sys(SYS_setsid, 0, 0, 0));
+    place_fds(a, a->status_w, keep);
+
+    /* Phase 1: join the run's cgroup(s) now, while the init still works. */
+    for (int i = 0; i < a->njoin; i++) {
+        check(a, CB_CGROUP, sys(SYS_write, keep[i], "0", 1));
+        check(a, CB_CGROUP, sys(SYS_close, keep[i], 0, 0));
     }
-    /* As late as possible: nothing this process did before is the program's. */
-    for (int i = 0; i < a->njoin; i++)
-        if (write(join_high[i], "0", 1) != 1)
-            fail(a, CB_CGROUP);
-    if (syscall(SYS_unshare, CLONE_NEWCGROUP) < 0)
-        fail(a, CB_CGROUPNS);
-    if (a->clear_groups && syscall(SYS_setgroups, 0, NULL) < 0)
-        fail(a, CB_IDS);
-    if (syscall(SYS_setresgid, a->gid, a->gid, a->gid) < 0 ||
-        syscall(SYS_setresuid, a->uid, a->uid, a->uid) < 0)
-        fail(a, CB_IDS);
+    while (__atomic_load_n(&a->go, __ATOMIC_ACQUIRE) == 0)
+        sys6(SYS_futex, (long)&a->go, FUTEX_WAIT_PRIVATE, 0, 0, 0, 0);
+
+    /* Phase 2: the cell is ready. Rule 5: check where we are. The root moved
+     * with the init's pivot_root; make sure, then enter the working directory. */
+    struct stat st;
+    check(a, CB_ROOT, sys6(SYS_newfstatat, AT_FDCWD, (long)"/", (long)&st, 0, 0, 0));
+    if (st.st_dev != a->root_dev || st.st_ino != a->root_ino)
+        fail(a, CB_ROOT, -EXDEV);
+    check(a, CB_ROOT, sys(SYS_chdir, a->cwd, 0, 0));
+    for (int i = 0; i < a->nrlimits; i++) {
+        uint64_t limit[2] = {a->rlimits[i].soft, a->rlimits[i].hard};
+        check(a, CB_RLIMITS, sys6(SYS_prlimit64, 0, a->rlimits[i].resource, (long)limit, 0, 0, 0));
+    }
+    check(a, CB_CGROUPNS, sys(SYS_unshare, CLONE_NEWCGROUP, 0, 0));
+    if (a->clear_groups)
+        check(a, CB_IDS, sys(SYS_setgroups, 0, 0, 0));
+    check(a, CB_IDS, sys(SYS_setresgid, a->gid, a->gid, a->gid));
+    check(a, CB_IDS, sys(SYS_setresuid, a->uid, a->uid, a->uid));
     struct __user_cap_header_struct header = {_LINUX_CAPABILITY_VERSION_3, 0};
-    struct __user_cap_data_struct none[2] = {{0}};
-    if (syscall(SYS_capset, &header, none) < 0)
-        fail(a, CB_CAPS);
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
-        fail(a, CB_NO_NEW_PRIVS);
+    struct __user_cap_data_struct none[2];
+    memset(none, 0, sizeof(none));
+    check(a, CB_CAPS, sys(SYS_capset, &header, none, 0));
+    check(a, CB_NO_NEW_PRIVS, sys6(SYS_prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0, 0));
     /* The mask goes before the filter: a profile may forbid rt_sigprocmask. */
-    sigemptyset(&empty);
-    if (sigprocmask(SIG_SETMASK, &empty, NULL) < 0)
-        fail(a, CB_SIGNALS);
+    uint64_t empty = 0;
+    check(a, CB_SIGNALS, sys6(SYS_rt_sigprocmask, SIG_SETMASK, (long)&empty, 0, 8, 0, 0));
     struct sock_fprog prog = {a->bpf_len, (struct sock_filter *)a->bpf};
-    if (a->bpf_len && syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0)
-        fail(a, CB_SECCOMP);
+    if (a->bpf_len)
+        check(a, CB_SECCOMP, sys(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog));
     exec_searching(a);
-    return fail(a, CB_EXEC);
+    return 0; /* not reached */
 }
 
-/* Start the program; its pid, or -errno if no child could be made. Whether the
- * child reached execve is in a->err_stage (CB_OK: it did) once this returns. */
-int cb_spawn(struct cb_spawn *a)
+/* Phase 1: make the child; it waits for cb_go. Its pid, or -errno. */
+int cb_start(struct cb_spawn *a)
 {
     sigset_t all, old;
-    int pid, saved;
+    int pipefd[2], pid, saved;
 
     a->err_stage = CB_OK;
     a->err_errno = 0;
-    void *stack = mmap(NULL, CHILD_STACK_SIZE, PROT_READ | PROT_WRITE,
-                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-    if (stack == MAP_FAILED)
+    a->go = 0;
+    if (pipe2(pipefd, O_CLOEXEC) < 0)
         return -errno;
+    a->status_r = pipefd[0];
+    a->status_w = pipefd[1];
+    a->stack = mmap(NULL, CHILD_STACK_SIZE, PROT_READ | PROT_WRITE,
+                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (a->stack == MAP_FAILED) {
+        saved = errno;
+        close(pipefd[0]);
+        close(pipefd[1]);
+        return -saved;
+    }
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    pid = clone(child, (char *)stack + CHILD_STACK_SIZE, CLONE_VM | CLONE_VFORK | SIGCHLD, a);
+    pid = clone(child, (char *)a->stack + CHILD_STACK_SIZE, CLONE_VM | SIGCHLD, a);
     saved = errno;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    munmap(stack, CHILD_STACK_SIZE);
-    return pid < 0 ? -saved : pid;
+    close(pipefd[1]); /* the child has its own copy, closed at its execve */
+    if (pid < 0) {
+        close(pipefd[0]);
+        munmap(a->stack, CHILD_STACK_SIZE);
+        return -saved;
+    }
+    return pid;
+}
+
+/* Phase 2: let the child go; returns when it has called execve (err_stage
+ * CB_OK) or given up (err_stage says where), 0, or -errno of our own read. */
+int cb_go(struct cb_spawn *a)
+{
+    char byte;
+    ssize_t n;
+
+    __atomic_store_n(&a->go, 1, __ATOMIC_RELEASE);
+    syscall(SYS_futex, &a->go, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+    /* EOF once the child's copy of the write end is gone: at execve or exit. */
+    do
+        n = read(a->status_r, &byte, 1);
+    while (n > 0 || (n < 0 && errno == EINTR));
+    int saved = n < 0 ? errno : 0;
+    close(a->status_r);
+    /* The child no longer runs on this stack: it has a new mm, or is dead. */
+    munmap(a->stack, CHILD_STACK_SIZE);
+    return -saved;
 }

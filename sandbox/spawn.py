@@ -1,11 +1,14 @@
-"""Start the program: the last steps before execve, in a child that copies nothing.
+"""Start the program: a child that copies nothing of the init, in two phases.
 
-The init (Python) calls `start_program`; the steps themselves run in C
-(`spawn.c`, built next to this file as `_spawn*.so` by `scripts/install` or
-by pip), in a clone(CLONE_VM|CLONE_VFORK) child: no page of the interpreter
-is copied, faulted or torn down on the program's account, so the run's cgroup
-sees the program and nothing else (issue 3: figures that tell the truth), and
-the start costs a fraction of a Python fork.
+The steps from clone to execve run in C (`spawn.c`, built next to this file
+as `_spawn*.so` by `scripts/install` or by pip) in a clone(CLONE_VM) child: no
+page of the interpreter is copied, faulted or torn down on the program's
+account, so the run's cgroup sees the program and nothing else (issue 3:
+figures that tell the truth), and the start costs a fraction of a Python fork.
+
+    pending = prepare_program(start, [stdin, stdout, stderr], cgroup_procs_fds)
+    ...   # the child joins the run's cgroup meanwhile (a slow task migration)
+    started = pending.go()   # the cell is ready: the child drops everything, execs
 
 Everything the child applies is decided here and in the mechanism modules
 (rlimits, userns, caps, seccomp, cgroups); spawn.c only applies it, in order.
@@ -20,14 +23,14 @@ from pathlib import Path
 
 # enum cb_stage in spawn.c, by value.
 _STAGES = (
-    "", "signals", "setsid", "file descriptors", "rlimits", "joining the cgroup",
-    "cgroup namespace", "ids", "capabilities", "no_new_privs", "seccomp", "execve",
+    "", "signals", "setsid", "file descriptors", "joining the cgroup", "checking the root",
+    "rlimits", "cgroup namespace", "ids", "capabilities", "no_new_privs", "seccomp", "execve",
 )
-_STAGE_EXEC = 11
+_STAGE_EXEC = 12
 
 
 class _Rlimit(ctypes.Structure):
-    _fields_ = [("resource", ctypes.c_int), ("soft", ctypes.c_ulong), ("hard", ctypes.c_ulong)]
+    _fields_ = [("resource", ctypes.c_int), ("soft", ctypes.c_uint64), ("hard", ctypes.c_uint64)]
 
 
 class _Spawn(ctypes.Structure):
@@ -36,6 +39,7 @@ class _Spawn(ctypes.Structure):
         ("argv", ctypes.POINTER(ctypes.c_char_p)),
         ("envp", ctypes.POINTER(ctypes.c_char_p)),
         ("path", ctypes.c_char_p),
+        ("cwd", ctypes.c_char_p),
         ("fds", ctypes.POINTER(ctypes.c_int)),
         ("nfds", ctypes.c_int),
         ("join_fds", ctypes.POINTER(ctypes.c_int)),
@@ -47,6 +51,12 @@ class _Spawn(ctypes.Structure):
         ("clear_groups", ctypes.c_int),
         ("bpf_len", ctypes.c_ushort),
         ("bpf", ctypes.c_void_p),
+        ("root_dev", ctypes.c_uint64),
+        ("root_ino", ctypes.c_uint64),
+        ("go", ctypes.c_int),
+        ("status_r", ctypes.c_int),
+        ("status_w", ctypes.c_int),
+        ("stack", ctypes.c_void_p),
         ("err_stage", ctypes.c_int),
         ("err_errno", ctypes.c_int),
     ]
@@ -76,8 +86,9 @@ def load() -> ctypes.CDLL:
     global _lib
     if _lib is None:
         lib = ctypes.CDLL(str(_library_path()))
-        lib.cb_spawn.argtypes = [ctypes.POINTER(_Spawn)]
-        lib.cb_spawn.restype = ctypes.c_int
+        for name in ("cb_start", "cb_go"):
+            getattr(lib, name).argtypes = [ctypes.POINTER(_Spawn)]
+            getattr(lib, name).restype = ctypes.c_int
         _lib = lib
     return _lib
 
@@ -111,10 +122,42 @@ class Started:
     internal_error: str | None = None  # our set-up failed: an IE
 
 
-def start_program(start: ProgramStart, fds: list[int], join_fds: list[int]) -> Started:
-    """Start the program with `fds` at 0..n-1, after writing itself into each of
-    `join_fds` (cgroup.procs). The child has reached execve or given up when
-    this returns; a child that gave up has exited with 127 (reap it as usual)."""
+class PendingProgram:
+    """A child made by `prepare_program`, waiting in its cgroup for `go`."""
+
+    def __init__(self, start: ProgramStart, args: _Spawn, keep: list[object]) -> None:
+        self._start = start
+        self._args = args
+        self._keep = keep  # the child reads these buffers until it has exec'd
+        self.pid: int = 0
+
+    def go(self) -> Started:
+        """The cell is ready (root built, files in): the child execs. Returns once
+        it has called execve or given up; one that gave up has exited with 127
+        (reap it as usual)."""
+        root = os.stat("/")
+        self._args.root_dev, self._args.root_ino = root.st_dev, root.st_ino
+        error = _lib.cb_go(ctypes.byref(self._args)) if _lib is not None else -1
+        if error < 0:
+            raise OSError(-error, f"waiting for the program to start: {os.strerror(-error)}")
+        stage, errno = self._args.err_stage, self._args.err_errno
+        self._keep.clear()
+        if stage == 0:
+            return Started(self.pid)
+        reason = os.strerror(errno)
+        if stage == _STAGE_EXEC:
+            return Started(self.pid, exec_error=f"cannot execute {self._start.argv[0]!r}: {reason}")
+        name = _STAGES[stage] if stage < len(_STAGES) else str(stage)
+        return Started(self.pid, internal_error=f"program set-up: {name}: {reason}")
+
+
+def prepare_program(
+    start: ProgramStart, fds: list[int], join_fds: list[int], cwd: str = "/box"
+) -> PendingProgram:
+    """Make the program's process: it puts `fds` at 0..n-1, writes itself into each
+    of `join_fds` (cgroup.procs) and waits. It holds copies of the fds: the caller
+    may close its own at once. After `go` it runs with cwd `cwd` (checked to be in
+    the root the caller has then, rule 5)."""
     lib = _lib
     if lib is None:
         raise SpawnUnavailable("spawn.load() was not called before the cell was made")
@@ -130,21 +173,21 @@ def start_program(start: ProgramStart, fds: list[int], join_fds: list[int]) -> S
         raise ValueError("a seccomp program is an array of at most 65535 8-byte instructions")
     bpf = ctypes.create_string_buffer(start.bpf, max(len(start.bpf), 1))
     path = start.env.get("PATH")
+    file, path_bytes, cwd_bytes = argv_bytes[0], (
+        os.fsencode(path) if path is not None else None), os.fsencode(cwd)
     args = _Spawn(
-        file=argv_bytes[0], argv=argv, envp=envp,
-        path=os.fsencode(path) if path is not None else None,
+        file=file, argv=argv, envp=envp, path=path_bytes, cwd=cwd_bytes,
         fds=fd_array, nfds=len(fds), join_fds=join_array, njoin=len(join_fds),
         rlimits=table, nrlimits=len(start.rlimit_table),
         uid=start.run_uid, gid=start.run_gid, clear_groups=int(start.clear_groups),
         bpf_len=len(start.bpf) // 8, bpf=ctypes.addressof(bpf),
     )
-    pid = lib.cb_spawn(ctypes.byref(args))
+    # Every buffer the child reads stays alive (and in place) until go() is done.
+    keep: list[object] = [argv_bytes, env_bytes, argv, envp, fd_array, join_array, table, bpf,
+                          file, path_bytes, cwd_bytes]
+    pending = PendingProgram(start, args, keep)
+    pid = lib.cb_start(ctypes.byref(args))
     if pid < 0:
         raise OSError(-pid, f"clone: {os.strerror(-pid)}")
-    if args.err_stage == 0:
-        return Started(pid)
-    reason = os.strerror(args.err_errno)
-    if args.err_stage == _STAGE_EXEC:
-        return Started(pid, exec_error=f"cannot execute {start.argv[0]!r}: {reason}")
-    stage = _STAGES[args.err_stage] if args.err_stage < len(_STAGES) else str(args.err_stage)
-    return Started(pid, internal_error=f"program set-up: {stage}: {reason}")
+    pending.pid = pid
+    return pending

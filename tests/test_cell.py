@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -10,6 +11,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from conftest import VENV, as_user
 
 from sandbox import SpecError, run
 from sandbox.spec import BASE_ENV
@@ -115,6 +117,28 @@ def test_inherited_fds_are_closed(cell, tmp_path):
     finally:
         os.close(fd)
     assert result.stdout.split() == ["0", "1", "2", "3"]  # 3 is ls's own directory fd
+
+
+def test_program_starts_with_default_signals_and_an_empty_mask(cell):
+    # The init ignores and handles signals of its own; none of that may carry over.
+    status = cell.run(["cat", "/proc/self/status"]).stdout
+    fields = dict(re.findall(r"^(\w+):\s+(.*)$", status, re.M))
+    assert int(fields["SigBlk"], 16) == 0 and int(fields["SigIgn"], 16) == 0, fields
+
+
+def test_profile_that_forbids_execve_is_reported_exactly(cell, scratch_dir):
+    # The filter is installed right before execve, so nothing can be written
+    # anywhere after it: the failure still comes back, with its errno.
+    profile = scratch_dir / "no-exec.json"
+    profile.write_text(json.dumps({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["execve", "execveat"], "action": "SCMP_ACT_ERRNO",
+                      "errnoRet": 13}],
+    }))
+    profile.chmod(0o644)
+    result = cell.run(["true"], seccomp=str(profile))
+    assert result.status == "RE", result
+    assert result.message == "cannot execute 'true': Permission denied", result.message
 
 
 def test_stdin_stdout_stderr_and_exit_code(cell):
@@ -271,6 +295,18 @@ def test_malformed_profile_is_an_error(tmp_path):
     profile.write_text('{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [')
     with pytest.raises(SpecError, match="broken.json"):
         run(["true"], seccomp=str(profile))
+
+
+def test_unreadable_profile_is_a_clear_error(test_user, tmp_path):
+    # tmp_path is under root's private pytest directory: the user cannot stat it.
+    profile = tmp_path / "mine.json"
+    profile.write_text("{}")
+    done = subprocess.run(
+        as_user(test_user.pw_name, [str(VENV / "bin" / "cellblock"), "run", "--seccomp",
+                                    str(profile), "--", "true"]),
+        capture_output=True, text=True, cwd="/", check=False)
+    assert done.returncode == 2, done
+    assert "cannot read" in done.stderr and "Traceback" not in done.stderr, done.stderr
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
