@@ -1,12 +1,15 @@
 """Capabilities: the program starts with none, in any set, and cannot regain any.
 
-Order matters. The init empties the bounding set and locks the securebits
-while it still holds CAP_SETPCAP (here); the program's child then changes ids
-and empties the remaining sets, then sets no_new_privs (spawn.c).
+This module is the policy; spawn.c applies it in the program's process, in an
+order that matters: while it still holds CAP_SETPCAP it empties the bounding
+set (every capability up to LAST_CAP) and the ambient set and sets SECUREBITS;
+then it changes ids, empties the effective, permitted and inheritable sets and
+sets no_new_privs.
+
 SECBIT_NOROOT means that even a program running as cell uid 0 (the size-1
-map) gets no capabilities from execve, and the _LOCKED bits stop it
-from undoing that. no_new_privs makes setuid binaries powerless and is what
-lets an unprivileged process install a seccomp filter.
+map) gets no capabilities from execve, and the _LOCKED bits stop it from
+undoing that. no_new_privs makes setuid binaries powerless and is what lets
+an unprivileged process install a seccomp filter.
 """
 
 from __future__ import annotations
@@ -22,12 +25,5 @@ SECUREBITS = (
     | libc.SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED
 )
 
-_LAST_CAP = libc.cap_last_cap()
-
-
-def drop_bounding_set() -> None:
-    """Empty the bounding and ambient sets and lock the securebits (needs CAP_SETPCAP)."""
-    for cap in range(_LAST_CAP + 1):
-        libc.prctl(libc.PR_CAPBSET_DROP, cap)
-    libc.prctl(libc.PR_CAP_AMBIENT, libc.PR_CAP_AMBIENT_CLEAR_ALL)
-    libc.prctl(libc.PR_SET_SECUREBITS, SECUREBITS)
+# The highest capability this kernel knows (newer kernels add some).
+LAST_CAP = libc.cap_last_cap()

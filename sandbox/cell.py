@@ -26,7 +26,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from . import caps, cgroups, files, libc, mounts, net, rlimits, seccomp, spawn, userns
+from . import cgroups, files, libc, mounts, net, rlimits, seccomp, spawn, userns
 from .channel import CellError, Channel
 from .images import resolve_image
 from .init import ProgramExit, hide_command_line, reset_signals, supervise
@@ -55,12 +55,16 @@ class Launch:
     stderr_w: int
     copy_in: list[files.CopyIn]
     supervisor_pid: int = field(default_factory=os.getpid)
-    cgroup_fds: list[int] = field(default_factory=list)
+    cgroup_fds: list[int] = field(default_factory=list)  # cgroup.procs, to join by writing
+    cgroup_dir: int | None = None  # v2: the run's cgroup, to be born in
+
+    def program_fds(self) -> list[int]:
+        """The fds the program's process takes from the init."""
+        born_in = [self.cgroup_dir] if self.cgroup_dir is not None else []
+        return [self.stdin_fd, self.stdout_w, self.stderr_w, *self.cgroup_fds, *born_in]
 
     def inherited_fds(self) -> list[int]:
-        return [self.stdin_fd, self.stdout_w, self.stderr_w, *self.cgroup_fds] + [
-            entry.fd for entry in self.copy_in
-        ]
+        return self.program_fds() + [entry.fd for entry in self.copy_in]
 
 
 _EXITING: list[int] = []  # outer processes of finished cells, not reaped yet
@@ -109,16 +113,23 @@ def _run_cell(spec: RunSpec) -> RunResult:
     fds = _OpenFds()
     channels: tuple[Channel, ...] = ()
     group: cgroups.CellCgroup | None = None
+    cgroup_fds: list[int] = []
+    cgroup_dir: int | None = None
     try:
         # The run's own cgroup: limits, the CPU meter, the kill switch, the figures.
         if hierarchy is not None:
             try:
                 group = hierarchy.create(limits)
                 cgroup_fds = [fds.add(fd) for fd in group.open_procs()]
+                # Being born in the cgroup (no task migration) needs write access
+                # with the init's own ids: true when cell root is us (rootless),
+                # not when root maps it to an unprivileged uid.
+                if idmap.uid_lines[0][:2] == (0, os.geteuid()):
+                    cgroup_dir = group.open_dir()
+                    if cgroup_dir is not None:
+                        fds.add(cgroup_dir)
             except (cgroups.CgroupError, OSError) as error:
                 return RunResult(Status.IE, message=f"sandbox failure: cgroup: {error}")
-        else:
-            cgroup_fds = []
         stdin_fd = spec.stdin_fd if spec.stdin_fd is not None else fds.add(
             files.stdin_fd(spec.stdin))
         copy_in = files.open_copy_in(spec.copy_in)
@@ -138,7 +149,7 @@ def _run_cell(spec: RunSpec) -> RunResult:
             run_uid=idmap.run_uid, run_gid=idmap.run_gid,
             clear_groups=not idmap.deny_setgroups, bpf=bpf)
         launch = Launch(spec, plan, idmap, program, stdin_fd, stdout_w, stderr_w, copy_in,
-                        cgroup_fds=cgroup_fds)
+                        cgroup_fds=cgroup_fds, cgroup_dir=cgroup_dir)
 
         # 2. Fork the outer process; it unshares every namespace at once.
         pid = os.fork()
@@ -307,15 +318,13 @@ def _init(launch: Launch, cell: Channel, alive_r: int) -> None:
         hide_command_line()
         reset_signals(keep_sigchld_wakeup=True)
 
-        # Inherited by the program's process: done before it is made.
-        caps.drop_bounding_set()
-        # The program's process, made now (a C child that copies nothing of ours,
-        # spawn.py): it joins the run's cgroup, which takes a while, while we
-        # build the cell. Our copies of its fds go at once.
+        # The program's process, made first (a C child that copies nothing of
+        # ours, spawn.py): it gets into the run's cgroup, which can take
+        # milliseconds, while we build the cell. Our copies of its fds go at once.
         pending = spawn.prepare_program(
             launch.program, [launch.stdin_fd, launch.stdout_w, launch.stderr_w],
-            launch.cgroup_fds)
-        for fd in (launch.stdin_fd, launch.stdout_w, launch.stderr_w, *launch.cgroup_fds):
+            launch.cgroup_fds, launch.cgroup_dir)
+        for fd in launch.program_fds():
             os.close(fd)
 
         mounts.build_root(launch.plan)

@@ -41,6 +41,7 @@
 #include <linux/filter.h>
 #include <linux/futex.h>
 #include <linux/seccomp.h>
+#include <linux/sched.h>
 #include <sched.h>
 #include <signal.h>
 #include <stddef.h>
@@ -67,6 +68,7 @@ enum cb_stage {
     CB_SIGNALS,
     CB_SETSID,
     CB_FDS,
+    CB_BOUNDING_SET,
     CB_CGROUP,
     CB_ROOT,
     CB_RLIMITS,
@@ -94,6 +96,9 @@ struct cb_spawn {
     int nfds;
     const int *join_fds;       /* cgroup.procs of the run's cgroups: "0" is written */
     int njoin;
+    int cgroup_dirfd;          /* v2: the run's cgroup, to be born in (clone3), or -1 */
+    int last_cap;              /* the bounding set is emptied up to this one */
+    unsigned int securebits;   /* set (and locked) before the ids change */
     const struct cb_rlimit *rlimits;
     int nrlimits;
     unsigned int uid, gid;     /* the run ids, inside the cell */
@@ -103,6 +108,7 @@ struct cb_spawn {
     /* Set by the init right before cb_go: what "/" must be for the child. */
     uint64_t root_dev, root_ino;
     /* Shared state. */
+    int born_in_cgroup;        /* clone3(CLONE_INTO_CGROUP) worked: no join needed */
     int go;                    /* futex: 0 wait, 1 go */
     int status_r, status_w;    /* a pipe whose write end closes at the child's execve */
     void *stack;
@@ -239,9 +245,19 @@ static int child(void *arg)
     check(a, CB_SETSID, sys(SYS_setsid, 0, 0, 0));
     place_fds(a, a->status_w, keep);
 
-    /* Phase 1: join the run's cgroup(s) now, while the init still works. */
+    /* Nothing gained at execve, ever: the bounding and ambient sets emptied,
+     * the securebits set and locked, while we still hold CAP_SETPCAP. */
+    for (int cap = 0; cap <= a->last_cap; cap++)
+        check(a, CB_BOUNDING_SET, sys6(SYS_prctl, PR_CAPBSET_DROP, cap, 0, 0, 0, 0));
+    check(a, CB_BOUNDING_SET,
+          sys6(SYS_prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0, 0));
+    check(a, CB_BOUNDING_SET, sys6(SYS_prctl, PR_SET_SECUREBITS, a->securebits, 0, 0, 0, 0));
+
+    /* Phase 1 ends in the run's cgroup(s): joined now, while the init still
+     * works, unless clone3 made us there. */
     for (int i = 0; i < a->njoin; i++) {
-        check(a, CB_CGROUP, sys(SYS_write, keep[i], "0", 1));
+        if (!a->born_in_cgroup)
+            check(a, CB_CGROUP, sys(SYS_write, keep[i], "0", 1));
         check(a, CB_CGROUP, sys(SYS_close, keep[i], 0, 0));
     }
     while (__atomic_load_n(&a->go, __ATOMIC_ACQUIRE) == 0)
@@ -278,6 +294,36 @@ static int child(void *arg)
     return 0; /* not reached */
 }
 
+/* clone3 with a stack of our own: the child starts on it in `fn`, as with
+ * glibc's clone(), which has no clone3 form in glibc 2.36. Returns the
+ * child's pid, or -errno. */
+static long clone3_on_stack(struct clone_args *args, int (*fn)(void *), void *arg)
+{
+    long ret;
+    __asm__ volatile(
+        "syscall\n\t"
+        "test %%rax, %%rax\n\t"
+        "jnz 1f\n\t"
+        /* The child: rsp is the top of its stack (16-byte aligned). */
+        "xor %%ebp, %%ebp\n\t"
+        "mov %[arg], %%rdi\n\t"
+        "call *%[fn]\n\t"
+        "mov %%eax, %%edi\n\t"
+        "mov %[exit], %%eax\n\t"
+        "syscall\n\t"
+        "hlt\n\t"
+        "1:\n\t"
+        : "=a"(ret)
+        : "a"((long)SYS_clone3), "D"(args), "S"(sizeof(*args)), [fn] "r"(fn), [arg] "r"(arg),
+          [exit] "i"(SYS_exit)
+        : "rcx", "r11", "memory");
+    return ret;
+}
+
+/* For spawn.py to check its copy of the struct against this one. */
+long cb_struct_size(void) { return (long)sizeof(struct cb_spawn); }
+long cb_struct_offset_of_go(void) { return (long)offsetof(struct cb_spawn, go); }
+
 /* Phase 1: make the child; it waits for cb_go. Its pid, or -errno. */
 int cb_start(struct cb_spawn *a)
 {
@@ -301,8 +347,33 @@ int cb_start(struct cb_spawn *a)
     }
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    pid = clone(child, (char *)a->stack + CHILD_STACK_SIZE, CLONE_VM | SIGCHLD, a);
-    saved = errno;
+    pid = -1;
+    saved = 0;
+    a->born_in_cgroup = 0;
+    if (a->cgroup_dirfd >= 0) {
+        /* Born in the run's cgroup: no task migration, which waits for an RCU
+         * grace period (milliseconds). Needs cgroup v2, Linux 5.7 and write
+         * access to the common ancestor's cgroup.procs with the init's own
+         * credentials: true for a delegated subtree run rootless. Otherwise
+         * (EACCES, ENOSYS, ...) the child joins by writing cgroup.procs. */
+        struct clone_args args = {
+            .flags = CLONE_VM | CLONE_INTO_CGROUP,
+            .exit_signal = SIGCHLD,
+            .stack = (uint64_t)(uintptr_t)a->stack,
+            .stack_size = CHILD_STACK_SIZE,
+            .cgroup = (uint64_t)a->cgroup_dirfd,
+        };
+        a->born_in_cgroup = 1;
+        long ret = clone3_on_stack(&args, child, a);
+        if (ret > 0)
+            pid = (int)ret;
+        else
+            a->born_in_cgroup = 0;
+    }
+    if (pid < 0) {
+        pid = clone(child, (char *)a->stack + CHILD_STACK_SIZE, CLONE_VM | SIGCHLD, a);
+        saved = errno;
+    }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     close(pipefd[1]); /* the child has its own copy, closed at its execve */
     if (pid < 0) {

@@ -21,12 +21,15 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import caps
+
 # enum cb_stage in spawn.c, by value.
 _STAGES = (
-    "", "signals", "setsid", "file descriptors", "joining the cgroup", "checking the root",
-    "rlimits", "cgroup namespace", "ids", "capabilities", "no_new_privs", "seccomp", "execve",
+    "", "signals", "setsid", "file descriptors", "bounding set", "joining the cgroup",
+    "checking the root", "rlimits", "cgroup namespace", "ids", "capabilities", "no_new_privs",
+    "seccomp", "execve",
 )
-_STAGE_EXEC = 12
+_STAGE_EXEC = 13
 
 
 class _Rlimit(ctypes.Structure):
@@ -44,6 +47,9 @@ class _Spawn(ctypes.Structure):
         ("nfds", ctypes.c_int),
         ("join_fds", ctypes.POINTER(ctypes.c_int)),
         ("njoin", ctypes.c_int),
+        ("cgroup_dirfd", ctypes.c_int),
+        ("last_cap", ctypes.c_int),
+        ("securebits", ctypes.c_uint),
         ("rlimits", ctypes.POINTER(_Rlimit)),
         ("nrlimits", ctypes.c_int),
         ("uid", ctypes.c_uint),
@@ -53,6 +59,7 @@ class _Spawn(ctypes.Structure):
         ("bpf", ctypes.c_void_p),
         ("root_dev", ctypes.c_uint64),
         ("root_ino", ctypes.c_uint64),
+        ("born_in_cgroup", ctypes.c_int),
         ("go", ctypes.c_int),
         ("status_r", ctypes.c_int),
         ("status_w", ctypes.c_int),
@@ -89,6 +96,13 @@ def load() -> ctypes.CDLL:
         for name in ("cb_start", "cb_go"):
             getattr(lib, name).argtypes = [ctypes.POINTER(_Spawn)]
             getattr(lib, name).restype = ctypes.c_int
+        for name in ("cb_struct_size", "cb_struct_offset_of_go"):
+            getattr(lib, name).restype = ctypes.c_long
+        # A stale build of spawn.c would read garbage: refuse it.
+        if (lib.cb_struct_size(), lib.cb_struct_offset_of_go()) != (
+                ctypes.sizeof(_Spawn), _Spawn.go.offset):
+            raise SpawnUnavailable(f"{_library_path()} does not match spawn.py: rebuild it "
+                                   "(scripts/install)")
         _lib = lib
     return _lib
 
@@ -152,10 +166,12 @@ class PendingProgram:
 
 
 def prepare_program(
-    start: ProgramStart, fds: list[int], join_fds: list[int], cwd: str = "/box"
+    start: ProgramStart, fds: list[int], join_fds: list[int], cgroup_dir: int | None = None,
+    cwd: str = "/box",
 ) -> PendingProgram:
-    """Make the program's process: it puts `fds` at 0..n-1, writes itself into each
-    of `join_fds` (cgroup.procs) and waits. It holds copies of the fds: the caller
+    """Make the program's process: it puts `fds` at 0..n-1, is born in `cgroup_dir`
+    (v2, when the kernel lets us) or else writes itself into each of `join_fds`
+    (cgroup.procs), empties its bounding set and waits. It holds copies of the fds: the caller
     may close its own at once. After `go` it runs with cwd `cwd` (checked to be in
     the root the caller has then, rule 5)."""
     lib = _lib
@@ -178,6 +194,8 @@ def prepare_program(
     args = _Spawn(
         file=file, argv=argv, envp=envp, path=path_bytes, cwd=cwd_bytes,
         fds=fd_array, nfds=len(fds), join_fds=join_array, njoin=len(join_fds),
+        cgroup_dirfd=-1 if cgroup_dir is None else cgroup_dir,
+        last_cap=caps.LAST_CAP, securebits=caps.SECUREBITS,
         rlimits=table, nrlimits=len(start.rlimit_table),
         uid=start.run_uid, gid=start.run_gid, clear_groups=int(start.clear_groups),
         bpf_len=len(start.bpf) // 8, bpf=ctypes.addressof(bpf),

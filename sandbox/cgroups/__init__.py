@@ -69,6 +69,10 @@ class CellCgroup(CpuMeter):
         """Write-only fds of the cgroup.procs files the program joins through."""
         raise NotImplementedError
 
+    def open_dir(self) -> int | None:
+        """v2: a directory fd for clone3(CLONE_INTO_CGROUP); None where there is none."""
+        return None
+
     def usage(self) -> Usage:
         raise NotImplementedError
 

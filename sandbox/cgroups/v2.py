@@ -214,6 +214,9 @@ class V2Cell(CellCgroup):
     def open_procs(self) -> list[int]:
         return [os.open(self._file("cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)]
 
+    def open_dir(self) -> int | None:
+        return os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
     def cpu_seconds(self) -> float:
         return read_keyed(self._file("cpu.stat")).get("usage_usec", 0) / 1e6
 
