@@ -1,13 +1,16 @@
 """The orchestrator: one run in a fresh cell, step by step.
 
-Four processes take part:
+Three processes take part (four when the caller is multi-threaded):
 
     supervisor (the caller: the worker, the CLI, a harness): makes the run's cgroup
-      └─ outer: unshares the namespaces, waits for its id maps, forks the init
-           └─ init (PID 1): builds the root, copy-in (read-only binds), starts the program,
-              reaps, ends every process, copy-out, reports
-                └─ program: a vfork-style child in C (spawn.c) that joins the
-                   cgroup, drops everything it may not keep and execs the command
+      ├─ [threaded caller only] outer: unshares the namespaces, waits for its id maps,
+      │   forks the init
+      └─ init (PID 1; cloned straight into the new namespaces by a single-threaded
+         caller, which then writes its id maps): makes the program's process, builds
+         the root, copy-in (read-only binds), lets the program go, reaps, ends every
+         process, copy-out, reports
+           └─ program: a clone(CLONE_VM) child in C (spawn.c) that enters the run's
+              cgroup, waits, drops everything it may not keep and execs the command
 
 The supervisor never enters a namespace and never touches a path inside the
 cell. Every step below calls one mechanism module (userns, mounts, net, caps,
@@ -151,10 +154,18 @@ def _run_cell(spec: RunSpec) -> RunResult:
         launch = Launch(spec, plan, idmap, program, stdin_fd, stdout_w, stderr_w, copy_in,
                         cgroup_fds=cgroup_fds, cgroup_dir=cgroup_dir)
 
-        # 2. Fork the outer process; it unshares every namespace at once.
-        pid = os.fork()
-        if pid == 0:
-            _outer(launch, cell, host)  # never returns
+        # 2. The cell's first process. Single-threaded, we clone the init straight
+        #    into new namespaces; a threaded caller cannot clone safely (glibc's
+        #    locks, see libc.clone_process), so an outer process forks, unshares
+        #    every namespace and forks the init.
+        if libc.single_threaded():
+            pid = libc.clone_process(NAMESPACES)
+            if pid == 0:
+                _cloned_init(launch, cell, host)  # never returns
+        else:
+            pid = os.fork()
+            if pid == 0:
+                _outer(launch, cell, host)  # never returns
         # Our copies of the cell's ends go now, or the pipes would never see EOF.
         cell.close()
         for fd in launch.inherited_fds():
@@ -307,13 +318,31 @@ def _outer(launch: Launch, cell: Channel, host: Channel) -> None:
 # --- the init: PID 1 of the cell -------------------------------------------
 
 
-def _init(launch: Launch, cell: Channel, alive_r: int) -> None:
+def _cloned_init(launch: Launch, cell: Channel, host: Channel) -> None:
+    """Born PID 1 of the new namespaces (clone_process): wait for the id maps."""
+    gc.disable()  # no finalizer of the supervisor's garbage may run here
+    try:
+        libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)
+        host.close()
+        _keep_only_fds([cell.fileno(), *launch.inherited_fds()])
+        cell.send("unshared")
+        # EOF here if the supervisor died before PDEATHSIG was armed.
+        cell.expect("mapped")
+        userns.become_cell_root(launch.idmap)
+    except BaseException as error:  # noqa: BLE001 - report anything, then die
+        _report_error(cell, f"init: {error}")
+        os._exit(1)
+    _init(launch, cell, alive_r=None)
+
+
+def _init(launch: Launch, cell: Channel, alive_r: int | None) -> None:
     code = 1
     try:
         libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)
-        if select.select([alive_r], [], [], 0)[0]:  # EOF: the outer process already died
-            return
-        os.close(alive_r)
+        if alive_r is not None:  # forked by an outer process
+            if select.select([alive_r], [], [], 0)[0]:  # EOF: the outer one already died
+                return
+            os.close(alive_r)
         libc.prctl(libc.PR_SET_DUMPABLE, 0)
         hide_command_line()
         reset_signals(keep_sigchld_wakeup=True)

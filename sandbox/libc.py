@@ -11,13 +11,17 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
+import signal
 
 if platform.machine() != "x86_64":  # pragma: no cover - the numbers below are x86_64's
     raise ImportError("cellblock's sandbox supports x86_64 Linux only")
 
 _libc = ctypes.CDLL(None, use_errno=True)
+# The same C library, called without releasing the GIL (for clone_process).
+_libc_holding_gil = ctypes.PyDLL(None, use_errno=True)
 
 # Syscall numbers (arch/x86/entry/syscalls/syscall_64.tbl).
+SYS_clone = 56
 SYS_pivot_root = 155
 SYS_unshare = 272
 SYS_setns = 308
@@ -129,6 +133,36 @@ def syscall(number: int, *args: object, what: str = "syscall") -> int:
 
 def unshare(flags: int) -> None:
     syscall(SYS_unshare, ctypes.c_int(flags), what="unshare")
+
+
+def single_threaded() -> bool:
+    """Whether this process has one thread (a task directory links 2 + threads)."""
+    return os.stat("/proc/self/task").st_nlink == 3
+
+
+def clone_process(flags: int) -> int:
+    """fork(2) into new namespaces: clone(flags | SIGCHLD); 0 in the child.
+
+    Python's fork hooks run as os.fork runs them (the GIL is held throughout),
+    but glibc's do not: its locks (malloc's, stdio's) are not reset in the
+    child, so a lock another thread held at the clone would stay held forever.
+    Call this only when `single_threaded()`. The child's glibc also keeps the
+    parent's thread id in its thread block: raise() and pthread_kill() do not
+    work there; os.kill does.
+    """
+    api = ctypes.pythonapi
+    api.PyOS_BeforeFork()
+    pid = _libc_holding_gil.syscall(
+        ctypes.c_long(SYS_clone), ctypes.c_ulong(flags | signal.SIGCHLD), None, None, None,
+        ctypes.c_ulong(0))
+    if pid == 0:
+        api.PyOS_AfterFork_Child()
+        return 0
+    error = ctypes.get_errno()
+    api.PyOS_AfterFork_Parent()
+    if pid < 0:
+        raise OSError(error, f"clone: {os.strerror(error)}")
+    return pid
 
 
 def setns(fd: int, nstype: int = 0) -> None:

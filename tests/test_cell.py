@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import uuid
 from pathlib import Path
 
@@ -117,6 +118,24 @@ def test_inherited_fds_are_closed(cell, tmp_path):
     finally:
         os.close(fd)
     assert result.stdout.split() == ["0", "1", "2", "3"]  # 3 is ls's own directory fd
+
+
+def test_a_threaded_caller_gets_the_same_cell():
+    # A caller with threads cannot clone the init straight into the namespaces
+    # (glibc's locks); an outer process forks and unshares instead. Same cell.
+    stop = threading.Event()
+    helper = threading.Thread(target=stop.wait, daemon=True)
+    helper.start()
+    try:
+        result = run(["sh", "-c", "echo $$ $PPID; hostname; cat /proc/self/status"])
+    finally:
+        stop.set()
+        helper.join()
+    assert result.status == "OK", result.message
+    lines = result.stdout.splitlines()
+    assert lines[0] == "2 1" and lines[1] == "cellblock"
+    fields = dict(re.findall(r"^(\w+):\s+(.*)$", result.stdout, re.M))
+    assert int(fields["CapEff"], 16) == 0 and fields["Seccomp"] == "2"
 
 
 def test_program_starts_with_default_signals_and_an_empty_mask(cell):
