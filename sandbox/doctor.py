@@ -1046,7 +1046,20 @@ def check_kernel() -> Check:
     return Check(name, True, f"Linux {release}: mount_setattr present; {note}")
 
 
+def check_launcher() -> Check:
+    """The compiled half of sandbox/spawn.py, which starts every program."""
+    from . import spawn
+
+    name = "program launcher"
+    problem = spawn.available()
+    if problem is None:
+        return Check(name, True, "sandbox/spawn.c is built and matches spawn.py")
+    return Check(name, False, problem,
+                 "scripts/install (or: pip install --force-reinstall cellblock, with gcc present)")
+
+
 CHECKS: list[tuple[str, Callable[[], Check]]] = [
+    ("program launcher", check_launcher),
     ("user namespaces", check_userns),
     ("mount namespace + overlay", check_overlay),
     ("pid namespace + /proc", check_pidns),

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -23,6 +24,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV_PYTHON = os.path.join(os.environ.get("CELLBLOCK_VENV", "/opt/cellblock/venv"), "bin", "python")
 TEST_USER = os.environ.get("CELLBLOCK_DOCTOR_USER", "cbdoctor")
 KERNEL_CHECKS = (
+    "program launcher",
     "user namespaces",
     "mount namespace + overlay",
     "pid namespace + /proc",
@@ -185,6 +187,25 @@ def test_probe_children_skip_atexit_and_stdio_buffers():
 
 
 # --------------------------------------------------------------------------- fix logic
+
+
+def test_unbuilt_launcher_is_named_with_its_fix(tmp_path):
+    # A source tree in which spawn.c was never built: doctor says so, and a run
+    # is an IE with the same reason rather than a crash.
+    repo = Path(__file__).resolve().parent.parent
+    for package in ("sandbox", "profiles"):
+        shutil.copytree(repo / package, tmp_path / package,
+                        ignore=shutil.ignore_patterns("_spawn*.so", "__pycache__"))
+    code = (
+        "from sandbox import doctor, run\n"
+        "c = doctor.check_launcher(); print(c.ok, c.required, c.fix, sep='|')\n"
+        "r = run(['true']); print(r.status, r.message, sep='|')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(tmp_path)}, check=True)
+    check, result = done.stdout.splitlines()
+    assert check.startswith("False|True|") and "scripts/install" in check
+    assert result.startswith("IE|") and "_spawn*.so is missing" in result, result
 
 
 def test_report_ok_ignores_optional_checks():
