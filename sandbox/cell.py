@@ -158,7 +158,8 @@ def _run_cell(spec: RunSpec) -> RunResult:
         #    into new namespaces; a threaded caller cannot clone safely (glibc's
         #    locks, see libc.clone_process), so an outer process forks, unshares
         #    every namespace and forks the init.
-        if libc.single_threaded():
+        cloned = libc.single_threaded()
+        if cloned:
             pid = libc.clone_process(NAMESPACES)
             if pid == 0:
                 _cloned_init(launch, cell, host)  # never returns
@@ -170,7 +171,8 @@ def _run_cell(spec: RunSpec) -> RunResult:
         cell.close()
         for fd in launch.inherited_fds():
             fds.close(fd)
-        return _supervise(pid, launch, host, stdout_r, stderr_r, group, no_cgroup_reason)
+        return _supervise(pid, cloned, launch, host, stdout_r, stderr_r, group,
+                          no_cgroup_reason)
     finally:
         for channel in channels:
             channel.close()
@@ -183,6 +185,7 @@ def _run_cell(spec: RunSpec) -> RunResult:
 
 def _supervise(
     pid: int,
+    cloned: bool,
     launch: Launch,
     host: Channel,
     stdout_r: int,
@@ -193,9 +196,12 @@ def _supervise(
     limits = launch.spec.limits
     reaped = False
     try:
-        # 3. Map ids of the new user namespace from outside, as only we may.
+        # 3. Map ids of the new user namespace from outside, as only we may
+        #    (a cloned init's namespace exists already; an outer process says
+        #    when it has unshared).
         host.sock.settimeout(SETUP_TIMEOUT)
-        host.expect("unshared")
+        if not cloned:
+            host.expect("unshared")
         userns.write_idmap(pid, launch.idmap)
         host.send("mapped")
         # 4. The init builds the root and starts the program; then we watch it.
@@ -325,7 +331,6 @@ def _cloned_init(launch: Launch, cell: Channel, host: Channel) -> None:
         libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)
         host.close()
         _keep_only_fds([cell.fileno(), *launch.inherited_fds()])
-        cell.send("unshared")
         # EOF here if the supervisor died before PDEATHSIG was armed.
         cell.expect("mapped")
         userns.become_cell_root(launch.idmap)
