@@ -10,6 +10,8 @@ workload by every method, in an order that rotates from one iteration to the nex
 all methods see the same machine state. The methods:
 
     sandbox.run   in-process call of the working tree's sandbox.run (a fresh cell each time)
+    warm cell     the same with warm cells on (sandbox.keep_warm): the cell was made while
+                  the previous such run's program ran; each run still gets a fresh cell
     fork+exec     os.fork + os.execve, then read the output to EOF and waitpid
     posix_spawn   os.posix_spawn (glibc: clone(CLONE_VM|CLONE_VFORK)), read, waitpid
     bwrap         bubblewrap started with os.posix_spawn, with the isolation of BWRAP
@@ -48,6 +50,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # time the working tree's sandbox, not an installed copy
 
 from sandbox import run as sandbox_run  # noqa: E402
+from sandbox import warm as sandbox_warm  # noqa: E402
 from sandbox.spec import BASE_ENV, Status  # noqa: E402
 
 HELLO_SOURCE = REPO / "bench" / "programs" / "hello.c"
@@ -92,7 +95,10 @@ Method = Callable[[Workload], None]
 # --- the methods: each runs one workload once, and raises BenchError if it failed ---------
 
 
-def run_sandbox(workload: Workload) -> None:
+def run_sandbox(workload: Workload, use_warm: bool = False) -> None:
+    # Only this method uses (and makes) warm cells: the switch below is the pool's
+    # own flag, set without releasing the cell that waits for the next warm run.
+    sandbox_warm._enabled = use_warm
     result = sandbox_run(workload.cell_argv, copy_in=workload.cell_copy_in)
     output = result.stdout + result.stderr
     if result.status != Status.OK or output != workload.output:
@@ -129,6 +135,7 @@ def run_bwrap(workload: Workload) -> None:
 
 METHODS: dict[str, Method] = {
     "sandbox.run": run_sandbox,
+    "warm cell": functools.partial(run_sandbox, use_warm=True),
     "fork+exec": run_fork_exec,
     "posix_spawn": run_posix_spawn,
     "bwrap": run_bwrap,
@@ -421,6 +428,8 @@ def build_report(samples: Samples, cli_samples: dict[str, list[float]],
     workloads = list(dict.fromkeys(w for w, _ in samples))
     ratios = {w: round(medians[(w, "sandbox.run")] / medians[(w, "bwrap")], 2)
               for w in workloads}
+    warm_ratios = {w: round(medians[(w, "warm cell")] / medians[(w, "bwrap")], 2)
+                   for w in workloads}
     cli = [{"command": name, **summarize(values), "samples_ms": [round(v, 3) for v in values]}
            for name, values in cli_samples.items()]
     return {
@@ -431,6 +440,7 @@ def build_report(samples: Samples, cli_samples: dict[str, list[float]],
         "cpu": cpu,
         "in_process": results,
         "ratio_sandbox_to_bwrap_median": ratios,
+        "ratio_warm_to_bwrap_median": warm_ratios,
         "whole_process": cli,
         "ratio_cli_to_bwrap_median": round(cli[0]["median_ms"] / cli[1]["median_ms"], 2),
     }
@@ -452,13 +462,16 @@ def print_table(report: dict[str, object]) -> None:
     header = f"  {'workload':<18}{'method':<14}{'median':>9}{'p95':>9}{'min':>9}{'max':>9}"
     print(header)
     ratios = report["ratio_sandbox_to_bwrap_median"]
-    assert isinstance(ratios, dict)
+    warm_ratios = report["ratio_warm_to_bwrap_median"]
+    assert isinstance(ratios, dict) and isinstance(warm_ratios, dict)
     previous = ""
     for row in report["in_process"]:  # type: ignore[union-attr]
         workload = row["workload"] if row["workload"] != previous else ""
         extra = ""
         if row["method"] == "sandbox.run":
             extra = f"   sandbox.run / bwrap = {ratios[row['workload']]:.2f}x"
+        elif row["method"] == "warm cell":
+            extra = f"   warm cell / bwrap = {warm_ratios[row['workload']]:.2f}x"
         print(f"  {workload:<18}{row['method']:<14}{row['median_ms']:>9.2f}{row['p95_ms']:>9.2f}"
               f"{row['min_ms']:>9.2f}{row['max_ms']:>9.2f}{extra}")
         previous = row["workload"]

@@ -13,7 +13,9 @@ from collections.abc import Mapping, Sequence
 
 from .spec import CopyInSource, Limits, RunResult, RunSpec, SpecError, Status
 
-__all__ = ["run", "run_spec", "Limits", "RunResult", "RunSpec", "SpecError", "Status"]
+__all__ = [
+    "run", "run_spec", "keep_warm", "Limits", "RunResult", "RunSpec", "SpecError", "Status",
+]
 
 _LIMIT_OPTIONS = (
     "time", "wall_time", "memory", "pids", "output_limit", "file_size",
@@ -64,3 +66,19 @@ def run_spec(spec: RunSpec) -> RunResult:
     from .cell import run_cell
 
     return run_cell(spec)
+
+
+def keep_warm(enabled: bool = True) -> None:
+    """Make each run's successor cell while its program runs (sandbox/warm.py).
+
+    For long-lived callers that run many cells: a run then costs a message to
+    a waiting cell instead of a clone and a root. One cell is kept waiting (a
+    process and its mount namespace) until the next run, `keep_warm(False)` or
+    exit. Also on with the environment variable CELLBLOCK_WARM=1.
+    """
+    from .cell import reap_finished
+    from .warm import keep_warm as _keep_warm
+
+    _keep_warm(enabled)
+    if not enabled:
+        reap_finished()  # and the inits of finished runs: nothing of ours is left

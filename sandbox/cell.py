@@ -27,13 +27,14 @@ import select
 import signal
 import threading
 import time
+import typing
 from dataclasses import dataclass, field
 
-from . import cgroups, files, libc, mounts, net, rlimits, seccomp, spawn, userns
-from .channel import CellError, Channel
+from . import cgroups, files, libc, mounts, net, rlimits, seccomp, spawn, userns, warm
+from .channel import CellError, Channel, ChannelClosed
 from .images import resolve_image
 from .init import ProgramExit, hide_command_line, reset_signals, supervise
-from .spec import RunResult, RunSpec, Status, cell_path
+from .spec import Limits, RunResult, RunSpec, Status, cell_path
 from .verdict import Facts, decide
 from .watchdog import Observed, watch
 
@@ -45,29 +46,43 @@ HOSTNAME = "cellblock"
 SETUP_TIMEOUT = 20.0  # seconds for the namespaces and mounts; they take milliseconds
 
 
-@dataclass
-class Launch:
-    """Everything the cell's processes need, prepared by the supervisor before fork."""
+@dataclass(frozen=True)
+class Birth:
+    """What a cell needs from its first instant: known before any run is (a warm
+    cell is made from it ahead of time), and the key of the warm pool."""
 
-    spec: RunSpec
     plan: mounts.RootPlan
     idmap: userns.IdMap
+
+
+@dataclass
+class Launch:
+    """One run, sent to a made cell's init (channel.send_launch) with its fds in
+    this order: stdin, stdout, stderr, cgroup.procs fds, the cgroup dir, copy-ins."""
+
     program: spawn.ProgramStart
-    stdin_fd: int
-    stdout_w: int
-    stderr_w: int
-    copy_in: list[files.CopyIn]
-    supervisor_pid: int = field(default_factory=os.getpid)
-    cgroup_fds: list[int] = field(default_factory=list)  # cgroup.procs, to join by writing
-    cgroup_dir: int | None = None  # v2: the run's cgroup, to be born in
+    copy_in: list[tuple[str, int]]  # (path under /box, mode), one fd each
+    readonly: tuple[str, ...]
+    copy_out: tuple[str, ...]
+    file_size: int
+    cgroup_fds: int  # how many cgroup.procs fds
+    cgroup_dir: bool  # whether a cgroup dir fd follows them
 
-    def program_fds(self) -> list[int]:
-        """The fds the program's process takes from the init."""
-        born_in = [self.cgroup_dir] if self.cgroup_dir is not None else []
-        return [self.stdin_fd, self.stdout_w, self.stderr_w, *self.cgroup_fds, *born_in]
 
-    def inherited_fds(self) -> list[int]:
-        return self.program_fds() + [entry.fd for entry in self.copy_in]
+@dataclass
+class MadeCell:
+    """A cell whose init is running (building its root, or waiting for a launch)."""
+
+    pid: int
+    host: Channel
+    owner: int = field(default_factory=os.getpid)  # the process that may use it
+
+    def discard(self) -> None:
+        """Kill it (the init takes the whole PID namespace along) and reap it."""
+        _kill_quietly(self.pid)
+        self.host.close()
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, 0)
 
 
 _EXITING: list[int] = []  # outer processes of finished cells, not reaped yet
@@ -85,7 +100,17 @@ def _reap_exiting(block: bool) -> None:
                 _EXITING.remove(pid)
 
 
-atexit.register(_reap_exiting, block=True)
+def reap_finished() -> None:
+    """Wait for the inits of finished runs (they exit a moment after reporting)."""
+    _reap_exiting(block=True)
+
+
+def _at_exit() -> None:
+    warm.release()
+    _reap_exiting(block=True)
+
+
+atexit.register(_at_exit)
 
 
 def run_cell(spec: RunSpec) -> RunResult:
@@ -112,12 +137,13 @@ def _run_cell(spec: RunSpec) -> RunResult:
     limits = spec.limits
     plan = mounts.RootPlan(image, limits.effective_tmpfs_size, limits.tmpfs_inodes,
                            idmap.run_uid, idmap.run_gid)
+    birth = Birth(plan, idmap)
     hierarchy, no_cgroup_reason = cgroups.find()
     fds = _OpenFds()
-    channels: tuple[Channel, ...] = ()
     group: cgroups.CellCgroup | None = None
+    made: MadeCell | None = None
     cgroup_fds: list[int] = []
-    cgroup_dir: int | None = None
+    cgroup_dir: list[int] = []
     try:
         # The run's own cgroup: limits, the CPU meter, the kill switch, the figures.
         if hierarchy is not None:
@@ -128,9 +154,8 @@ def _run_cell(spec: RunSpec) -> RunResult:
                 # with the init's own ids: true when cell root is us (rootless),
                 # not when root maps it to an unprivileged uid.
                 if idmap.uid_lines[0][:2] == (0, os.geteuid()):
-                    cgroup_dir = group.open_dir()
-                    if cgroup_dir is not None:
-                        fds.add(cgroup_dir)
+                    directory = group.open_dir()
+                    cgroup_dir = [fds.add(directory)] if directory is not None else []
             except (cgroups.CgroupError, OSError) as error:
                 return RunResult(Status.IE, message=f"sandbox failure: cgroup: {error}")
         stdin_fd = spec.stdin_fd if spec.stdin_fd is not None else fds.add(
@@ -143,39 +168,39 @@ def _run_cell(spec: RunSpec) -> RunResult:
             fds.close(stdout_w)
             stdout_w = spec.stdout_fd
         stderr_r, stderr_w = (fds.add(fd) for fd in os.pipe2(os.O_CLOEXEC))
-        host, cell = Channel.pair()
-        channels = (host, cell)
         controllers = group.controllers if group is not None else ()
-        program = spawn.ProgramStart(
-            argv=tuple(spec.argv), env=spec.environment(),
-            rlimit_table=rlimits.rlimit_table(limits, controllers),
-            run_uid=idmap.run_uid, run_gid=idmap.run_gid,
-            clear_groups=not idmap.deny_setgroups, bpf=bpf)
-        launch = Launch(spec, plan, idmap, program, stdin_fd, stdout_w, stderr_w, copy_in,
-                        cgroup_fds=cgroup_fds, cgroup_dir=cgroup_dir)
+        launch = Launch(
+            program=spawn.ProgramStart(
+                argv=tuple(spec.argv), env=spec.environment(),
+                rlimit_table=rlimits.rlimit_table(limits, controllers),
+                run_uid=idmap.run_uid, run_gid=idmap.run_gid,
+                clear_groups=not idmap.deny_setgroups, bpf=bpf),
+            copy_in=[(entry.path, entry.mode) for entry in copy_in],
+            readonly=tuple(spec.readonly), copy_out=tuple(spec.copy_out),
+            file_size=limits.file_size, cgroup_fds=len(cgroup_fds),
+            cgroup_dir=bool(cgroup_dir))
+        sent = [stdin_fd, stdout_w, stderr_w, *cgroup_fds, *cgroup_dir,
+                *(entry.fd for entry in copy_in)]
 
-        # 2. The cell's first process. Single-threaded, we clone the init straight
-        #    into new namespaces; a threaded caller cannot clone safely (glibc's
-        #    locks, see libc.clone_process), so an outer process forks, unshares
-        #    every namespace and forks the init.
-        cloned = libc.single_threaded()
-        if cloned:
-            pid = libc.clone_process(NAMESPACES)
-            if pid == 0:
-                _cloned_init(launch, cell, host)  # never returns
-        else:
-            pid = os.fork()
-            if pid == 0:
-                _outer(launch, cell, host)  # never returns
-        # Our copies of the cell's ends go now, or the pipes would never see EOF.
-        cell.close()
-        for fd in launch.inherited_fds():
+        # 2. A cell: a warm one made ahead of time (sandbox.warm), or a new one.
+        # 3. The run goes to its init; our copies of the cell's ends go now, or
+        #    the pipes would never see EOF.
+        try:
+            made = warm.take(birth) or _make_cell(birth)
+            made.host.send_launch(launch, sent)
+        except (CellError, OSError, ValueError, TimeoutError) as error:
+            if made is not None:
+                made.discard()
+            return RunResult(Status.IE, message=f"sandbox failure: {error}")
+        for fd in sent:
             fds.close(fd)
-        return _supervise(pid, cloned, launch, host, stdout_r, stderr_r, group,
-                          no_cgroup_reason)
+        # While this cell's init starts the program, the next run's cell gets
+        # made (sandbox.warm; nothing happens unless warm cells are on).
+        warm.refill(birth, _make_cell)
+        return _supervise(made, birth, limits, stdout_r, stderr_r, group, no_cgroup_reason)
     finally:
-        for channel in channels:
-            channel.close()
+        if made is not None:
+            made.host.close()
         fds.close_all()
         if group is not None:
             # Every process of the cell is gone (or going: remove() waits and kills).
@@ -183,58 +208,85 @@ def _run_cell(spec: RunSpec) -> RunResult:
                 group.remove()
 
 
+def _make_cell(birth: Birth) -> MadeCell:
+    """Start a cell's init in new namespaces and map its ids; it builds its root
+    and then waits for a launch."""
+    host, cell = Channel.pair()
+    try:
+        # Single-threaded, we clone the init straight into new namespaces; a
+        # threaded caller cannot clone safely (glibc's locks, see
+        # libc.clone_process), so an outer process forks, unshares every
+        # namespace and forks the init.
+        cloned = libc.single_threaded()
+        if cloned:
+            pid = libc.clone_process(NAMESPACES)
+            if pid == 0:
+                _cloned_init(birth, cell, host)  # never returns
+        else:
+            supervisor = os.getpid()
+            pid = os.fork()
+            if pid == 0:
+                _outer(birth, cell, host, supervisor)  # never returns
+    finally:
+        cell.close()
+    made = MadeCell(pid, host)
+    try:
+        # Map ids of the new user namespace from outside, as only we may (a
+        # cloned init's namespace exists already; an outer process says when
+        # it has unshared).
+        host.sock.settimeout(SETUP_TIMEOUT)
+        if not cloned:
+            host.expect("unshared")
+        userns.write_idmap(pid, birth.idmap)
+        host.send("mapped")
+    except BaseException:
+        made.discard()
+        raise
+    return made
+
+
 def _supervise(
-    pid: int,
-    cloned: bool,
-    launch: Launch,
-    host: Channel,
+    made: MadeCell,
+    birth: Birth,
+    limits: Limits,
     stdout_r: int,
     stderr_r: int,
     group: cgroups.CellCgroup | None,
     no_cgroup_reason: str,
 ) -> RunResult:
-    limits = launch.spec.limits
-    reaped = False
+    host = made.host
+    finished = False
     try:
-        # 3. Map ids of the new user namespace from outside, as only we may
-        #    (a cloned init's namespace exists already; an outer process says
-        #    when it has unshared).
+        # 4. The init starts the program; then we watch it.
         host.sock.settimeout(SETUP_TIMEOUT)
-        if not cloned:
-            host.expect("unshared")
-        userns.write_idmap(pid, launch.idmap)
-        host.send("mapped")
-        # 4. The init builds the root and starts the program; then we watch it.
         started = host.expect("started")
         host.sock.settimeout(None)
         seen = watch(host, stdout_r, stderr_r, started["start"], limits.effective_wall_time,
                      limits.time, limits.output_limit, meter=group)
-        # Every process of the cell is dead now; the outer process and the init
-        # are exiting (namespace teardown takes a millisecond or two). Reap them
-        # without waiting when they are done, else at the next run or at exit.
+        # Every process of the cell is dead now; the init is exiting (namespace
+        # teardown takes a millisecond or two). Reap it without waiting when it
+        # is done, else at the next run or at exit.
         with _EXITING_LOCK:
-            _EXITING.append(pid)
-        reaped = True
+            _EXITING.append(made.pid)
+        finished = True
         _reap_exiting(block=False)
-        return _result(launch, seen, group, no_cgroup_reason)
+        return _result(limits, seen, group, no_cgroup_reason)
     except (CellError, OSError, ValueError, TimeoutError) as error:
         return RunResult(Status.IE, message=f"sandbox failure: {error}")
     finally:
-        if not reaped:
-            # The outer process dies; the init has PDEATHSIG, and with the init
-            # dies every process of the PID namespace.
+        if not finished:
+            # The init dies, and with it every process of its PID namespace.
             if group is not None:
                 group.kill()
-            _kill_quietly(pid)
-            os.waitpid(pid, 0)
+            _kill_quietly(made.pid)
+            os.waitpid(made.pid, 0)
 
 
 def _result(
-    launch: Launch, seen: Observed, group: cgroups.CellCgroup | None, no_cgroup_reason: str
+    limits: Limits, seen: Observed, group: cgroups.CellCgroup | None, no_cgroup_reason: str
 ) -> RunResult:
     report = seen.report
     assert report is not None and seen.stdout is not None and seen.stderr is not None
-    limits = launch.spec.limits
     # The init reported after its last child was reaped: the cgroup is empty
     # and its counters final. Without one, the init's rusage is the best figure.
     cpu_time, memory, oom_kills = report["cpu_time"], report["max_rss"], 0
@@ -286,32 +338,30 @@ def _result(
     )
 
 
-# --- the outer process ------------------------------------------------------
+# --- the outer process (threaded callers only) -------------------------------
 
 
-def _outer(launch: Launch, cell: Channel, host: Channel) -> None:
+def _outer(birth: Birth, cell: Channel, host: Channel, supervisor: int) -> None:
     """Unshare the namespaces, wait for the id maps, fork the init, wait for it."""
     code = 1
     gc.disable()  # no finalizer of the supervisor's garbage may run here
     try:
         libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != launch.supervisor_pid:
+        if os.getppid() != supervisor:
             return  # the supervisor died before PDEATHSIG was armed
         host.close()
-        _keep_only_fds([cell.fileno(), *launch.inherited_fds()])
+        _keep_only_fds([cell.fileno()])
         libc.unshare(NAMESPACES)
         cell.send("unshared")
         cell.expect("mapped")
-        userns.become_cell_root(launch.idmap)
+        userns.become_cell_root(birth.idmap)
         # The init must not outlive us; this pipe tells it whether we are still here.
         alive_r, alive_w = os.pipe2(os.O_CLOEXEC)
         init_pid = os.fork()
         if init_pid == 0:
             os.close(alive_w)
-            _init(launch, cell, alive_r)  # never returns
+            _init(birth, cell, alive_r)  # never returns
         os.close(alive_r)
-        for fd in launch.inherited_fds():
-            os.close(fd)
         cell.close()
         _, status = os.waitpid(init_pid, 0)
         code = os.waitstatus_to_exitcode(status) & 0xFF
@@ -324,23 +374,23 @@ def _outer(launch: Launch, cell: Channel, host: Channel) -> None:
 # --- the init: PID 1 of the cell -------------------------------------------
 
 
-def _cloned_init(launch: Launch, cell: Channel, host: Channel) -> None:
+def _cloned_init(birth: Birth, cell: Channel, host: Channel) -> None:
     """Born PID 1 of the new namespaces (clone_process): wait for the id maps."""
     gc.disable()  # no finalizer of the supervisor's garbage may run here
     try:
         libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)
         host.close()
-        _keep_only_fds([cell.fileno(), *launch.inherited_fds()])
+        _keep_only_fds([cell.fileno()])
         # EOF here if the supervisor died before PDEATHSIG was armed.
         cell.expect("mapped")
-        userns.become_cell_root(launch.idmap)
+        userns.become_cell_root(birth.idmap)
     except BaseException as error:  # noqa: BLE001 - report anything, then die
         _report_error(cell, f"init: {error}")
         os._exit(1)
-    _init(launch, cell, alive_r=None)
+    _init(birth, cell, alive_r=None)
 
 
-def _init(launch: Launch, cell: Channel, alive_r: int | None) -> None:
+def _init(birth: Birth, cell: Channel, alive_r: int | None) -> None:
     code = 1
     try:
         libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -352,23 +402,34 @@ def _init(launch: Launch, cell: Channel, alive_r: int | None) -> None:
         hide_command_line()
         reset_signals(keep_sigchld_wakeup=True)
 
-        # The program's process, made first (a C child that copies nothing of
-        # ours, spawn.py): it gets into the run's cgroup, which can take
-        # milliseconds, while we build the cell. Our copies of its fds go at once.
-        pending = spawn.prepare_program(
-            launch.program, [launch.stdin_fd, launch.stdout_w, launch.stderr_w],
-            launch.cgroup_fds, launch.cgroup_dir)
-        for fd in launch.program_fds():
-            os.close(fd)
-
-        mounts.build_root(launch.plan)
+        # The cell, before any run is known (a warm cell waits here).
+        mounts.build_root(birth.plan)
         libc.sethostname(HOSTNAME)
         net.loopback_up()
+        try:
+            launch, fds = cell.receive_launch()
+        except ChannelClosed:  # a warm cell nobody used: the supervisor has gone
+            code = 0
+            return
+        launch = typing.cast(Launch, launch)
+
+        # The program's process, made first (a C child that copies nothing of
+        # ours, spawn.py): it gets into the run's cgroup while we copy files in.
+        # Our copies of its fds go at once.
+        stdio, fds = fds[:3], fds[3:]
+        cgroup_fds, fds = fds[: launch.cgroup_fds], fds[launch.cgroup_fds :]
+        cgroup_dir, copy_in_fds = (fds[0], fds[1:]) if launch.cgroup_dir else (None, fds)
+        pending = spawn.prepare_program(launch.program, stdio, cgroup_fds, cgroup_dir)
+        for fd in [*stdio, *cgroup_fds, *([cgroup_dir] if cgroup_dir is not None else [])]:
+            os.close(fd)
+
         box = files.open_box()
-        files.copy_into_box(box, launch.copy_in, launch.idmap.run_uid, launch.idmap.run_gid)
-        for entry in launch.copy_in:
-            os.close(entry.fd)
-        for path in launch.spec.readonly:  # the init made these files a moment ago
+        copy_in = [files.CopyIn(path, fd, mode)
+                   for (path, mode), fd in zip(launch.copy_in, copy_in_fds, strict=True)]
+        files.copy_into_box(box, copy_in, birth.idmap.run_uid, birth.idmap.run_gid)
+        for fd in copy_in_fds:
+            os.close(fd)
+        for path in launch.readonly:  # the init made these files a moment ago
             mounts.bind_read_only(box, cell_path(path))
 
         start = time.monotonic()
@@ -377,7 +438,7 @@ def _init(launch: Launch, cell: Channel, alive_r: int | None) -> None:
         cell.send("started", start=start, pid=program_pid)
 
         done: ProgramExit = supervise(cell, program_pid, start)
-        files.send_box_files(box, cell, launch.spec.copy_out, launch.spec.limits.file_size)
+        files.send_box_files(box, cell, launch.copy_out, launch.file_size)
         report = {
             "wait_status": done.wait_status,
             "start": done.start,

@@ -5,16 +5,25 @@ datagram: a one-byte kind then the payload. `J` carries a JSON object (events
 and requests), `D` a chunk of a copied-out file. Nothing here trusts the other
 side beyond the framing: the host side only ever receives from code of ours
 that runs after the untrusted program is dead.
+
+One message goes the other way, once, before any untrusted code exists in the
+cell: the run's launch (`send_launch`), a pickled object in a memfd plus the
+run's descriptors (SCM_RIGHTS, `F` messages when there are more than fit in
+one). The host side refuses those kinds: it never unpickles anything.
 """
 
 from __future__ import annotations
 
+import array
 import json
+import os
+import pickle
 import socket
 from typing import Any
 
 CHUNK = 64 * 1024
 _MAX_DATAGRAM = CHUNK + 1
+_FDS_PER_MESSAGE = 250  # the kernel's limit is 253 (SCM_MAX_FD)
 
 
 class ChannelClosed(EOFError):
@@ -44,6 +53,43 @@ class Channel:
         for start in range(0, len(chunk), CHUNK):
             self.sock.sendall(b"D" + chunk[start : start + CHUNK])
 
+    def send_launch(self, launch: object, fds: list[int]) -> None:
+        """Host to init: `launch` (pickled) and `fds`, which arrive in that order."""
+        memfd = os.memfd_create("cellblock-launch", os.MFD_CLOEXEC)
+        try:
+            os.write(memfd, pickle.dumps((launch, len(fds))))
+            os.lseek(memfd, 0, os.SEEK_SET)
+            first, rest = fds[: _FDS_PER_MESSAGE - 1], fds[_FDS_PER_MESSAGE - 1:]
+            self._send_fds(b"P", [memfd, *first])
+            for start in range(0, len(rest), _FDS_PER_MESSAGE):
+                self._send_fds(b"F", rest[start : start + _FDS_PER_MESSAGE])
+        finally:
+            os.close(memfd)
+
+    def _send_fds(self, kind: bytes, fds: list[int]) -> None:
+        self.sock.sendmsg([kind], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+
+    def receive_launch(self) -> tuple[Any, list[int]]:
+        """In the init: the launch and its fds (ChannelClosed if the host went away)."""
+        kind, fds = self._receive_fds()
+        if kind != b"P" or not fds:
+            raise ValueError(f"expected a launch, got {kind!r}")
+        with open(fds[0], "rb") as memfd:
+            launch, count = pickle.load(memfd)
+        fds = fds[1:]
+        while len(fds) < count:
+            kind, more = self._receive_fds()
+            if kind != b"F":
+                raise ValueError(f"expected more descriptors, got {kind!r}")
+            fds += more
+        return launch, fds
+
+    def _receive_fds(self) -> tuple[bytes, list[int]]:
+        data, fds, _, _ = socket.recv_fds(self.sock, 1, _FDS_PER_MESSAGE, socket.MSG_CMSG_CLOEXEC)
+        if not data:
+            raise ChannelClosed("the host closed the channel")
+        return data, fds
+
     def receive(self) -> dict[str, Any] | bytes:
         """The next message: a dict for an event, bytes for a data chunk."""
         try:
@@ -59,6 +105,7 @@ class Channel:
             return json.loads(datagram[1:])
         if datagram[:1] == b"D":
             return datagram[1:]
+        # P and F (launches) go host to init only: never unpickle what the cell sends.
         raise ValueError(f"unknown message kind {datagram[:1]!r}")
 
     def expect(self, kind: str) -> dict[str, Any]:

@@ -171,14 +171,37 @@ def read_text(path: str) -> str:
 write_text = write_file  # one write(2) per control file
 
 
-def read_keyed(path: str) -> dict[str, int]:
-    """A flat-keyed file such as memory.events or cpu.stat."""
+class PolledFile:
+    """A control file read every few milliseconds (the CPU counter, by the
+    watchdog): opened once, then re-read from offset 0 with pread."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def read(self) -> str:
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        return os.pread(self._fd, 4096, 0).decode()
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def parse_keyed(text: str) -> dict[str, int]:
+    """A flat-keyed file's content, such as memory.events or cpu.stat."""
     values: dict[str, int] = {}
-    for line in read_text(path).splitlines():
+    for line in text.splitlines():
         key, _, value = line.partition(" ")
         with contextlib.suppress(ValueError):
             values[key] = int(value)
     return values
+
+
+def read_keyed(path: str) -> dict[str, int]:
+    return parse_keyed(read_text(path))
 
 
 def remove_dir(path: str, kill_members: bool) -> None:

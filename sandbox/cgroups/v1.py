@@ -24,6 +24,7 @@ from . import (
     CellCgroup,
     CgroupError,
     Hierarchy,
+    PolledFile,
     Usage,
     kill_procs,
     read_keyed,
@@ -134,6 +135,7 @@ class V1Cell(CellCgroup):
         self.paths = paths  # controller → this run's directory
         self.controllers = controllers
         self._removed = False
+        self._cpuacct_usage = PolledFile(self._file("cpuacct", "cpuacct.usage"))
 
     def _file(self, controller: str, name: str) -> str:
         return os.path.join(self.paths[controller], name)
@@ -163,7 +165,7 @@ class V1Cell(CellCgroup):
         return fds
 
     def cpu_seconds(self) -> float:
-        return int(read_text(self._file("cpuacct", "cpuacct.usage"))) / 1e9
+        return int(self._cpuacct_usage.read()) / 1e9
 
     def kill(self) -> None:
         kill_procs(self.paths["memory"])
@@ -174,6 +176,7 @@ class V1Cell(CellCgroup):
         return Usage(self.cpu_seconds(), peak, oom_kills)
 
     def remove(self) -> None:
+        self._cpuacct_usage.close()
         if self._removed:
             return
         self._removed = True

@@ -29,7 +29,9 @@ from . import (
     CellCgroup,
     CgroupError,
     Hierarchy,
+    PolledFile,
     Usage,
+    parse_keyed,
     read_keyed,
     read_text,
     remove_dir,
@@ -184,6 +186,7 @@ class V2Cell(CellCgroup):
         self.path = path
         self.controllers = controllers
         self._removed = False
+        self._cpu_stat = PolledFile(self._file("cpu.stat"))
 
     def _file(self, name: str) -> str:
         return os.path.join(self.path, name)
@@ -218,7 +221,7 @@ class V2Cell(CellCgroup):
         return os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
     def cpu_seconds(self) -> float:
-        return read_keyed(self._file("cpu.stat")).get("usage_usec", 0) / 1e6
+        return parse_keyed(self._cpu_stat.read()).get("usage_usec", 0) / 1e6
 
     def kill(self) -> None:
         with contextlib.suppress(OSError):
@@ -234,6 +237,7 @@ class V2Cell(CellCgroup):
         return Usage(self.cpu_seconds(), peak, oom_kills)
 
     def remove(self) -> None:
+        self._cpu_stat.close()
         if not self._removed:
             self._removed = True
             _remove(self.path)

@@ -1,0 +1,124 @@
+"""Warm cells: the next run's cell is made while this run's program runs.
+
+A cell's init builds everything that does not depend on the run (namespaces,
+id maps, the root, loopback) and then waits for the run's launch (cell.py). So
+a cell can be made ahead of time: `refill` makes one while the supervisor
+would otherwise sit idle waiting for a program, and the next `take` with the
+same birth (image, tmpfs size, id map) uses it. A run then costs sending its
+launch instead of cloning a process and building a root.
+
+Each warm cell serves exactly one run; nothing of one run is ever seen by
+another. Off by default (a warm cell is a process and a mount namespace kept
+alive between runs): `sandbox.keep_warm()` turns it on for long-lived callers
+(the worker, evaluation harnesses), `CELLBLOCK_WARM=1` does it from outside.
+One cell is kept, for the last birth used; a different birth replaces it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol
+
+
+class _Cell(Protocol):
+    owner: int
+    host: Any
+
+    def discard(self) -> None: ...
+
+
+_lock = threading.Lock()
+_enabled = os.environ.get("CELLBLOCK_WARM", "") not in ("", "0")
+_ready: dict[Any, _Cell] = {}  # birth -> a cell waiting for its launch
+
+
+def keep_warm(enabled: bool = True) -> None:
+    """Keep one cell made ahead of time (or stop, and end the one kept)."""
+    global _enabled
+    _enabled = enabled
+    if not enabled:
+        release()
+
+
+def enabled() -> bool:
+    return _enabled
+
+
+def take(birth: Any) -> _Cell | None:
+    """A warm cell for `birth`, or None (then the caller makes one)."""
+    if not _enabled:
+        return None
+    with _lock:
+        cell = _ready.pop(birth, None)
+    if cell is None:
+        return None
+    if cell.owner != os.getpid() or _has_news(cell):
+        # Inherited across fork (its init is another process's child), or its
+        # init reported an error or died while waiting: not usable.
+        _drop(cell)
+        return None
+    return cell
+
+
+def refill(birth: Any, make: Callable[[Any], _Cell]) -> None:
+    """Make a cell for `birth` if none is waiting (called while a program runs)."""
+    if not _enabled:
+        return
+    with _lock:
+        if birth in _ready:
+            return
+        stale = list(_ready.values())
+        _ready.clear()
+    for cell in stale:
+        _drop(cell)
+    try:
+        cell = make(birth)
+    except (OSError, ValueError, RuntimeError):
+        return  # the next run makes its own cell, and reports what fails
+    with _lock:
+        if birth not in _ready:
+            _ready[birth] = cell
+            return
+    _drop(cell)  # another thread was quicker
+
+
+def release() -> None:
+    """End every warm cell (cell.py calls it at exit; also when turned off)."""
+    with _lock:
+        cells = list(_ready.values())
+        _ready.clear()
+    for cell in cells:
+        _drop(cell)
+
+
+def _has_news(cell: _Cell) -> bool:
+    """A waiting init says nothing; anything readable is an error or EOF."""
+    try:
+        return bool(select.select([cell.host], [], [], 0)[0])
+    except (OSError, ValueError):  # closed
+        return True
+
+
+def _drop(cell: _Cell) -> None:
+    if cell.owner == os.getpid():
+        cell.discard()
+    else:
+        with contextlib.suppress(OSError):
+            cell.host.close()  # our copy only: the cell is our parent's
+
+
+def _forget_after_fork() -> None:
+    # A forked child must never launch into its parent's cell (both would).
+    global _lock
+    _lock = threading.Lock()
+    for cell in _ready.values():
+        with contextlib.suppress(OSError):
+            cell.host.close()
+    _ready.clear()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
