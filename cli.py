@@ -59,8 +59,10 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from sandbox import RunSpec, SpecError, Status, run_spec
+    from sandbox import RunSpec, SpecError, Status, keep_warm, run_spec
     from sandbox.spec import Limits
+
+    keep_warm(False)  # one cell per process: a warm successor would only be thrown away
 
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     try:

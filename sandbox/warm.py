@@ -11,7 +11,9 @@ Each warm cell serves exactly one run; nothing of one run is ever seen by
 another. Off by default (a warm cell is a process and a mount namespace kept
 alive between runs): `sandbox.keep_warm()` turns it on for long-lived callers
 (the worker, evaluation harnesses), `CELLBLOCK_WARM=1` does it from outside.
-One cell is kept, for the last birth used; a different birth replaces it.
+One cell is kept per birth, for the last BIRTHS births used (a judge
+alternates between the program's cells and the checker's); an older birth's
+cell is ended.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class _Cell(Protocol):
     def discard(self) -> None: ...
 
 
+BIRTHS = 2
 _lock = threading.Lock()
 _enabled = os.environ.get("CELLBLOCK_WARM", "") not in ("", "0")
 _ready: dict[Any, _Cell] = {}  # birth -> a cell waiting for its launch
@@ -71,8 +74,9 @@ def refill(birth: Any, make: Callable[[Any], _Cell]) -> None:
     with _lock:
         if birth in _ready:
             return
-        stale = list(_ready.values())
-        _ready.clear()
+        stale = []
+        while len(_ready) >= BIRTHS:  # dicts keep insertion order: the oldest first
+            stale.append(_ready.pop(next(iter(_ready))))
     for cell in stale:
         _drop(cell)
     try:

@@ -354,3 +354,33 @@ def test_compiled_artifacts_are_read_only_in_runs() -> None:
     run = sandbox.run_spec(cell_spec(program, b"", RunLimits(), 10.0))
     assert run.status == "OK", run.message
     assert run.stdout == "Read-only file system\n"
+
+
+def test_judging_uses_warm_cells_and_leaves_nothing(monkeypatch) -> None:
+    # Every test after the first gets a cell made while the one before ran;
+    # each cell still serves one run, and nothing is kept once judging ends.
+    import os
+
+    from sandbox import cell, warm
+    from worker.compiler import compile_program
+    from worker.pipeline import JudgeOptions, judge_program
+
+    program = compile_program(get_language("python3"), b"print(sum(map(int, input().split())))")
+    made = []
+    real_make = cell._make_cell
+    monkeypatch.setattr(cell, "_make_cell", lambda birth: made.append(birth) or real_make(birth))
+    tests = from_data([{"input": f"{i} {i}\n", "output": f"{2 * i}\n"} for i in range(6)])
+    result = judge_program(program, tests, JudgeOptions())
+    assert result.verdict == Verdict.AC and len(result.tests) == 6, result
+    assert not warm.enabled() and not warm._ready
+    # 6 runs: the first makes its own cell and each makes its successor's.
+    assert len(made) == 7, len(made)
+    def parent_of(pid: str) -> str | None:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]
+        except OSError:  # gone meanwhile
+            return None
+
+    children = [p for p in os.listdir("/proc") if p.isdigit() and parent_of(p) == str(os.getpid())]
+    assert children == [], children
+

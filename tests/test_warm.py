@@ -77,13 +77,16 @@ def test_a_dead_warm_cell_is_replaced(warm_cells):
     assert result.status == "OK" and result.stdout == "still here\n", result.message
 
 
-def test_another_birth_replaces_the_warm_cell(warm_cells):
-    small = run(["df", "-k", "/tmp"], tmpfs_size="32M")
-    large = run(["df", "-k", "/tmp"], tmpfs_size="96M")
-    assert small.status == large.status == "OK"
-    sizes = [int(r.stdout.splitlines()[1].split()[1]) for r in (small, large)]
-    assert sizes == [32 * 1024, 96 * 1024], sizes
-    assert len(warm._ready) == 1
+def test_each_birth_gets_its_own_cell_and_the_oldest_goes(warm_cells):
+    # The tmpfs size is part of what a cell is born with: each size its own cell.
+    sizes = []
+    for size in (32, 96, 32, 96, 48):
+        result = run(["df", "-k", "/tmp"], tmpfs_size=f"{size}M")
+        assert result.status == "OK", result.message
+        sizes.append(int(result.stdout.splitlines()[1].split()[1]) // 1024)
+    assert sizes == [32, 96, 32, 96, 48], sizes
+    kept = sorted(birth.plan.tmpfs_size // 2**20 for birth in warm._ready)
+    assert kept == [48, 96], kept
 
 
 def test_a_forked_child_never_uses_its_parents_cell(warm_cells):

@@ -13,13 +13,14 @@ verdict is the first non-AC test's; with `stop_on_failure` judging ends there.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import sandbox
-from sandbox import Limits, RunResult, Status
+from sandbox import Limits, RunResult, Status, warm
 
 from .checkers import Checker, LinesChecker, Outcome, ProgramChecker
 from .compiler import Program, compile_program
@@ -103,6 +104,28 @@ def judge_program(program: Program, tests: list[TestCase], options: JudgeOptions
         result.verdict = Verdict.IE if program.internal else Verdict.CE
         result.message = program.error
         return result
+    with _warm_cells(len(tests) > 1):
+        _run_tests(program, tests, options, result)
+    return result.finish()
+
+
+@contextlib.contextmanager
+def _warm_cells(wanted: bool) -> Iterator[None]:
+    """Each test's cell (and checker's) is made while the one before runs
+    (sandbox.keep_warm); nothing of it is left when the judging is done."""
+    if not wanted or warm.enabled():  # off, or on already (by the caller)
+        yield
+        return
+    sandbox.keep_warm()
+    try:
+        yield
+    finally:
+        sandbox.keep_warm(False)
+
+
+def _run_tests(
+    program: Program, tests: list[TestCase], options: JudgeOptions, result: JudgeResult
+) -> None:
     for index, test in enumerate(tests):
         remaining = None
         if options.deadline is not None:
@@ -124,7 +147,6 @@ def judge_program(program: Program, tests: list[TestCase], options: JudgeOptions
             options.progress(outcome, index, len(tests))
         if options.stop_on_failure and outcome.verdict != Verdict.AC:
             break
-    return result.finish()
 
 
 def run_test(
