@@ -175,17 +175,19 @@ def resolve_profile(name: str) -> Path:
     """The JSON file a profile name means: a bare name is one of ours, a path is the user's."""
     if not isinstance(name, str) or not name or "\0" in name:
         raise ProfileError(f"seccomp profile {name!r}: not a profile name or path")
-    names = ", ".join(available_profiles()) or "none"
+    def names() -> str:  # for error messages only: a directory listing per run is waste
+        return ", ".join(available_profiles()) or "none"
+
     if "/" in name:
         path = Path(name).expanduser()
-        hint = f"the available profiles are: {names}"
+        hint = "the available profiles are: {names}"
     elif _NAME_RE.match(name):
         path = SECCOMP_DIR / f"{name}.json"
-        hint = f"the available profiles are: {names} (for a file of yours, give a path: ./{name})"
+        hint = f"the available profiles are: {{names}} (for a file of yours, give a path: ./{name})"
     else:
         raise ProfileError(
             f"seccomp profile {name!r}: not a profile name ([A-Za-z0-9_.-]+) nor a path "
-            f"(which contains '/'); the available profiles are: {names}"
+            f"(which contains '/'); the available profiles are: {names()}"
         )
     try:
         path = path.resolve()
@@ -194,7 +196,9 @@ def resolve_profile(name: str) -> Path:
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
-        raise ProfileError(f"seccomp profile {name!r}: no such file {path}; {hint}") from None
+        raise ProfileError(
+            f"seccomp profile {name!r}: no such file {path}; {hint.format(names=names())}"
+        ) from None
     except OSError as e:  # EACCES on a directory above it, ENOTDIR, ...
         raise ProfileError(f"seccomp profile {name!r}: cannot read {path}: {e.strerror}") from None
     if not stat.S_ISREG(mode):
