@@ -186,8 +186,16 @@ def _run_cell(spec: RunSpec) -> RunResult:
         # 3. The run goes to its init; our copies of the cell's ends go now, or
         #    the pipes would never see EOF.
         try:
-            made = warm.take(birth) or _make_cell(birth)
-            made.host.send_launch(launch, sent)
+            made = warm.take(birth)
+            if made is not None:
+                try:
+                    made.host.send_launch(launch, sent)
+                except OSError:  # its init died a moment ago: make a new one
+                    made.discard()
+                    made = None
+            if made is None:
+                made = _make_cell(birth)
+                made.host.send_launch(launch, sent)
         except (CellError, OSError, ValueError, TimeoutError) as error:
             if made is not None:
                 made.discard()

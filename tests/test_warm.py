@@ -77,6 +77,18 @@ def test_a_dead_warm_cell_is_replaced(warm_cells):
     assert result.status == "OK" and result.stdout == "still here\n", result.message
 
 
+def test_a_warm_cell_that_dies_as_it_is_taken_is_replaced(warm_cells, monkeypatch):
+    # The race the check in take() cannot close: the init dies between the
+    # check and the launch. The launch fails, and a new cell runs the program.
+    assert run(["true"]).status == "OK"
+    (waiting,) = warm._ready.values()
+    os.kill(waiting.pid, signal.SIGKILL)
+    assert _settle(lambda: warm._has_news(waiting))
+    monkeypatch.setattr(warm, "_has_news", lambda cell: False)
+    result = run(["echo", "still here"])
+    assert result.status == "OK" and result.stdout == "still here\n", result.message
+
+
 def test_each_birth_gets_its_own_cell_and_the_oldest_goes(warm_cells):
     # The tmpfs size is part of what a cell is born with: each size its own cell.
     sizes = []
