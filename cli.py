@@ -211,15 +211,27 @@ def _cmd_service(args: argparse.Namespace) -> int:
     return worker_main(args)
 
 
+_COMMANDS = ("run", "doctor", "setup", "judge", "languages", "serve", "worker")
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="cellblock", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
+    # The judge's and the service's parsers import worker/ and api/ (tens of ms):
+    # built only when that command, or the full help, is asked for.
+    chosen = next((arg for arg in argv if not arg.startswith("-")), None)
     _run_parser(sub)
     doctor = sub.add_parser("doctor", help="check what this host allows and how to fix it")
     doctor.add_argument("--json", action="store_true", help="print the report as JSON")
     _setup_parser(sub)
-    _judge_parsers(sub)
-    _service_parsers(sub)
+    for names, build in ((("judge", "languages"), _judge_parsers),
+                         (("serve", "worker"), _service_parsers)):
+        if chosen in (None, *names) or chosen not in _COMMANDS:
+            build(sub)
+        else:
+            for name in names:
+                sub.add_parser(name)  # a name for argparse's list; never parsed
     args = parser.parse_args(argv)
     if args.subcommand == "run":
         if not args.command or args.command == ["--"]:
