@@ -6,15 +6,17 @@ Three processes take part (four when the caller is multi-threaded):
       ├─ [threaded caller only] outer: unshares the namespaces, waits for its id maps,
       │   forks the init
       └─ init (PID 1; cloned straight into the new namespaces by a single-threaded
-         caller, which then writes its id maps): makes the program's process, builds
-         the root, copy-in (read-only binds), lets the program go, reaps, ends every
-         process, copy-out, reports
+         caller, which then writes its id maps): builds the root and lo, then waits
+         for the run (a Launch and its fds over the socket; a warm cell waits here
+         ahead of time), makes the program's process, copy-in (read-only binds),
+         lets the program go, reaps, ends every process, copy-out, reports
            └─ program: a clone(CLONE_VM) child in C (spawn.c) that enters the run's
               cgroup, waits, drops everything it may not keep and execs the command
 
 The supervisor never enters a namespace and never touches a path inside the
 cell. Every step below calls one mechanism module (userns, mounts, net, caps,
-rlimits, seccomp, files, spawn, init, watchdog, verdict) and reads top to bottom.
+rlimits, seccomp, files, spawn, warm, init, watchdog, verdict) and reads top to
+bottom.
 """
 
 from __future__ import annotations
@@ -85,7 +87,7 @@ class MadeCell:
             os.waitpid(self.pid, 0)
 
 
-_EXITING: list[int] = []  # outer processes of finished cells, not reaped yet
+_EXITING: list[int] = []  # first processes (init or outer) of finished cells, not reaped yet
 _EXITING_LOCK = threading.Lock()  # callers may run cells from several threads
 
 
