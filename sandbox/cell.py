@@ -218,6 +218,9 @@ def _run_cell(spec: RunSpec) -> RunResult:
                 group.remove()
 
 
+_clone_refused = False  # set once clone() into namespaces was refused here
+
+
 def _make_cell(birth: Birth) -> MadeCell:
     """Start a cell's init in new namespaces and map its ids; it builds its root
     and then waits for a launch."""
@@ -227,12 +230,20 @@ def _make_cell(birth: Birth) -> MadeCell:
         # threaded caller cannot clone safely (glibc's locks, see
         # libc.clone_process), so an outer process forks, unshares every
         # namespace and forks the init.
-        cloned = libc.single_threaded()
+        global _clone_refused
+        cloned = not _clone_refused and libc.single_threaded()
         if cloned:
-            pid = libc.clone_process(NAMESPACES)
-            if pid == 0:
-                _cloned_init(birth, cell, host)  # never returns
-        else:
+            try:
+                pid = libc.clone_process(NAMESPACES)
+            except PermissionError:
+                # A seccomp profile that allows unshare but not clone with
+                # namespace flags (cellblock's own Docker worker profile, by
+                # design): the outer process's way, from now on.
+                _clone_refused = cloned = False
+            else:
+                if pid == 0:
+                    _cloned_init(birth, cell, host)  # never returns
+        if not cloned:
             supervisor = os.getpid()
             pid = os.fork()
             if pid == 0:

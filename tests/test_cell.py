@@ -138,6 +138,37 @@ def test_a_threaded_caller_gets_the_same_cell():
     assert int(fields["CapEff"], 16) == 0 and fields["Seccomp"] == "2"
 
 
+def test_a_profile_that_refuses_clone_into_namespaces_is_worked_around():
+    # cellblock's Docker worker profile allows unshare but not clone with
+    # namespace flags: the cell is then built by fork + unshare, same cell.
+    import errno
+
+    import pyseccomp
+
+    from sandbox import libc
+
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - reports through the pipe
+        try:
+            libc.prctl(libc.PR_SET_NO_NEW_PRIVS, 1)
+            refuse = pyseccomp.SyscallFilter(pyseccomp.ALLOW)
+            refuse.add_rule(pyseccomp.ERRNO(errno.EPERM), "clone",
+                            pyseccomp.Arg(0, pyseccomp.MASKED_EQ, libc.CLONE_NEWUSER,
+                                          libc.CLONE_NEWUSER))
+            refuse.load()
+            results = [run(["sh", "-c", "echo $$; hostname"]) for _ in range(2)]
+            os.write(write_end, "|".join(f"{r.status}:{r.stdout.split()}"
+                                         for r in results).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        report = pipe.read()
+    os.waitpid(pid, 0)
+    assert report == "OK:['2', 'cellblock']|OK:['2', 'cellblock']", report
+
+
 def test_program_starts_with_default_signals_and_an_empty_mask(cell):
     # The init ignores and handles signals of its own; none of that may carry over.
     status = cell.run(["cat", "/proc/self/status"]).stdout
