@@ -138,9 +138,10 @@ def test_a_threaded_caller_gets_the_same_cell():
     assert int(fields["CapEff"], 16) == 0 and fields["Seccomp"] == "2"
 
 
-def test_a_profile_that_refuses_clone_into_namespaces_is_worked_around():
-    # cellblock's Docker worker profile allows unshare but not clone with
-    # namespace flags: the cell is then built by fork + unshare, same cell.
+def _under_a_refusing_profile(refused: dict[str, int | None], action) -> str:
+    """Run `action` in a child whose own seccomp filter answers EPERM to the
+    calls in `refused` (name -> a flag of argument 0 that must be set, or None
+    for every call): what a container's profile does to a worker."""
     import errno
 
     import pyseccomp
@@ -152,21 +153,54 @@ def test_a_profile_that_refuses_clone_into_namespaces_is_worked_around():
     if pid == 0:  # pragma: no cover - reports through the pipe
         try:
             libc.prctl(libc.PR_SET_NO_NEW_PRIVS, 1)
-            refuse = pyseccomp.SyscallFilter(pyseccomp.ALLOW)
-            refuse.add_rule(pyseccomp.ERRNO(errno.EPERM), "clone",
-                            pyseccomp.Arg(0, pyseccomp.MASKED_EQ, libc.CLONE_NEWUSER,
-                                          libc.CLONE_NEWUSER))
-            refuse.load()
-            results = [run(["sh", "-c", "echo $$; hostname"]) for _ in range(2)]
-            os.write(write_end, "|".join(f"{r.status}:{r.stdout.split()}"
-                                         for r in results).encode())
+            profile = pyseccomp.SyscallFilter(pyseccomp.ALLOW)
+            for name, flag in refused.items():
+                args = [pyseccomp.Arg(0, pyseccomp.MASKED_EQ, flag, flag)] if flag else []
+                profile.add_rule(pyseccomp.ERRNO(errno.EPERM), name, *args)
+            profile.load()
+            os.write(write_end, str(action()).encode())
+        except BaseException as error:  # noqa: BLE001 - report it
+            os.write(write_end, f"child failed: {error!r}".encode())
         finally:
             os._exit(0)
     os.close(write_end)
     with os.fdopen(read_end) as pipe:
         report = pipe.read()
     os.waitpid(pid, 0)
+    return report
+
+
+def test_a_profile_that_refuses_clone_into_namespaces_is_worked_around():
+    # cellblock's Docker worker profile allows unshare but not clone with
+    # namespace flags: the cell is then built by fork + unshare, same cell.
+    from sandbox import libc
+
+    def two_runs() -> str:
+        results = [run(["sh", "-c", "echo $$; hostname"]) for _ in range(2)]
+        return "|".join(f"{r.status}:{r.stdout.split()}" for r in results)
+
+    report = _under_a_refusing_profile({"clone": libc.CLONE_NEWUSER}, two_runs)
     assert report == "OK:['2', 'cellblock']|OK:['2', 'cellblock']", report
+
+
+def test_a_profile_that_refuses_the_new_mount_api_still_gets_readonly_files():
+    # The same profile refuses open_tree and move_mount (it allows mount_setattr):
+    # read-only copy-ins are then bound with mount(2), and hold just the same.
+    def probe() -> str:
+        result = run(["python3", "-c", _READONLY_PROBE],
+                     copy_in={"prog": b"#!/bin/sh\necho prog-ran\n", "data": b"payload",
+                              "free": b"free"},
+                     readonly=("prog", "data"))
+        return f"{result.status}|{result.message}|{result.stdout}"
+
+    report = _under_a_refusing_profile(
+        {"open_tree": None, "move_mount": None}, probe)
+    status, message, stdout = report.split("|", 2)
+    assert status == "OK", (message, report)
+    seen = dict(line.split(" ", 1) for line in stdout.splitlines())
+    assert seen["write"] == "EROFS" and seen["truncate"] == "EROFS", seen
+    assert seen["unlink"] in ("EBUSY", "EROFS"), seen
+    assert seen["ran"] == "prog-ran" and seen["free"] == "free+", seen
 
 
 def test_program_starts_with_default_signals_and_an_empty_mask(cell):
