@@ -25,6 +25,7 @@ import atexit
 import contextlib
 import gc
 import os
+import pickle
 import select
 import signal
 import threading
@@ -427,6 +428,8 @@ def _init(birth: Birth, cell: Channel, alive_r: int | None) -> None:
         mounts.build_root(birth.plan)
         libc.sethostname(HOSTNAME)
         net.loopback_up()
+        if not select.select([cell], [], [], 0)[0]:  # no launch waiting yet: a warm cell
+            _rehearse_launch()
         try:
             launch, fds = cell.receive_launch()
         except ChannelClosed:  # a warm cell nobody used: the supervisor has gone
@@ -477,6 +480,18 @@ def _init(birth: Birth, cell: Channel, alive_r: int | None) -> None:
         _report_error(cell, f"init: {error}")
     finally:
         os._exit(code)
+
+
+def _rehearse_launch() -> None:
+    """Handle a dummy launch while no run waits: this process is a copy-on-write
+    clone of the caller, and the first write to each page it shares costs a
+    fault. Unpickling a launch and building the program's start arguments
+    write pages that nothing wrote yet; doing it while a warm cell waits takes
+    those faults off the run's path: 0.5-1.5 ms of a warm run (bench/README)."""
+    start = spawn.ProgramStart(("true",), {"PATH": "/"}, [(0, 0, 0)], 0, 0, False, bytes(8))
+    dummy = Launch(start, [("a", 0o644)], ("a",), ("a",), 1, 0, False)
+    pickle.loads(pickle.dumps((dummy, 3)))
+    spawn.rehearse(start)
 
 
 def _keep_only_fds(keep: list[int]) -> None:

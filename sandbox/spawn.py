@@ -165,18 +165,36 @@ class PendingProgram:
         return Started(self.pid, internal_error=f"program set-up: {name}: {reason}")
 
 
+def rehearse(start: ProgramStart) -> None:
+    """Build the arguments for `start` and throw them away (cell._rehearse_launch)."""
+    _arguments(start, [0, 1, 2], [], None, "/box")
+
+
 def prepare_program(
     start: ProgramStart, fds: list[int], join_fds: list[int], cgroup_dir: int | None = None,
     cwd: str = "/box",
 ) -> PendingProgram:
     """Make the program's process: it puts `fds` at 0..n-1, is born in `cgroup_dir`
     (v2, when the kernel lets us) or else writes itself into each of `join_fds`
-    (cgroup.procs), empties its bounding set and waits. It holds copies of the fds: the caller
-    may close its own at once. After `go` it runs with cwd `cwd` (checked to be in
-    the root the caller has then, rule 5)."""
+    (cgroup.procs), empties its bounding set and waits. It holds copies of the fds:
+    the caller may close its own at once. After `go` it runs with cwd `cwd` (checked
+    to be in the root the caller has then, rule 5)."""
     lib = _lib
     if lib is None:
         raise SpawnUnavailable("spawn.load() was not called before the cell was made")
+    args, keep = _arguments(start, fds, join_fds, cgroup_dir, cwd)
+    pending = PendingProgram(start, args, keep)
+    pid = lib.cb_start(ctypes.byref(args))
+    if pid < 0:
+        raise OSError(-pid, f"clone: {os.strerror(-pid)}")
+    pending.pid = pid
+    return pending
+
+
+def _arguments(
+    start: ProgramStart, fds: list[int], join_fds: list[int], cgroup_dir: int | None, cwd: str
+) -> tuple[_Spawn, list[object]]:
+    """The struct spawn.c reads, and every buffer it points into (to keep alive)."""
     argv_bytes = [os.fsencode(arg) for arg in start.argv]
     env_bytes = [os.fsencode(f"{k}={v}") for k, v in start.env.items()]
     argv = (ctypes.c_char_p * (len(argv_bytes) + 1))(*argv_bytes, None)
@@ -203,9 +221,4 @@ def prepare_program(
     # Every buffer the child reads stays alive (and in place) until go() is done.
     keep: list[object] = [argv_bytes, env_bytes, argv, envp, fd_array, join_array, table, bpf,
                           file, path_bytes, cwd_bytes]
-    pending = PendingProgram(start, args, keep)
-    pid = lib.cb_start(ctypes.byref(args))
-    if pid < 0:
-        raise OSError(-pid, f"clone: {os.strerror(-pid)}")
-    pending.pid = pid
-    return pending
+    return args, keep
