@@ -156,7 +156,7 @@ def _run_cell(spec: RunSpec) -> RunResult:
                 # Being born in the cgroup (no task migration) needs write access
                 # with the init's own ids: true when cell root is us (rootless),
                 # not when root maps it to an unprivileged uid.
-                if idmap.uid_lines[0][:2] == (0, os.geteuid()):
+                if idmap.cell_root_is_caller:
                     directory = group.open_dir()
                     cgroup_dir = [fds.add(directory)] if directory is not None else []
             except (cgroups.CgroupError, OSError) as error:
@@ -300,8 +300,7 @@ def _supervise(
             # The init dies, and with it every process of its PID namespace.
             if group is not None:
                 group.kill()
-            _kill_quietly(made.pid)
-            os.waitpid(made.pid, 0)
+            made.discard()
 
 
 def _result(

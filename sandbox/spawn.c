@@ -28,8 +28,8 @@
  * This file holds no policy: the Python modules decide every value (spawn.py
  * collects them in one struct); this code applies them in the only order that
  * works. Rules for code that runs in a CLONE_VM child: no malloc, no stdio,
- * no glibc at all -- only the raw system calls below, which leave the init's
- * errno alone -- and no return from the child function. A failure is reported
+ * no glibc but its pure string functions -- only the raw system calls below,
+ * which leave the init's errno alone -- and no return from the child function. A failure is reported
  * in the shared struct (stage and errno) before _exit(127), so even a seccomp
  * profile that forbids execve is reported exactly. x86_64 only (so is
  * sandbox/libc.py).
@@ -143,14 +143,6 @@ static void fail(struct cb_spawn *a, int stage, long ret)
 }
 #define check(a, stage, expr) do { long r_ = (expr); if (r_ < 0) fail(a, stage, r_); } while (0)
 
-static size_t length(const char *s)
-{
-    size_t n = 0;
-    while (s[n])
-        n++;
-    return n;
-}
-
 /* The kernel's struct k_sigaction on x86_64: SIG_DFL needs no restorer. */
 struct kernel_sigaction {
     void *handler;
@@ -205,12 +197,9 @@ static void exec_searching(struct cb_spawn *a)
     char buf[4096];
     long ret, saved = 0;
 
-    int has_slash = 0;
-    for (const char *c = a->file; *c; c++)
-        has_slash |= *c == '/';
-    if (has_slash || !a->path)
+    if (strchr(a->file, '/') || !a->path)
         fail(a, CB_EXEC, sys(SYS_execve, a->file, a->argv, a->envp));
-    size_t flen = length(a->file);
+    size_t flen = strlen(a->file);
     for (const char *dir = a->path;;) {
         const char *end = dir;
         while (*end && *end != ':')

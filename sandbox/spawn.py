@@ -92,7 +92,8 @@ def load() -> ctypes.CDLL:
     library's path is still visible (the init runs after pivot_root)."""
     global _lib
     if _lib is None:
-        lib = ctypes.CDLL(str(_library_path()))
+        path = _library_path()
+        lib = ctypes.CDLL(str(path))
         for name in ("cb_start", "cb_go"):
             getattr(lib, name).argtypes = [ctypes.POINTER(_Spawn)]
             getattr(lib, name).restype = ctypes.c_int
@@ -101,7 +102,7 @@ def load() -> ctypes.CDLL:
         # A stale build of spawn.c would read garbage: refuse it.
         if (lib.cb_struct_size(), lib.cb_struct_offset_of_go()) != (
                 ctypes.sizeof(_Spawn), _Spawn.go.offset):
-            raise SpawnUnavailable(f"{_library_path()} does not match spawn.py: rebuild it "
+            raise SpawnUnavailable(f"{path} does not match spawn.py: rebuild it "
                                    "(scripts/install)")
         _lib = lib
     return _lib
@@ -139,7 +140,9 @@ class Started:
 class PendingProgram:
     """A child made by `prepare_program`, waiting in its cgroup for `go`."""
 
-    def __init__(self, start: ProgramStart, args: _Spawn, keep: list[object]) -> None:
+    def __init__(self, lib: ctypes.CDLL, start: ProgramStart, args: _Spawn,
+                 keep: list[object]) -> None:
+        self._lib = lib
         self._start = start
         self._args = args
         self._keep = keep  # the child reads these buffers until it has exec'd
@@ -151,7 +154,7 @@ class PendingProgram:
         (reap it as usual)."""
         root = os.stat("/")
         self._args.root_dev, self._args.root_ino = root.st_dev, root.st_ino
-        error = _lib.cb_go(ctypes.byref(self._args)) if _lib is not None else -1
+        error = self._lib.cb_go(ctypes.byref(self._args))
         if error < 0:
             raise OSError(-error, f"waiting for the program to start: {os.strerror(-error)}")
         stage, errno = self._args.err_stage, self._args.err_errno
@@ -183,7 +186,7 @@ def prepare_program(
     if lib is None:
         raise SpawnUnavailable("spawn.load() was not called before the cell was made")
     args, keep = _arguments(start, fds, join_fds, cgroup_dir, cwd)
-    pending = PendingProgram(start, args, keep)
+    pending = PendingProgram(lib, start, args, keep)
     pid = lib.cb_start(ctypes.byref(args))
     if pid < 0:
         raise OSError(-pid, f"clone: {os.strerror(-pid)}")

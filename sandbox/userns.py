@@ -47,6 +47,11 @@ class IdMap:
     use_newidmap: bool
 
     @property
+    def cell_root_is_caller(self) -> bool:
+        """Rootless: cell root is the caller's own uid (not a uid of a range)."""
+        return self.uid_lines[0][:2] == (0, os.geteuid())
+
+    @property
     def description(self) -> str:
         inside, outside, count = self.uid_lines[-1]
         if count == 1:

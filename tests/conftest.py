@@ -63,6 +63,23 @@ def test_user() -> Iterator[pwd.struct_passwd]:
         subprocess.run(["userdel", TEST_USER], check=False)
 
 
+def children_of_this_process() -> list[int]:
+    """Every process (zombies included) whose parent is this process, in pid order."""
+    me, kids = os.getpid(), []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:  # gone meanwhile
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[1]) == me:
+            kids.append(int(entry))
+    return sorted(kids)
+
+
 def as_user(user: str, command: list[str]) -> list[str]:
     """`command` run as `user`, started where its workers would be.
 

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import children_of_this_process
 
 from sandbox import doctor
 from sandbox.doctor import Check, Outcome, Report, check_host, format_report, probe, run_doctor
@@ -44,21 +45,7 @@ def _is_v1_hybrid_host() -> bool:
 # --------------------------------------------------------------------------- helpers
 
 
-def _children() -> list[int]:
-    """Every process (zombies included) whose parent is this process."""
-    me, kids = os.getpid(), []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if int(fields[1]) == me:
-            kids.append(int(entry))
-    return kids
+_children = children_of_this_process
 
 
 def _mounts() -> list[str]:

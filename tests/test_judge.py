@@ -8,6 +8,7 @@ import pwd
 from pathlib import Path
 
 import pytest
+from conftest import children_of_this_process
 from judge_support import BEHAVE, INSTALLED, PROBLEMS, cli
 
 from worker.checkers import CheckerError, get_checker
@@ -359,7 +360,6 @@ def test_compiled_artifacts_are_read_only_in_runs() -> None:
 def test_judging_uses_warm_cells_and_leaves_nothing(monkeypatch) -> None:
     # Every test after the first gets a cell made while the one before ran;
     # each cell still serves one run, and nothing is kept once judging ends.
-    import os
 
     from sandbox import cell, warm
     from worker.compiler import compile_program
@@ -375,12 +375,6 @@ def test_judging_uses_warm_cells_and_leaves_nothing(monkeypatch) -> None:
     assert not warm.enabled() and not warm._ready
     # 6 runs: the first makes its own cell and each makes its successor's.
     assert len(made) == 7, len(made)
-    def parent_of(pid: str) -> str | None:
-        try:
-            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]
-        except OSError:  # gone meanwhile
-            return None
-
-    children = [p for p in os.listdir("/proc") if p.isdigit() and parent_of(p) == str(os.getpid())]
+    children = children_of_this_process()
     assert children == [], children
 

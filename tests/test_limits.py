@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import children_of_this_process
 
 import sandbox
 from sandbox import cgroups, run
@@ -227,8 +228,7 @@ def _children() -> set[int]:
     from sandbox import cell as cell_module
 
     cell_module._reap_exiting(block=True)
-    children = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split()
-    return {int(pid) for pid in children}
+    return set(children_of_this_process())
 
 
 def test_stale_run_cgroups_of_a_dead_worker_are_removed(hierarchy, tmp_path):

@@ -8,10 +8,9 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
-from conftest import REPO, VENV, as_user
+from conftest import REPO, VENV, as_user, children_of_this_process
 
 import sandbox
 from sandbox import run, warm
@@ -24,18 +23,7 @@ def warm_cells():
     sandbox.keep_warm(False)
 
 
-def _our_children() -> list[int]:
-    children = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == os.getpid():
-            children.append(int(entry))
-    return children
+_our_children = children_of_this_process
 
 
 def _settle(predicate, timeout: float = 5.0) -> bool:
