@@ -13,10 +13,14 @@ Three processes take part (four when the caller is multi-threaded):
            └─ program: a clone(CLONE_VM) child in C (spawn.c) that enters the run's
               cgroup, waits, drops everything it may not keep and execs the command
 
+With warm cells on (sandbox.warm), cells are made ahead of time by the cell
+maker (maker.py), a small process of the supervisor's: it clones the inits
+instead of the supervisor, and an init made so is the maker's child.
+
 The supervisor never enters a namespace and never touches a path inside the
 cell. Every step below calls one mechanism module (userns, mounts, net, caps,
-rlimits, seccomp, files, spawn, warm, init, watchdog, verdict) and reads top to
-bottom.
+rlimits, seccomp, files, spawn, warm, maker, init, watchdog, verdict) and reads
+top to bottom.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import time
 import typing
 from dataclasses import dataclass, field
 
-from . import cgroups, files, libc, mounts, net, rlimits, seccomp, spawn, userns, warm
+from . import cgroups, files, libc, maker, mounts, net, rlimits, seccomp, spawn, userns, warm
 from .channel import CellError, Channel, ChannelClosed
 from .images import resolve_image
 from .init import ProgramExit, hide_command_line, reset_signals, supervise
@@ -74,18 +78,46 @@ class Launch:
 
 @dataclass
 class MadeCell:
-    """A cell whose init is running (building its root, or waiting for a launch)."""
+    """A cell whose init is running (building its root, or waiting for a launch).
 
-    pid: int
+    Made by this process (the init is our child) or by the cell maker (maker.py:
+    the init is the maker's child, which the maker reaps; we kill it, if we
+    must, by a pidfd that comes as the first message on the channel, read by
+    `confirm`)."""
+
+    pid: int  # 0 for a maker's cell until confirmed
     host: Channel
     owner: int = field(default_factory=os.getpid)  # the process that may use it
+    by_maker: bool = False
+    pidfd: int | None = None
+
+    def confirm(self) -> None:
+        """Read the maker's answer (CellError if it failed); a no-op for our own."""
+        if self.by_maker and self.pid == 0:
+            self.host.sock.settimeout(SETUP_TIMEOUT)
+            self.pid, self.pidfd = self.host.receive_made()
 
     def discard(self) -> None:
-        """Kill it (the init takes the whole PID namespace along) and reap it."""
-        _kill_quietly(self.pid)
+        """Kill it (the init takes the whole PID namespace along) and reap it.
+        A maker's cell not confirmed yet ends itself: its init reads EOF where
+        it waits for a launch."""
+        if not self.by_maker:
+            _kill_quietly(self.pid)
+        elif self.pidfd is not None:
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
         self.host.close()
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(self.pid, 0)
+        self.finished()
+        if not self.by_maker:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self.pid, 0)
+
+    def finished(self) -> None:
+        """The run is over, the init is exiting: the maker reaps its own inits
+        (ours are reaped by _reap_exiting)."""
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
 
 
 _EXITING: list[int] = []  # first processes (init or outer) of finished cells, not reaped yet
@@ -207,7 +239,7 @@ def _run_cell(spec: RunSpec) -> RunResult:
             fds.close(fd)
         # While this cell's init starts the program, the next run's cell gets
         # made (sandbox.warm; nothing happens unless warm cells are on).
-        warm.refill(birth, _make_cell)
+        warm.refill(birth, _make_warm_cell)
         return _supervise(made, birth, limits, stdout_r, stderr_r, group, no_cgroup_reason)
     finally:
         if made is not None:
@@ -267,6 +299,47 @@ def _make_cell(birth: Birth) -> MadeCell:
     return made
 
 
+def _make_warm_cell(birth: Birth) -> MadeCell:
+    """A cell made ahead of time: by the cell maker once it is up (the caller
+    then never clones, maker.py), else by us."""
+    made_by = maker.current()
+    if made_by is not None:
+        host, cell = Channel.pair()
+        try:
+            made_by.request(birth, cell.fileno(), host.fileno())
+        except OSError:
+            host.close()
+        else:
+            return MadeCell(0, host, by_maker=True)
+        finally:
+            cell.close()
+    return _make_cell(birth)
+
+
+def make_init(birth: Birth, cell: Channel, host: Channel, own_pidfd: int) -> int:
+    """In the cell maker (single-threaded): clone an init for the caller that
+    sent both ends of its channel, tell the caller the init's pid and a pidfd,
+    map its ids. Returns the init's pid, for the maker to reap."""
+    pid = libc.clone_process(NAMESPACES)
+    if pid == 0:
+        _cloned_init(birth, cell, host, own_pidfd)  # never returns
+    try:
+        userns.write_idmap(pid, birth.idmap)
+        host.send("mapped")
+        # The caller's launch must come after "mapped", so the caller hears of
+        # the cell only now; before this, the init can only have said "error".
+        pidfd = os.pidfd_open(pid)
+        try:
+            cell.send_made(pid, pidfd)
+        finally:
+            os.close(pidfd)
+    except BaseException:
+        _kill_quietly(pid)
+        os.waitpid(pid, 0)
+        raise
+    return pid
+
+
 def _supervise(
     made: MadeCell,
     birth: Birth,
@@ -280,6 +353,7 @@ def _supervise(
     finished = False
     try:
         # 4. The init starts the program; then we watch it.
+        made.confirm()
         host.sock.settimeout(SETUP_TIMEOUT)
         started = host.expect("started")
         host.sock.settimeout(None)
@@ -288,8 +362,11 @@ def _supervise(
         # Every process of the cell is dead now; the init is exiting (namespace
         # teardown takes a millisecond or two). Reap it without waiting when it
         # is done, else at the next run or at exit.
-        with _EXITING_LOCK:
-            _EXITING.append(made.pid)
+        if made.by_maker:
+            made.finished()
+        else:
+            with _EXITING_LOCK:
+                _EXITING.append(made.pid)
         finished = True
         _reap_exiting(block=False)
         return _result(limits, seen, group, no_cgroup_reason)
@@ -395,14 +472,20 @@ def _outer(birth: Birth, cell: Channel, host: Channel, supervisor: int) -> None:
 # --- the init: PID 1 of the cell -------------------------------------------
 
 
-def _cloned_init(birth: Birth, cell: Channel, host: Channel) -> None:
-    """Born PID 1 of the new namespaces (clone_process): wait for the id maps."""
+def _cloned_init(
+    birth: Birth, cell: Channel, host: Channel, parent_pidfd: int | None = None
+) -> None:
+    """Born PID 1 of the new namespaces (clone_process): wait for the id maps.
+    `parent_pidfd` (the cell maker's own) says whether our parent is still there."""
     gc.disable()  # no finalizer of the supervisor's garbage may run here
     try:
         libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)
+        if parent_pidfd is not None and select.select([parent_pidfd], [], [], 0)[0]:
+            os._exit(1)  # the maker died before PDEATHSIG was armed
         host.close()
         _keep_only_fds([cell.fileno()])
-        # EOF here if the supervisor died before PDEATHSIG was armed.
+        # EOF here if the supervisor that cloned us died before PDEATHSIG was
+        # armed (a maker's cell: see above; the caller holds the host end).
         cell.expect("mapped")
         userns.become_cell_root(birth.idmap)
     except BaseException as error:  # noqa: BLE001 - report anything, then die

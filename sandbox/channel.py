@@ -10,6 +10,9 @@ One message goes the other way, once, before any untrusted code exists in the
 cell: the run's launch (`send_launch`), a pickled object in a memfd plus the
 run's descriptors (SCM_RIGHTS, `F` messages when there are more than fit in
 one). The host side refuses those kinds: it never unpickles anything.
+
+A cell made by the cell maker (maker.py) starts with one more message to the
+host, from the maker: `M`, the init's pid and a pidfd (`send_made`).
 """
 
 from __future__ import annotations
@@ -65,6 +68,24 @@ class Channel:
                 self._send_fds(b"F", rest[start : start + _FDS_PER_MESSAGE])
         finally:
             os.close(memfd)
+
+    def send_made(self, pid: int, pidfd: int) -> None:
+        """Cell maker to host: the init's pid, and a pidfd to kill it by."""
+        self._send_fds(b"M" + json.dumps({"pid": pid}).encode(), [pidfd])
+
+    def receive_made(self) -> tuple[int, int]:
+        """Host side, first message of a maker's cell: (pid, pidfd); CellError
+        if the maker or the init failed first."""
+        data, fds, _, _ = socket.recv_fds(self.sock, _MAX_DATAGRAM, 1, socket.MSG_CMSG_CLOEXEC)
+        if data[:1] == b"M" and len(fds) == 1:
+            return json.loads(data[1:])["pid"], fds[0]
+        for fd in fds:
+            os.close(fd)
+        if not data:
+            raise ChannelClosed("the cell maker closed the channel")
+        if data[:1] == b"J":
+            raise CellError(json.loads(data[1:]).get("message", "the cell maker failed"))
+        raise ValueError(f"expected the made message, got {data[:1]!r}")
 
     def _send_fds(self, kind: bytes, fds: list[int]) -> None:
         self.sock.sendmsg([kind], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])

@@ -13,7 +13,8 @@ alive between runs): `sandbox.keep_warm()` turns it on for long-lived callers
 (the worker, evaluation harnesses), `CELLBLOCK_WARM=1` does it from outside.
 One cell is kept per birth, for the last BIRTHS births used (a judge
 alternates between the program's cells and the checker's); an older birth's
-cell is ended.
+cell is ended. Warm cells are made by the cell maker (maker.py) once it is up,
+so the caller never clones itself to make them; it stops with them.
 """
 
 from __future__ import annotations
@@ -25,12 +26,18 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from . import maker
+
 
 class _Cell(Protocol):
     owner: int
     host: Any
 
+    def confirm(self) -> None: ...
+
     def discard(self) -> None: ...
+
+    def finished(self) -> None: ...
 
 
 BIRTHS = 2
@@ -59,12 +66,17 @@ def take(birth: Any) -> _Cell | None:
         cell = _ready.pop(birth, None)
     if cell is None:
         return None
-    if cell.owner != os.getpid() or _has_news(cell):
-        # Inherited across fork (its init is another process's child), or its
-        # init reported an error or died while waiting: not usable.
-        _drop(cell)
-        return None
-    return cell
+    try:
+        if cell.owner == os.getpid():
+            cell.confirm()  # a maker's cell: its answer (CellError if it failed)
+            if not _has_news(cell):
+                return cell
+    except (RuntimeError, OSError, ValueError, EOFError):
+        pass
+    # Inherited across fork (its init is another process's child), or its
+    # maker or init reported an error, or the init died while waiting.
+    _drop(cell)
+    return None
 
 
 def refill(birth: Any, make: Callable[[Any], _Cell]) -> None:
@@ -91,12 +103,14 @@ def refill(birth: Any, make: Callable[[Any], _Cell]) -> None:
 
 
 def release() -> None:
-    """End every warm cell (cell.py calls it at exit; also when turned off)."""
+    """End every warm cell and the maker (cell.py calls it at exit; also when
+    turned off)."""
     with _lock:
         cells = list(_ready.values())
         _ready.clear()
     for cell in cells:
         _drop(cell)
+    maker.stop()
 
 
 def _has_news(cell: _Cell) -> bool:
@@ -111,8 +125,14 @@ def _drop(cell: _Cell) -> None:
     if cell.owner == os.getpid():
         cell.discard()
     else:
-        with contextlib.suppress(OSError):
-            cell.host.close()  # our copy only: the cell is our parent's
+        _forget(cell)
+
+
+def _forget(cell: _Cell) -> None:
+    """Close our copies only: the cell is our parent's."""
+    with contextlib.suppress(OSError):
+        cell.host.close()
+        cell.finished()
 
 
 def _forget_after_fork() -> None:
@@ -120,8 +140,7 @@ def _forget_after_fork() -> None:
     global _lock
     _lock = threading.Lock()
     for cell in _ready.values():
-        with contextlib.suppress(OSError):
-            cell.host.close()
+        _forget(cell)
     _ready.clear()
 
 

@@ -361,20 +361,20 @@ def test_judging_uses_warm_cells_and_leaves_nothing(monkeypatch) -> None:
     # Every test after the first gets a cell made while the one before ran;
     # each cell still serves one run, and nothing is kept once judging ends.
 
-    from sandbox import cell, warm
+    from sandbox import warm
     from worker.compiler import compile_program
     from worker.pipeline import JudgeOptions, judge_program
 
     program = compile_program(get_language("python3"), b"print(sum(map(int, input().split())))")
-    made = []
-    real_make = cell._make_cell
-    monkeypatch.setattr(cell, "_make_cell", lambda birth: made.append(birth) or real_make(birth))
+    taken = []
+    real_take = warm.take
+    monkeypatch.setattr(warm, "take", lambda birth: taken.append(real_take(birth)) or taken[-1])
     tests = from_data([{"input": f"{i} {i}\n", "output": f"{2 * i}\n"} for i in range(6)])
     result = judge_program(program, tests, JudgeOptions())
     assert result.verdict == Verdict.AC and len(result.tests) == 6, result
     assert not warm.enabled() and not warm._ready
-    # 6 runs: the first makes its own cell and each makes its successor's.
-    assert len(made) == 7, len(made)
+    # 6 runs: the first makes its own cell, each later one takes a warm cell.
+    assert [cell is not None for cell in taken] == [False] + [True] * 5, taken
     children = children_of_this_process()
     assert children == [], children
 

@@ -59,6 +59,7 @@ def test_turning_it_off_leaves_no_process_or_fd(warm_cells):
 def test_a_dead_warm_cell_is_replaced(warm_cells):
     assert run(["true"]).status == "OK"
     (waiting,) = warm._ready.values()
+    waiting.confirm()  # made by the cell maker: its pid comes as its first message
     os.kill(waiting.pid, signal.SIGKILL)
     _settle(lambda: warm._has_news(waiting))
     result = run(["echo", "still here"])
@@ -70,6 +71,7 @@ def test_a_warm_cell_that_dies_as_it_is_taken_is_replaced(warm_cells, monkeypatc
     # check and the launch. The launch fails, and a new cell runs the program.
     assert run(["true"]).status == "OK"
     (waiting,) = warm._ready.values()
+    waiting.confirm()  # made by the cell maker: its pid comes as its first message
     os.kill(waiting.pid, signal.SIGKILL)
     assert _settle(lambda: warm._has_news(waiting))
     monkeypatch.setattr(warm, "_has_news", lambda cell: False)

@@ -1,0 +1,186 @@
+"""The cell maker: a small process of the caller's that clones cells' inits for it.
+
+A cell's init is a clone of the process that makes it. Cloned from the caller
+(a worker of 60 MiB, a harness, a benchmark), every clone copies the caller's
+page tables, and every page either process writes afterwards is copied on a
+fault (3.5 us each here), the caller's pages too, for as long as the init
+lives: a warm cell lives across a whole run. The maker is a fresh interpreter
+that imported the sandbox and nothing else: single-threaded, small, and idle
+while the runs go on. The caller only sends it a request; it never clones.
+
+Used for warm cells (sandbox/warm.py starts it with the first warm run, and
+stops it when warm cells are turned off or at exit). Until it has started
+(~150 ms of imports, in the background) and wherever it cannot start, cells are
+made by the caller as before (cell._make_cell): the maker is only ever faster.
+
+One request per cell, on the maker's control socket: a pickled Birth with both
+ends of the new cell's channel (SCM_RIGHTS). The maker clones the init into new
+namespaces, hands the host end the init's pid and a pidfd (channel `M` message),
+writes the id maps, tells the init "mapped" and closes its copies: from then on
+the caller and the init talk as if the caller had cloned it. The maker reaps its
+inits; the caller kills one, if it must, by its pidfd. The maker dies with the
+caller (PDEATHSIG), and its inits with it; told to stop (EOF on the control
+socket) it waits for its inits, which end with their runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+_PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
+_START = ("import sys; sys.path.insert(0, sys.argv[1]); "
+          "from sandbox.maker import serve; serve(int(sys.argv[2]), int(sys.argv[3]))")
+_MAX_REQUEST = 1 << 16
+
+
+class Maker:
+    """The caller's handle on its maker process."""
+
+    def __init__(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-I", "-c", _START, _PACKAGE_PARENT, str(theirs.fileno()),
+                 str(os.getpid())],
+                pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, cwd="/")
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        self.control = ours
+        self.owner = os.getpid()
+        self.ready = False
+        self.broken = False
+        self.lock = threading.Lock()  # requests from several threads stay whole
+
+    def usable(self) -> bool:
+        """Whether requests go here now: started, said ready, not broken."""
+        if self.broken or self.owner != os.getpid():
+            return False
+        if not self.ready:
+            try:
+                said = self.control.recv(16, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return False  # still importing
+            except OSError:
+                said = b""
+            self.ready = said == b"ready"
+            self.broken = not self.ready
+        return self.ready
+
+    def request(self, birth: Any, cell_end: int, host_end: int) -> None:
+        """Ask for a cell; its answer comes on the host end (channel.receive_made)."""
+        message = pickle.dumps(birth)
+        with self.lock:
+            try:
+                socket.send_fds(self.control, [message], [cell_end, host_end])
+            except OSError:
+                self.broken = True
+                raise
+
+    def stop(self) -> None:
+        """No more requests: the maker exits once its inits have; wait for that."""
+        with contextlib.suppress(OSError):
+            self.control.close()
+        if self.owner == os.getpid():
+            self.process.wait()
+
+
+_maker: Maker | None = None
+_maker_lock = threading.Lock()
+
+
+def current() -> Maker | None:
+    """This process's maker if it is ready; started on first call (None until then)."""
+    global _maker
+    with _maker_lock:
+        if _maker is None or _maker.owner != os.getpid():
+            if not sys.executable:  # embedded without an interpreter to start
+                return None
+            try:
+                _maker = Maker()
+            except OSError:
+                return None
+        maker = _maker
+    return maker if maker.usable() else None
+
+
+def stop() -> None:
+    """Stop this process's maker (warm.release: at exit, or warm cells turned off)."""
+    global _maker
+    with _maker_lock:
+        maker, _maker = _maker, None
+    if maker is not None:
+        maker.stop()
+
+
+def _forget_after_fork() -> None:
+    # A forked child starts its own maker: this one answers its parent.
+    global _maker, _maker_lock
+    _maker_lock = threading.Lock()
+    if _maker is not None:
+        with contextlib.suppress(OSError):
+            _maker.control.close()
+        _maker = None
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+# --- the maker process ---------------------------------------------------------
+
+
+def serve(control_fd: int, caller: int) -> None:
+    """The maker's main loop (run by a fresh interpreter, see Maker)."""
+    from . import cell, libc, spawn  # the init's code: imported once, before any clone
+    from .channel import Channel
+
+    libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != caller:
+        return  # the caller died before PDEATHSIG was armed
+    inits: set[int] = set()
+
+    def reap(*_: object) -> None:  # only our inits: newuidmap is subprocess's to wait for
+        for pid in list(inits):
+            with contextlib.suppress(ChildProcessError):
+                if os.waitpid(pid, os.WNOHANG)[0]:
+                    inits.discard(pid)
+
+    signal.signal(signal.SIGCHLD, reap)
+    control = socket.socket(fileno=control_fd)
+    try:
+        spawn.load()  # what the inits start programs with, as cell.run_cell does
+    except (spawn.SpawnUnavailable, OSError):
+        return  # EOF for the caller: not usable, it makes its cells itself
+    own_pidfd = os.pidfd_open(os.getpid())  # readable once we are gone: for the inits
+    control.send(b"ready")
+    while True:
+        message, fds, _, _ = socket.recv_fds(control, _MAX_REQUEST, 2, socket.MSG_CMSG_CLOEXEC)
+        if not message:
+            break  # stop, or the caller is gone
+        cell_end, host_end = (Channel(socket.socket(fileno=fd)) for fd in fds)
+        try:
+            pid = cell.make_init(pickle.loads(message), cell_end, host_end, own_pidfd)
+            inits.add(pid)
+        except Exception as error:  # noqa: BLE001 - the caller hears of it, we go on
+            with contextlib.suppress(OSError):
+                cell_end.send("error", message=f"cell maker: {error}")
+        finally:
+            cell_end.close()
+            host_end.close()
+    control.close()
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for pid in inits:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
