@@ -255,6 +255,40 @@ _clone_refused = False  # set once clone() into namespaces was refused here
 
 
 def _make_cell(birth: Birth) -> MadeCell:
+    """A cell for a run now: from the cell maker if it is up (warm cells on),
+    else (or if it fails) cloned by us."""
+    made = _ask_maker(birth)
+    if made is not None:
+        try:
+            made.confirm()
+            return made
+        except (CellError, OSError, ValueError, EOFError):
+            made.discard()
+    return _clone_cell(birth)
+
+
+def _make_warm_cell(birth: Birth) -> MadeCell:
+    """A cell made ahead of time (warm.refill): asked of the cell maker (its
+    answer is read when the cell is taken), or cloned by us while it is not up."""
+    return _ask_maker(birth) or _clone_cell(birth)
+
+
+def _ask_maker(birth: Birth) -> MadeCell | None:
+    made_by = maker.current() if warm.enabled() else None
+    if made_by is None:
+        return None
+    host, cell = Channel.pair()
+    try:
+        made_by.request(birth, cell.fileno(), host.fileno())
+    except OSError:
+        host.close()
+        return None
+    finally:
+        cell.close()
+    return MadeCell(0, host, by_maker=True)
+
+
+def _clone_cell(birth: Birth) -> MadeCell:
     """Start a cell's init in new namespaces and map its ids; it builds its root
     and then waits for a launch."""
     host, cell = Channel.pair()
@@ -299,21 +333,17 @@ def _make_cell(birth: Birth) -> MadeCell:
     return made
 
 
-def _make_warm_cell(birth: Birth) -> MadeCell:
-    """A cell made ahead of time: by the cell maker once it is up (the caller
-    then never clones, maker.py), else by us."""
-    made_by = maker.current()
-    if made_by is not None:
-        host, cell = Channel.pair()
-        try:
-            made_by.request(birth, cell.fileno(), host.fileno())
-        except OSError:
-            host.close()
-        else:
-            return MadeCell(0, host, by_maker=True)
-        finally:
-            cell.close()
-    return _make_cell(birth)
+def can_clone_cells() -> bool:
+    """Whether this process may clone into new namespaces (the cell maker asks
+    before it says it is up: Docker's worker profile refuses it)."""
+    try:
+        pid = libc.clone_process(NAMESPACES)
+    except PermissionError:
+        return False
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    return True
 
 
 def make_init(birth: Birth, cell: Channel, host: Channel, own_pidfd: int) -> int:

@@ -40,10 +40,14 @@ _PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
 _START = ("import sys; sys.path.insert(0, sys.argv[1]); "
           "from sandbox.maker import serve; serve(int(sys.argv[2]), int(sys.argv[3]))")
 _MAX_REQUEST = 1 << 16
+_STOP = b"stop"
 
 
 class Maker:
-    """The caller's handle on its maker process."""
+    """A handle on a maker process: held by the process that started it (the
+    owner, which stops it) and by forked children of the owner, which may use
+    it too (an RQ worker starts one; each job's work horse, forked from the
+    worker, gets its cells from it)."""
 
     def __init__(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -65,19 +69,18 @@ class Maker:
         self.lock = threading.Lock()  # requests from several threads stay whole
 
     def usable(self) -> bool:
-        """Whether requests go here now: started, said ready, not broken."""
-        if self.broken or self.owner != os.getpid():
-            return False
-        if not self.ready:
+        """Whether requests go here now: up (it said "ready"), not broken."""
+        if not self.ready and not self.broken:
+            # Peeked, never read: the word stays for every process sharing it.
             try:
-                said = self.control.recv(16, socket.MSG_DONTWAIT)
+                said = self.control.recv(16, socket.MSG_DONTWAIT | socket.MSG_PEEK)
             except BlockingIOError:
                 return False  # still importing
             except OSError:
                 said = b""
             self.ready = said == b"ready"
-            self.broken = not self.ready
-        return self.ready
+            self.broken = not self.ready  # it exited: it cannot make cells here
+        return self.ready and not self.broken
 
     def request(self, birth: Any, cell_end: int, host_end: int) -> None:
         """Ask for a cell; its answer comes on the host end (channel.receive_made)."""
@@ -90,52 +93,63 @@ class Maker:
                 raise
 
     def stop(self) -> None:
-        """No more requests: the maker exits once its inits have; wait for that."""
+        """No more requests: the maker exits once its inits have; wait for that.
+        Said, not just closed: forked children may hold copies of the socket.
+        One still importing has no cells yet: it is killed, not waited for."""
+        if not self.usable():
+            with contextlib.suppress(ProcessLookupError):
+                self.process.kill()
         with contextlib.suppress(OSError):
-            self.control.close()
-        if self.owner == os.getpid():
-            self.process.wait()
+            self.control.send(_STOP)
+        self.control.close()
+        self.process.wait()
 
 
 _maker: Maker | None = None
 _maker_lock = threading.Lock()
 
 
-def current() -> Maker | None:
-    """This process's maker if it is ready; started on first call (None until then)."""
+def start() -> None:
+    """Start a maker for this process unless it has one (up, starting, inherited,
+    or broken: one that could not come up or died is not started again)."""
     global _maker
     with _maker_lock:
-        if _maker is None or _maker.owner != os.getpid():
-            if not sys.executable:  # embedded without an interpreter to start
-                return None
-            try:
-                _maker = Maker()
-            except OSError:
-                return None
-        maker = _maker
-    return maker if maker.usable() else None
+        if _maker is not None:
+            return
+        if not sys.executable:  # embedded without an interpreter to start
+            return
+        with contextlib.suppress(OSError):
+            _maker = Maker()
+
+
+def current() -> Maker | None:
+    """The maker, if one is up: started here or by a process we were forked from."""
+    maker = _maker
+    return maker if maker is not None and maker.usable() else None
 
 
 def stop() -> None:
-    """Stop this process's maker (warm.release: at exit, or warm cells turned off)."""
+    """Stop this process's maker (warm.release: at exit, or warm cells turned
+    off); one inherited from a parent is the parent's to stop."""
     global _maker
     with _maker_lock:
-        maker, _maker = _maker, None
-    if maker is not None:
-        maker.stop()
+        maker = _maker
+        if maker is None or maker.owner != os.getpid():
+            return
+        _maker = None
+    maker.stop()
 
 
-def _forget_after_fork() -> None:
-    # A forked child starts its own maker: this one answers its parent.
-    global _maker, _maker_lock
+def _after_fork_in_child() -> None:
+    # The maker stays usable here (requests carry everything an answer needs);
+    # only locks another thread may have held at the fork are made anew.
+    global _maker_lock
     _maker_lock = threading.Lock()
     if _maker is not None:
-        with contextlib.suppress(OSError):
-            _maker.control.close()
-        _maker = None
+        _maker.lock = threading.Lock()
 
 
-os.register_at_fork(after_in_child=_forget_after_fork)
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 # --- the maker process ---------------------------------------------------------
@@ -164,11 +178,13 @@ def serve(control_fd: int, caller: int) -> None:
     except (spawn.SpawnUnavailable, OSError):
         return  # EOF for the caller: not usable, it makes its cells itself
     own_pidfd = os.pidfd_open(os.getpid())  # readable once we are gone: for the inits
+    if not cell.can_clone_cells():
+        return  # a seccomp profile refuses it (Docker's): the caller makes its own
     control.send(b"ready")
     while True:
         message, fds, _, _ = socket.recv_fds(control, _MAX_REQUEST, 2, socket.MSG_CMSG_CLOEXEC)
-        if not message:
-            break  # stop, or the caller is gone
+        if not message or message == _STOP:
+            break  # the caller is gone, or stops us
         cell_end, host_end = (Channel(socket.socket(fileno=fd)) for fd in fds)
         try:
             pid = cell.make_init(pickle.loads(message), cell_end, host_end, own_pidfd)

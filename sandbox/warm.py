@@ -47,10 +47,13 @@ _ready: dict[Any, _Cell] = {}  # birth -> a cell waiting for its launch
 
 
 def keep_warm(enabled: bool = True) -> None:
-    """Keep one cell made ahead of time (or stop, and end the one kept)."""
+    """Keep one cell made ahead of time, and start the cell maker that makes
+    them (or stop, and end the cell kept and the maker)."""
     global _enabled
     _enabled = enabled
-    if not enabled:
+    if enabled:
+        maker.start()
+    else:
         release()
 
 
@@ -91,6 +94,7 @@ def refill(birth: Any, make: Callable[[Any], _Cell]) -> None:
             stale.append(_ready.pop(next(iter(_ready))))
     for cell in stale:
         _drop(cell)
+    maker.start()  # CELLBLOCK_WARM turned us on without keep_warm()
     try:
         cell = make(birth)
     except (OSError, ValueError, RuntimeError):

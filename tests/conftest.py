@@ -221,3 +221,35 @@ def cc(scratch_dir: Path):
 
 
 PYTHON = sys.executable
+
+
+def under_a_refusing_profile(refused: dict[str, int | None], action) -> str:
+    """Run `action` in a child whose own seccomp filter answers EPERM to the
+    calls in `refused` (name -> a flag of argument 0 that must be set, or None
+    for every call): what a container's profile does to a worker."""
+    import errno
+
+    import pyseccomp
+
+    from sandbox import libc
+
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - reports through the pipe
+        try:
+            libc.prctl(libc.PR_SET_NO_NEW_PRIVS, 1)
+            profile = pyseccomp.SyscallFilter(pyseccomp.ALLOW)
+            for name, flag in refused.items():
+                args = [pyseccomp.Arg(0, pyseccomp.MASKED_EQ, flag, flag)] if flag else []
+                profile.add_rule(pyseccomp.ERRNO(errno.EPERM), name, *args)
+            profile.load()
+            os.write(write_end, str(action()).encode())
+        except BaseException as error:  # noqa: BLE001 - report it
+            os.write(write_end, f"child failed: {error!r}".encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        report = pipe.read()
+    os.waitpid(pid, 0)
+    return report

@@ -12,7 +12,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import VENV, as_user
+from conftest import VENV, as_user, under_a_refusing_profile
 
 from sandbox import SpecError, run
 from sandbox.spec import BASE_ENV
@@ -138,38 +138,6 @@ def test_a_threaded_caller_gets_the_same_cell():
     assert int(fields["CapEff"], 16) == 0 and fields["Seccomp"] == "2"
 
 
-def _under_a_refusing_profile(refused: dict[str, int | None], action) -> str:
-    """Run `action` in a child whose own seccomp filter answers EPERM to the
-    calls in `refused` (name -> a flag of argument 0 that must be set, or None
-    for every call): what a container's profile does to a worker."""
-    import errno
-
-    import pyseccomp
-
-    from sandbox import libc
-
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - reports through the pipe
-        try:
-            libc.prctl(libc.PR_SET_NO_NEW_PRIVS, 1)
-            profile = pyseccomp.SyscallFilter(pyseccomp.ALLOW)
-            for name, flag in refused.items():
-                args = [pyseccomp.Arg(0, pyseccomp.MASKED_EQ, flag, flag)] if flag else []
-                profile.add_rule(pyseccomp.ERRNO(errno.EPERM), name, *args)
-            profile.load()
-            os.write(write_end, str(action()).encode())
-        except BaseException as error:  # noqa: BLE001 - report it
-            os.write(write_end, f"child failed: {error!r}".encode())
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    with os.fdopen(read_end) as pipe:
-        report = pipe.read()
-    os.waitpid(pid, 0)
-    return report
-
-
 def test_a_profile_that_refuses_clone_into_namespaces_is_worked_around():
     # cellblock's Docker worker profile allows unshare but not clone with
     # namespace flags: the cell is then built by fork + unshare, same cell.
@@ -179,7 +147,7 @@ def test_a_profile_that_refuses_clone_into_namespaces_is_worked_around():
         results = [run(["sh", "-c", "echo $$; hostname"]) for _ in range(2)]
         return "|".join(f"{r.status}:{r.stdout.split()}" for r in results)
 
-    report = _under_a_refusing_profile({"clone": libc.CLONE_NEWUSER}, two_runs)
+    report = under_a_refusing_profile({"clone": libc.CLONE_NEWUSER}, two_runs)
     assert report == "OK:['2', 'cellblock']|OK:['2', 'cellblock']", report
 
 
@@ -193,7 +161,7 @@ def test_a_profile_that_refuses_the_new_mount_api_still_gets_readonly_files():
                      readonly=("prog", "data"))
         return f"{result.status}|{result.message}|{result.stdout}"
 
-    report = _under_a_refusing_profile(
+    report = under_a_refusing_profile(
         {"open_tree": None, "move_mount": None}, probe)
     status, message, stdout = report.split("|", 2)
     assert status == "OK", (message, report)

@@ -13,7 +13,7 @@ import threading
 import time
 
 import pytest
-from conftest import REPO, VENV, as_user, children_of_this_process
+from conftest import REPO, VENV, as_user, children_of_this_process, under_a_refusing_profile
 
 import sandbox
 from sandbox import maker, run, warm
@@ -136,24 +136,75 @@ def test_a_threaded_caller_gets_the_makers_cells(warm_with_maker):
         busy.join()
 
 
-def test_a_forked_child_starts_its_own_maker(warm_with_maker):
+def test_a_forked_child_shares_the_maker_and_cannot_stop_it(warm_with_maker):
+    # An RQ worker starts the maker; each job's work horse is forked from it.
     assert run(["true"]).status == "OK"
-    parents = warm_with_maker.process.pid
+    ours = warm_with_maker.process.pid
     pid = os.fork()
     if pid == 0:  # pragma: no cover - reports through its exit status
         code = 1
         try:
             outputs = [run(["echo", "child"]).stdout for _ in range(3)]
-            code = 0 if outputs == ["child\n"] * 3 and maker._maker is not None else 2
-            if maker._maker is not None and maker._maker.process.pid == parents:
-                code = 3
-            sandbox.keep_warm(False)
+            waiting = _waiting_cell()
+            mine = waiting.by_maker and _parent_of(waiting.pid) == ours
+            sandbox.keep_warm(False)  # ends the child's warm cell, not the maker
+            code = 0 if outputs == ["child\n"] * 3 and mine else 2
         finally:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
-    assert maker.current() is warm_with_maker  # ours still serves us
+    assert maker.current() is warm_with_maker and not _gone(ours)
     assert run(["echo", "parent"]).stdout == "parent\n"
+
+
+def test_stopping_does_not_wait_for_children_that_hold_the_maker(warm_with_maker):
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - holds its copy of the maker's socket
+        os.close(write_end)
+        os.read(read_end, 1)
+        os._exit(0)
+    os.close(read_end)
+    try:
+        started = time.monotonic()
+        sandbox.keep_warm(False)
+        assert time.monotonic() - started < 5
+        assert _gone(warm_with_maker.process.pid)
+    finally:
+        os.close(write_end)
+        os.waitpid(pid, 0)
+
+
+def test_a_miss_is_made_by_the_maker_too(warm_with_maker, monkeypatch):
+    from sandbox import cell
+
+    cloned = []
+    real_clone = cell._clone_cell
+    monkeypatch.setattr(cell, "_clone_cell",
+                        lambda birth: cloned.append(birth) or real_clone(birth))
+    for size in (32, 48, 64):  # each tmpfs size a birth of its own: no warm cell for it
+        result = run(["df", "-k", "/tmp"], tmpfs_size=f"{size}M")
+        assert result.status == "OK", result.message
+        assert int(result.stdout.splitlines()[1].split()[1]) // 1024 == size
+    assert cloned == []
+
+
+def test_where_clone_into_namespaces_is_refused_the_maker_never_comes_up():
+    # Docker's worker profile: the maker finds out before it says it is up,
+    # and the caller makes its own cells (fork + unshare).
+    from sandbox import libc
+
+    def runs() -> str:
+        sandbox.keep_warm()
+        results = [run(["echo", "ok"]) for _ in range(3)]
+        # Asking whether it is up (as each run does) finds it gone.
+        _settle(lambda: maker.current() is None and maker._maker.broken, timeout=5)
+        state = (maker.current() is None, maker._maker.broken)
+        sandbox.keep_warm(False)
+        return f"{[str(r.status) for r in results]} {state}"
+
+    report = under_a_refusing_profile({"clone": libc.CLONE_NEWUSER}, runs)
+    assert report == "['OK', 'OK', 'OK'] (True, True)", report
 
 
 def test_unprivileged_caller_gets_the_makers_cells(test_user):

@@ -28,6 +28,8 @@ from typing import Any
 from rq import Queue, Worker
 from rq.job import Job
 
+import sandbox
+
 from .store import QUEUE, Store, Timing, connect, worker_name
 
 log = logging.getLogger("cellblock.worker")
@@ -139,6 +141,10 @@ def run_one(url: str, log_level: str) -> int:
     # Imported here, once, so that every forked horse has them already.
     from . import checkers, compiler, jobs, languages, pipeline, testsets  # noqa: F401
 
+    # Warm cells, made by one cell maker started here: each job's work horse
+    # is forked from this process and asks that maker for its cells (a
+    # horse's own maker would cost it ~150 ms of imports per job).
+    sandbox.keep_warm()
     store = Store(connect(url), Timing.from_env())
     interval = float(os.environ.get("CELLBLOCK_SELFCHECK_INTERVAL", "600"))
     worker = CellWorker(store, selfcheck_interval=interval)
