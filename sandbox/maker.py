@@ -7,20 +7,25 @@ fault (3.5 us each here), the caller's pages too, for as long as the init
 lives: a warm cell lives across a whole run. The maker is a fresh interpreter
 that imported the sandbox and nothing else: single-threaded, small, and idle
 while the runs go on. The caller only sends it a request; it never clones.
+And an init made by the maker holds nothing of the caller's memory or
+environment (a worker's Redis password, API keys), should a program ever get
+at it.
 
-Used for warm cells (sandbox/warm.py starts it with the first warm run, and
-stops it when warm cells are turned off or at exit). Until it has started
-(~150 ms of imports, in the background) and wherever it cannot start, cells are
-made by the caller as before (cell._make_cell): the maker is only ever faster.
+Used with warm cells: sandbox.keep_warm() starts it, and while warm cells are
+on it makes every cell of the caller (cell._make_cell, cell._make_warm_cell).
+Until it is up (~150 ms of imports, in the background), and wherever it cannot
+come up (it first checks that it may clone into new namespaces) or has died,
+the caller makes its cells itself: the maker is only ever faster. Children
+forked from the caller use it too (a service worker's work horses).
 
 One request per cell, on the maker's control socket: a pickled Birth with both
 ends of the new cell's channel (SCM_RIGHTS). The maker clones the init into new
-namespaces, hands the host end the init's pid and a pidfd (channel `M` message),
-writes the id maps, tells the init "mapped" and closes its copies: from then on
-the caller and the init talk as if the caller had cloned it. The maker reaps its
-inits; the caller kills one, if it must, by its pidfd. The maker dies with the
-caller (PDEATHSIG), and its inits with it; told to stop (EOF on the control
-socket) it waits for its inits, which end with their runs.
+namespaces, writes the id maps, tells the init "mapped", then hands the host
+end the init's pid and a pidfd (channel `M` message) and closes its copies:
+from then on the caller and the init talk as if the caller had cloned it. The
+maker reaps its inits; the caller kills one, if it must, by its pidfd. The
+maker dies with the caller (PDEATHSIG), and its inits with it; told to stop,
+it waits for its inits, which end with their runs.
 """
 
 from __future__ import annotations
@@ -40,6 +45,9 @@ _PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
 _START = ("import sys; sys.path.insert(0, sys.argv[1]); "
           "from sandbox.maker import serve; serve(int(sys.argv[2]), int(sys.argv[3]))")
 _MAX_REQUEST = 1 << 16
+# The inits are copies of the maker: nothing of the caller's environment (a
+# worker's REDIS_URL, API keys) is in their memory. PATH finds newuidmap.
+_ENVIRONMENT = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")}
 _STOP = b"stop"
 
 
@@ -56,7 +64,7 @@ class Maker:
                 [sys.executable, "-I", "-c", _START, _PACKAGE_PARENT, str(theirs.fileno()),
                  str(os.getpid())],
                 pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL, cwd="/")
+                stdout=subprocess.DEVNULL, cwd="/", env=_ENVIRONMENT)
         except BaseException:
             ours.close()
             raise

@@ -70,6 +70,23 @@ def test_warm_cells_come_from_the_maker(warm_with_maker):
     assert children_of_this_process() == [warm_with_maker.process.pid]
 
 
+def test_the_makers_cells_hold_nothing_of_the_callers_environment(monkeypatch):
+    # The inits are copies of the maker, not of us: a worker's secrets stay out.
+    monkeypatch.setenv("CELLBLOCK_TEST_SECRET", "hunter2")
+    sandbox.keep_warm()
+    try:
+        assert run(["true"]).status == "OK"
+        assert _settle(lambda: maker.current() is not None)
+        assert run(["true"]).status == "OK"
+        waiting = _waiting_cell()
+        for pid in (maker.current().process.pid, waiting.pid):
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                environ = f.read()
+            assert b"hunter2" not in environ and b"PATH=" in environ, environ
+    finally:
+        sandbox.keep_warm(False)
+
+
 def test_turning_warm_cells_off_stops_the_maker_and_leaves_nothing(warm_with_maker):
     fds_before = len(os.listdir("/proc/self/fd"))
     for _ in range(10):
