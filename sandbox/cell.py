@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from . import cgroups, files, libc, maker, mounts, net, rlimits, seccomp, spawn, userns, warm
 from .channel import CellError, Channel, ChannelClosed
 from .images import resolve_image
-from .init import ProgramExit, hide_command_line, reset_signals, supervise
+from .init import ProgramExit, hide_command_line, note_command_line, reset_signals, supervise
 from .spec import Limits, RunResult, RunSpec, Status, cell_path
 from .verdict import Facts, decide
 from .watchdog import Observed, watch
@@ -291,6 +291,7 @@ def _ask_maker(birth: Birth) -> MadeCell | None:
 def _clone_cell(birth: Birth) -> MadeCell:
     """Start a cell's init in new namespaces and map its ids; it builds its root
     and then waits for a launch."""
+    note_command_line()
     host, cell = Channel.pair()
     try:
         # Single-threaded, we clone the init straight into new namespaces; a
@@ -350,6 +351,7 @@ def make_init(birth: Birth, cell: Channel, host: Channel, own_pidfd: int) -> int
     """In the cell maker (single-threaded): clone an init for the caller that
     sent both ends of its channel, tell the caller the init's pid and a pidfd,
     map its ids. Returns the init's pid, for the maker to reap."""
+    note_command_line()
     pid = libc.clone_process(NAMESPACES)
     if pid == 0:
         _cloned_init(birth, cell, host, own_pidfd)  # never returns

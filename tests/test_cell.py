@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -286,9 +287,42 @@ def test_command_not_found(cell):
     assert "No such file" in result.message
 
 
+@pytest.mark.parametrize("warm", [False, True], ids=["cold", "warm"])
+def test_the_init_shows_no_command_line_of_the_caller(warm):
+    # The init is a copy of the caller (or of the cell maker), and a caller's
+    # command line may name secrets. The cell's /proc hides the init from the
+    # program (hidepid, not dumpable); this is the second line, seen from the host.
+    import sandbox
+
+    marker = f"cellblock-cmdline-{uuid.uuid4().hex}"
+    sandbox.keep_warm(warm)
+    try:
+        for _ in range(3):  # warm: the last run's cell is the maker's
+            runner = threading.Thread(
+                target=run, args=(["sh", "-c", f"sleep 1; : {marker}"],))
+            runner.start()
+            try:
+                deadline = time.monotonic() + 10
+                while not (found := _processes_with(marker)) and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                assert found, "the program never showed up"
+                stat = Path(f"/proc/{found[0]}/stat").read_text()
+                init = int(stat[stat.rindex(")") + 2 :].split()[1])
+                cmdline = Path(f"/proc/{init}/cmdline").read_bytes()
+            finally:
+                runner.join()
+            assert cmdline.rstrip(b"\0") == b"cellblock-init", cmdline
+    finally:
+        sandbox.keep_warm(False)
+
+
 def test_nothing_outlives_the_run(cell):
     marker = f"cellblock-daemon-{uuid.uuid4().hex}"
-    cell.run(["sh", "-c", f"setsid sh -c 'exec -a {marker} sleep 300' & sleep 0.1; echo started"])
+    # (dash has no `exec -a`: the marker is in the daemon shell's own command line.)
+    result = cell.run(["sh", "-c", f"setsid sh -c 'sleep 300; : {marker}' & sleep 0.1; "
+                                   f"grep -l {marker} /proc/[0-9]*/cmdline | wc -l"])
+    # This shell, the daemon and grep itself: the daemon was there.
+    assert result.stdout.split() == ["3"], result.stdout
     assert not _processes_with(marker)
 
 
