@@ -190,7 +190,13 @@ def serve(control_fd: int, caller: int) -> None:
         return  # a seccomp profile refuses it (Docker's): the caller makes its own
     control.send(b"ready")
     while True:
-        message, fds, _, _ = socket.recv_fds(control, _MAX_REQUEST, 2, socket.MSG_CMSG_CLOEXEC)
+        try:
+            message, fds, _, _ = socket.recv_fds(control, _MAX_REQUEST, 2,
+                                                 socket.MSG_CMSG_CLOEXEC)
+        except ConnectionResetError:
+            # The caller closed its end with our "ready" unread (it only ever
+            # peeks at it): said once, ahead of anything still queued.
+            continue
         if not message or message == _STOP:
             break  # the caller is gone, or stops us
         cell_end, host_end = (Channel(socket.socket(fileno=fd)) for fd in fds)

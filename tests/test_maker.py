@@ -112,6 +112,25 @@ def test_a_killed_maker_is_not_a_dead_end(warm_with_maker):
     assert not _waiting_cell().by_maker
 
 
+def test_a_caller_that_exits_leaves_no_maker_and_no_complaint():
+    script = textwrap.dedent("""
+        import sys, time
+        import sandbox
+        from sandbox import maker
+        sandbox.keep_warm()
+        sandbox.run(["true"])
+        while maker.current() is None:
+            time.sleep(0.02)
+        for _ in range(3):
+            assert sandbox.run(["true"]).status == "OK"
+        print(maker.current().process.pid, flush=True)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert _gone(int(done.stdout))
+
+
 def test_the_maker_and_its_cells_die_with_the_caller():
     script = textwrap.dedent("""
         import sys, time
