@@ -172,6 +172,25 @@ def test_a_threaded_caller_gets_the_makers_cells(warm_with_maker):
         busy.join()
 
 
+def test_runs_from_several_threads_at_once(warm_with_maker):
+    # One maker serves them all; each run still gets a cell of its own.
+    outputs: list[str] = []
+
+    def runs(n: int) -> None:
+        for i in range(8):
+            result = run(["sh", "-c", f"echo $$ {n}-{i} $(ls /box)"], copy_in={f"t{n}": b""})
+            outputs.append(f"{result.status} {result.stdout.strip()}")
+
+    threads = [threading.Thread(target=runs, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outputs) == sorted(f"OK 2 {n}-{i} t{n}" for n in range(4) for i in range(8))
+    sandbox.keep_warm(False)
+    assert children_of_this_process() == []
+
+
 def test_a_forked_child_shares_the_maker_and_cannot_stop_it(warm_with_maker):
     # An RQ worker starts the maker; each job's work horse is forked from it.
     assert run(["true"]).status == "OK"
