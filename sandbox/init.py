@@ -1,6 +1,7 @@
 """The cell's PID 1: reap every process, notice the program's end, end the rest.
 
-The init is our code, forked from the supervisor, and it outlives the program
+The init is our code, cloned from the supervisor (or from the cell maker,
+maker.py, which makes warm cells), and it outlives the program
 only long enough to kill what the program left behind (daemons, orphans),
 collect accounting and copy files out. Its own pages stay charged to the
 supervisor's cgroup: it never joins the cell's cgroup.
@@ -8,8 +9,8 @@ supervisor's cgroup: it never joins the cell's cgroup.
 It cannot be killed from inside: a PID namespace's init ignores signals from
 its own namespace for which it has no handler, and the only handler it keeps
 (SIGCHLD, to wake up) does nothing but wake it. It is not dumpable, so the
-program cannot read its memory (which is a copy of the supervisor's) through
-/proc/1/mem either.
+program cannot read its memory (a copy of the supervisor's or the maker's)
+through /proc/1/mem either, and the cell's /proc (hidepid) does not show it.
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ def note_command_line() -> None:
 
 def hide_command_line(title: bytes = b"cellblock-init") -> None:
     """Overwrite our argv in memory: /proc/1/cmdline is readable by every process
-    of the cell, and ours is a copy of the supervisor's (which may name secrets).
+    of the cell where hidepid does not hide us, and ours is a copy of the
+    supervisor's (which may name secrets).
     Where it is was noted by our parent (note_command_line) before the clone."""
     assert _argv_area is not None, "note_command_line() was not called before the clone"
     _, arg_start, arg_end = _argv_area

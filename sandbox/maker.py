@@ -203,6 +203,7 @@ def serve(control_fd: int, caller: int) -> None:
         try:
             pid = cell.make_init(pickle.loads(message), cell_end, host_end, own_pidfd)
             inits.add(pid)
+            reap()  # one that ended before it was in the set had its SIGCHLD already
         except Exception as error:  # noqa: BLE001 - the caller hears of it, we go on
             with contextlib.suppress(OSError):
                 cell_end.send("error", message=f"cell maker: {error}")
