@@ -14,6 +14,7 @@ See /work/shared/research/anchors-sandboxes.md ("Rules for our sandbox", section
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import gzip
 import hashlib
@@ -242,6 +243,39 @@ def test_network_host_loopback_unreachable(cell, program, bare):
     assert first == f"blocked errno={errno.ECONNREFUSED}", result.stdout
     interfaces = [line.split(":")[0].strip() for line in net_dev if ":" in line]
     assert interfaces == ["lo"], result.stdout
+
+
+def test_host_abstract_unix_socket_unreachable(cell, program, bare):
+    binary = program("adv_abstract")
+    name = f"cellblock-test-{os.getpid()}-{time.monotonic_ns()}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(b"\0" + name.encode())
+        listener.listen(16)
+        done = bare.run(binary, name, as_user=True)
+        assert done.stdout.strip() == f"ESCAPED connected to @{name}", done
+        result = cell.run(["./prog", name], copy_in={"prog": binary})
+    assert result.status == "OK", (result.message, result.stderr)
+    assert result.stdout.strip() == f"blocked errno={errno.ECONNREFUSED}", result.stdout
+
+
+def test_host_sysv_shared_memory_unreachable(cell, program, bare):
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.shmat.restype = ctypes.c_void_p
+    key = 0x0CB00000 + os.getpid() % 0x10000
+    segment = libc.shmget(key, 4096, 0o1000 | 0o644)  # IPC_CREAT, readable by all
+    assert segment >= 0, os.strerror(ctypes.get_errno())
+    try:
+        address = libc.shmat(segment, None, 0)
+        ctypes.memmove(address, b"host-secret", 11)
+        libc.shmdt(ctypes.c_void_p(address))
+        binary = program("adv_sysv")
+        done = bare.run(binary, str(key), as_user=True)
+        assert done.stdout.strip() == "ESCAPED read host-secret", done
+        result = cell.run(["./prog", str(key)], copy_in={"prog": binary})
+    finally:
+        libc.shmctl(segment, 0, None)  # IPC_RMID
+    assert result.status == "OK", (result.message, result.stderr)
+    assert result.stdout.strip() == f"blocked errno={errno.ENOENT}", result.stdout
 
 
 # --- 2. reading host files --------------------------------------------------------
