@@ -122,12 +122,17 @@ def start() -> None:
     or broken: one that could not come up or died is not started again)."""
     global _maker
     with _maker_lock:
-        if _maker is not None:
-            return
-        if not sys.executable:  # embedded without an interpreter to start
+        if _maker is not None or not _can_start_interpreter():
             return
         with contextlib.suppress(OSError):
             _maker = Maker()
+
+
+def _can_start_interpreter() -> bool:
+    """Whether sys.executable is a Python to start: not when embedded (uWSGI's
+    own binary, an empty string) or frozen into an application."""
+    name = os.path.basename(sys.executable or "")
+    return name.startswith("python") and not getattr(sys, "frozen", False)
 
 
 def current() -> Maker | None:

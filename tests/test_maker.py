@@ -244,6 +244,20 @@ def test_a_miss_is_made_by_the_maker_too(warm_with_maker, monkeypatch):
     assert cloned == []
 
 
+def test_an_embedded_interpreter_starts_no_maker(monkeypatch):
+    # sys.executable of a Python embedded in another program (uWSGI) is that
+    # program: starting it with our arguments could do anything. Cells are
+    # then made by the caller.
+    monkeypatch.setattr(sys, "executable", "/usr/bin/uwsgi")
+    sandbox.keep_warm()
+    try:
+        for _ in range(3):
+            assert run(["echo", "ok"]).stdout == "ok\n"
+        assert maker._maker is None and maker.current() is None
+    finally:
+        sandbox.keep_warm(False)
+
+
 def test_where_clone_into_namespaces_is_refused_the_maker_never_comes_up():
     # Docker's worker profile: the maker finds out before it says it is up,
     # and the caller makes its own cells (fork + unshare).
