@@ -1058,6 +1058,35 @@ def check_launcher() -> Check:
                  "scripts/install (or: pip install --force-reinstall cellblock, with gcc present)")
 
 
+def check_maker() -> Check:
+    """Whether warm cells can be made by a cell maker (sandbox/maker.py)."""
+    from . import maker
+
+    name = "cell maker"
+    slower = "warm cells are made by the caller instead (the same cells, ~1 ms slower)"
+    if not maker._can_start_interpreter():
+        return Check(name, False, f"sys.executable {sys.executable!r} is not a Python to "
+                     f"start: {slower}", required=False)
+    try:
+        handle = maker.Maker()
+    except OSError as error:
+        return Check(name, False, f"cannot start one ({_error_text(error)}): {slower}",
+                     required=False)
+    try:
+        deadline = time.monotonic() + 2 * PROBE_TIMEOUT
+        while not handle.usable() and not handle.broken and time.monotonic() < deadline:
+            time.sleep(0.02)
+        up = handle.usable()
+    finally:
+        handle.stop()
+    if up:
+        return Check(name, True, "warm cells are cloned by a small process of their own, "
+                     "not by the caller", required=False)
+    return Check(name, False, "it may not clone into new namespaces here (a seccomp profile, "
+                 "like cellblock's Docker worker profile, refuses clone with namespace flags, "
+                 f"by design): {slower}", required=False)
+
+
 CHECKS: list[tuple[str, Callable[[], Check]]] = [
     ("program launcher", check_launcher),
     ("user namespaces", check_userns),
@@ -1069,4 +1098,5 @@ CHECKS: list[tuple[str, Callable[[], Check]]] = [
     ("landlock", check_landlock),
     ("subordinate ids", check_subids),
     ("kernel", check_kernel),
+    ("cell maker", check_maker),
 ]

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import children_of_this_process
+from conftest import children_of_this_process, under_a_refusing_profile
 
 from sandbox import doctor
 from sandbox.doctor import Check, Outcome, Report, check_host, format_report, probe, run_doctor
@@ -193,6 +193,26 @@ def test_unbuilt_launcher_is_named_with_its_fix(tmp_path):
     check, result = done.stdout.splitlines()
     assert check.startswith("False|True|") and "scripts/install" in check
     assert result.startswith("IE|") and "_spawn*.so is missing" in result, result
+
+
+def test_cell_maker_check_starts_one_and_leaves_nothing():
+    check = doctor.check_maker()
+    assert check.ok and not check.required, check
+    assert children_of_this_process() == []
+
+
+def test_cell_maker_check_where_clone_into_namespaces_is_refused():
+    # Docker's worker profile: optional, says why, and what happens instead.
+    from sandbox import libc
+
+    def run_check() -> str:
+        check = doctor.check_maker()
+        return f"{check.ok}|{check.required}|{check.detail}"
+
+    ok, required, detail = under_a_refusing_profile(
+        {"clone": libc.CLONE_NEWUSER}, run_check).split("|", 2)
+    assert (ok, required) == ("False", "False"), detail
+    assert "may not clone into new namespaces" in detail and "made by the caller" in detail
 
 
 def test_report_ok_ignores_optional_checks():
