@@ -196,9 +196,10 @@ def test_unbuilt_launcher_is_named_with_its_fix(tmp_path):
 
 
 def test_cell_maker_check_starts_one_and_leaves_nothing():
+    before = set(children_of_this_process())  # earlier tests' inits may still be exiting
     check = doctor.check_maker()
     assert check.ok and not check.required, check
-    assert children_of_this_process() == []
+    assert set(children_of_this_process()) <= before
 
 
 def test_cell_maker_check_where_clone_into_namespaces_is_refused():
