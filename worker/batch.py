@@ -146,6 +146,11 @@ def serve() -> None:
     # The protocol owns the real stdout; anything else printed goes to stderr.
     out = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
+    # A long-lived worker of one-run items: each item's cell is made while the
+    # item before it runs (warm cells, by this worker's cell maker).
+    import sandbox
+
+    sandbox.keep_warm()
     for line in sys.stdin:
         request = json.loads(line)
         result = judge_item(request["item"], request["defaults"])
