@@ -16,8 +16,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import types
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -63,19 +64,38 @@ def test_user() -> Iterator[pwd.struct_passwd]:
         subprocess.run(["userdel", TEST_USER], check=False)
 
 
+def process_stat(pid: int | str) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (state first, then the
+    parent's pid), or None once the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2 :].split()
+
+
+def parent_of(pid: int) -> int:
+    fields = process_stat(pid)
+    assert fields is not None, f"process {pid} is gone"
+    return int(fields[1])
+
+
+def settle(predicate: Callable[[], object], timeout: float = 10.0) -> bool:
+    """Whether `predicate` comes true within `timeout` seconds (polled)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return bool(predicate())
+
+
 def children_of_this_process() -> list[int]:
     """Every process (zombies included) whose parent is this process, in pid order."""
     me, kids = os.getpid(), []
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:  # gone meanwhile
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if int(fields[1]) == me:
+        if entry.isdigit() and (fields := process_stat(entry)) and int(fields[1]) == me:
             kids.append(int(entry))
     return sorted(kids)
 

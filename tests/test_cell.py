@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import VENV, as_user, under_a_refusing_profile
+from conftest import VENV, as_user, parent_of, under_a_refusing_profile
 
 from sandbox import SpecError, run
 from sandbox.spec import BASE_ENV
@@ -306,8 +306,7 @@ def test_the_init_shows_no_command_line_of_the_caller(warm):
                 while not (found := _processes_with(marker)) and time.monotonic() < deadline:
                     time.sleep(0.01)
                 assert found, "the program never showed up"
-                stat = Path(f"/proc/{found[0]}/stat").read_text()
-                init = int(stat[stat.rindex(")") + 2 :].split()[1])
+                init = parent_of(found[0])
                 cmdline = Path(f"/proc/{init}/cmdline").read_bytes()
             finally:
                 runner.join()

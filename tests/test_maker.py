@@ -13,33 +13,35 @@ import threading
 import time
 
 import pytest
-from conftest import REPO, VENV, as_user, children_of_this_process, under_a_refusing_profile
+from conftest import (
+    REPO,
+    VENV,
+    as_user,
+    children_of_this_process,
+    parent_of,
+    process_stat,
+    settle,
+    under_a_refusing_profile,
+)
 
 import sandbox
 from sandbox import maker, run, warm
 
-
-def _settle(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
-
-
-def _parent_of(pid: int) -> int:
-    with open(f"/proc/{pid}/stat") as f:
-        stat = f.read()
-    return int(stat[stat.rindex(")") + 2 :].split()[1])
+# The first lines of a caller script: warm cells on, and the cell maker up.
+_WITH_THE_MAKER_UP = """
+import sys, time
+import sandbox
+from sandbox import maker, warm
+sandbox.keep_warm()
+sandbox.run(["true"])
+while maker.current() is None:
+    time.sleep(0.02)
+"""
 
 
 def _gone(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except FileNotFoundError:
-        return True
+    fields = process_stat(pid)
+    return fields is None or fields[0] in ("Z", "X")
 
 
 @pytest.fixture
@@ -47,7 +49,7 @@ def warm_with_maker():
     sandbox.keep_warm()
     result = run(["true"])  # starts the maker (in the background)
     assert result.status == "OK", result.message
-    assert _settle(lambda: maker.current() is not None), "the cell maker never came up"
+    assert settle(lambda: maker.current() is not None), "the cell maker never came up"
     yield maker.current()
     sandbox.keep_warm(False)
 
@@ -65,7 +67,7 @@ def test_warm_cells_come_from_the_maker(warm_with_maker):
         assert result.stdout.split() == ["2", "/box:", f"f{n}", "/tmp:"], result.stdout
     waiting = _waiting_cell()
     assert waiting.by_maker
-    assert _parent_of(waiting.pid) == warm_with_maker.process.pid != os.getpid()
+    assert parent_of(waiting.pid) == warm_with_maker.process.pid != os.getpid()
     # The caller's only child is the maker: it cloned no init itself (but for
     # those of the runs before the maker was up, reaped here).
     from sandbox.cell import reap_finished
@@ -80,7 +82,7 @@ def test_the_makers_cells_hold_nothing_of_the_callers_environment(monkeypatch):
     sandbox.keep_warm()
     try:
         assert run(["true"]).status == "OK"
-        assert _settle(lambda: maker.current() is not None)
+        assert settle(lambda: maker.current() is not None)
         assert run(["true"]).status == "OK"
         waiting = _waiting_cell()
         for pid in (maker.current().process.pid, waiting.pid):
@@ -99,7 +101,7 @@ def test_turning_warm_cells_off_stops_the_maker_and_leaves_nothing(warm_with_mak
     maker_pid, init_pid = warm_with_maker.process.pid, _waiting_cell().pid
     sandbox.keep_warm(False)
     assert children_of_this_process() == []  # the maker was waited for
-    assert _gone(maker_pid) and _settle(lambda: _gone(init_pid))
+    assert _gone(maker_pid) and settle(lambda: _gone(init_pid))
     assert len(os.listdir("/proc/self/fd")) == fds_before - 2  # its control socket, the pidfd
 
 
@@ -108,7 +110,7 @@ def test_a_killed_maker_is_not_a_dead_end(warm_with_maker):
     waiting = _waiting_cell()
     os.kill(warm_with_maker.process.pid, signal.SIGKILL)
     # Its inits die with it (PDEATHSIG); the runs go on, on cells of our own.
-    assert _settle(lambda: _gone(waiting.pid))
+    assert settle(lambda: _gone(waiting.pid))
     for _ in range(3):
         result = run(["echo", "still here"])
         assert result.status == "OK" and result.stdout == "still here\n", result.message
@@ -117,14 +119,7 @@ def test_a_killed_maker_is_not_a_dead_end(warm_with_maker):
 
 
 def test_a_caller_that_exits_leaves_no_maker_and_no_complaint():
-    script = textwrap.dedent("""
-        import sys, time
-        import sandbox
-        from sandbox import maker
-        sandbox.keep_warm()
-        sandbox.run(["true"])
-        while maker.current() is None:
-            time.sleep(0.02)
+    script = _WITH_THE_MAKER_UP + textwrap.dedent("""
         for _ in range(3):
             assert sandbox.run(["true"]).status == "OK"
         print(maker.current().process.pid, flush=True)
@@ -136,14 +131,7 @@ def test_a_caller_that_exits_leaves_no_maker_and_no_complaint():
 
 
 def test_the_maker_and_its_cells_die_with_the_caller():
-    script = textwrap.dedent("""
-        import sys, time
-        import sandbox
-        from sandbox import maker, warm
-        sandbox.keep_warm()
-        sandbox.run(["true"])
-        while maker.current() is None:
-            time.sleep(0.02)
+    script = _WITH_THE_MAKER_UP + textwrap.dedent("""
         sandbox.run(["true"])
         (waiting,) = warm._ready.values()
         waiting.confirm()
@@ -159,7 +147,7 @@ def test_the_maker_and_its_cells_die_with_the_caller():
         caller.kill()
         caller.wait()
         caller.stdout.close()
-    assert _settle(lambda: _gone(maker_pid) and _gone(init_pid))
+    assert settle(lambda: _gone(maker_pid) and _gone(init_pid))
 
 
 def test_a_threaded_caller_gets_the_makers_cells(warm_with_maker):
@@ -170,7 +158,7 @@ def test_a_threaded_caller_gets_the_makers_cells(warm_with_maker):
         for _ in range(3):
             assert run(["true"]).status == "OK"
         waiting = _waiting_cell()
-        assert waiting.by_maker and _parent_of(waiting.pid) == warm_with_maker.process.pid
+        assert waiting.by_maker and parent_of(waiting.pid) == warm_with_maker.process.pid
     finally:
         stop.set()
         busy.join()
@@ -205,7 +193,7 @@ def test_a_forked_child_shares_the_maker_and_cannot_stop_it(warm_with_maker):
         try:
             outputs = [run(["echo", "child"]).stdout for _ in range(3)]
             waiting = _waiting_cell()
-            mine = waiting.by_maker and _parent_of(waiting.pid) == ours
+            mine = waiting.by_maker and parent_of(waiting.pid) == ours
             sandbox.keep_warm(False)  # ends the child's warm cell, not the maker
             code = 0 if outputs == ["child\n"] * 3 and mine else 2
         finally:
@@ -271,7 +259,7 @@ def test_where_clone_into_namespaces_is_refused_the_maker_never_comes_up():
         sandbox.keep_warm()
         results = [run(["echo", "ok"]) for _ in range(3)]
         # Asking whether it is up (as each run does) finds it gone.
-        _settle(lambda: maker.current() is None and maker._maker.broken, timeout=5)
+        settle(lambda: maker.current() is None and maker._maker.broken, timeout=5)
         state = (maker.current() is None, maker._maker.broken)
         sandbox.keep_warm(False)
         return f"{[str(r.status) for r in results]} {state}"
@@ -281,14 +269,7 @@ def test_where_clone_into_namespaces_is_refused_the_maker_never_comes_up():
 
 
 def test_unprivileged_caller_gets_the_makers_cells(test_user):
-    script = textwrap.dedent("""
-        import os, time
-        import sandbox
-        from sandbox import maker, warm
-        sandbox.keep_warm()
-        sandbox.run(["true"])
-        while maker.current() is None:
-            time.sleep(0.02)
+    script = _WITH_THE_MAKER_UP + textwrap.dedent("""
         outs = [sandbox.run(["sh", "-c", "echo $$ $(id -u)"]).stdout for _ in range(4)]
         (waiting,) = warm._ready.values()
         waiting.confirm()

@@ -7,10 +7,9 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
-from conftest import REPO, VENV, as_user, children_of_this_process
+from conftest import REPO, VENV, as_user, children_of_this_process, settle
 
 import sandbox
 from sandbox import run, warm
@@ -24,15 +23,6 @@ def warm_cells():
 
 
 _our_children = children_of_this_process
-
-
-def _settle(predicate, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 def test_each_run_gets_a_fresh_cell(warm_cells):
@@ -55,7 +45,7 @@ def test_turning_it_off_leaves_no_process_or_fd():
         assert len(_our_children()) >= 1  # the cell maker (and a waiting init of ours)
     finally:
         sandbox.keep_warm(False)
-    assert _settle(lambda: not _our_children()), _our_children()
+    assert settle(lambda: not _our_children()), _our_children()
     assert len(os.listdir("/proc/self/fd")) == fds_before
 
 
@@ -64,7 +54,7 @@ def test_a_dead_warm_cell_is_replaced(warm_cells):
     (waiting,) = warm._ready.values()
     waiting.confirm()  # made by the cell maker: its pid comes as its first message
     os.kill(waiting.pid, signal.SIGKILL)
-    _settle(lambda: warm._has_news(waiting))
+    settle(lambda: warm._has_news(waiting))
     result = run(["echo", "still here"])
     assert result.status == "OK" and result.stdout == "still here\n", result.message
 
@@ -76,7 +66,7 @@ def test_a_warm_cell_that_dies_as_it_is_taken_is_replaced(warm_cells, monkeypatc
     (waiting,) = warm._ready.values()
     waiting.confirm()  # made by the cell maker: its pid comes as its first message
     os.kill(waiting.pid, signal.SIGKILL)
-    assert _settle(lambda: warm._has_news(waiting))
+    assert settle(lambda: warm._has_news(waiting))
     monkeypatch.setattr(warm, "_has_news", lambda cell: False)
     result = run(["echo", "still here"])
     assert result.status == "OK" and result.stdout == "still here\n", result.message
