@@ -9,9 +9,13 @@ world, `python3 -c pass`) by each method, interleaved: every iteration runs ever
 workload by every method, in an order that rotates from one iteration to the next, so
 all methods see the same machine state. The methods:
 
-    sandbox.run   in-process call of the working tree's sandbox.run (a fresh cell each time)
-    warm cell     the same with warm cells on (sandbox.keep_warm): the cell was made while
-                  the previous such run's program ran; each run still gets a fresh cell
+    sandbox.run   in-process call of the working tree's sandbox.run, as a long-lived
+                  caller gets it by default: warm cells (on from a process's second
+                  run), each made while the previous such run's program ran; every
+                  run still gets a fresh cell
+    cold cell     the same with warm cells off (sandbox.keep_warm(False), or
+                  CELLBLOCK_WARM=0): each cell made for its run, as a process's first
+                  run is
     fork+exec     os.fork + os.execve, then read the output to EOF and waitpid
     posix_spawn   os.posix_spawn (glibc: clone(CLONE_VM|CLONE_VFORK)), read, waitpid
     bwrap         bubblewrap started with os.posix_spawn, with the isolation of BWRAP
@@ -95,10 +99,11 @@ Method = Callable[[Workload], None]
 # --- the methods: each runs one workload once, and raises BenchError if it failed ---------
 
 
-def run_sandbox(workload: Workload, use_warm: bool = False) -> None:
-    # Only this method uses (and makes) warm cells: the switch below is the pool's
-    # own flag, set without releasing the cell that waits for the next warm run.
-    sandbox_warm._enabled = use_warm
+def run_sandbox(workload: Workload, warm_setting: bool | None = None) -> None:
+    # None: the default (automatic, so on here). Set as the pool's own flag,
+    # without releasing the cell that waits for the next default run: a cold
+    # run neither uses nor makes warm cells.
+    sandbox_warm._chosen = warm_setting
     result = sandbox_run(workload.cell_argv, copy_in=workload.cell_copy_in)
     output = result.stdout + result.stderr
     if result.status != Status.OK or output != workload.output:
@@ -135,7 +140,7 @@ def run_bwrap(workload: Workload) -> None:
 
 METHODS: dict[str, Method] = {
     "sandbox.run": run_sandbox,
-    "warm cell": functools.partial(run_sandbox, use_warm=True),
+    "cold cell": functools.partial(run_sandbox, warm_setting=False),
     "fork+exec": run_fork_exec,
     "posix_spawn": run_posix_spawn,
     "bwrap": run_bwrap,
@@ -406,9 +411,11 @@ NOTES = [
     "fork+exec is os.fork + os.execve; posix_spawn is os.posix_spawn (glibc uses "
     "clone(CLONE_VM|CLONE_VFORK), no page-table copy); bwrap is started by posix_spawn. "
     "Each reads the output to EOF and reaps with waitpid.",
-    "hello: sandbox.run copies the binary in (copy_in, written to the cell's tmpfs on every "
-    "run: a cell cannot see the host's temporary directory); the other methods exec it from "
-    "the temporary directory (bwrap: --ro-bind of that directory).",
+    "sandbox.run is the default of a long-lived caller: warm cells, automatic from a "
+    "process's second run; cold cell is warm cells off (a process's first run).",
+    "hello: sandbox.run and cold cell copy the binary in (copy_in, written to the cell's "
+    "tmpfs on every run: a cell cannot see the host's temporary directory); the other "
+    "methods exec it from the temporary directory (bwrap: --ro-bind of that directory).",
     "bwrap does less than a cell: no seccomp filter, no rlimits, no overlay root, and run "
     "by root its program keeps root's capabilities inside its namespaces.",
     "every program gets the cell's environment (PATH, HOME=/box, TMPDIR, LANG, LC_ALL) and "
@@ -428,7 +435,7 @@ def build_report(samples: Samples, cli_samples: dict[str, list[float]],
     workloads = list(dict.fromkeys(w for w, _ in samples))
     ratios = {w: round(medians[(w, "sandbox.run")] / medians[(w, "bwrap")], 2)
               for w in workloads}
-    warm_ratios = {w: round(medians[(w, "warm cell")] / medians[(w, "bwrap")], 2)
+    cold_ratios = {w: round(medians[(w, "cold cell")] / medians[(w, "bwrap")], 2)
                    for w in workloads}
     cli = [{"command": name, **summarize(values), "samples_ms": [round(v, 3) for v in values]}
            for name, values in cli_samples.items()]
@@ -440,7 +447,7 @@ def build_report(samples: Samples, cli_samples: dict[str, list[float]],
         "cpu": cpu,
         "in_process": results,
         "ratio_sandbox_to_bwrap_median": ratios,
-        "ratio_warm_to_bwrap_median": warm_ratios,
+        "ratio_cold_to_bwrap_median": cold_ratios,
         "whole_process": cli,
         "ratio_cli_to_bwrap_median": round(cli[0]["median_ms"] / cli[1]["median_ms"], 2),
     }
@@ -462,16 +469,16 @@ def print_table(report: dict[str, object]) -> None:
     header = f"  {'workload':<18}{'method':<14}{'median':>9}{'p95':>9}{'min':>9}{'max':>9}"
     print(header)
     ratios = report["ratio_sandbox_to_bwrap_median"]
-    warm_ratios = report["ratio_warm_to_bwrap_median"]
-    assert isinstance(ratios, dict) and isinstance(warm_ratios, dict)
+    cold_ratios = report["ratio_cold_to_bwrap_median"]
+    assert isinstance(ratios, dict) and isinstance(cold_ratios, dict)
     previous = ""
     for row in report["in_process"]:  # type: ignore[union-attr]
         workload = row["workload"] if row["workload"] != previous else ""
         extra = ""
         if row["method"] == "sandbox.run":
             extra = f"   sandbox.run / bwrap = {ratios[row['workload']]:.2f}x"
-        elif row["method"] == "warm cell":
-            extra = f"   warm cell / bwrap = {warm_ratios[row['workload']]:.2f}x"
+        elif row["method"] == "cold cell":
+            extra = f"   cold cell / bwrap = {cold_ratios[row['workload']]:.2f}x"
         print(f"  {workload:<18}{row['method']:<14}{row['median_ms']:>9.2f}{row['p95_ms']:>9.2f}"
               f"{row['min_ms']:>9.2f}{row['max_ms']:>9.2f}{extra}")
         previous = row["workload"]

@@ -68,17 +68,22 @@ def run_spec(spec: RunSpec) -> RunResult:
     return run_cell(spec)
 
 
-def keep_warm(enabled: bool = True) -> None:
+def keep_warm(enabled: bool | None = True) -> None:
     """Make each run's successor cell while its program runs (sandbox/warm.py).
 
-    For long-lived callers that run many cells: a run then costs a message to
-    a waiting cell instead of a clone and a root. One cell is kept waiting (a
-    process and its mount namespace) until the next run, `keep_warm(False)` or
-    exit. Also on with the environment variable CELLBLOCK_WARM=1.
+    A run then costs a message to a waiting cell instead of a clone and a
+    root. Automatic unless chosen: a process's second run turns it on (one
+    that runs a single cell never pays for it). `keep_warm()` turns it on from
+    the first run, `keep_warm(False)` off (ending the cell kept and the cell
+    maker), `keep_warm(None)` back to automatic. While on, one cell is kept
+    waiting (a process and its mount namespace) and a cell maker (~16 MiB)
+    runs beside the caller, until `keep_warm(False)` or exit. From outside:
+    CELLBLOCK_WARM=1 (on) or CELLBLOCK_WARM=0 (off).
     """
     from .cell import reap_finished
+    from .warm import enabled as _enabled
     from .warm import keep_warm as _keep_warm
 
     _keep_warm(enabled)
-    if not enabled:
+    if not _enabled():
         reap_finished()  # and the inits of finished runs: nothing of ours is left

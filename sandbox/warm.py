@@ -8,9 +8,14 @@ same birth (image, tmpfs size, id map) uses it. A run then costs sending its
 launch instead of cloning a process and building a root.
 
 Each warm cell serves exactly one run; nothing of one run is ever seen by
-another. Off by default (a warm cell is a process and a mount namespace kept
-alive between runs): `sandbox.keep_warm()` turns it on for long-lived callers
-(the worker, evaluation harnesses), `CELLBLOCK_WARM=1` does it from outside.
+another. Automatic by default: a process's second run turns warm cells on (a
+process that runs cells again will likely run more: a harness, a judge, a
+benchmark), so a one-cell process (`cellblock run`) never starts what it
+would throw away, and a long-lived one pays a cold cell once. The cost of
+being on is a waiting process and mount namespace, and the maker's ~16 MiB,
+until exit. `sandbox.keep_warm()` turns it on from the first run,
+`sandbox.keep_warm(False)` off, `keep_warm(None)` back to automatic; from
+outside, CELLBLOCK_WARM=1 / CELLBLOCK_WARM=0 (unset: automatic).
 One cell is kept per birth, for the last BIRTHS births used (a judge
 alternates between the program's cells and the checker's); an older birth's
 cell is ended. Warm cells are made by the cell maker (maker.py) once it is up,
@@ -41,29 +46,50 @@ class _Cell(Protocol):
 
 
 BIRTHS = 2
+AUTOMATIC_FROM_RUN = 2  # the run that turns warm cells on when nobody chose
 _lock = threading.Lock()
-_enabled = os.environ.get("CELLBLOCK_WARM", "") not in ("", "0")
 _ready: dict[Any, _Cell] = {}  # birth -> a cell waiting for its launch
+_runs = 0  # runs of this process so far (take() counts them)
 
 
-def keep_warm(enabled: bool = True) -> None:
+def _setting_from_environment() -> bool | None:
+    value = os.environ.get("CELLBLOCK_WARM", "")
+    return None if value == "" else value != "0"
+
+
+_chosen: bool | None = _setting_from_environment()  # None: automatic
+
+
+def keep_warm(enabled: bool | None = True) -> None:
     """Keep one cell made ahead of time, and start the cell maker that makes
-    them (or stop, and end the cell kept and the maker)."""
-    global _enabled
-    _enabled = enabled
+    them (False: stop, and end the cell kept and the maker; None: automatic,
+    on from this process's second run)."""
+    global _chosen
+    _chosen = enabled
+    if enabled is None:
+        enabled = _runs >= AUTOMATIC_FROM_RUN
     if enabled:
         maker.start()
     else:
         release()
 
 
+def setting() -> bool | None:
+    """What was chosen (keep_warm, CELLBLOCK_WARM): True, False, or None for automatic."""
+    return _chosen
+
+
 def enabled() -> bool:
-    return _enabled
+    return _chosen if _chosen is not None else _runs >= AUTOMATIC_FROM_RUN
 
 
 def take(birth: Any) -> _Cell | None:
-    """A warm cell for `birth`, or None (then the caller makes one)."""
-    if not _enabled:
+    """A warm cell for `birth`, or None (then the caller makes one). Called
+    once per run: it counts them for the automatic setting."""
+    global _runs
+    with _lock:
+        _runs += 1
+    if not enabled():
         return None
     with _lock:
         cell = _ready.pop(birth, None)
@@ -84,7 +110,7 @@ def take(birth: Any) -> _Cell | None:
 
 def refill(birth: Any, make: Callable[[Any], _Cell]) -> None:
     """Make a cell for `birth` if none is waiting (called while a program runs)."""
-    if not _enabled:
+    if not enabled():
         return
     with _lock:
         if birth in _ready:
@@ -94,7 +120,7 @@ def refill(birth: Any, make: Callable[[Any], _Cell]) -> None:
             stale.append(_ready.pop(next(iter(_ready))))
     for cell in stale:
         _drop(cell)
-    maker.start()  # CELLBLOCK_WARM turned us on without keep_warm()
+    maker.start()  # turned on automatically or by CELLBLOCK_WARM, not keep_warm()
     try:
         cell = make(birth)
     except (OSError, ValueError, RuntimeError):

@@ -36,6 +36,18 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         )
 
 
+@pytest.fixture(autouse=True)
+def warm_cells_automatic() -> Iterator[None]:
+    """Every test runs with warm cells as a user's long-lived process has them:
+    automatic, so on (this process has run cells before; sandbox/warm.py). A
+    test that chooses (keep_warm) has its choice taken back after it."""
+    from sandbox import warm
+
+    yield
+    if warm.setting() is not None:
+        warm.keep_warm(None)
+
+
 @pytest.fixture(scope="session")
 def test_user() -> Iterator[pwd.struct_passwd]:
     """A throwaway unprivileged user, removed at the end."""

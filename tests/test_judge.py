@@ -359,9 +359,13 @@ def test_compiled_artifacts_are_read_only_in_runs() -> None:
 
 def test_judging_uses_warm_cells_and_leaves_nothing(monkeypatch) -> None:
     # Every test after the first gets a cell made while the one before ran;
-    # each cell still serves one run, and nothing is kept once judging ends.
+    # each cell still serves one run, and nothing is kept once judging ends
+    # for a caller that has warm cells off.
 
+    import sandbox
     from sandbox import warm
+
+    sandbox.keep_warm(False)
     from worker.compiler import compile_program
     from worker.pipeline import JudgeOptions, judge_program
 
@@ -372,7 +376,7 @@ def test_judging_uses_warm_cells_and_leaves_nothing(monkeypatch) -> None:
     tests = from_data([{"input": f"{i} {i}\n", "output": f"{2 * i}\n"} for i in range(6)])
     result = judge_program(program, tests, JudgeOptions())
     assert result.verdict == Verdict.AC and len(result.tests) == 6, result
-    assert not warm.enabled() and not warm._ready
+    assert warm.setting() is False and not warm._ready
     # 6 runs: the first makes its own cell, each later one takes a warm cell.
     assert [cell is not None for cell in taken] == [False] + [True] * 5, taken
     children = children_of_this_process()

@@ -240,6 +240,7 @@ def test_an_embedded_interpreter_starts_no_maker(monkeypatch):
     # sys.executable of a Python embedded in another program (uWSGI) is that
     # program: starting it with our arguments could do anything. Cells are
     # then made by the caller.
+    sandbox.keep_warm(False)  # no maker yet (the tests before had one)
     monkeypatch.setattr(sys, "executable", "/usr/bin/uwsgi")
     sandbox.keep_warm()
     try:
@@ -254,6 +255,8 @@ def test_where_clone_into_namespaces_is_refused_the_maker_never_comes_up():
     # Docker's worker profile: the maker finds out before it says it is up,
     # and the caller makes its own cells (fork + unshare).
     from sandbox import libc
+
+    sandbox.keep_warm(False)  # no maker yet (the tests before had one)
 
     def runs() -> str:
         sandbox.keep_warm()

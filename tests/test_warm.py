@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -9,7 +10,7 @@ import sys
 import textwrap
 
 import pytest
-from conftest import REPO, VENV, as_user, children_of_this_process, settle
+from conftest import REPO, VENV, as_user, children_of_this_process, process_stat, settle
 
 import sandbox
 from sandbox import run, warm
@@ -37,6 +38,7 @@ def test_each_run_gets_a_fresh_cell(warm_cells):
 
 
 def test_turning_it_off_leaves_no_process_or_fd():
+    sandbox.keep_warm(False)  # from nothing of warm cells (the tests before had them)
     fds_before = len(os.listdir("/proc/self/fd"))
     sandbox.keep_warm()
     try:
@@ -118,9 +120,93 @@ def test_unprivileged_caller_with_warm_cells(test_user):
     assert done.stdout.split() == ["1", "2", "0"], done.stdout
 
 
-def test_environment_variable_turns_it_on():
-    code = "import sandbox.warm as w; print(w.enabled())"
-    for value, expected in (("1", "True"), ("0", "False"), ("", "False")):
+# A caller script in a fresh interpreter: it records, run by run, whether the
+# run took a warm cell, and prints what it saw as JSON.
+_RECORDING_CALLER = """
+import json, os, sys
+import sandbox
+from sandbox import maker, warm
+from sandbox.cell import reap_finished
+took = []
+real_take = warm.take
+def take(birth):
+    cell = real_take(birth)
+    took.append(cell is not None)
+    return cell
+warm.take = take
+def runs(n):
+    for _ in range(n):
+        result = sandbox.run(["true"])
+        assert result.status == "OK", result.message
+def children():
+    reap_finished()
+    me = str(os.getpid())
+    return [p for p in os.listdir("/proc") if p.isdigit()
+            and open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[1] == me]
+"""
+
+
+def _caller(script: str, warm_setting: str | None = None) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "CELLBLOCK_WARM"}
+    if warm_setting is not None:
+        env["CELLBLOCK_WARM"] = warm_setting
+    done = subprocess.run([sys.executable, "-c", _RECORDING_CALLER + textwrap.dedent(script)],
+                          capture_output=True, text=True, cwd=REPO,
+                          env={**env, "PYTHONPATH": str(REPO)}, timeout=120)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    return json.loads(done.stdout)
+
+
+def test_by_default_a_processs_second_run_turns_warm_cells_on():
+    seen = _caller("""
+        runs(1)
+        after_one = {"enabled": warm.enabled(), "maker": maker._maker is not None,
+                     "waiting": len(warm._ready), "children": children()}
+        runs(4)
+        print(json.dumps({"after_one": after_one, "took": took, "enabled": warm.enabled(),
+                          "maker": maker._maker.process.pid}))
+    """)
+    # One run (cellblock run's case) starts nothing and leaves nothing.
+    assert seen["after_one"] == {"enabled": False, "maker": False, "waiting": 0, "children": []}
+    # The second run is cold and makes the third's cell; from then on every run is warm.
+    assert seen["took"] == [False, False, True, True, True]
+    assert seen["enabled"] is True
+    # The maker it started ends with the caller.
+    assert settle(lambda: (process_stat(seen["maker"]) or ["X"])[0] in ("Z", "X"))
+
+
+def test_a_caller_that_says_no_never_gets_warm_cells():
+    script = """
+        runs(5)
+        print(json.dumps({"took": took, "maker": maker._maker is not None,
+                          "children": children()}))
+    """
+    never = {"took": [False] * 5, "maker": False, "children": []}
+    assert _caller(script, warm_setting="0") == never
+    assert _caller("\n        sandbox.keep_warm(False)" + script) == never
+
+
+def test_the_choice_can_be_made_and_taken_back():
+    seen = _caller("""
+        sandbox.keep_warm()  # on from the first run
+        runs(2)
+        sandbox.keep_warm(False)
+        off = {"maker": maker._maker is not None, "waiting": len(warm._ready),
+               "children": children()}
+        runs(2)
+        sandbox.keep_warm(None)  # automatic again: this process has run cells before
+        runs(2)
+        print(json.dumps({"took": took, "off": off, "enabled": warm.enabled()}))
+    """)
+    assert seen["off"] == {"maker": False, "waiting": 0, "children": []}
+    assert seen["took"] == [False, True, False, False, False, True]
+    assert seen["enabled"] is True
+    assert _caller("runs(2)\nprint(json.dumps(took))", warm_setting="1") == [False, True]
+
+
+def test_the_environment_variable():
+    code = "import sandbox.warm as w; print(w.setting(), w.enabled())"
+    for value, expected in (("1", "True True"), ("0", "False False"), ("", "None False")):
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                               env={**os.environ, "CELLBLOCK_WARM": value}, cwd=REPO, check=True)
         assert done.stdout.strip() == expected

@@ -112,15 +112,17 @@ def judge_program(program: Program, tests: list[TestCase], options: JudgeOptions
 @contextlib.contextmanager
 def _warm_cells(wanted: bool) -> Iterator[None]:
     """Each test's cell (and checker's) is made while the one before runs
-    (sandbox.keep_warm); nothing of it is left when the judging is done."""
+    (sandbox.keep_warm); afterwards the caller's setting is back (off: nothing
+    of it is left when the judging is done)."""
     if not wanted or warm.enabled():  # off, or on already (by the caller)
         yield
         return
+    before = warm.setting()
     sandbox.keep_warm()
     try:
         yield
     finally:
-        sandbox.keep_warm(False)
+        sandbox.keep_warm(before)
 
 
 def _run_tests(
