@@ -138,7 +138,9 @@ def _user_can_read_repo(user: str) -> bool:
 
 
 class CellRunner:
-    """Runs cells one way: `root` in-process via sandbox.run, `user` via the CLI."""
+    """Runs cells one way: `root` in-process via sandbox.run (warm cells, as a
+    long-lived caller has them by default, or cold ones: each cell made for its
+    run), `user` via the CLI (one cold cell per process)."""
 
     def __init__(self, mode: str, user: pwd.struct_passwd | None, scratch: Path) -> None:
         self.mode = mode
@@ -223,10 +225,15 @@ def scratch_dir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-@pytest.fixture(params=["root", "user"])
+@pytest.fixture(params=["root", "root-cold", "user"])
 def cell(request: pytest.FixtureRequest, scratch_dir: Path) -> CellRunner:
-    """A cell runner, once as root (in-process API) and once unprivileged (CLI)."""
-    if request.param == "root":
+    """A cell runner: as root (in-process API) with warm cells and with cold
+    ones (their inits are cloned by different processes: the cell maker, or
+    the caller), and unprivileged (CLI)."""
+    if request.param in ("root", "root-cold"):
+        import sandbox
+
+        sandbox.keep_warm(request.param == "root")  # taken back after the test
         return CellRunner("root", None, scratch_dir)
     if not (VENV / "bin" / "python").exists():
         pytest.fail(f"no venv at {VENV}: run scripts/install first (scripts/test does)")
