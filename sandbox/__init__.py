@@ -73,12 +73,13 @@ def keep_warm(enabled: bool | None = True) -> None:
 
     A run then costs a message to a waiting cell instead of a clone and a
     root. Automatic unless chosen: a process's second run turns it on (one
-    that runs a single cell never pays for it). `keep_warm()` turns it on from
-    the first run, `keep_warm(False)` off (ending the cell kept and the cell
-    maker), `keep_warm(None)` back to automatic. While on, one cell is kept
-    waiting (a process and its mount namespace) and a cell maker (~16 MiB)
-    runs beside the caller, until `keep_warm(False)` or exit. From outside:
-    CELLBLOCK_WARM=1 (on) or CELLBLOCK_WARM=0 (off).
+    that runs a single cell never pays for it), and its tenth starts the cell
+    maker (sandbox/maker.py, ~90 ms of CPU once, ~16 MiB) that makes the cells
+    from then on. `keep_warm()` turns both on from the first run,
+    `keep_warm(False)` off (ending the cell kept and the maker),
+    `keep_warm(None)` back to automatic. While on, one cell is kept waiting (a
+    process and its mount namespace) until `keep_warm(False)` or exit. From
+    outside: CELLBLOCK_WARM=1 (on) or CELLBLOCK_WARM=0 (off).
     """
     from .cell import reap_finished
     from .warm import enabled as _enabled

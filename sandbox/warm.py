@@ -11,9 +11,12 @@ Each warm cell serves exactly one run; nothing of one run is ever seen by
 another. Automatic by default: a process's second run turns warm cells on (a
 process that runs cells again will likely run more: a harness, a judge, a
 benchmark), so a one-cell process (`cellblock run`) never starts what it
-would throw away, and a long-lived one pays a cold cell once. The cost of
-being on is a waiting process and mount namespace, and the maker's ~16 MiB,
-until exit. `sandbox.keep_warm()` turns it on from the first run,
+would throw away, and a long-lived one pays a cold cell once. Being on costs a
+waiting process and mount namespace until exit, and no CPU (a warm cell is
+made as a cold one would be, only earlier). The cell maker is a fixed cost
+(~90 ms of CPU to start, ~16 MiB) that saves ~1 ms per run, so automatically
+it starts only at a process's MAKER_FROM_RUN-th run; until then the caller
+makes its warm cells itself. `sandbox.keep_warm()` turns both on at once,
 `sandbox.keep_warm(False)` off, `keep_warm(None)` back to automatic; from
 outside, CELLBLOCK_WARM=1 / CELLBLOCK_WARM=0 (unset: automatic).
 One cell is kept per birth, for the last BIRTHS births used (a judge
@@ -47,6 +50,7 @@ class _Cell(Protocol):
 
 BIRTHS = 2
 AUTOMATIC_FROM_RUN = 2  # the run that turns warm cells on when nobody chose
+MAKER_FROM_RUN = 10  # and the run that starts the cell maker then
 _lock = threading.Lock()
 _ready: dict[Any, _Cell] = {}  # birth -> a cell waiting for its launch
 _runs = 0  # runs of this process so far (take() counts them)
@@ -60,18 +64,16 @@ def _setting_from_environment() -> bool | None:
 _chosen: bool | None = _setting_from_environment()  # None: automatic
 
 
-def keep_warm(enabled: bool | None = True) -> None:
+def keep_warm(choice: bool | None = True) -> None:
     """Keep one cell made ahead of time, and start the cell maker that makes
     them (False: stop, and end the cell kept and the maker; None: automatic,
-    on from this process's second run)."""
+    on from this process's second run, the maker from its MAKER_FROM_RUN-th)."""
     global _chosen
-    _chosen = enabled
-    if enabled is None:
-        enabled = _runs >= AUTOMATIC_FROM_RUN
-    if enabled:
-        maker.start()
-    else:
+    _chosen = choice
+    if not enabled():
         release()
+    elif _wants_maker():
+        maker.start()
 
 
 def setting() -> bool | None:
@@ -81,6 +83,10 @@ def setting() -> bool | None:
 
 def enabled() -> bool:
     return _chosen if _chosen is not None else _runs >= AUTOMATIC_FROM_RUN
+
+
+def _wants_maker() -> bool:
+    return _chosen is True or _runs >= MAKER_FROM_RUN
 
 
 def take(birth: Any) -> _Cell | None:
@@ -120,7 +126,8 @@ def refill(birth: Any, make: Callable[[Any], _Cell]) -> None:
             stale.append(_ready.pop(next(iter(_ready))))
     for cell in stale:
         _drop(cell)
-    maker.start()  # turned on automatically or by CELLBLOCK_WARM, not keep_warm()
+    if _wants_maker():  # turned on automatically or by CELLBLOCK_WARM, not keep_warm()
+        maker.start()
     try:
         cell = make(birth)
     except (OSError, ValueError, RuntimeError):

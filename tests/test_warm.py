@@ -159,19 +159,29 @@ def _caller(script: str, warm_setting: str | None = None) -> dict:
 
 def test_by_default_a_processs_second_run_turns_warm_cells_on():
     seen = _caller("""
+        import time
         runs(1)
         after_one = {"enabled": warm.enabled(), "maker": maker._maker is not None,
                      "waiting": len(warm._ready), "children": children()}
         runs(4)
-        print(json.dumps({"after_one": after_one, "took": took, "enabled": warm.enabled(),
-                          "maker": maker._maker.process.pid}))
+        maker_after_five = maker._maker is not None
+        runs(5)
+        while maker.current() is None:  # started by the tenth run
+            time.sleep(0.02)
+        runs(2)
+        (waiting,) = warm._ready.values()
+        print(json.dumps({"after_one": after_one, "maker_after_five": maker_after_five,
+                          "took": took, "enabled": warm.enabled(),
+                          "by_maker": waiting.by_maker, "maker": maker._maker.process.pid}))
     """)
     # One run (cellblock run's case) starts nothing and leaves nothing.
     assert seen["after_one"] == {"enabled": False, "maker": False, "waiting": 0, "children": []}
     # The second run is cold and makes the third's cell; from then on every run is warm.
-    assert seen["took"] == [False, False, True, True, True]
+    assert seen["took"] == [False, False] + [True] * 10
     assert seen["enabled"] is True
-    # The maker it started ends with the caller.
+    # The cell maker (a fixed cost) comes only once the process has run ten cells.
+    assert seen["maker_after_five"] is False and seen["by_maker"] is True
+    # It ends with the caller.
     assert settle(lambda: (process_stat(seen["maker"]) or ["X"])[0] in ("Z", "X"))
 
 
