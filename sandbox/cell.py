@@ -19,8 +19,8 @@ instead of the supervisor, and an init made so is the maker's child.
 
 The supervisor never enters a namespace and never touches a path inside the
 cell. Every step below calls one mechanism module (userns, mounts, net, caps,
-rlimits, seccomp, files, spawn, warm, maker, init, watchdog, verdict) and reads
-top to bottom.
+rlimits, seccomp, landlock, files, spawn, warm, maker, init, watchdog, verdict)
+and reads top to bottom.
 """
 
 from __future__ import annotations
@@ -37,7 +37,20 @@ import time
 import typing
 from dataclasses import dataclass, field
 
-from . import cgroups, files, libc, maker, mounts, net, rlimits, seccomp, spawn, userns, warm
+from . import (
+    cgroups,
+    files,
+    landlock,
+    libc,
+    maker,
+    mounts,
+    net,
+    rlimits,
+    seccomp,
+    spawn,
+    userns,
+    warm,
+)
 from .channel import CellError, Channel, ChannelClosed
 from .images import resolve_image
 from .init import ProgramExit, hide_command_line, note_command_line, reset_signals, supervise
@@ -209,7 +222,8 @@ def _run_cell(spec: RunSpec) -> RunResult:
                 argv=tuple(spec.argv), env=spec.environment(),
                 rlimit_table=rlimits.rlimit_table(limits, controllers),
                 run_uid=idmap.run_uid, run_gid=idmap.run_gid,
-                clear_groups=not idmap.deny_setgroups, bpf=bpf),
+                clear_groups=not idmap.deny_setgroups, bpf=bpf,
+                landlock=landlock.cell_ruleset()),
             copy_in=[(entry.path, entry.mode) for entry in copy_in],
             readonly=tuple(spec.readonly), copy_out=tuple(spec.copy_out),
             file_size=limits.file_size, cgroup_fds=len(cgroup_fds),

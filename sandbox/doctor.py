@@ -932,7 +932,8 @@ def check_landlock() -> Check:
         return Check(
             name,
             True,
-            f"Landlock ABI {out.value}: a ruleset can be created and enforced",
+            f"Landlock ABI {out.value}: a ruleset can be created and enforced (a cell's "
+            "program may write only under /box, /tmp and /dev/shm)",
             required=False,
         )
     lsm = _lsm_list()
@@ -955,7 +956,8 @@ def check_landlock() -> Check:
     return Check(
         name,
         False,
-        f"unavailable, cells run without a filesystem LSM layer: {why}",
+        f"unavailable, cells run without Landlock (their programs may write wherever "
+        f"the mounts let them, their own /proc entries included): {why}",
         fix,
         required=False,
     )

@@ -21,9 +21,9 @@
  *     root, copies files in and so on.
  *   cb_go (the init, when the cell is ready): wakes it. The child checks that
  *     its root is the cell's, enters /box, applies rlimits, a new cgroup
- *     namespace, the run ids, no capabilities, no_new_privs, an empty signal
- *     mask and the seccomp filter, and calls execve (searching the cell's
- *     PATH). cb_go returns once the child has called execve or given up.
+ *     namespace, the run ids, no capabilities, no_new_privs, the Landlock
+ *     ruleset, an empty signal mask and the seccomp filter, and calls execve
+ *     (searching the cell's PATH). cb_go returns once the child has called execve or given up.
  *
  * This file holds no policy: the Python modules decide every value (spawn.py
  * collects them in one struct); this code applies them in the only order that
@@ -78,6 +78,25 @@ enum cb_stage {
     CB_NO_NEW_PRIVS,
     CB_SECCOMP,
     CB_EXEC,
+    CB_LANDLOCK,
+};
+
+#ifndef SYS_landlock_create_ruleset
+#define SYS_landlock_create_ruleset 444
+#define SYS_landlock_add_rule 445
+#define SYS_landlock_restrict_self 446
+#endif
+#define CB_LANDLOCK_RULE_PATH_BENEATH 1
+
+/* struct landlock_path_beneath_attr of <linux/landlock.h> (packed there too). */
+struct cb_path_beneath {
+    uint64_t allowed_access;
+    int32_t parent_fd;
+} __attribute__((packed));
+
+struct cb_landlock_rule {
+    const char *path;          /* in the cell */
+    uint64_t access;           /* allowed beneath it */
 };
 
 struct cb_rlimit {
@@ -105,6 +124,10 @@ struct cb_spawn {
     int clear_groups;          /* setgroups(0) (not allowed in a size-1 map) */
     unsigned short bpf_len;    /* seccomp program: bpf_len sock_filter entries */
     const struct sock_filter *bpf;
+    const void *landlock_attr; /* struct landlock_ruleset_attr, or NULL: no Landlock */
+    unsigned int landlock_attr_size;
+    const struct cb_landlock_rule *landlock_rules;
+    int nlandlock_rules;
     /* Set by the init right before cb_go: what "/" must be for the child. */
     uint64_t root_dev, root_ino;
     /* Shared state. */
@@ -225,6 +248,25 @@ static void exec_searching(struct cb_spawn *a)
     fail(a, CB_EXEC, saved ? saved : -ENOENT);
 }
 
+/* Landlock (after no_new_privs, which it needs unprivileged): a ruleset of
+ * the given rules, enforced on this process and everything it starts. */
+static void restrict_paths(struct cb_spawn *a)
+{
+    long ruleset = sys(SYS_landlock_create_ruleset, a->landlock_attr, a->landlock_attr_size, 0);
+    check(a, CB_LANDLOCK, ruleset);
+    for (int i = 0; i < a->nlandlock_rules; i++) {
+        long fd = sys6(SYS_openat, AT_FDCWD, (long)a->landlock_rules[i].path,
+                       O_PATH | O_CLOEXEC, 0, 0, 0);
+        check(a, CB_LANDLOCK, fd);
+        struct cb_path_beneath rule = {a->landlock_rules[i].access, (int32_t)fd};
+        check(a, CB_LANDLOCK, sys6(SYS_landlock_add_rule, ruleset,
+                                   CB_LANDLOCK_RULE_PATH_BENEATH, (long)&rule, 0, 0, 0));
+        check(a, CB_LANDLOCK, sys(SYS_close, fd, 0, 0));
+    }
+    check(a, CB_LANDLOCK, sys(SYS_landlock_restrict_self, ruleset, 0, 0));
+    check(a, CB_LANDLOCK, sys(SYS_close, ruleset, 0, 0));
+}
+
 static int child(void *arg)
 {
     struct cb_spawn *a = arg;
@@ -273,6 +315,8 @@ static int child(void *arg)
     memset(none, 0, sizeof(none));
     check(a, CB_CAPS, sys(SYS_capset, &header, none, 0));
     check(a, CB_NO_NEW_PRIVS, sys6(SYS_prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0, 0));
+    if (a->landlock_attr)
+        restrict_paths(a);
     /* The mask goes before the filter: a profile may forbid rt_sigprocmask. */
     uint64_t empty = 0;
     check(a, CB_SIGNALS, sys6(SYS_rt_sigprocmask, SIG_SETMASK, (long)&empty, 0, 8, 0, 0));

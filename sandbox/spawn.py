@@ -21,19 +21,23 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import caps
+from . import caps, landlock
 
 # enum cb_stage in spawn.c, by value.
 _STAGES = (
     "", "signals", "setsid", "file descriptors", "bounding set", "joining the cgroup",
     "checking the root", "rlimits", "cgroup namespace", "ids", "capabilities", "no_new_privs",
-    "seccomp", "execve",
+    "seccomp", "execve", "landlock",
 )
 _STAGE_EXEC = 13
 
 
 class _Rlimit(ctypes.Structure):
     _fields_ = [("resource", ctypes.c_int), ("soft", ctypes.c_uint64), ("hard", ctypes.c_uint64)]
+
+
+class _LandlockRule(ctypes.Structure):
+    _fields_ = [("path", ctypes.c_char_p), ("access", ctypes.c_uint64)]
 
 
 class _Spawn(ctypes.Structure):
@@ -57,6 +61,10 @@ class _Spawn(ctypes.Structure):
         ("clear_groups", ctypes.c_int),
         ("bpf_len", ctypes.c_ushort),
         ("bpf", ctypes.c_void_p),
+        ("landlock_attr", ctypes.c_void_p),
+        ("landlock_attr_size", ctypes.c_uint),
+        ("landlock_rules", ctypes.POINTER(_LandlockRule)),
+        ("nlandlock_rules", ctypes.c_int),
         ("root_dev", ctypes.c_uint64),
         ("root_ino", ctypes.c_uint64),
         ("born_in_cgroup", ctypes.c_int),
@@ -128,6 +136,7 @@ class ProgramStart:
     run_gid: int
     clear_groups: bool
     bpf: bytes
+    landlock: landlock.Ruleset | None = None
 
 
 @dataclass
@@ -209,6 +218,12 @@ def _arguments(
     if len(start.bpf) % 8 or len(start.bpf) // 8 > 0xFFFF:
         raise ValueError("a seccomp program is an array of at most 65535 8-byte instructions")
     bpf = ctypes.create_string_buffer(start.bpf, max(len(start.bpf), 1))
+    ruleset = start.landlock
+    rule_paths = [os.fsencode(path) for path, _ in ruleset.rules] if ruleset else []
+    rules = (_LandlockRule * max(len(rule_paths), 1))(*(
+        _LandlockRule(path, access)
+        for path, (_, access) in zip(rule_paths, ruleset.rules if ruleset else (), strict=True)))
+    attr = ctypes.create_string_buffer(ruleset.attr, len(ruleset.attr)) if ruleset else None
     path = start.env.get("PATH")
     file, path_bytes, cwd_bytes = argv_bytes[0], (
         os.fsencode(path) if path is not None else None), os.fsencode(cwd)
@@ -220,8 +235,11 @@ def _arguments(
         rlimits=table, nrlimits=len(start.rlimit_table),
         uid=start.run_uid, gid=start.run_gid, clear_groups=int(start.clear_groups),
         bpf_len=len(start.bpf) // 8, bpf=ctypes.addressof(bpf),
+        landlock_attr=ctypes.addressof(attr) if attr is not None else None,
+        landlock_attr_size=len(ruleset.attr) if ruleset else 0,
+        landlock_rules=rules, nlandlock_rules=len(rule_paths),
     )
     # Every buffer the child reads stays alive (and in place) until go() is done.
     keep: list[object] = [argv_bytes, env_bytes, argv, envp, fd_array, join_array, table, bpf,
-                          file, path_bytes, cwd_bytes]
+                          file, path_bytes, cwd_bytes, rule_paths, rules, attr]
     return args, keep
