@@ -69,7 +69,8 @@ SETUP_TIMEOUT = 20.0  # seconds for the namespaces and mounts; they take millise
 @dataclass(frozen=True)
 class Birth:
     """What a cell needs from its first instant: known before any run is (a warm
-    cell is made from it ahead of time), and the key of the warm pool."""
+    cell is made from it ahead of time), and the key of the warm pool. The id
+    map is a template: each cell gets a range of its own (userns.hold_ids)."""
 
     plan: mounts.RootPlan
     idmap: userns.IdMap
@@ -100,6 +101,7 @@ class MadeCell:
 
     pid: int  # 0 for a maker's cell until confirmed
     host: Channel
+    ids: userns.HeldIds  # its id map, and the lock on its host id range
     owner: int = field(default_factory=os.getpid)  # the process that may use it
     by_maker: bool = False
     pidfd: int | None = None
@@ -126,11 +128,13 @@ class MadeCell:
                 os.waitpid(self.pid, 0)
 
     def finished(self) -> None:
-        """The run is over, the init is exiting: the maker reaps its own inits
-        (ours are reaped by _reap_exiting)."""
+        """The run is over (every process of the cell is dead), the init is
+        exiting: its id range may serve another cell. The maker reaps its own
+        inits (ours are reaped by _reap_exiting)."""
         if self.pidfd is not None:
             os.close(self.pidfd)
             self.pidfd = None
+        self.ids.release()
 
 
 _EXITING: list[int] = []  # first processes (init or outer) of finished cells, not reaped yet
@@ -291,21 +295,24 @@ def _ask_maker(birth: Birth) -> MadeCell | None:
     made_by = maker.current() if warm.enabled() else None
     if made_by is None:
         return None
+    ids = userns.hold_ids(birth.idmap)
     host, cell = Channel.pair()
     try:
-        made_by.request(birth, cell.fileno(), host.fileno())
+        made_by.request((birth, ids.idmap), cell.fileno(), host.fileno())
     except OSError:
         host.close()
+        ids.release()
         return None
     finally:
         cell.close()
-    return MadeCell(0, host, by_maker=True)
+    return MadeCell(0, host, ids, by_maker=True)
 
 
 def _clone_cell(birth: Birth) -> MadeCell:
     """Start a cell's init in new namespaces and map its ids; it builds its root
     and then waits for a launch."""
     note_command_line()
+    ids = userns.hold_ids(birth.idmap)
     host, cell = Channel.pair()
     try:
         # Single-threaded, we clone the init straight into new namespaces; a
@@ -330,9 +337,12 @@ def _clone_cell(birth: Birth) -> MadeCell:
             pid = os.fork()
             if pid == 0:
                 _outer(birth, cell, host, supervisor)  # never returns
+    except BaseException:
+        ids.release()
+        raise
     finally:
         cell.close()
-    made = MadeCell(pid, host)
+    made = MadeCell(pid, host, ids)
     try:
         # Map ids of the new user namespace from outside, as only we may (a
         # cloned init's namespace exists already; an outer process says when
@@ -340,7 +350,7 @@ def _clone_cell(birth: Birth) -> MadeCell:
         host.sock.settimeout(SETUP_TIMEOUT)
         if not cloned:
             host.expect("unshared")
-        userns.write_idmap(pid, birth.idmap)
+        userns.write_idmap(pid, ids.idmap)
         host.send("mapped")
     except BaseException:
         made.discard()
@@ -361,16 +371,19 @@ def can_clone_cells() -> bool:
     return True
 
 
-def make_init(birth: Birth, cell: Channel, host: Channel, own_pidfd: int) -> int:
+def make_init(
+    birth: Birth, idmap: userns.IdMap, cell: Channel, host: Channel, own_pidfd: int
+) -> int:
     """In the cell maker (single-threaded): clone an init for the caller that
-    sent both ends of its channel, tell the caller the init's pid and a pidfd,
-    map its ids. Returns the init's pid, for the maker to reap."""
+    sent both ends of its channel, map its ids (`idmap`: the range the caller
+    holds for it), tell the caller the init's pid and a pidfd. Returns the
+    init's pid, for the maker to reap."""
     note_command_line()
     pid = libc.clone_process(NAMESPACES)
     if pid == 0:
         _cloned_init(birth, cell, host, own_pidfd)  # never returns
     try:
-        userns.write_idmap(pid, birth.idmap)
+        userns.write_idmap(pid, idmap)
         host.send("mapped")
         # The caller's launch must come after "mapped", so the caller hears of
         # the cell only now; before this, the init can only have said "error".
@@ -408,9 +421,8 @@ def _supervise(
         # Every process of the cell is dead now; the init is exiting (namespace
         # teardown takes a millisecond or two). Reap it without waiting when it
         # is done, else at the next run or at exit.
-        if made.by_maker:
-            made.finished()
-        else:
+        made.finished()
+        if not made.by_maker:
             with _EXITING_LOCK:
                 _EXITING.append(made.pid)
         finished = True

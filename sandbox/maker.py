@@ -18,7 +18,8 @@ come up (it first checks that it may clone into new namespaces) or has died,
 the caller makes its cells itself: the maker is only ever faster. Children
 forked from the caller use it too (a service worker's work horses).
 
-One request per cell, on the maker's control socket: a pickled Birth with both
+One request per cell, on the maker's control socket: a pickled Birth and the
+id map the caller holds for the cell (userns.hold_ids), with both
 ends of the new cell's channel (SCM_RIGHTS). The maker clones the init into new
 namespaces, writes the id maps, tells the init "mapped", then hands the host
 end the init's pid and a pidfd (channel `M` message) and closes its copies:
@@ -206,7 +207,8 @@ def serve(control_fd: int, caller: int) -> None:
             break  # the caller is gone, or stops us
         cell_end, host_end = (Channel(socket.socket(fileno=fd)) for fd in fds)
         try:
-            pid = cell.make_init(pickle.loads(message), cell_end, host_end, own_pidfd)
+            birth, idmap = pickle.loads(message)
+            pid = cell.make_init(birth, idmap, cell_end, host_end, own_pidfd)
             inits.add(pid)
             reap()  # one that ended before it was in the set had its SIGCHLD already
         except Exception as error:  # noqa: BLE001 - the caller hears of it, we go on

@@ -2,10 +2,14 @@
 
 Three ways to map ids, chosen by who starts the cell:
 
-- started as root: cell ids 0..65535 map to a dedicated unprivileged host range
-  (the `cellblock` entry of /etc/subuid, else DEFAULT_ROOT_RANGE), never to host
-  root. The supervisor (PID 1) is cell root; the program runs as cell uid 1000,
-  so it cannot signal or trace its supervisor even in theory.
+- started as root: cell ids 0..65535 map to an unprivileged host range of its
+  own, never to host root: one of the RANGE_SIZE-id ranges of the `cellblock`
+  entry of /etc/subuid (else of DEFAULT_ROOT_RANGE, 1024 ranges), held by a
+  lock file under RANGE_LOCKS for as long as the cell lives, so no two live
+  cells on the machine share a host uid (rule 11): whatever a program might
+  reach of another cell's processes by uid, it does not own. The supervisor
+  (PID 1) is cell root; the program runs as cell uid 1000, so it cannot signal
+  or trace its supervisor even in theory.
 - started unprivileged, default: a size-1 map of the caller's uid/gid to cell
   root, with setgroups denied. The program is cell root without capabilities.
 - started unprivileged with CELLBLOCK_SUBUID=1 and a range in /etc/subuid:
@@ -19,9 +23,11 @@ there may map other ids, and until the map exists the child cannot create files.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pwd
 import shutil
+import stat
 import subprocess
 from dataclasses import dataclass
 from functools import cache
@@ -30,9 +36,11 @@ from .libc import write_file
 
 RANGE_SIZE = 65536
 RUN_ID_IN_RANGE = 1000
-# Far above any uid a distribution hands out, below 2^31 so no tool sees it as negative.
-DEFAULT_ROOT_RANGE = (1_500_000_000, RANGE_SIZE)
+# Far above any uid a distribution hands out, below 2^31 so no tool sees it as
+# negative: 1024 ranges, one per live cell started as root.
+DEFAULT_ROOT_RANGE = (1_500_000_000, 1024 * RANGE_SIZE)
 SUBID_OWNER = "cellblock"
+RANGE_LOCKS = "/run/cellblock/id-ranges"  # root-started cells: lock file N holds range N
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,16 @@ class IdMap:
     run_gid: int
     deny_setgroups: bool
     use_newidmap: bool
+    ranges: int = 1  # the outside ids are the first of this many RANGE_SIZE ranges
+
+    def in_range(self, index: int) -> IdMap:
+        """The same map moved to the index-th of its ranges."""
+        shift = index * RANGE_SIZE
+        return IdMap(
+            uid_lines=tuple((a, b + shift, c) for a, b, c in self.uid_lines),
+            gid_lines=tuple((a, b + shift, c) for a, b, c in self.gid_lines),
+            run_uid=self.run_uid, run_gid=self.run_gid,
+            deny_setgroups=self.deny_setgroups, use_newidmap=self.use_newidmap)
 
     @property
     def cell_root_is_caller(self) -> bool:
@@ -60,6 +78,7 @@ class IdMap:
 
 
 def _read_subid(path: str, names: tuple[str, ...]) -> tuple[int, int] | None:
+    """(start, count) of the first entry for `names` with at least RANGE_SIZE ids."""
     try:
         with open(path) as f:
             for line in f:
@@ -67,7 +86,7 @@ def _read_subid(path: str, names: tuple[str, ...]) -> tuple[int, int] | None:
                 if len(fields) == 3 and fields[0] in names:
                     start, count = int(fields[1]), int(fields[2])
                     if count >= RANGE_SIZE:
-                        return start, RANGE_SIZE
+                        return start, count
     except (OSError, ValueError):
         pass
     return None
@@ -86,6 +105,7 @@ def choose_idmap() -> IdMap:
             run_gid=RUN_ID_IN_RANGE,
             deny_setgroups=False,
             use_newidmap=False,
+            ranges=min(uid_range[1], gid_range[1]) // RANGE_SIZE,
         )
     if os.environ.get("CELLBLOCK_SUBUID") == "1" and shutil.which("newuidmap"):
         names = (pwd.getpwuid(euid).pw_name, str(euid))
@@ -94,6 +114,7 @@ def choose_idmap() -> IdMap:
         if uid_range and gid_range:
             size = RANGE_SIZE - 1
             return IdMap(
+                # One range: a user's subordinate ids are usually 65536.
                 uid_lines=((0, euid, 1), (1, uid_range[0], size)),
                 gid_lines=((0, egid, 1), (1, gid_range[0], size)),
                 run_uid=RUN_ID_IN_RANGE,
@@ -109,6 +130,48 @@ def choose_idmap() -> IdMap:
         deny_setgroups=True,
         use_newidmap=False,
     )
+
+
+class HeldIds:
+    """The id map of one cell, and the lock that keeps its range its own."""
+
+    def __init__(self, idmap: IdMap, lock_fd: int | None) -> None:
+        self.idmap = idmap
+        self._lock_fd = lock_fd
+
+    def release(self) -> None:
+        """The cell's processes are gone: its range may serve another cell."""
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+
+def hold_ids(template: IdMap) -> HeldIds:
+    """A range of `template`'s no live cell holds (a map of one range is shared:
+    rootless maps, whose outside ids are the caller's own)."""
+    if template.ranges <= 1:
+        return HeldIds(template, None)
+    directory = _range_lock_dir()
+    for index in range(template.ranges):
+        fd = os.open(f"{directory}/{index}",
+                     os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        return HeldIds(template.in_range(index), fd)
+    raise OSError(f"all {template.ranges} id ranges are held by live cells")
+
+
+def _range_lock_dir() -> str:
+    """RANGE_LOCKS, made if missing; refused unless it is root's own directory
+    (a lock file another user could hold or replace would hand out ranges twice)."""
+    os.makedirs(RANGE_LOCKS, 0o700, exist_ok=True)
+    st = os.lstat(RANGE_LOCKS)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o022:
+        raise OSError(f"{RANGE_LOCKS} is not a directory of root's that only root may write")
+    return RANGE_LOCKS
 
 
 def write_idmap(pid: int, idmap: IdMap) -> None:

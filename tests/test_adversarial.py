@@ -900,3 +900,66 @@ def test_environment_not_leaked(cell, program, bare, monkeypatch):
     for which in ("parent", "init"):  # the parent is the init, PID 1
         assert seen[which].startswith("clean (") or errno_of(seen[which]) in HIDDEN, seen
     assert "ESCAPED" not in result.stdout
+
+
+# --- 17. one host id range per live cell (cells started as root) --------------------------
+
+
+def test_live_cells_never_share_host_ids():
+    # Rule 11: two cells alive at once run as different host uids, so a program
+    # that got out of its cell with its host uid would own nothing of another's.
+    # The attack is made from the host, as the first cell's program's host uid,
+    # on the second cell's program: signal 0 (kill's permission check). The
+    # control: the same check as the second program's own uid succeeds.
+    import threading
+
+    import sandbox
+
+    sandbox.keep_warm(False)  # two cold cells: neither is taken from the other's maker
+    markers = ("7.31", "7.32")
+    results: dict[str, object] = {}
+    threads = [threading.Thread(target=lambda m=m: results.__setitem__(
+        m, sandbox.run(["sleep", m], wall_time=20))) for m in markers]
+    for thread in threads:
+        thread.start()
+    try:
+        pids = {}
+        deadline_at = time.monotonic() + 10
+        while len(pids) < 2 and time.monotonic() < deadline_at:
+            for m in markers:
+                found = processes_with(f"sleep\0{m}")
+                if found:
+                    pids[m] = found[0]
+            time.sleep(0.02)
+        assert len(pids) == 2, pids
+        uids = {m: os.stat(f"/proc/{pid}").st_uid for m, pid in pids.items()}
+        assert uids[markers[0]] != uids[markers[1]], uids
+        assert all(uid >= 1_500_000_000 for uid in uids.values()), uids
+
+        def kill_as(uid: int, pid: int) -> str:
+            child = os.fork()
+            if child == 0:  # pragma: no cover - reports through its exit status
+                code = 3
+                try:
+                    os.setgroups([])
+                    os.setresgid(uid, uid, uid)
+                    os.setresuid(uid, uid, uid)
+                    os.kill(pid, 0)
+                    code = 0
+                except PermissionError:
+                    code = 1
+                finally:
+                    os._exit(code)
+            _, status = os.waitpid(child, 0)
+            return {0: "ESCAPED signalled", 1: "blocked"}.get(
+                os.waitstatus_to_exitcode(status), "error")
+
+        target = pids[markers[1]]
+        assert kill_as(uids[markers[1]], target) == "ESCAPED signalled"  # the control
+        assert kill_as(uids[markers[0]], target) == "blocked"
+    finally:
+        for pid in processes_with(*(f"sleep\0{m}" for m in markers)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        for thread in threads:
+            thread.join()

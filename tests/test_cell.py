@@ -460,3 +460,35 @@ def test_channel_survives_a_request_crossing_the_inits_exit():
     with pytest.raises(ChannelClosed):
         host.receive()
     host.close()
+
+
+def test_a_root_started_cell_holds_its_id_range_only_while_it_lives():
+    # Each live cell started as root has a host id range of its own (userns.hold_ids):
+    # held by a lock while the cell waits or runs, free for the next cell after.
+    import fcntl
+
+    import sandbox
+    from sandbox import userns
+
+    def held() -> list[str]:
+        busy = []
+        for name in sorted(os.listdir(userns.RANGE_LOCKS)):
+            fd = os.open(f"{userns.RANGE_LOCKS}/{name}", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                busy.append(name)
+            finally:
+                os.close(fd)
+        return busy
+
+    sandbox.keep_warm(False)
+    # One after the other, cells reuse the first free range.
+    maps = {" ".join(run(["cat", "/proc/self/uid_map"]).stdout.split()) for _ in range(3)}
+    assert len(maps) == 1 and maps.pop().endswith(" 65536"), maps
+    assert held() == []
+    sandbox.keep_warm()
+    assert run(["true"]).status == "OK"
+    assert len(held()) == 1  # the warm cell's, while it waits
+    sandbox.keep_warm(False)
+    assert held() == []
