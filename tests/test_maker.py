@@ -102,7 +102,9 @@ def test_turning_warm_cells_off_stops_the_maker_and_leaves_nothing(warm_with_mak
     sandbox.keep_warm(False)
     assert children_of_this_process() == []  # the maker was waited for
     assert _gone(maker_pid) and settle(lambda: _gone(init_pid))
-    assert len(os.listdir("/proc/self/fd")) == fds_before - 2  # its control socket, the pidfd
+    # Gone: its control socket, and the waiting cell's channel and id range lock
+    # (a root-started cell's, userns.hold_ids).
+    assert len(os.listdir("/proc/self/fd")) == fds_before - 3
 
 
 def test_a_killed_maker_is_not_a_dead_end(warm_with_maker):
