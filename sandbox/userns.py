@@ -189,6 +189,16 @@ def write_idmap(pid: int, idmap: IdMap) -> None:
     write_file(f"/proc/{pid}/gid_map", "".join(f"{a} {b} {c}\n" for a, b, c in idmap.gid_lines))
 
 
+def forbid_nested_user_namespaces(proc: str) -> None:
+    """In the init, through the cell's fresh procfs at `proc` (before /proc/sys
+    is covered read-only): no user namespace may be made inside the cell, even
+    under a seccomp profile that allows it (a caller's own, permissive one):
+    user.max_user_namespaces is a limit of the cell's own user namespace, which
+    its root may lower and nothing in the cell may raise again (rule 16, the
+    second half; the default profile refuses the calls first)."""
+    write_file(f"{proc}/sys/user/max_user_namespaces", "0")
+
+
 def become_cell_root(idmap: IdMap) -> None:
     """After the maps are written: take cell uid/gid 0 (started as root, our host
     ids are not in the map; the capabilities of the namespace stay with us)."""

@@ -561,6 +561,34 @@ def test_nested_userns_refused(cell, program, bare, mode, expected):
     assert result.stdout.strip() == f"blocked errno={expected}"
 
 
+def test_nested_userns_refused_even_where_the_profile_allows_it(
+        cell, program, bare, scratch_dir, monkeypatch):
+    # Rule 16's second half: the cell's own user.max_user_namespaces is 0, so a
+    # caller's permissive seccomp profile does not open nested user namespaces.
+    profile = scratch_dir / "allow-all.json"
+    profile.write_text(json.dumps({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+        {"names": ["acct"], "action": "SCMP_ACT_ERRNO"}]}))
+    profile.chmod(0o644)
+    binary = program("adv_nested_userns")
+    done = bare.run(binary, "clone", as_user=True)
+    assert done.stdout.startswith("ESCAPED clone child="), done
+
+    result = cell.run(["./prog", "clone"], copy_in={"prog": binary}, seccomp=str(profile))
+    assert result.status == "OK", (result.message, result.stderr)
+    assert result.stdout.strip() == f"blocked errno={errno.ENOSPC}", result.stdout
+
+    if cell.mode == "root":
+        # The control: a cold cell (its init is a clone of this process) without it.
+        import sandbox
+        from sandbox import mounts
+
+        sandbox.keep_warm(False)
+        monkeypatch.setattr(mounts, "forbid_nested_user_namespaces", lambda proc: None)
+        result = cell.run(["./prog", "clone"], copy_in={"prog": binary},
+                          seccomp=str(profile))
+        assert result.stdout.startswith("ESCAPED clone child="), result.stdout
+
+
 # --- 8. io_uring ----------------------------------------------------------------------
 
 
