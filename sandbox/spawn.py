@@ -219,10 +219,10 @@ def _arguments(
         raise ValueError("a seccomp program is an array of at most 65535 8-byte instructions")
     bpf = ctypes.create_string_buffer(start.bpf, max(len(start.bpf), 1))
     ruleset = start.landlock
-    rule_paths = [os.fsencode(path) for path, _ in ruleset.rules] if ruleset else []
-    rules = (_LandlockRule * max(len(rule_paths), 1))(*(
-        _LandlockRule(path, access)
-        for path, (_, access) in zip(rule_paths, ruleset.rules if ruleset else (), strict=True)))
+    rules_in = ruleset.rules if ruleset else ()
+    rule_paths = [os.fsencode(path) for path, _ in rules_in]
+    rules = (_LandlockRule * max(len(rules_in), 1))(
+        *map(_LandlockRule, rule_paths, (access for _, access in rules_in)))
     attr = ctypes.create_string_buffer(ruleset.attr, len(ruleset.attr)) if ruleset else None
     path = start.env.get("PATH")
     file, path_bytes, cwd_bytes = argv_bytes[0], (
@@ -237,7 +237,7 @@ def _arguments(
         bpf_len=len(start.bpf) // 8, bpf=ctypes.addressof(bpf),
         landlock_attr=ctypes.addressof(attr) if attr is not None else None,
         landlock_attr_size=len(ruleset.attr) if ruleset else 0,
-        landlock_rules=rules, nlandlock_rules=len(rule_paths),
+        landlock_rules=rules, nlandlock_rules=len(rules_in),
     )
     # Every buffer the child reads stays alive (and in place) until go() is done.
     keep: list[object] = [argv_bytes, env_bytes, argv, envp, fd_array, join_array, table, bpf,
