@@ -39,7 +39,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sandbox import libc
+from sandbox import libc, userns
 
 PROBE_TIMEOUT = 5.0
 """Seconds a probe child may take before it is killed."""
@@ -987,11 +987,24 @@ def _privileged_helper(path: str | None) -> bool:
 def check_subids() -> Check:
     name = "subordinate ids"
     if _is_root():
+        template = userns.choose_idmap()
+        first = template.uid_lines[0][1]
+        try:
+            locks = userns.range_lock_dir()
+        except OSError as error:
+            return Check(
+                name,
+                False,
+                f"running as root, but the id ranges' locks cannot be kept ({error}): every "
+                f"live cell shares host ids {first}..{first + userns.RANGE_SIZE - 1}",
+                f"mkdir -p -m 0700 {userns.RANGE_LOCKS} (a writable /run)",
+                required=False,
+            )
         return Check(
             name,
             True,
-            "running as root: cells map root to cellblock's dedicated unprivileged id range, "
-            "not to /etc/subuid",
+            f"running as root: each live cell gets a range of {userns.RANGE_SIZE} host ids of "
+            f"its own, one of {template.ranges} from {first} (locks in {locks}), never root",
             required=False,
         )
     user, uid = _user_name(), os.geteuid()

@@ -151,7 +151,13 @@ def hold_ids(template: IdMap) -> HeldIds:
     rootless maps, whose outside ids are the caller's own)."""
     if template.ranges <= 1:
         return HeldIds(template, None)
-    directory = _range_lock_dir()
+    try:
+        directory = range_lock_dir()
+    except OSError:
+        # No place for the locks (a read-only /run): every cell shares the
+        # first range, as a size-1 map shares the caller's uid. `cellblock
+        # doctor` says so ("subordinate ids").
+        return HeldIds(template.in_range(0), None)
     for index in range(template.ranges):
         fd = os.open(f"{directory}/{index}",
                      os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
@@ -164,7 +170,7 @@ def hold_ids(template: IdMap) -> HeldIds:
     raise OSError(f"all {template.ranges} id ranges are held by live cells")
 
 
-def _range_lock_dir() -> str:
+def range_lock_dir() -> str:
     """RANGE_LOCKS, made if missing; refused unless it is root's own directory
     (a lock file another user could hold or replace would hand out ranges twice)."""
     os.makedirs(RANGE_LOCKS, 0o700, exist_ok=True)

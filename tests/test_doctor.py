@@ -483,3 +483,26 @@ def test_unprivileged_v1_names_missing_directories(unprivileged_user):
     assert cg["detail"].startswith("cgroup v1 (hybrid")
     assert f"not delegated to {unprivileged_user}" in cg["detail"]
     assert "/sys/fs/cgroup/memory/cellblock" in cg["detail"]
+
+
+@needs_root
+def test_root_id_ranges_reported_and_their_unusable_lock_dir_named(tmp_path, monkeypatch):
+    from sandbox import userns
+
+    check = doctor.check_subids()
+    assert check.ok and "a range of 65536 host ids of its own" in check.detail, check
+    # Where the locks cannot be kept (a read-only /run, here a path under a file),
+    # cells share one range: the check says so and how to fix it, and cells run.
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setattr(userns, "RANGE_LOCKS", str(blocker / "id-ranges"))
+    check = doctor.check_subids()
+    assert not check.ok and "every live cell shares host ids" in check.detail, check
+    assert check.fix.startswith("mkdir -p -m 0700 ")
+    import sandbox
+
+    sandbox.keep_warm(False)  # a cold cell: its ids are held in this process
+    result = sandbox.run(["cat", "/proc/self/uid_map"])
+    assert result.status == "OK", result.message
+    first = userns.choose_idmap().uid_lines[0][1]
+    assert result.stdout.split() == ["0", str(first), "65536"]
