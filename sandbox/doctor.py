@@ -933,7 +933,7 @@ def check_landlock() -> Check:
             name,
             True,
             f"Landlock ABI {out.value}: a ruleset can be created and enforced (a cell's "
-            "program may write only under /box, /tmp and /dev/shm)",
+            "program opens nothing outside its cell, even through a descriptor)",
             required=False,
         )
     lsm = _lsm_list()
@@ -956,8 +956,8 @@ def check_landlock() -> Check:
     return Check(
         name,
         False,
-        f"unavailable, cells run without Landlock (their programs may write wherever "
-        f"the mounts let them, their own /proc entries included): {why}",
+        f"unavailable, cells run without Landlock (a host file given to a program as a "
+        f"descriptor can be reopened through /proc/self/fd): {why}",
         fix,
         required=False,
     )

@@ -1,25 +1,19 @@
-"""Landlock: what the program may open in its cell, enforced by the kernel per process.
+"""Landlock: the program opens nothing but its own cell's files, enforced per process.
 
-The mount namespace already decides what the cell can see. Landlock is the
-second wall (rule 15, best effort by ABI), applied by the program's process
-itself (spawn.c) after no_new_privs and before the seccomp filter, so it
-covers the program and everything it starts, and nothing of the init:
-
-- everywhere in the cell's root: read files, list directories, execute;
-- /box, /tmp and /dev/shm (the places a program writes): everything but
-  making device nodes;
-- the five devices (/dev/null ...): write and truncate too (a shell's
-  `> /dev/null` opens with O_TRUNC).
-
-So nothing outside those three may be written, made, removed or renamed: not
-the overlay's root (writable by cell root in a size-1 map), not /proc (a
-process's own /proc/self/mem, comm, attr...), not a file of the host's that
-reaches the program as a descriptor and is reopened through /proc/self/fd
-(outside every rule: read or write, refused). Descriptors the program was
-given stay usable: Landlock checks opens, not reads and writes on open files,
-and pipes and memfds (its stdin, stdout and stderr) are internal files it
-always allows. With ABI 6, abstract unix sockets and signals are scoped to
-the program's own processes too.
+The mount namespace already decides what the cell can see by path. Landlock is
+the second wall (rule 15, best effort by ABI), applied by the program's process
+itself (spawn.c) after no_new_privs and before the seccomp filter, so it covers
+the program and everything it starts, and nothing of the init. One rule: every
+right beneath the cell's root "/" (the root stays as writable as the contract
+says: /box, /tmp, /dev/shm, and for cell root the overlay's root), but making
+device nodes. Anything not beneath that root is refused, whatever way the
+program reaches it: a host file it was given as a descriptor and reopens
+through /proc/self/fd (to read what was there, or truncate it), or the files
+beneath a host directory that a descriptor leak handed it (rule 4 is the first
+wall against that; this is the second). Pipes and memfds (its stdin, stdout and
+stderr) are internal files Landlock always allows, and descriptors the program
+was given stay usable as they are: Landlock checks opens. With ABI 6, abstract
+unix sockets and signals are scoped to the program's own processes too.
 
 The kernel's ABI decides what can be handled; a kernel without Landlock (or
 a seccomp profile around the worker that refuses its calls) leaves the cell
@@ -32,7 +26,6 @@ import struct
 from dataclasses import dataclass
 
 from . import libc
-from .mounts import DEVICES
 
 EXECUTE = 1 << 0
 WRITE_FILE = 1 << 1
@@ -52,8 +45,6 @@ TRUNCATE = 1 << 14  # ABI 3
 SCOPE_ABSTRACT_UNIX_SOCKET = 1 << 0  # ABI 6
 SCOPE_SIGNAL = 1 << 1  # ABI 6
 
-WRITABLE = ("/box", "/tmp", "/dev/shm")
-READ = EXECUTE | READ_FILE | READ_DIR
 
 
 @dataclass(frozen=True)
@@ -83,10 +74,7 @@ def ruleset_for(abi: int) -> Ruleset | None:
     # fields it does not know unless they are zero, so send what it knows.
     size = 24 if abi >= 6 else 16 if abi >= 4 else 8
     attr = struct.pack("=QQQ", handled, 0, scoped)[:size]
-    writable = handled & ~(MAKE_CHAR | MAKE_BLOCK)
-    rules = [("/", READ)]
-    rules += [(path, writable) for path in WRITABLE]
-    rules += [(f"/dev/{name}", handled & (WRITE_FILE | TRUNCATE)) for name in DEVICES]
+    rules = [("/", handled & ~(MAKE_CHAR | MAKE_BLOCK))]
     return Ruleset(attr, tuple(rules))
 
 
