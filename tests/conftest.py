@@ -30,6 +30,9 @@ VENV = Path(os.environ.get("CELLBLOCK_VENV", "/opt/cellblock/venv"))
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
+    # Warm cells as a user's process has them by default (automatic); tests that
+    # need a setting choose it, and warm_cells_automatic takes it back.
+    os.environ.pop("CELLBLOCK_WARM", None)
     if os.geteuid() != 0:
         raise pytest.UsageError(
             "the tests need root: they create an unprivileged user and run cells as both"

@@ -138,11 +138,16 @@ def runs(n):
     for _ in range(n):
         result = sandbox.run(["true"])
         assert result.status == "OK", result.message
+def parent(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[1]
+    except OSError:  # gone meanwhile
+        return None
 def children():
     reap_finished()
     me = str(os.getpid())
-    return [p for p in os.listdir("/proc") if p.isdigit()
-            and open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[1] == me]
+    return [p for p in os.listdir("/proc") if p.isdigit() and parent(p) == me]
 """
 
 
