@@ -316,15 +316,19 @@ def test_the_init_shows_no_command_line_of_the_caller(warm):
 
 
 def test_nothing_outlives_the_run(cell):
-    marker = f"cellblock-daemon-{uuid.uuid4().hex}"
-    # (dash has no `exec -a`: the marker is in the daemon shell's own command line.)
-    # The daemon says it is up by a file (a fixed sleep was too short on a busy host).
-    result = cell.run(["sh", "-c", f"setsid sh -c 'touch /tmp/up; sleep 300; : {marker}' & "
-                                   "while [ ! -e /tmp/up ]; do sleep 0.01; done; "
-                                   f"grep -l {marker} /proc/[0-9]*/cmdline | wc -l"])
-    # This shell, the daemon and grep itself: the daemon was there.
-    assert result.stdout.split() == ["3"], result.stdout
-    assert not _processes_with(marker)
+    # A daemon (its own session, reparented to the init) that says it is up by
+    # writing its pid, then sleeps with a duration unique to this test: the
+    # program checks it is alive, and afterwards no process on the host has that
+    # duration in its command line. (Counting the processes whose command line
+    # holds a marker raced with the shells' own short-lived forks.)
+    duration = f"300.{uuid.uuid4().int % 10**9:09d}"
+    result = cell.run(["sh", "-c",
+                       "setsid sh -c 'echo $$ > /tmp/pid.new && mv /tmp/pid.new /tmp/pid && "
+                       f"exec sleep {duration}' & "
+                       "while [ ! -e /tmp/pid ]; do sleep 0.01; done; "
+                       'kill -0 "$(cat /tmp/pid)" && echo daemon alive'])
+    assert result.stdout == "daemon alive\n", (result.stdout, result.stderr)
+    assert not _processes_with(duration)
 
 
 def _processes_with(marker: str) -> list[int]:
