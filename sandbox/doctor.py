@@ -39,7 +39,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sandbox import libc, userns
+from sandbox import landlock, libc, userns
 
 PROBE_TIMEOUT = 5.0
 """Seconds a probe child may take before it is killed."""
@@ -55,9 +55,6 @@ PEAK_KERNEL = (5, 19)  # memory.peak on cgroup v2
 
 # A seccomp program of one instruction: BPF_RET|BPF_K SECCOMP_RET_ALLOW.
 ALLOW_ALL_BPF = struct.pack("HBBI", 0x06, 0, 0, 0x7FFF0000)
-
-SYS_landlock_restrict_self = 446
-LANDLOCK_ACCESS_FS_EXECUTE = 1 << 0
 
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
@@ -390,7 +387,7 @@ def _probe_landlock() -> int:
         ctypes.c_uint32(libc.LANDLOCK_CREATE_RULESET_VERSION),
         what="landlock_create_ruleset",
     )
-    attr = ctypes.create_string_buffer(struct.pack("Q", LANDLOCK_ACCESS_FS_EXECUTE), 8)
+    attr = ctypes.create_string_buffer(struct.pack("Q", landlock.EXECUTE), 8)
     fd = libc.syscall(
         libc.SYS_landlock_create_ruleset,
         attr,
@@ -400,7 +397,7 @@ def _probe_landlock() -> int:
     )
     libc.prctl(libc.PR_SET_NO_NEW_PRIVS, 1)
     libc.syscall(
-        SYS_landlock_restrict_self,
+        libc.SYS_landlock_restrict_self,
         ctypes.c_int(fd),
         ctypes.c_uint32(0),
         what="landlock_restrict_self",

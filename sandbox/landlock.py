@@ -22,6 +22,7 @@ as it is without it, and `cellblock doctor` says so.
 
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass
 
@@ -74,16 +75,10 @@ def ruleset_for(abi: int) -> Ruleset | None:
     # fields it does not know unless they are zero, so send what it knows.
     size = 24 if abi >= 6 else 16 if abi >= 4 else 8
     attr = struct.pack("=QQQ", handled, 0, scoped)[:size]
-    rules = [("/", handled & ~(MAKE_CHAR | MAKE_BLOCK))]
-    return Ruleset(attr, tuple(rules))
+    return Ruleset(attr, (("/", handled & ~(MAKE_CHAR | MAKE_BLOCK)),))
 
 
-_abi: int | None = None
-
-
+@functools.cache
 def cell_ruleset() -> Ruleset | None:
-    """The ruleset for this kernel (its ABI asked once per process)."""
-    global _abi
-    if _abi is None:
-        _abi = libc.landlock_abi_version()
-    return ruleset_for(_abi)
+    """The ruleset for this kernel (asked and built once per process)."""
+    return ruleset_for(libc.landlock_abi_version())

@@ -33,6 +33,7 @@ SYS_close_range = 436
 SYS_openat2 = 437
 SYS_mount_setattr = 442
 SYS_landlock_create_ruleset = 444
+SYS_landlock_restrict_self = 446
 
 # unshare(2) / clone(2) namespace flags.
 CLONE_NEWNS = 0x00020000

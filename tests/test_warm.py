@@ -124,6 +124,8 @@ def test_unprivileged_caller_with_warm_cells(test_user):
 # run took a warm cell, and prints what it saw as JSON.
 _RECORDING_CALLER = """
 import json, os, sys
+sys.path.insert(0, "tests")
+from conftest import children_of_this_process
 import sandbox
 from sandbox import maker, warm
 from sandbox.cell import reap_finished
@@ -138,16 +140,9 @@ def runs(n):
     for _ in range(n):
         result = sandbox.run(["true"])
         assert result.status == "OK", result.message
-def parent(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[1]
-    except OSError:  # gone meanwhile
-        return None
 def children():
     reap_finished()
-    me = str(os.getpid())
-    return [p for p in os.listdir("/proc") if p.isdigit() and parent(p) == me]
+    return children_of_this_process()
 """
 
 
