@@ -155,21 +155,37 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
 def _setup_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "setup", help="as root: delegate a cgroup subtree to USER (run once)",
+        "setup", help="as root: prepare USER to run cells with every protection (run once)",
         description="Give USER a cgroup subtree of its own so that its workers run cells "
-        "with every limit, unprivileged. cgroup v2: /sys/fs/cgroup/cellblock/USER; "
-        "v1: /sys/fs/cgroup/<controller>/cellblock/USER.",
+        "with every limit, unprivileged (cgroup v2: /sys/fs/cgroup/cellblock/USER; "
+        "v1: /sys/fs/cgroup/<controller>/cellblock/USER), and, if it has none, a range of "
+        "subordinate ids (/etc/subuid, /etc/subgid) so that each cell's program runs as a "
+        "host uid of its own. --remove removes the subtree; the range stays.",
     )
     p.add_argument("--user", required=True, help="the user the workers run as")
     p.add_argument("--remove", action="store_true", help="remove USER's subtree instead")
 
 
 def _cmd_setup(args: argparse.Namespace) -> int:
+    import subprocess
+
     from sandbox.cgroups import CgroupError
     from sandbox.cgroups.delegate import delegate, undelegate
+    from sandbox.userns import add_subordinate_range
 
+    if os.geteuid() != 0:
+        print("cellblock setup: error: run it as root", file=sys.stderr)
+        return 1
     try:
-        done = undelegate(args.user) if args.remove else delegate(args.user)
+        if args.remove:
+            done = undelegate(args.user)
+        else:
+            added = add_subordinate_range(args.user)
+            done = ([added] if added else []) + delegate(args.user)
+    except subprocess.CalledProcessError as error:
+        detail = error.stderr.decode(errors="replace").strip() if error.stderr else ""
+        print(f"cellblock setup: error: {error.cmd[0]} failed: {detail}", file=sys.stderr)
+        return 1
     except (CgroupError, OSError) as error:
         print(f"cellblock setup: error: {error}", file=sys.stderr)
         return 1

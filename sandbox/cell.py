@@ -70,7 +70,7 @@ SETUP_TIMEOUT = 20.0  # seconds for the namespaces and mounts; they take millise
 class Birth:
     """What a cell needs from its first instant: known before any run is (a warm
     cell is made from it ahead of time), and the key of the warm pool. The id
-    map is a template: each cell gets a range of its own (userns.hold_ids)."""
+    map is a template: each cell gets a slot of its own (userns.hold_ids)."""
 
     plan: mounts.RootPlan
     idmap: userns.IdMap
@@ -101,7 +101,7 @@ class MadeCell:
 
     pid: int  # 0 for a maker's cell until confirmed
     host: Channel
-    ids: userns.HeldIds  # its id map, and the lock on its host id range
+    ids: userns.HeldIds  # its id map, and the lock on its host ids
     owner: int = field(default_factory=os.getpid)  # the process that may use it
     by_maker: bool = False
     pidfd: int | None = None
@@ -129,7 +129,7 @@ class MadeCell:
 
     def finished(self) -> None:
         """The run is over (every process of the cell is dead), the init is
-        exiting: its id range may serve another cell. The maker reaps its own
+        exiting: its host ids may serve another cell. The maker reaps its own
         inits (ours are reaped by _reap_exiting)."""
         if self.pidfd is not None:
             os.close(self.pidfd)
@@ -427,7 +427,7 @@ def _supervise(
                 _EXITING.append(made.pid)
         finished = True
         _reap_exiting(block=False)
-        return _result(limits, seen, group, no_cgroup_reason)
+        return _result(limits, seen, group, no_cgroup_reason, made.ids.shared)
     except (CellError, OSError, ValueError, TimeoutError) as error:
         return RunResult(Status.IE, message=f"sandbox failure: {error}")
     finally:
@@ -439,14 +439,15 @@ def _supervise(
 
 
 def _result(
-    limits: Limits, seen: Observed, group: cgroups.CellCgroup | None, no_cgroup_reason: str
+    limits: Limits, seen: Observed, group: cgroups.CellCgroup | None, no_cgroup_reason: str,
+    shared_ids: str | None,
 ) -> RunResult:
     report = seen.report
     assert report is not None and seen.stdout is not None and seen.stderr is not None
     # The init reported after its last child was reaped: the cgroup is empty
     # and its counters final. Without one, the init's rusage is the best figure.
     cpu_time, memory, oom_kills = report["cpu_time"], report["max_rss"], 0
-    degraded: list[str] = []
+    degraded: list[str] = []  # the figures' shortcomings (and, below, the isolation's)
     if group is not None:
         usage = group.usage()
         cpu_time, oom_kills = usage.cpu_time, usage.oom_kills
@@ -476,6 +477,8 @@ def _result(
     status, exit_code, sig, message = decide(facts, limits)
     if degraded:
         message += f" (figures degraded: {'; '.join(degraded)})"
+    if shared_ids:  # not about this run's figures: in `degraded` only
+        degraded.insert(0, shared_ids)
     return RunResult(
         status=status,
         exit_code=exit_code,

@@ -28,7 +28,6 @@ import os
 import pwd
 import re
 import select
-import shutil
 import signal
 import socket
 import stat
@@ -960,16 +959,6 @@ def check_landlock() -> Check:
     )
 
 
-def _subid_count(path: str, user: str, uid: int) -> int:
-    total = 0
-    for line in (_read(path) or "").splitlines():
-        parts = line.strip().split(":")
-        if len(parts) == 3 and parts[0] in (user, str(uid)):
-            with contextlib.suppress(ValueError):
-                total += int(parts[2])
-    return total
-
-
 def _privileged_helper(path: str | None) -> bool:
     if not path:
         return False
@@ -982,37 +971,36 @@ def _privileged_helper(path: str | None) -> bool:
 
 
 def check_subids() -> Check:
+    """Whether the program runs as a host uid of its own (userns.py)."""
     name = "subordinate ids"
+    template = userns.choose_idmap()
+    try:
+        locks = userns.slot_lock_dir()
+        lock_problem = None
+    except OSError as error:
+        locks, lock_problem = None, str(error)
     if _is_root():
-        template = userns.choose_idmap()
         first = template.uid_lines[0][1]
-        try:
-            locks = userns.range_lock_dir()
-        except OSError as error:
+        if lock_problem:
             return Check(
                 name,
                 False,
-                f"running as root, but the id ranges' locks cannot be kept ({error}): every "
-                f"live cell shares host ids {first}..{first + userns.RANGE_SIZE - 1}",
-                f"mkdir -p -m 0700 {userns.RANGE_LOCKS} (a writable /run)",
-                required=False,
+                f"running as root, but the id ranges' locks cannot be kept ({lock_problem}): "
+                f"every live cell shares host ids {first}..{first + userns.RANGE_SIZE - 1}",
+                f"mkdir -p -m 0700 {userns.SLOT_LOCKS_ROOT} (a writable /run)",
             )
         return Check(
             name,
             True,
             f"running as root: each live cell gets a range of {userns.RANGE_SIZE} host ids of "
-            f"its own, one of {template.ranges} from {first} (locks in {locks}), never root",
-            required=False,
+            f"its own, one of {template.slots} from {first} (locks in {locks}), never root",
         )
     user, uid = _user_name(), os.geteuid()
-    subuids = _subid_count("/etc/subuid", user, uid)
-    subgids = _subid_count("/etc/subgid", user, uid)
-    search = os.pathsep.join([os.environ.get("PATH", ""), "/usr/bin", "/bin", "/usr/sbin"])
-    helpers = {h: shutil.which(h, path=search) for h in ("newuidmap", "newgidmap")}
+    helpers = userns.id_helpers()
     problems, fixes = [], []
-    if not subuids or not subgids:
-        problems.append(f"no /etc/subuid or /etc/subgid range for {user}")
-        fixes.append(f"sudo usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {user}")
+    if userns.subordinate_range(uid) is None:
+        problems.append(f"no /etc/subuid and /etc/subgid range for {user}")
+        fixes.append(f"sudo cellblock setup --user {user}")
     missing = [h for h, p in helpers.items() if not p]
     unprivileged = [h for h, p in helpers.items() if p and not _privileged_helper(p)]
     if missing:
@@ -1021,20 +1009,33 @@ def check_subids() -> Check:
     if unprivileged:
         problems.append(f"{' and '.join(unprivileged)} are neither setuid nor file-capable")
         fixes.append("sudo apt-get install --reinstall -y uidmap")
+    if os.environ.get("CELLBLOCK_SUBUID") == "0":
+        problems.append("CELLBLOCK_SUBUID=0 turns them off")
+        fixes.append("unset CELLBLOCK_SUBUID")
     if problems:
         return Check(
             name,
             False,
-            f"{'; '.join(problems)}: cells fall back to a size-1 map (every box shares one uid)",
+            f"{'; '.join(problems)}: each cell's program runs as {user}'s own uid (a size-1 "
+            f"map), so it could read files only {user} may read, and shares {user}'s "
+            "per-user kernel counts (pipe buffers, file descriptors in flight)",
             " && ".join(fixes),
-            required=False,
         )
+    if lock_problem:
+        return Check(
+            name,
+            False,
+            f"{user} has subordinate ids, but their slots' locks cannot be kept "
+            f"({lock_problem}): live cells may share a host uid",
+            f"rm -rf {userns.SLOT_LOCKS_USER.format(uid=uid)} (as its owner), or a writable "
+            "/run/lock",
+        )
+    (first, _), _ = userns.subordinate_range(uid) or ((0, 0), (0, 0))
     return Check(
         name,
         True,
-        f"{user} has {subuids} subordinate uids and {subgids} gids, and newuidmap/newgidmap "
-        "are installed",
-        required=False,
+        f"{user} has {template.slots} subordinate ids from {first}: each live cell's "
+        f"program runs as one of its own (locks in {locks}); newuidmap/newgidmap map them",
     )
 
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from . import libc
 from .images import MOUNT_POINTS, Image
-from .userns import forbid_nested_user_namespaces
+from .userns import limit_cell_namespace
 
 STAGING = "/tmp"
 DEVICES = ("null", "zero", "full", "random", "urandom")
@@ -125,7 +125,7 @@ def _mount_proc(proc: str) -> None:
     # namespace mount procfs only while a fully visible procfs is in its tree.
     libc.mount("proc", proc, "proc", libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC,
                "hidepid=invisible")
-    forbid_nested_user_namespaces(proc)  # while /proc/sys is still writable for us
+    limit_cell_namespace(proc)  # while /proc/sys is still writable for us
     for name in PROC_COVERED:
         path = f"{proc}/{name}"
         if os.path.exists(path):

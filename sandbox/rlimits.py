@@ -12,6 +12,8 @@ import resource
 
 from .spec import Limits
 
+PENDING_SIGNALS = 256  # queued signals and POSIX timers of a whole cell
+
 
 def rlimit_table(limits: Limits, cgroup_controllers: tuple[str, ...] = ()) -> list[
     tuple[int, int, int]
@@ -35,6 +37,13 @@ def rlimit_table(limits: Limits, cgroup_controllers: tuple[str, ...] = ()) -> li
         # Without a memory cgroup, the data segment limit is what stops a
         # memory bomb from taking the host down.
         (resource.RLIMIT_DATA, limits.memory, limits.memory),
+        # Per-user quotas, counted in the cell's user namespace and charged
+        # to the user who owns it (the worker) on the host: a cell's share is
+        # capped here so that it cannot drain the worker's. Queued signals
+        # (sigqueue, and the one every POSIX timer reserves): the host's
+        # default is about 96k per user. Locked memory and POSIX message
+        # queues: none.
+        (resource.RLIMIT_SIGPENDING, PENDING_SIGNALS, PENDING_SIGNALS),
         (resource.RLIMIT_MEMLOCK, 0, 0),
         (resource.RLIMIT_MSGQUEUE, 0, 0),
     ]

@@ -1,24 +1,42 @@
 """The user namespace: who the cell's processes are, inside and on the host.
 
-Three ways to map ids, chosen by who starts the cell:
+The program never runs as a host uid that another live cell's program, the
+caller (the worker) or host root has. Three ways to map ids, chosen by who
+starts the cell:
 
 - started as root: cell ids 0..65535 map to an unprivileged host range of its
   own, never to host root: one of the RANGE_SIZE-id ranges of the `cellblock`
-  entry of /etc/subuid (else of DEFAULT_ROOT_RANGE, 1024 ranges), held by a
-  lock file under RANGE_LOCKS for as long as the cell lives, so no two live
-  cells on the machine share a host uid (rule 11): whatever a program might
-  reach of another cell's processes by uid, it does not own. The supervisor
-  (PID 1) is cell root; the program runs as cell uid 1000, so it cannot signal
-  or trace its supervisor even in theory.
-- started unprivileged, default: a size-1 map of the caller's uid/gid to cell
-  root, with setgroups denied. The program is cell root without capabilities.
-- started unprivileged with CELLBLOCK_SUBUID=1 and a range in /etc/subuid:
-  newuidmap/newgidmap map the caller to cell root and the range to 1..N, and
-  the program runs as cell uid 1000.
+  entry of /etc/subuid (else of DEFAULT_ROOT_RANGE, 1024 ranges). The init is
+  cell root; the program runs as cell uid 1000.
+- started unprivileged by a user with a subordinate id range (/etc/subuid and
+  /etc/subgid; `cellblock setup --user` adds one, Debian's useradd makes one
+  for normal users): cell root is the caller, as in rootless Podman, and cell
+  uid/gid 1000, which the program runs as, is one id of that range: a slot of
+  its own. newuidmap/newgidmap (setuid helpers) write the maps, since only
+  they may map ids the caller does not own; a warm cell's maps are written
+  before its run is known, off the run's path.
+- started unprivileged without a range (or with CELLBLOCK_SUBUID=0): a size-1
+  map of the caller's uid/gid to cell root, setgroups denied. The program is
+  cell root without capabilities, and on the host it is the caller's own uid:
+  every result says so (`degraded`), and `cellblock doctor` names the command
+  that adds a range. What the program could then reach of the caller's is cut
+  elsewhere: prlimit64 on other processes (seccomp), the caller's private files
+  under the host image's /etc (hidden: images.py), per-user quotas (below).
+
+A range or a slot is held by a lock file named by its first host uid in a
+directory only its owner may write (root: SLOT_LOCKS_ROOT; a user:
+/run/lock/cellblock-UID), for as long as the cell lives, so that no two live
+cells hold the same host ids, whichever of the owner's processes made them.
 
 The maps are written by the parent after the child has called
 unshare(CLONE_NEWUSER): only a process outside the namespace with CAP_SETUID
 there may map other ids, and until the map exists the child cannot create files.
+
+What a cell consumes of per-user kernel quotas (inotify, queued signals,
+processes, ...) is charged, on the host, to the user that owns its user
+namespace: the caller, whatever the program's own uid. So each cell's share is
+capped: the limits of its own user namespace (CELL_NAMESPACE_LIMITS, written by
+the init) and the program's rlimits (rlimits.py).
 """
 
 from __future__ import annotations
@@ -29,23 +47,29 @@ import pwd
 import shutil
 import stat
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 
 from .libc import write_file
 
-RANGE_SIZE = 65536
-RUN_ID_IN_RANGE = 1000
+RANGE_SIZE = 65536  # ids of a root-started cell
+RUN_ID = 1000  # the program's uid and gid inside a cell that has ids of its own
 # Far above any uid a distribution hands out, below 2^31 so no tool sees it as
 # negative: 1024 ranges, one per live cell started as root.
 DEFAULT_ROOT_RANGE = (1_500_000_000, 1024 * RANGE_SIZE)
 SUBID_OWNER = "cellblock"
-RANGE_LOCKS = "/run/cellblock/id-ranges"  # root-started cells: lock file N holds range N
+SLOT_LOCKS_ROOT = "/run/cellblock/id-ranges"  # root-started cells: one lock file per range
+SLOT_LOCKS_USER = "/run/lock/cellblock-{uid}"  # a user's cells: one per slot of its range
+SUBID_FIRST = 100_000  # where Debian's useradd starts handing out subordinate ids
+SUBID_COUNT = 65536  # the size of the range `cellblock setup --user` adds
 
 
 @dataclass(frozen=True)
 class IdMap:
-    """How cell ids map to host ids, and which cell ids the program runs as."""
+    """How cell ids map to host ids, and which cell ids the program runs as.
+
+    A template may be moved to any of `slots` places (`in_slot`): its lines
+    from `fixed_lines` on shift by `slot_size` host ids per slot."""
 
     uid_lines: tuple[tuple[int, int, int], ...]  # (inside, outside, count)
     gid_lines: tuple[tuple[int, int, int], ...]
@@ -53,16 +77,20 @@ class IdMap:
     run_gid: int
     deny_setgroups: bool
     use_newidmap: bool
-    ranges: int = 1  # the outside ids are the first of this many RANGE_SIZE ranges
+    slots: int = 1
+    slot_size: int = 0
+    fixed_lines: int = 0
 
-    def in_range(self, index: int) -> IdMap:
-        """The same map moved to the index-th of its ranges."""
-        shift = index * RANGE_SIZE
-        return IdMap(
-            uid_lines=tuple((a, b + shift, c) for a, b, c in self.uid_lines),
-            gid_lines=tuple((a, b + shift, c) for a, b, c in self.gid_lines),
-            run_uid=self.run_uid, run_gid=self.run_gid,
-            deny_setgroups=self.deny_setgroups, use_newidmap=self.use_newidmap)
+    def in_slot(self, index: int) -> IdMap:
+        """The same map moved to its index-th slot (a concrete map: one slot)."""
+        shift = index * self.slot_size
+
+        def moved(lines: tuple[tuple[int, int, int], ...]) -> tuple[tuple[int, int, int], ...]:
+            return lines[: self.fixed_lines] + tuple(
+                (a, b + shift, c) for a, b, c in lines[self.fixed_lines :])
+
+        return replace(self, uid_lines=moved(self.uid_lines), gid_lines=moved(self.gid_lines),
+                       slots=1, slot_size=0)
 
     @property
     def cell_root_is_caller(self) -> bool:
@@ -70,58 +98,104 @@ class IdMap:
         return self.uid_lines[0][:2] == (0, os.geteuid())
 
     @property
+    def program_host_uid(self) -> int:
+        """The host uid the program runs as (of this concrete map)."""
+        for inside, outside, count in self.uid_lines:
+            if inside <= self.run_uid < inside + count:
+                return outside + self.run_uid - inside
+        raise ValueError(f"cell uid {self.run_uid} is not mapped")
+
+    @property
+    def program_is_caller(self) -> bool:
+        """The size-1 map: the program runs as the caller's own host uid."""
+        return self.program_host_uid == os.geteuid() and os.geteuid() != 0
+
+    @property
     def description(self) -> str:
         inside, outside, count = self.uid_lines[-1]
-        if count == 1:
+        if count == 1 and inside == 0:
             return f"cell root = host uid {outside} (size-1 map)"
+        if count == 1:
+            return f"cell root = host uid {self.uid_lines[0][1]}, cell uid {inside} = {outside}"
         return f"cell uids {inside}..{inside + count - 1} = host {outside}..{outside + count - 1}"
 
 
-def _read_subid(path: str, names: tuple[str, ...]) -> tuple[int, int] | None:
-    """(start, count) of the first entry for `names` with at least RANGE_SIZE ids."""
+def _subid_entries(path: str) -> list[tuple[str, int, int]]:
+    """(owner, start, count) of every well-formed line of /etc/subuid or /etc/subgid."""
+    entries = []
     try:
         with open(path) as f:
             for line in f:
                 fields = line.strip().split(":")
-                if len(fields) == 3 and fields[0] in names:
-                    start, count = int(fields[1]), int(fields[2])
-                    if count >= RANGE_SIZE:
-                        return start, count
-    except (OSError, ValueError):
+                if len(fields) == 3 and fields[1].isdigit() and fields[2].isdigit():
+                    entries.append((fields[0], int(fields[1]), int(fields[2])))
+    except OSError:
         pass
+    return entries
+
+
+def _read_subid(path: str, names: tuple[str, ...], minimum: int) -> tuple[int, int] | None:
+    """(start, count) of the first entry for `names` with at least `minimum` ids."""
+    for owner, start, count in _subid_entries(path):
+        if owner in names and count >= minimum:
+            return start, count
     return None
+
+
+def _user_names(uid: int) -> tuple[str, ...]:
+    """How /etc/subuid may name this user: by name or by number."""
+    try:
+        return (pwd.getpwuid(uid).pw_name, str(uid))
+    except KeyError:
+        return (str(uid),)
+
+
+def subordinate_range(uid: int) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    """The user's first subordinate uid range and gid range, if it has both."""
+    names = _user_names(uid)
+    uids = _read_subid("/etc/subuid", names, 1)
+    gids = _read_subid("/etc/subgid", names, 1)
+    return (uids, gids) if uids and gids else None
+
+
+def id_helpers() -> dict[str, str | None]:
+    """Where newuidmap and newgidmap are (None: not installed)."""
+    search = os.pathsep.join([os.environ.get("PATH", ""), "/usr/bin", "/bin"])
+    return {name: shutil.which(name, path=search) for name in ("newuidmap", "newgidmap")}
 
 
 @cache
 def choose_idmap() -> IdMap:
+    """The id map template of this process's cells (hold_ids gives each its slot)."""
     euid, egid = os.geteuid(), os.getegid()
     if euid == 0:
-        uid_range = _read_subid("/etc/subuid", (SUBID_OWNER,)) or DEFAULT_ROOT_RANGE
-        gid_range = _read_subid("/etc/subgid", (SUBID_OWNER,)) or DEFAULT_ROOT_RANGE
+        uid_range = _read_subid("/etc/subuid", (SUBID_OWNER,), RANGE_SIZE) or DEFAULT_ROOT_RANGE
+        gid_range = _read_subid("/etc/subgid", (SUBID_OWNER,), RANGE_SIZE) or DEFAULT_ROOT_RANGE
         return IdMap(
             uid_lines=((0, uid_range[0], RANGE_SIZE),),
             gid_lines=((0, gid_range[0], RANGE_SIZE),),
-            run_uid=RUN_ID_IN_RANGE,
-            run_gid=RUN_ID_IN_RANGE,
+            run_uid=RUN_ID,
+            run_gid=RUN_ID,
             deny_setgroups=False,
             use_newidmap=False,
-            ranges=min(uid_range[1], gid_range[1]) // RANGE_SIZE,
+            slots=min(uid_range[1], gid_range[1]) // RANGE_SIZE,
+            slot_size=RANGE_SIZE,
         )
-    if os.environ.get("CELLBLOCK_SUBUID") == "1" and shutil.which("newuidmap"):
-        names = (pwd.getpwuid(euid).pw_name, str(euid))
-        uid_range = _read_subid("/etc/subuid", names)
-        gid_range = _read_subid("/etc/subgid", names)
-        if uid_range and gid_range:
-            size = RANGE_SIZE - 1
-            return IdMap(
-                # One range: a user's subordinate ids are usually 65536.
-                uid_lines=((0, euid, 1), (1, uid_range[0], size)),
-                gid_lines=((0, egid, 1), (1, gid_range[0], size)),
-                run_uid=RUN_ID_IN_RANGE,
-                run_gid=RUN_ID_IN_RANGE,
-                deny_setgroups=False,
-                use_newidmap=True,
-            )
+    subids = subordinate_range(euid)
+    if (os.environ.get("CELLBLOCK_SUBUID") != "0" and subids is not None
+            and all(id_helpers().values())):
+        (uid_start, uid_count), (gid_start, gid_count) = subids
+        return IdMap(
+            uid_lines=((0, euid, 1), (RUN_ID, uid_start, 1)),
+            gid_lines=((0, egid, 1), (RUN_ID, gid_start, 1)),
+            run_uid=RUN_ID,
+            run_gid=RUN_ID,
+            deny_setgroups=False,
+            use_newidmap=True,
+            slots=min(uid_count, gid_count),
+            slot_size=1,
+            fixed_lines=1,
+        )
     return IdMap(
         uid_lines=((0, euid, 1),),
         gid_lines=((0, egid, 1),),
@@ -132,52 +206,101 @@ def choose_idmap() -> IdMap:
     )
 
 
-class HeldIds:
-    """The id map of one cell, and the lock that keeps its range its own."""
+@cache
+def why_shared(idmap: IdMap) -> str | None:
+    """For a result's `degraded`: why the program's host uid is the caller's (a
+    size-1 map), or None."""
+    if not idmap.program_is_caller:
+        return None
+    name = _user_names(os.geteuid())[0]
+    if os.environ.get("CELLBLOCK_SUBUID") == "0":
+        why = "CELLBLOCK_SUBUID=0"
+    elif subordinate_range(os.geteuid()) is None:
+        why = f"{name} has no subordinate id range; sudo cellblock setup --user {name} adds one"
+    else:
+        why = "newuidmap/newgidmap are not installed (Debian package uidmap)"
+    return f"program shares the worker's uid ({why})"
 
-    def __init__(self, idmap: IdMap, lock_fd: int | None) -> None:
+
+class HeldIds:
+    """The id map of one cell, and the lock that keeps its slot its own."""
+
+    def __init__(self, idmap: IdMap, lock_fd: int | None, shared: str | None = None) -> None:
         self.idmap = idmap
+        self.shared = shared  # why the program's host uid may not be its own, or None
         self._lock_fd = lock_fd
 
     def release(self) -> None:
-        """The cell's processes are gone: its range may serve another cell."""
+        """The cell's processes are gone: its slot may serve another cell."""
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
 
 
 def hold_ids(template: IdMap) -> HeldIds:
-    """A range of `template`'s no live cell holds (a map of one range is shared:
-    rootless maps, whose outside ids are the caller's own)."""
-    if template.ranges <= 1:
-        return HeldIds(template, None)
+    """A slot of `template` that no live cell holds (a template of one slot,
+    the size-1 map, is the caller's own uid: nothing to hold)."""
+    if template.slots <= 1:
+        return HeldIds(template, None, why_shared(template))
     try:
-        directory = range_lock_dir()
-    except OSError:
-        # No place for the locks (a read-only /run): every cell shares the
-        # first range, as a size-1 map shares the caller's uid. `cellblock
-        # doctor` says so ("subordinate ids").
-        return HeldIds(template.in_range(0), None)
-    for index in range(template.ranges):
-        fd = os.open(f"{directory}/{index}",
+        directory = slot_lock_dir()
+    except OSError as error:
+        # No place for the locks (a read-only /run, a directory of another
+        # user's): every cell takes the first slot. `cellblock doctor` says so
+        # ("subordinate ids"), and so does every result.
+        return HeldIds(template.in_slot(0), None,
+                       f"program may share its host uid with other cells ({error})")
+    for index in range(template.slots):
+        concrete = template.in_slot(index)
+        fd = os.open(f"{directory}/{concrete.program_host_uid}",
                      os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             continue
-        return HeldIds(template.in_range(index), fd)
-    raise OSError(f"all {template.ranges} id ranges are held by live cells")
+        return HeldIds(concrete, fd)
+    raise OSError(f"all {template.slots} id slots are held by live cells")
 
 
-def range_lock_dir() -> str:
-    """RANGE_LOCKS, made if missing; refused unless it is root's own directory
-    (a lock file another user could hold or replace would hand out ranges twice)."""
-    os.makedirs(RANGE_LOCKS, 0o700, exist_ok=True)
-    st = os.lstat(RANGE_LOCKS)
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o022:
-        raise OSError(f"{RANGE_LOCKS} is not a directory of root's that only root may write")
-    return RANGE_LOCKS
+def slot_lock_dir() -> str:
+    """The directory of this user's slot locks, made if missing; refused unless
+    it is the user's own and only it may write there (a lock file another user
+    could hold or replace would hand out a slot twice)."""
+    euid = os.geteuid()
+    path = SLOT_LOCKS_ROOT if euid == 0 else SLOT_LOCKS_USER.format(uid=euid)
+    try:
+        os.makedirs(path, 0o700, exist_ok=True)
+    except FileExistsError:
+        pass  # a file or a dangling link: refused below
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != euid or st.st_mode & 0o022:
+        raise OSError(f"{path} is not a directory of uid {euid}'s that only it may write")
+    return path
+
+
+def add_subordinate_range(user: str) -> str | None:
+    """As root (`cellblock setup --user`): give `user` a range of SUBID_COUNT
+    subordinate uids and gids that overlaps nobody's, unless it has one.
+    Returns what was done, or None."""
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        raise OSError(f"no such user: {user!r}") from None
+    if subordinate_range(entry.pw_uid) is not None:
+        return None
+    taken = [(start, start + count) for path in ("/etc/subuid", "/etc/subgid")
+             for _, start, count in _subid_entries(path)]
+    taken.append((DEFAULT_ROOT_RANGE[0], DEFAULT_ROOT_RANGE[0] + DEFAULT_ROOT_RANGE[1]))
+    start = SUBID_FIRST
+    for low, high in sorted(taken):  # the first gap of SUBID_COUNT ids
+        if start + SUBID_COUNT <= low:
+            break
+        start = max(start, high)
+    ids = f"{start}-{start + SUBID_COUNT - 1}"
+    subprocess.run(["usermod", "--add-subuids", ids, "--add-subgids", ids, user],
+                   check=True, capture_output=True)
+    return f"subordinate uids and gids {ids} added for {user} (/etc/subuid, /etc/subgid)"
 
 
 def write_idmap(pid: int, idmap: IdMap) -> None:
@@ -195,14 +318,35 @@ def write_idmap(pid: int, idmap: IdMap) -> None:
     write_file(f"/proc/{pid}/gid_map", "".join(f"{a} {b} {c}\n" for a, b, c in idmap.gid_lines))
 
 
-def forbid_nested_user_namespaces(proc: str) -> None:
+# Per-user kernel quotas of the cell's own user namespace (/proc/sys/user). What a
+# cell uses of them is charged, level by level, up to the host's user namespace,
+# where it counts against the user who owns the cell's namespace: the caller. So
+# each cell gets a small share: at the host's defaults (fs.inotify.
+# max_user_instances 128; max_user_watches grows with the memory, 8192 at the
+# least) 16 cells at their quota leave the worker half of its inotify instances
+# (`cellblock doctor` says how many fit). fanotify is refused by the default
+# seccomp profile as well. No user namespace may be made inside a cell, whatever
+# its seccomp profile allows: its root may lower these limits, and nothing in the
+# cell may raise them again.
+CELL_NAMESPACE_LIMITS = {
+    "max_user_namespaces": 0,
+    "max_inotify_instances": 4,
+    "max_inotify_watches": 4096,
+    "max_fanotify_groups": 0,  # Linux 5.13+
+    "max_fanotify_marks": 0,
+}
+
+
+def limit_cell_namespace(proc: str) -> None:
     """In the init, through the cell's fresh procfs at `proc` (before /proc/sys
-    is covered read-only): no user namespace may be made inside the cell, even
-    under a seccomp profile that allows it (a caller's own, permissive one):
-    user.max_user_namespaces is a limit of the cell's own user namespace, which
-    its root may lower and nothing in the cell may raise again (rule 16, the
-    second half; the default profile refuses the calls first)."""
-    write_file(f"{proc}/sys/user/max_user_namespaces", "0")
+    is covered read-only): the cell's user namespace gets CELL_NAMESPACE_LIMITS.
+    A limit this kernel does not have is skipped (older kernels lack fanotify's);
+    user.max_user_namespaces every kernel here has, and it must hold."""
+    for name, value in CELL_NAMESPACE_LIMITS.items():
+        path = f"{proc}/sys/user/{name}"
+        if name != "max_user_namespaces" and not os.path.exists(path):
+            continue
+        write_file(path, str(value))
 
 
 def become_cell_root(idmap: IdMap) -> None:

@@ -9,6 +9,7 @@ seccomp and, where the host has them, cgroups.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import pwd
@@ -26,6 +27,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 # Overridable so that two test runs on one machine do not fight over one user.
 TEST_USER = os.environ.get("CELLBLOCK_TEST_USER", "cellblock-test")
+TEST_USER_SHARED = f"{TEST_USER}-shared"  # no subordinate ids
 VENV = Path(os.environ.get("CELLBLOCK_VENV", "/opt/cellblock/venv"))
 
 
@@ -51,32 +53,57 @@ def warm_cells_automatic() -> Iterator[None]:
         warm.keep_warm(None)
 
 
-@pytest.fixture(scope="session")
-def test_user() -> Iterator[pwd.struct_passwd]:
-    """A throwaway unprivileged user, removed at the end."""
+def _make_test_user(name: str, subordinate_ids: bool) -> Iterator[pwd.struct_passwd]:
+    """A throwaway unprivileged user (a system user: useradd gives it no
+    subordinate ids), with a delegated cgroup subtree and, if asked, the range
+    `cellblock setup --user` adds; removed at the end."""
     created = False
     try:
-        pwd.getpwnam(TEST_USER)
+        pwd.getpwnam(name)
     except KeyError:
         subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
-             TEST_USER],
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
             check=True,
         )
         created = True
-    # The rootless path with full limits: `cellblock setup --user` for it.
+    from sandbox import userns
     from sandbox.cgroups import CgroupError
     from sandbox.cgroups.delegate import delegate, undelegate
 
+    uid = pwd.getpwnam(name).pw_uid
+    range_added = False
+    if subordinate_ids:
+        range_added = userns.add_subordinate_range(name) is not None
+    elif userns.subordinate_range(uid) is not None:
+        raise pytest.UsageError(f"test user {name} must have no subordinate id range")
     try:
-        delegate(TEST_USER)
+        delegate(name)
     except CgroupError as error:  # no cgroups on this host: the limit tests will say so
-        print(f"no cgroup delegation for {TEST_USER}: {error}", file=sys.stderr)
-    yield pwd.getpwnam(TEST_USER)
+        print(f"no cgroup delegation for {name}: {error}", file=sys.stderr)
+    yield pwd.getpwnam(name)
     with contextlib.suppress(CgroupError):
-        undelegate(TEST_USER)
+        undelegate(name)
+    if range_added:
+        (uids, count), (gids, gcount) = userns.subordinate_range(uid)  # type: ignore[misc]
+        subprocess.run(["usermod", "--del-subuids", f"{uids}-{uids + count - 1}",
+                        "--del-subgids", f"{gids}-{gids + gcount - 1}", name], check=False)
     if created:
-        subprocess.run(["userdel", TEST_USER], check=False)
+        subprocess.run(["userdel", name], check=False)
+
+
+@pytest.fixture(scope="session")
+def test_user() -> Iterator[pwd.struct_passwd]:
+    """The unprivileged user of the main path, as `cellblock setup --user`
+    leaves it: a delegated cgroup subtree and a range of subordinate ids (each
+    cell's program runs as one of them)."""
+    yield from _make_test_user(TEST_USER, subordinate_ids=True)
+
+
+@pytest.fixture(scope="session")
+def shared_test_user() -> Iterator[pwd.struct_passwd]:
+    """An unprivileged user without subordinate ids: its cells' programs run
+    as its own uid (the size-1 map), the fallback."""
+    yield from _make_test_user(TEST_USER_SHARED, subordinate_ids=False)
 
 
 def process_stat(pid: int | str) -> list[str] | None:
@@ -228,11 +255,12 @@ def scratch_dir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-@pytest.fixture(params=["root", "root-cold", "user"])
+@pytest.fixture(params=["root", "root-cold", "user", "user-shared"])
 def cell(request: pytest.FixtureRequest, scratch_dir: Path) -> CellRunner:
     """A cell runner: as root (in-process API) with warm cells and with cold
     ones (their inits are cloned by different processes: the cell maker, or
-    the caller), and unprivileged (CLI)."""
+    the caller), and unprivileged (CLI) with subordinate ids (the main path)
+    and without (the program runs as the user's own uid)."""
     if request.param in ("root", "root-cold"):
         import sandbox
 
@@ -240,8 +268,8 @@ def cell(request: pytest.FixtureRequest, scratch_dir: Path) -> CellRunner:
         return CellRunner("root", None, scratch_dir)
     if not (VENV / "bin" / "python").exists():
         pytest.fail(f"no venv at {VENV}: run scripts/install first (scripts/test does)")
-    user = request.getfixturevalue("test_user")
-    return CellRunner("user", user, scratch_dir)
+    user = request.getfixturevalue("test_user" if request.param == "user" else "shared_test_user")
+    return CellRunner(request.param, user, scratch_dir)
 
 
 @pytest.fixture(scope="session")
@@ -295,3 +323,60 @@ def under_a_refusing_profile(refused: dict[str, int | None], action) -> str:
         report = pipe.read()
     os.waitpid(pid, 0)
     return report
+
+
+# --- attack programs, and running them bare on the host ------------------------------
+
+PROGRAMS = Path(__file__).resolve().parent / "programs"
+
+
+@pytest.fixture(scope="session")
+def program(cc) -> Callable[[str], bytes]:
+    """program("adv_x") -> the compiled bytes of tests/programs/adv_x.c (compiled once)."""
+
+    def build(name: str) -> bytes:
+        return cc((PROGRAMS / f"{name}.c").read_text())
+
+    return build
+
+
+class Bare:
+    """Runs an attack program directly on the host, as root or as the test user."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+
+    def install(self, binary: bytes) -> str:
+        path = self.dir / f"p{hashlib.sha256(binary).hexdigest()[:16]}"
+        if not path.exists():
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(binary)
+            tmp.chmod(0o755)
+            tmp.rename(path)
+        return str(path)
+
+    def run(
+        self,
+        binary: bytes,
+        *args: str,
+        as_user: bool | str = False,
+        prefix: tuple[str, ...] = (),
+        cwd: str | Path | None = None,
+        pass_fds: tuple[int, ...] = (),
+    ) -> subprocess.CompletedProcess[str]:
+        command = [*prefix, self.install(binary), *args]
+        if as_user:  # True: the test user; or a user's name
+            user = TEST_USER if as_user is True else as_user
+            command = ["runuser", "-u", user, "--", *command]
+        return subprocess.run(
+            command, capture_output=True, text=True, cwd=cwd or self.dir, pass_fds=pass_fds,
+            timeout=30, check=False,
+        )
+
+
+@pytest.fixture(scope="session")
+def bare(scratch_dir: Path, test_user) -> Bare:
+    directory = scratch_dir / "bare"
+    directory.mkdir(exist_ok=True)
+    directory.chmod(0o755)
+    return Bare(directory)

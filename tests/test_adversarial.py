@@ -17,7 +17,6 @@ import contextlib
 import ctypes
 import errno
 import gzip
-import hashlib
 import json
 import os
 import re
@@ -28,7 +27,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -36,7 +35,6 @@ import pytest
 from sandbox.libc import landlock_abi_version
 
 REPO = Path(__file__).resolve().parent.parent
-PROGRAMS = Path(__file__).resolve().parent / "programs"
 TEST_USER = os.environ.get("CELLBLOCK_TEST_USER", "cellblock-test")  # made by conftest
 VENV = Path(os.environ.get("CELLBLOCK_VENV", "/opt/cellblock/venv"))
 SIGSYS = int(signal.SIGSYS)
@@ -47,57 +45,6 @@ HIDDEN = (errno.ENOENT, errno.EACCES, errno.EPERM)  # "cannot see or reach it"
 
 
 # --- helpers ------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def program(cc) -> Callable[[str], bytes]:
-    """program("adv_x") -> the compiled bytes of tests/programs/adv_x.c (compiled once)."""
-
-    def build(name: str) -> bytes:
-        return cc((PROGRAMS / f"{name}.c").read_text())
-
-    return build
-
-
-class Bare:
-    """Runs an attack program directly on the host, as root or as the test user."""
-
-    def __init__(self, directory: Path) -> None:
-        self.dir = directory
-
-    def install(self, binary: bytes) -> str:
-        path = self.dir / f"p{hashlib.sha256(binary).hexdigest()[:16]}"
-        if not path.exists():
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(binary)
-            tmp.chmod(0o755)
-            tmp.rename(path)
-        return str(path)
-
-    def run(
-        self,
-        binary: bytes,
-        *args: str,
-        as_user: bool = False,
-        prefix: tuple[str, ...] = (),
-        cwd: str | Path | None = None,
-        pass_fds: tuple[int, ...] = (),
-    ) -> subprocess.CompletedProcess[str]:
-        command = [*prefix, self.install(binary), *args]
-        if as_user:
-            command = ["runuser", "-u", TEST_USER, "--", *command]
-        return subprocess.run(
-            command, capture_output=True, text=True, cwd=cwd or self.dir, pass_fds=pass_fds,
-            timeout=30, check=False,
-        )
-
-
-@pytest.fixture(scope="session")
-def bare(scratch_dir: Path, test_user) -> Bare:
-    directory = scratch_dir / "bare"
-    directory.mkdir(exist_ok=True)
-    directory.chmod(0o755)
-    return Bare(directory)
 
 
 def lines(text: str) -> dict[str, str]:
@@ -575,10 +522,12 @@ def test_nested_userns_refused_even_where_the_profile_allows_it(
     if cell.mode == "root":
         # The control: a cold cell (its init is a clone of this process) without it.
         import sandbox
-        from sandbox import mounts
+        from sandbox import userns
 
         sandbox.keep_warm(False)
-        monkeypatch.setattr(mounts, "forbid_nested_user_namespaces", lambda proc: None)
+        without = {k: v for k, v in userns.CELL_NAMESPACE_LIMITS.items()
+                   if k != "max_user_namespaces"}
+        monkeypatch.setattr(userns, "CELL_NAMESPACE_LIMITS", without)
         result = cell.run(["./prog", "clone"], copy_in={"prog": binary},
                           seccomp=str(profile))
         assert result.stdout.startswith("ESCAPED clone child="), result.stdout
@@ -689,7 +638,7 @@ def test_copy_out_takes_regular_files_only(cell, scratch_dir, test_user):
     assert "hard link refused" in result.stdout
     assert result.files == {"out_regular": b"regular\n"}
 
-    if cell.mode == "user":  # and the CLI wrote nothing else into --out-dir
+    if cell.mode != "root":  # and the CLI wrote nothing else into --out-dir
         data, out, work = cli_as_user(cell.user, scratch_dir, ["sh", "-c", PLANT],
                                       copy_in={}, copy_out=COPY_OUT)
         try:

@@ -58,14 +58,25 @@ def test_no_capabilities_no_new_privs_seccomp(cell):
 def test_ids_inside_and_outside(cell):
     result = cell.run(["sh", "-c", "id -u; id -g; cat /proc/self/uid_map"])
     uid, gid, *mapping = result.stdout.splitlines()
-    inside, outside, count = (int(x) for x in mapping[0].split())
+    lines = [tuple(int(x) for x in line.split()) for line in mapping]
     if cell.mode == "root":
         # Cell root is an unprivileged host uid from a dedicated range; the program is 1000.
         assert (uid, gid) == ("1000", "1000")
+        ((inside, outside, count),) = lines
         assert inside == 0 and outside >= 100000 and count == 65536
-    else:
+    elif cell.mode == "user":
+        # Cell root is the caller; the program, 1000, one of its subordinate ids.
+        from sandbox.userns import subordinate_range
+
+        (first, size), _ = subordinate_range(cell.uid)
+        assert (uid, gid) == ("1000", "1000")
+        assert lines[0] == (0, cell.uid, 1)
+        assert lines[1][0] == 1000 and first <= lines[1][1] < first + size and lines[1][2] == 1
+        assert result.degraded == []
+    else:  # no subordinate ids: the program is cell root, the caller's own uid
         assert (uid, gid) == ("0", "0")
-        assert (inside, outside, count) == (0, cell.uid, 1)
+        assert lines == [(0, cell.uid, 1)]
+        assert any("program shares the worker's uid" in d for d in result.degraded)
 
 
 def test_mount_table(cell):
@@ -478,8 +489,8 @@ def test_a_root_started_cell_holds_its_id_range_only_while_it_lives():
 
     def held() -> list[str]:
         busy = []
-        for name in sorted(os.listdir(userns.RANGE_LOCKS)):
-            fd = os.open(f"{userns.RANGE_LOCKS}/{name}", os.O_RDONLY | os.O_CLOEXEC)
+        for name in sorted(os.listdir(userns.SLOT_LOCKS_ROOT)):
+            fd = os.open(f"{userns.SLOT_LOCKS_ROOT}/{name}", os.O_RDONLY | os.O_CLOEXEC)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

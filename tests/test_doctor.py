@@ -464,10 +464,13 @@ def test_doctor_as_unprivileged_user(unprivileged_user):
     assert not data["ok"] and code == 1
     assert "cgroups" in data["degraded"]
 
+    # A brand-new system user has no subordinate ids: its programs would run as
+    # its own uid. Required, and the same one command fixes it.
     subids = checks["subordinate ids"]
-    assert not subids["required"]
-    if not subids["ok"]:
-        assert unprivileged_user in subids["fix"]
+    assert not subids["ok"] and subids["required"]
+    assert "runs as" in subids["detail"] and "own uid" in subids["detail"]
+    assert subids["fix"] == f"sudo cellblock setup --user {unprivileged_user}"
+    assert "subordinate ids" in data["degraded"]
 
     text, code = _doctor_as(unprivileged_user, as_json=False)
     assert code == 1
@@ -495,7 +498,7 @@ def test_root_id_ranges_reported_and_their_unusable_lock_dir_named(tmp_path, mon
     # cells share one range: the check says so and how to fix it, and cells run.
     blocker = tmp_path / "file"
     blocker.write_text("")
-    monkeypatch.setattr(userns, "RANGE_LOCKS", str(blocker / "id-ranges"))
+    monkeypatch.setattr(userns, "SLOT_LOCKS_ROOT", str(blocker / "id-ranges"))
     check = doctor.check_subids()
     assert not check.ok and "every live cell shares host ids" in check.detail, check
     assert check.fix.startswith("mkdir -p -m 0700 ")

@@ -286,4 +286,5 @@ def test_unprivileged_caller_gets_the_makers_cells(test_user):
                                     "-c", script]),
         capture_output=True, text=True, cwd="/", check=False, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["1", "2", "0", "True"], done.stdout
+    # The program runs as cell uid 1000: one of the user's subordinate ids.
+    assert done.stdout.split() == ["1", "2", "1000", "True"], done.stdout
