@@ -188,7 +188,7 @@ def _run_cell(spec: RunSpec) -> RunResult:
     idmap = userns.choose_idmap()
     limits = spec.limits
     plan = mounts.RootPlan(image, limits.effective_tmpfs_size, limits.tmpfs_inodes,
-                           idmap.run_uid, idmap.run_gid)
+                           idmap.run_uid, idmap.run_gid, hide_private=idmap.program_is_caller)
     birth = Birth(plan, idmap)
     hierarchy, no_cgroup_reason = cgroups.find()
     fds = _OpenFds()
@@ -477,7 +477,11 @@ def _result(
     status, exit_code, sig, message = decide(facts, limits)
     if degraded:
         message += f" (figures degraded: {'; '.join(degraded)})"
-    if shared_ids:  # not about this run's figures: in `degraded` only
+    # Not about this run's figures: in `degraded` only.
+    if report.get("bound_host_dirs"):
+        degraded.insert(0, f"host {', '.join(report['bound_host_dirs'])} shown by bind mounts "
+                        "(mounts beneath them): the program holds the host's own inodes there")
+    if shared_ids:
         degraded.insert(0, shared_ids)
     return RunResult(
         status=status,
@@ -568,7 +572,7 @@ def _init(birth: Birth, cell: Channel, alive_r: int | None) -> None:
         reset_signals(keep_sigchld_wakeup=True)
 
         # The cell, before any run is known (a warm cell waits here).
-        mounts.build_root(birth.plan)
+        bound = mounts.build_root(birth.plan)
         libc.sethostname(HOSTNAME)
         net.loopback_up()
         if not select.select([cell], [], [], 0)[0]:  # no launch waiting yet: a warm cell
@@ -613,6 +617,8 @@ def _init(birth: Birth, cell: Channel, alive_r: int | None) -> None:
             "cpu_time": done.cpu_time,
             "max_rss": done.max_rss,
         }
+        if bound:
+            report["bound_host_dirs"] = bound
         if started.internal_error:
             report["internal_error"] = started.internal_error
         elif started.exec_error:

@@ -8,8 +8,15 @@ namespace) before anything untrusted starts. In order:
    upper and work dirs and the skeleton: writes land here and die with the cell;
 3. the root is an overlay: lower = skeleton + image layers (read-only),
    upper = the tmpfs, with `userxattr` (required for unprivileged overlay);
-4. host directories of the image appear read-only, nosuid, nodev (recursive
-   binds, made read-only as a whole tree with mount_setattr);
+4. host directories of the image appear through read-only overlays of their
+   own (the host directory below a small "mask" layer of the staging tmpfs):
+   the program's files are overlay inodes of its cell, never the host's, so a
+   lock it takes on /etc/passwd, or a watch it sets on /etc/hostname, reaches
+   no process outside its cell; the mask layer hides what the program may not
+   see (images.private_entries). A host directory with mounts beneath it cannot
+   be an overlay's layer in a user namespace (the kernel refuses to reveal
+   what they cover): it is bound read-only instead (recursive, nosuid, nodev),
+   and the run's `degraded` says so;
 5. a minimal /dev (null zero full random urandom, a fresh shm) and a fresh
    /proc of the cell's PID namespace, with the writable corners covered;
 6. pivot_root and detach the old root: the host's tree is unreachable.
@@ -29,7 +36,7 @@ import stat
 from dataclasses import dataclass
 
 from . import libc
-from .images import MOUNT_POINTS, Image
+from .images import MOUNT_POINTS, PRIVATE_SCAN, Image, private_entries
 from .userns import limit_cell_namespace
 
 STAGING = "/tmp"
@@ -52,13 +59,17 @@ class RootPlan:
     tmpfs_inodes: int
     box_uid: int
     box_gid: int
+    # The program runs as cell root, the caller's own host uid (no subordinate
+    # ids): host entries only the caller may read are hidden (images.py).
+    hide_private: bool = False
 
 
-def build_root(plan: RootPlan) -> None:
-    """Build the cell's root and pivot into it; afterwards cwd is /box."""
+def build_root(plan: RootPlan) -> list[str]:
+    """Build the cell's root and pivot into it; afterwards cwd is /box. Returns
+    the host directories that had to be bound (their inodes are the host's)."""
     # Pin the image's host directories by fd before the staging tmpfs can hide them.
     sources = {path: os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-               for path in plan.image.layers + plan.image.binds}
+               for path in plan.image.layers + plan.image.host_dirs}
     libc.mount(None, "/", None, libc.MS_REC | libc.MS_PRIVATE)
     libc.mount(
         "cellblock", STAGING, "tmpfs", libc.MS_NOSUID | libc.MS_NODEV,
@@ -74,10 +85,10 @@ def build_root(plan: RootPlan) -> None:
         "cellblock-root", root, "overlay", libc.MS_NOSUID | libc.MS_NODEV,
         f"lowerdir={':'.join(lowers)},upperdir={upper},workdir={work},userxattr",
     )
-    for host_dir in plan.image.binds:
-        target = root + host_dir
-        libc.mount(_fd_path(sources[host_dir]), target, None, libc.MS_BIND | libc.MS_REC)
-        libc.mount_setattr(target, READ_ONLY, recursive=True)
+    bound = [host_dir for host_dir in plan.image.host_dirs
+             if not _show_host_dir(sources[host_dir], root + host_dir,
+                                   f"{STAGING}/mask{host_dir}", plan.hide_private
+                                   and host_dir in PRIVATE_SCAN)]
     for fd in sources.values():
         os.close(fd)
 
@@ -87,10 +98,43 @@ def build_root(plan: RootPlan) -> None:
     _mount_dev(f"{root}/dev", plan.tmpfs_size)
     _mount_proc(f"{root}/proc")
     _pivot_into(root)
+    return bound
 
 
 def _fd_path(fd: int) -> str:
     return f"/proc/self/fd/{fd}"
+
+
+def _show_host_dir(source: int, target: str, mask: str, hide_private: bool) -> bool:
+    """The host directory pinned at fd `source`, read-only at `target`: an
+    overlay of it below `mask` (made here, with a whiteout for each entry to
+    hide). False if it had to be a bind mount instead (mounts beneath it)."""
+    _make_dirs(mask)
+    if hide_private:
+        for relative in private_entries(source):
+            _make_dirs(os.path.dirname(f"{mask}/{relative}"))
+            # A whiteout: the char device 0/0, which any user namespace may make.
+            os.mknod(f"{mask}/{relative}", stat.S_IFCHR | 0o000, 0)
+    try:
+        libc.mount("cellblock-host", target, "overlay",
+                   libc.MS_RDONLY | libc.MS_NOSUID | libc.MS_NODEV,
+                   f"lowerdir={mask}:{_fd_path(source)},userxattr")
+        return True
+    except OSError as error:
+        if error.errno != errno.EINVAL:
+            raise
+    libc.mount(_fd_path(source), target, None, libc.MS_BIND | libc.MS_REC)
+    libc.mount_setattr(target, READ_ONLY, recursive=True)
+    return False
+
+
+def _make_dirs(path: str) -> None:
+    """Like `mkdir -p -m 0755`, whatever umask the caller left us: the mask's
+    directories are the merged ones' attributes in the cell."""
+    if not os.path.isdir(path):
+        _make_dirs(os.path.dirname(path))
+        os.mkdir(path)
+        os.chmod(path, 0o755)
 
 
 def _make_skeleton(skeleton: str, plan: RootPlan) -> None:
@@ -98,7 +142,7 @@ def _make_skeleton(skeleton: str, plan: RootPlan) -> None:
         os.mkdir(f"{skeleton}/{name}", 0o755)
     os.chown(f"{skeleton}/box", plan.box_uid, plan.box_gid)
     os.chmod(f"{skeleton}/tmp", 0o1777)
-    for host_dir in plan.image.binds:
+    for host_dir in plan.image.host_dirs:
         os.makedirs(skeleton + host_dir, 0o755, exist_ok=True)
     for name, target in plan.image.symlinks:
         os.symlink(target, f"{skeleton}/{name}")
