@@ -42,6 +42,7 @@ from . import (
     files,
     landlock,
     libc,
+    locks,
     maker,
     mounts,
     net,
@@ -227,7 +228,7 @@ def _run_cell(spec: RunSpec) -> RunResult:
                 rlimit_table=rlimits.rlimit_table(limits, controllers),
                 run_uid=idmap.run_uid, run_gid=idmap.run_gid,
                 clear_groups=not idmap.deny_setgroups, bpf=bpf,
-                landlock=landlock.cell_ruleset()),
+                landlock=landlock.cell_ruleset(), notify=seccomp.notifies(bpf)),
             copy_in=[(entry.path, entry.mode) for entry in copy_in],
             readonly=tuple(spec.readonly), copy_out=tuple(spec.copy_out),
             file_size=limits.file_size, cgroup_fds=len(cgroup_fds),
@@ -478,6 +479,9 @@ def _result(
     if degraded:
         message += f" (figures degraded: {'; '.join(degraded)})"
     # Not about this run's figures: in `degraded` only.
+    if report.get("locks_unsupervised"):
+        degraded.insert(0, "byte-range locks are refused (ENOSYS): nothing answers the seccomp "
+                        f"filter's lock requests ({report['locks_unsupervised']})")
     if report.get("bound_host_dirs"):
         degraded.insert(0, f"host {', '.join(report['bound_host_dirs'])} shown by bind mounts "
                         "(mounts beneath them): the program holds the host's own inodes there")
@@ -608,7 +612,10 @@ def _init(birth: Birth, cell: Channel, alive_r: int | None) -> None:
         program_pid = started.pid
         cell.send("started", start=start, pid=program_pid)
 
-        done: ProgramExit = supervise(cell, program_pid, start)
+        try:
+            done: ProgramExit = supervise(cell, program_pid, start, started.listener)
+        finally:
+            locks.close(started.listener)
         files.send_box_files(box, cell, launch.copy_out, launch.file_size)
         report = {
             "wait_status": done.wait_status,
@@ -619,6 +626,8 @@ def _init(birth: Birth, cell: Channel, alive_r: int | None) -> None:
         }
         if bound:
             report["bound_host_dirs"] = bound
+        if started.listener_error:
+            report["locks_unsupervised"] = started.listener_error
         if started.internal_error:
             report["internal_error"] = started.internal_error
         elif started.exec_error:

@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass
 
 from .channel import Channel, ChannelClosed
+from .locks import LockSupervisor
 
 
 def reset_signals(keep_sigchld_wakeup: bool = False) -> None:
@@ -88,10 +89,13 @@ class ProgramExit:
     cpu_time: float  # user + system of every process the init reaped
     max_rss: int  # bytes, the largest single process (a fallback figure)
     killed_on_request: bool
+    locks_refused: int  # byte-range lock requests answered ENOLCK (locks.py)
 
 
-def supervise(channel: Channel, program_pid: int, start: float) -> ProgramExit:
-    """Wait for the program, reaping orphans meanwhile; then end every process."""
+def supervise(channel: Channel, program_pid: int, start: float,
+              listener: int | None = None) -> ProgramExit:
+    """Wait for the program, reaping orphans meanwhile, and answer its seccomp
+    notifications (`listener`: byte-range locks, locks.py); then end every process."""
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
     pidfd = os.pidfd_open(program_pid)
@@ -99,6 +103,7 @@ def supervise(channel: Channel, program_pid: int, start: float) -> ProgramExit:
     selector.register(channel.sock, selectors.EVENT_READ, "channel")
     selector.register(pidfd, selectors.EVENT_READ, "program")
     selector.register(wake_r, selectors.EVENT_READ, "wake")
+    locks = LockSupervisor(listener) if listener is not None else None
     wait_status: int | None = None
     killed = False
     while wait_status is None:
@@ -117,6 +122,7 @@ def supervise(channel: Channel, program_pid: int, start: float) -> ProgramExit:
     kill_all()
     _reap_all()
     end = time.monotonic()
+    refused = locks.stop() if locks is not None else 0
     selector.close()
     for fd in (pidfd, wake_r, wake_w):
         os.close(fd)
@@ -128,6 +134,7 @@ def supervise(channel: Channel, program_pid: int, start: float) -> ProgramExit:
         cpu_time=usage.ru_utime + usage.ru_stime,
         max_rss=usage.ru_maxrss * 1024,
         killed_on_request=killed,
+        locks_refused=refused,
     )
 
 

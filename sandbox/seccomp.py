@@ -53,10 +53,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
 import os
 import re
 import stat
+import struct
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -68,7 +70,7 @@ import pyseccomp as seccomp
 from profiles import SECCOMP_DIR
 from sandbox.spec import SpecError
 
-__all__ = ["ProfileError", "available_profiles", "compile_profile", "resolve_profile"]
+__all__ = ["ProfileError", "available_profiles", "compile_profile", "notifies", "resolve_profile"]
 
 
 class ProfileError(SpecError):
@@ -86,9 +88,12 @@ _ACTIONS: dict[str, int | None] = {
     "SCMP_ACT_KILL_PROCESS": seccomp.KILL_PROCESS,
     "SCMP_ACT_TRAP": seccomp.TRAP,
     "SCMP_ACT_LOG": seccomp.LOG,
+    # The cell's init decides (a seccomp user notification): fcntl's byte-range
+    # lock commands only, which it counts against the cell's cap (locks.py).
+    "SCMP_ACT_NOTIFY": seccomp.NOTIFY,
 }
+NOTIFIED_SYSCALLS = ("fcntl",)  # what SCMP_ACT_NOTIFY may apply to
 _UNSUPPORTED_ACTIONS = {
-    "SCMP_ACT_NOTIFY": "it needs a supervisor listening on a notify fd, which cellblock has not",
     "SCMP_ACT_TRACE": "it needs a ptrace tracer, which cellblock has not (and ptrace is denied)",
 }
 _OPS = {
@@ -240,6 +245,16 @@ def compile_profile(name: str) -> bytes:
     with _cache_lock:
         _cache[key] = (stamp, bpf)
     return bpf
+
+
+_RET_USER_NOTIF = struct.pack("<HBBI", 0x06, 0, 0, seccomp.NOTIFY)  # BPF_RET|BPF_K, USER_NOTIF
+
+
+@functools.cache
+def notifies(bpf: bytes) -> bool:
+    """Whether the filter sends some call to a supervisor (it must be loaded with
+    a listener, which the init takes: spawn.c, locks.py)."""
+    return any(bpf[i:i + 8] == _RET_USER_NOTIF for i in range(0, len(bpf), 8))
 
 
 def _load(prof: _Profile, size: int) -> dict[str, Any]:
@@ -419,6 +434,11 @@ def _parse_entry(prof: _Profile, where: str, entry: Any, unknown: list[str]) -> 
     action = _action(
         prof, f"{where}.action", action_str, _errno_value(prof, f"{where}.errnoRet", errno_ret)
     )
+    if action == seccomp.NOTIFY and set(names) - set(NOTIFIED_SYSCALLS):
+        raise prof.error(
+            f"{where}.action",
+            f"SCMP_ACT_NOTIFY is for {', '.join(NOTIFIED_SYSCALLS)} only (the cell's init "
+            "answers byte-range lock requests; it has no policy for other calls)")
     args = _parse_args(prof, f"{where}.args", entry.get("args"))
     if not _applies(prof, where, entry):
         return []
@@ -609,6 +629,7 @@ def _action_name(action: int) -> str:
         seccomp.KILL_PROCESS: "SCMP_ACT_KILL_PROCESS",
         seccomp.TRAP: "SCMP_ACT_TRAP",
         seccomp.LOG: "SCMP_ACT_LOG",
+        seccomp.NOTIFY: "SCMP_ACT_NOTIFY",
     }
     if action in names:
         return names[action]

@@ -24,6 +24,10 @@
  *     namespace, the run ids, no capabilities, no_new_privs, the Landlock
  *     ruleset, an empty signal mask and the seccomp filter, and calls execve
  *     (searching the cell's PATH). cb_go returns once the child has called execve or given up.
+ *     A filter that sends calls to a supervisor (SECCOMP_RET_USER_NOTIF,
+ *     sandbox/locks.py) is loaded with a listener fd, which the init takes
+ *     from the child (pidfd_getfd) before the child may execve: the fd is
+ *     close-on-exec, and the program must never hold it.
  *
  * This file holds no policy: the Python modules decide every value (spawn.py
  * collects them in one struct); this code applies them in the only order that
@@ -81,6 +85,16 @@ enum cb_stage {
     CB_LANDLOCK,
 };
 
+#ifndef SECCOMP_FILTER_FLAG_NEW_LISTENER
+#define SECCOMP_FILTER_FLAG_NEW_LISTENER (1UL << 3)
+#endif
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+#ifndef SYS_pidfd_getfd
+#define SYS_pidfd_getfd 438
+#endif
+
 #ifndef SYS_landlock_create_ruleset
 #define SYS_landlock_create_ruleset 444
 #define SYS_landlock_add_rule 445
@@ -128,6 +142,7 @@ struct cb_spawn {
     unsigned int landlock_attr_size;
     const struct cb_landlock_rule *landlock_rules;
     int nlandlock_rules;
+    int notify;                /* the filter has user notifications: load it with a listener */
     /* Set by the init right before cb_go: what "/" must be for the child. */
     uint64_t root_dev, root_ino;
     /* Shared state. */
@@ -135,9 +150,13 @@ struct cb_spawn {
     int go;                    /* futex: 0 wait, 1 go */
     int status_r, status_w;    /* a pipe whose write end closes at the child's execve */
     void *stack;
-    /* Outputs, written by the child before it gives up. */
-    int err_stage;
+    int pid;                   /* the child's, set by cb_start */
+    int listener;              /* the child's listener fd, once it wrote "L" to status_w */
+    int listener_taken;        /* futex: the init has its own copy (or gave up): execve */
+    /* Outputs. */
+    int err_stage;             /* the child's, before it gives up */
     int err_errno;
+    int listener_out;          /* the init's copy of the listener, or -errno */
 };
 
 #define CHILD_STACK_SIZE (64 * 1024)
@@ -321,8 +340,21 @@ static int child(void *arg)
     uint64_t empty = 0;
     check(a, CB_SIGNALS, sys6(SYS_rt_sigprocmask, SIG_SETMASK, (long)&empty, 0, 8, 0, 0));
     struct sock_fprog prog = {a->bpf_len, (struct sock_filter *)a->bpf};
-    if (a->bpf_len)
+    if (a->bpf_len && a->notify) {
+        long fd = sys(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER,
+                      &prog);
+        if (fd == -EBUSY) /* a filter of the worker's has a listener: calls go nowhere (ENOSYS) */
+            fd = sys(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog);
+        check(a, CB_SECCOMP, fd);
+        /* The init takes its copy; ours closes at execve. Only write, futex and
+         * execve from here: whatever profile it is, it lets those through. */
+        __atomic_store_n(&a->listener, (int)fd, __ATOMIC_RELEASE);
+        check(a, CB_SECCOMP, sys(SYS_write, keep[a->njoin], "L", 1));
+        while (__atomic_load_n(&a->listener_taken, __ATOMIC_ACQUIRE) == 0)
+            sys6(SYS_futex, (long)&a->listener_taken, FUTEX_WAIT_PRIVATE, 0, 0, 0, 0);
+    } else if (a->bpf_len) {
         check(a, CB_SECCOMP, sys(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog));
+    }
     exec_searching(a);
     return 0; /* not reached */
 }
@@ -366,6 +398,9 @@ int cb_start(struct cb_spawn *a)
     a->err_stage = CB_OK;
     a->err_errno = 0;
     a->go = 0;
+    a->listener = -1;
+    a->listener_taken = 0;
+    a->listener_out = -ENOENT;
     if (pipe2(pipefd, O_CLOEXEC) < 0)
         return -errno;
     a->status_r = pipefd[0];
@@ -409,12 +444,37 @@ int cb_start(struct cb_spawn *a)
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     close(pipefd[1]); /* the child has its own copy, closed at its execve */
+    a->pid = pid;
     if (pid < 0) {
         close(pipefd[0]);
         munmap(a->stack, CHILD_STACK_SIZE);
         return -saved;
     }
     return pid;
+}
+
+/* The child's listener, copied into our fd table; then the child may execve.
+ * pidfd_getfd needs ptrace access to the child, whose memory is ours (CLONE_VM)
+ * and so not dumpable (the init never is, so that the program cannot read it):
+ * dumpable for this moment, when no process of the cell but ours has run yet. */
+static void take_listener(struct cb_spawn *a)
+{
+    long pidfd = syscall(SYS_pidfd_open, a->pid, 0);
+    if (pidfd < 0) {
+        a->listener_out = -errno;
+    } else {
+        int dumpable = prctl(PR_GET_DUMPABLE, 0, 0, 0, 0);
+        prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
+        long fd = syscall(SYS_pidfd_getfd, pidfd, __atomic_load_n(&a->listener, __ATOMIC_ACQUIRE),
+                          0);
+        a->listener_out = fd < 0 ? -errno : (int)fd;
+        prctl(PR_SET_DUMPABLE, dumpable > 0 ? dumpable : 0, 0, 0, 0);
+        if (fd >= 0)
+            fcntl((int)fd, F_SETFD, FD_CLOEXEC);
+        close((int)pidfd);
+    }
+    __atomic_store_n(&a->listener_taken, 1, __ATOMIC_RELEASE);
+    syscall(SYS_futex, &a->listener_taken, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
 /* Phase 2: let the child go; returns when it has called execve (err_stage
@@ -426,10 +486,13 @@ int cb_go(struct cb_spawn *a)
 
     __atomic_store_n(&a->go, 1, __ATOMIC_RELEASE);
     syscall(SYS_futex, &a->go, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
-    /* EOF once the child's copy of the write end is gone: at execve or exit. */
-    do
+    /* EOF once the child's copy of the write end is gone: at execve or exit.
+     * "L" before that: its seccomp listener is ready to be taken. */
+    do {
         n = read(a->status_r, &byte, 1);
-    while (n > 0 || (n < 0 && errno == EINTR));
+        if (n == 1 && byte == 'L')
+            take_listener(a);
+    } while (n > 0 || (n < 0 && errno == EINTR));
     int saved = n < 0 ? errno : 0;
     close(a->status_r);
     /* The child no longer runs on this stack: it has a new mm, or is dead. */

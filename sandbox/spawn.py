@@ -65,6 +65,7 @@ class _Spawn(ctypes.Structure):
         ("landlock_attr_size", ctypes.c_uint),
         ("landlock_rules", ctypes.POINTER(_LandlockRule)),
         ("nlandlock_rules", ctypes.c_int),
+        ("notify", ctypes.c_int),
         ("root_dev", ctypes.c_uint64),
         ("root_ino", ctypes.c_uint64),
         ("born_in_cgroup", ctypes.c_int),
@@ -72,8 +73,12 @@ class _Spawn(ctypes.Structure):
         ("status_r", ctypes.c_int),
         ("status_w", ctypes.c_int),
         ("stack", ctypes.c_void_p),
+        ("pid", ctypes.c_int),
+        ("listener", ctypes.c_int),
+        ("listener_taken", ctypes.c_int),
         ("err_stage", ctypes.c_int),
         ("err_errno", ctypes.c_int),
+        ("listener_out", ctypes.c_int),
     ]
 
 
@@ -88,7 +93,7 @@ def _library_path() -> Path:
     if not found:
         raise SpawnUnavailable(
             f"{here}/_spawn*.so is missing: build it with scripts/install (or "
-            f"`gcc -O2 -shared -fPIC -o {here}/_spawn.so {here}/spawn.c`)")
+            f"`gcc -O2 -shared -fPIC -o {here}/_spawn.so {here}/spawn.c {here}/locks.c`)")
     return found[0]
 
 
@@ -105,11 +110,15 @@ def load() -> ctypes.CDLL:
         for name in ("cb_start", "cb_go"):
             getattr(lib, name).argtypes = [ctypes.POINTER(_Spawn)]
             getattr(lib, name).restype = ctypes.c_int
-        for name in ("cb_struct_size", "cb_struct_offset_of_go"):
+        for name in ("cb_struct_size", "cb_struct_offset_of_go", "cb_locks_struct_size"):
             getattr(lib, name).restype = ctypes.c_long
+        lib.cb_locks_start.restype = ctypes.c_int  # locks.c: the init's lock supervisor
+        lib.cb_locks_stop.restype = None
         # A stale build of spawn.c would read garbage: refuse it.
-        if (lib.cb_struct_size(), lib.cb_struct_offset_of_go()) != (
-                ctypes.sizeof(_Spawn), _Spawn.go.offset):
+        from .locks import _Locks
+
+        if (lib.cb_struct_size(), lib.cb_struct_offset_of_go(), lib.cb_locks_struct_size()) != (
+                ctypes.sizeof(_Spawn), _Spawn.go.offset, ctypes.sizeof(_Locks)):
             raise SpawnUnavailable(f"{path} does not match spawn.py: rebuild it "
                                    "(scripts/install)")
         _lib = lib
@@ -137,6 +146,7 @@ class ProgramStart:
     clear_groups: bool
     bpf: bytes
     landlock: landlock.Ruleset | None = None
+    notify: bool = False  # the filter sends calls to the init (locks.py): load it with a listener
 
 
 @dataclass
@@ -144,6 +154,8 @@ class Started:
     pid: int
     exec_error: str | None = None  # the program could not be executed: its RE message
     internal_error: str | None = None  # our set-up failed: an IE
+    listener: int | None = None  # the filter's notifications arrive here (ours to close)
+    listener_error: str | None = None  # why there is none, though the filter notifies
 
 
 class PendingProgram:
@@ -168,8 +180,17 @@ class PendingProgram:
             raise OSError(-error, f"waiting for the program to start: {os.strerror(-error)}")
         stage, errno = self._args.err_stage, self._args.err_errno
         self._keep.clear()
+        listener, listener_error = None, None
+        if self._start.notify:
+            taken = self._args.listener_out
+            if taken >= 0:
+                listener = taken
+            else:
+                listener_error = f"the init could not take it: {os.strerror(-taken)}"
         if stage == 0:
-            return Started(self.pid)
+            return Started(self.pid, listener=listener, listener_error=listener_error)
+        if listener is not None:
+            os.close(listener)
         reason = os.strerror(errno)
         if stage == _STAGE_EXEC:
             return Started(self.pid, exec_error=f"cannot execute {self._start.argv[0]!r}: {reason}")
@@ -237,7 +258,7 @@ def _arguments(
         bpf_len=len(start.bpf) // 8, bpf=ctypes.addressof(bpf),
         landlock_attr=ctypes.addressof(attr) if attr is not None else None,
         landlock_attr_size=len(ruleset.attr) if ruleset else 0,
-        landlock_rules=rules, nlandlock_rules=len(rules_in),
+        landlock_rules=rules, nlandlock_rules=len(rules_in), notify=int(start.notify),
     )
     # Every buffer the child reads stays alive (and in place) until go() is done.
     keep: list[object] = [argv_bytes, env_bytes, argv, envp, fd_array, join_array, table, bpf,

@@ -638,7 +638,7 @@ GOOD_ARG = {"index": 0, "value": 1, "op": "SCMP_CMP_EQ"}
         ),
         (
             {"syscalls": [{"names": ["read"], "action": "SCMP_ACT_NOTIFY"}]},
-            r"SCMP_ACT_NOTIFY is not supported",
+            r"syscalls\[0\]\.action: SCMP_ACT_NOTIFY is for fcntl only",
         ),
         (
             {"syscalls": [{"names": ["read"], "action": "SCMP_ACT_TRACE"}]},
@@ -821,3 +821,15 @@ def test_default_profile_compiles_to_a_bpf_program() -> None:
     assert isinstance(bpf, bytes) and len(bpf) % 8 == 0
     assert len(bpf) // 8 < 4096  # BPF_MAXINSNS
     assert sc.compile_profile("default") is bpf
+    # Its byte-range lock requests go to the cell's init (sandbox/locks.py).
+    assert sc.notifies(bpf)
+
+
+def test_a_profile_notifies_only_where_it_says_so(tmp_path: Path) -> None:
+    fcntl_allowed = {"names": ["fcntl"], "action": "SCMP_ACT_ALLOW"}
+    plain = sc.compile_profile(write_profile(tmp_path, [*BASICS, fcntl_allowed]))
+    assert not sc.notifies(plain)
+    notify = {"names": ["fcntl"], "action": "SCMP_ACT_NOTIFY",
+              "args": [{"index": 1, "value": 6, "op": "SCMP_CMP_EQ"}]}
+    locked = sc.compile_profile(write_profile(tmp_path, [*BASICS, fcntl_allowed, notify], "n.json"))
+    assert sc.notifies(locked)

@@ -49,12 +49,18 @@ def as_worker(cell: CellRunner, argv: list[str], **options: object) -> subproces
                           **options)  # type: ignore[call-overload]
 
 
-def pids_named(comm: str) -> list[int]:
+def pids_named(comm: str, in_a_cell: bool) -> list[int]:
+    """Live processes named `comm` (not zombies), in a cell (a PID namespace
+    other than ours) or on the host."""
+    ours = os.readlink("/proc/self/ns/pid")
     found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             with contextlib.suppress(OSError):
-                if Path(f"/proc/{entry}/comm").read_text().strip() == comm:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                name, state = stat[stat.index("(") + 1 : stat.rindex(")")], stat.split(") ")[1][0]
+                elsewhere = os.readlink(f"/proc/{entry}/ns/pid") != ours
+                if name == comm and state != "Z" and elsewhere == in_a_cell:
                     found.append(int(entry))
     return found
 
@@ -266,13 +272,13 @@ def test_a_cell_at_its_quotas_leaves_the_worker_its_own(cell, program, bare):
     hog = subprocess.Popen(["runuser", "-u", TEST_USER, "--", checker, "hog"], cwd=bare.dir,
                            stdout=subprocess.PIPE, text=True)
     try:
-        wait_for(lambda: pids_named("quota-hog"))
+        wait_for(lambda: pids_named("quota-hog", in_a_cell=False))
         drained = dict(line.split(" ", 1) for line in subprocess.run(
             ["runuser", "-u", TEST_USER, "--", checker, "check"], capture_output=True,
             text=True, cwd="/", check=True).stdout.splitlines())
     finally:
         hog.kill()
-        for pid in pids_named("quota-hog"):
+        for pid in pids_named("quota-hog", in_a_cell=False):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         hog.communicate()
@@ -285,10 +291,10 @@ def test_a_cell_at_its_quotas_leaves_the_worker_its_own(cell, program, bare):
     run = InBackground(lambda: cell.run(["./prog", "hog"], copy_in={"prog": binary},
                                         wall_time=60))
     try:
-        wait_for(lambda: pids_named("quota-hog"))
+        wait_for(lambda: pids_named("quota-hog", in_a_cell=True))
         left = check_quotas(cell, checker)
     finally:
-        for pid in pids_named("quota-hog"):
+        for pid in pids_named("quota-hog", in_a_cell=True):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         result = run.join()
@@ -416,11 +422,55 @@ def test_a_flood_of_byte_range_locks_is_refused(cell, program, scratch_dir):
 
         free = profile_without(scratch_dir, lock_freely)
         before = file_locks_in_the_kernel()
-        run = InBackground(lambda: cell.run(
-            ["sh", "-c", "./prog flood 400000 && sleep 2"], copy_in={"prog": binary},
-            memory="32M", seccomp=free))
-        wait_for(lambda: pids_with("sleep\0002", "sleep"), within=60)
-        during = file_locks_in_the_kernel()
+        run = InBackground(lambda: cell.run(["./prog", "flood", "400000", "30"],
+                                            copy_in={"prog": binary}, memory="32M", seccomp=free))
+        try:
+            wait_for(lambda: pids_named("lock-flood", in_a_cell=True), within=60)
+            during = file_locks_in_the_kernel()
+        finally:
+            for pid in pids_named("lock-flood", in_a_cell=True):
+                os.kill(pid, signal.SIGKILL)
         result = run.join()
         assert "locks 400000" in result.stdout, result.stdout
         assert during - before > 300000 and result.memory < 32 << 20, (during, before)
+
+
+SQLITE = """
+import fcntl, os, sqlite3
+db = sqlite3.connect("/box/t.db")
+db.execute("create table t(x)")
+for i in range(50):
+    db.execute("insert into t values (?)", (i,))
+    db.commit()
+fd = os.open("/box/lock", os.O_RDWR | os.O_CREAT)
+fcntl.lockf(fd, fcntl.LOCK_EX)
+fcntl.lockf(fd, fcntl.LOCK_UN)
+print(db.execute("select count(*) from t").fetchone()[0])
+"""
+
+
+def test_a_program_that_locks_a_little_never_meets_the_cap(cell):
+    result = cell.run(["python3", "-c", SQLITE])
+    assert (result.status, result.stdout) == ("OK", "50\n"), (result.message, result.stderr)
+    assert not any("locks" in d for d in result.degraded), result.degraded
+
+
+def test_where_the_init_cannot_take_the_listener_locks_are_refused_and_said():
+    """A worker whose own seccomp profile refuses pidfd_getfd (an old container
+    profile): the cell still runs; byte-range locks fail (ENOSYS, nothing
+    answers them) and `degraded` says why."""
+    from conftest import under_a_refusing_profile
+
+    import sandbox
+
+    def run_one() -> str:
+        sandbox.keep_warm(False)
+        result = sandbox.run(["python3", "-c", "import fcntl, os\n"
+                              "fd = os.open('/box/f', os.O_RDWR | os.O_CREAT)\n"
+                              "try:\n    fcntl.lockf(fd, fcntl.LOCK_EX)\n"
+                              "except OSError as e:\n    print(e.errno)\n"])
+        return json.dumps([result.status, result.stdout.strip(), result.degraded])
+
+    status, out, degraded = json.loads(under_a_refusing_profile({"pidfd_getfd": None}, run_one))
+    assert (status, out) == ("OK", str(errno.ENOSYS)), (status, out, degraded)
+    assert any("byte-range locks are refused (ENOSYS)" in d for d in degraded), degraded

@@ -2,8 +2,9 @@
  *   adv_locks hold KIND PATH SECONDS   takes an exclusive lock on PATH (KIND: flock,
  *                                      posix, ofd) and holds it: "locked" or "blocked errno=N"
  *   adv_locks watch PATH SECONDS       inotify on PATH: "events N" seen in SECONDS
- *   adv_locks flood N                  N byte-range locks on files of its own:
- *                                      "locks N" (then "refused errno=E" if it was stopped)
+ *   adv_locks flood N [SECONDS]        N byte-range locks on files of its own:
+ *                                      "locks N" (then "refused errno=E" if it was stopped);
+ *                                      then holds them SECONDS, named "lock-flood"
  * A lock on a host file blocks host processes that lock it; a watch on one sees
  * every access to it, the host's and other cells' (a side channel). A flood of
  * byte-range locks is kernel memory no memory limit counts (file_lock_cache). */
@@ -16,6 +17,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/inotify.h>
+#include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -68,7 +70,7 @@ static int watch(const char *path, double seconds) {
     return 0;
 }
 
-static int flood(long n) {
+static int flood(long n, double hold) {
     long made = 0;
     int err = 0;
     for (long f = 0; made < n && !err; f++) {
@@ -80,8 +82,9 @@ static int flood(long n) {
             break;
         }
         unlink(name);
-        /* 200 disjoint ranges a file: a lock list per file stays short. */
-        for (int i = 0; i < 200 && made < n; i++, made++) {
+        /* 2000 disjoint ranges a file (its descriptor stays open: closing it would
+         * drop them), so that the open-files limit does not end the flood. */
+        for (int i = 0; i < 2000 && made < n; i++, made++) {
             struct flock lock = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 2 * i,
                                  .l_len = 1};
             if (fcntl(fd, F_SETLK, &lock) < 0) {
@@ -93,6 +96,11 @@ static int flood(long n) {
     printf("locks %ld\n", made);
     if (err)
         printf("refused errno=%d\n", err);
+    fflush(stdout);
+    if (hold > 0) {
+        prctl(PR_SET_NAME, "lock-flood");
+        usleep((useconds_t)(hold * 1e6));
+    }
     return 0;
 }
 
@@ -101,7 +109,7 @@ int main(int argc, char **argv) {
         return hold(argv[2], argv[3], atof(argv[4]));
     if (argc == 4 && strcmp(argv[1], "watch") == 0)
         return watch(argv[2], atof(argv[3]));
-    if (argc == 3 && strcmp(argv[1], "flood") == 0)
-        return flood(atol(argv[2]));
+    if ((argc == 3 || argc == 4) && strcmp(argv[1], "flood") == 0)
+        return flood(atol(argv[2]), argc == 4 ? atof(argv[3]) : 0);
     return 2;
 }

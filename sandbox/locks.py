@@ -1,0 +1,83 @@
+"""Byte-range locks: the kernel memory no memory cgroup counts, capped per cell.
+
+A POSIX or OFD byte-range lock (fcntl F_SETLK, F_SETLKW, F_OFD_SETLK,
+F_OFD_SETLKW) is a record in the kernel's file_lock_cache, which the memory
+cgroup does not charge (Linux 6.1 and 6.18 alike: a program limited to 32 MiB
+held 64 MiB of them). One open file may hold any number, on disjoint ranges,
+so neither the memory limit nor the open-files limit bounds them; only the CPU
+time to make them does (about 75 MiB of them per CPU second here).
+
+So the default seccomp profile sends those four fcntl commands to the cell's
+init (SCMP_ACT_NOTIFY: a seccomp user notification, whose listener the init
+takes from the program's process before its execve, spawn.c). A thread of the
+init (locks.c) lets each request go on, and the kernel does exactly what it
+would have done, while the cell holds fewer than LOCK_CAP locks, and answers
+ENOLCK beyond. It cannot know what a request will change (an unlock may split
+one lock into two), so it counts every request as up to two new locks and,
+when that estimate reaches the cap, counts the real ones: the lines of the
+cell's /proc/locks (its own processes' locks and, as the kernel shows them to
+every PID namespace, every OFD lock of the machine: a conservative count).
+At the cap it refuses DENY_RUN requests before it counts again, so a program
+that hammers the cap costs the init (outside the cell's CPU limit) less than
+it costs the program.
+
+A legitimate program holds a handful of locks (SQLite: a few per database) and
+never meets the cap; each request costs it a round trip to the init (tens of
+microseconds). Locks taken with flock(2) are not supervised: there is at most
+one per open file, which RLIMIT_NOFILE and the pids limit bound.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+
+from . import spawn
+
+LOCK_CAP = 4096  # byte-range locks a cell may hold: about 1 MiB of kernel memory
+DENY_RUN = 64  # requests refused at the cap before the locks are counted again
+
+
+class _Locks(ctypes.Structure):  # struct cb_locks in locks.c
+    _fields_ = [
+        ("listener", ctypes.c_int),
+        ("cap", ctypes.c_int),
+        ("deny_run", ctypes.c_int),
+        ("proc_locks", ctypes.c_char_p),
+        ("allowed", ctypes.c_long),
+        ("refused", ctypes.c_long),
+        ("counts", ctypes.c_long),
+        ("stop_r", ctypes.c_int),
+        ("stop_w", ctypes.c_int),
+        ("known", ctypes.c_long),
+        ("since", ctypes.c_long),
+        ("denying", ctypes.c_long),
+        ("thread", ctypes.c_ulong),
+    ]
+
+
+class LockSupervisor:
+    """The thread that answers one cell's lock requests, from start to stop."""
+
+    def __init__(self, listener: int, proc_locks: str = "/proc/locks") -> None:
+        self._lib = spawn.load()
+        self._state = _Locks(listener=listener, cap=LOCK_CAP, deny_run=DENY_RUN,
+                             proc_locks=proc_locks.encode())
+        error = self._lib.cb_locks_start(ctypes.byref(self._state))
+        if error < 0:
+            raise OSError(-error, f"the lock supervisor: {os.strerror(-error)}")
+        self._running = True
+
+    def stop(self) -> int:
+        """Stop answering (the cell's processes are gone); how many were refused."""
+        if self._running:
+            self._lib.cb_locks_stop(ctypes.byref(self._state))
+            self._running = False
+        return int(self._state.refused)
+
+
+def close(listener: int | None) -> None:
+    if listener is not None:
+        with contextlib.suppress(OSError):
+            os.close(listener)
