@@ -365,13 +365,18 @@ def test_a_lock_on_a_host_file_blocks_nothing_outside(cell, program, bare, host_
     binary = program("adv_locks")
     # The control: the same lock taken bare makes the host's own locking fail.
     host = HostContender(host_file, kind)
-    done = bare.run(binary, "hold", kind, host_file, "1.0", as_user=True)
+    try:
+        done = bare.run(binary, "hold", kind, host_file, "1.0", as_user=True)
+    finally:
+        host.stop()
     assert done.stdout.strip() == "locked", done
-    assert host.stop().conflicts > 0
+    assert host.conflicts > 0
 
     host = HostContender(host_file, kind)
-    result = cell.run(["./prog", "hold", kind, host_file, "1.0"], copy_in={"prog": binary})
-    host.stop()
+    try:
+        result = cell.run(["./prog", "hold", kind, host_file, "1.0"], copy_in={"prog": binary})
+    finally:
+        host.stop()
     assert result.stdout.strip() == "locked", (result.stdout, result.stderr)
     assert host.tries > 0 and host.conflicts == 0, (host.tries, host.conflicts)
 
@@ -380,17 +385,21 @@ def test_a_watch_on_a_host_file_sees_nothing_outside(cell, program, bare, host_f
     binary = program("adv_locks")
     # The control: a watch taken bare sees the host read the file.
     host = HostContender(host_file, None)
-    done = bare.run(binary, "watch", host_file, "1.0", as_user=True)
-    host.stop()
+    try:
+        done = bare.run(binary, "watch", host_file, "1.0", as_user=True)
+    finally:
+        host.stop()
     assert int(done.stdout.split()[1]) > 0, done
 
     # In a cell, neither the host's reads nor another cell's are seen.
     host = HostContender(host_file, None)
-    reader = InBackground(lambda: cell.run(
-        ["sh", "-c", f"end=$(($(date +%s) + 3)); while [ $(date +%s) -lt $end ]; do "
-         f"cat {host_file} > /dev/null; done"], wall_time=20))
-    result = cell.run(["./prog", "watch", host_file, "1.0"], copy_in={"prog": binary})
-    host.stop()
+    try:
+        reader = InBackground(lambda: cell.run(
+            ["sh", "-c", f"end=$(($(date +%s) + 3)); while [ $(date +%s) -lt $end ]; do "
+             f"cat {host_file} > /dev/null; done"], wall_time=20))
+        result = cell.run(["./prog", "watch", host_file, "1.0"], copy_in={"prog": binary})
+    finally:
+        host.stop()
     assert reader.join().status == "OK"
     assert result.stdout.strip() == "events 0", (result.stdout, result.stderr)
 

@@ -1,6 +1,6 @@
 /* Attack 19, host inodes and file locks.
- *   adv_locks hold KIND PATH SECONDS   takes an exclusive lock on PATH (KIND: flock,
- *                                      posix, ofd) and holds it: "locked" or "blocked errno=N"
+ *   adv_locks hold KIND PATH SECONDS   takes a lock on PATH (KIND: flock, posix, ofd;
+ *                                      waiting for it) and holds it: "locked" or "blocked errno=N"
  *   adv_locks watch PATH SECONDS       inotify on PATH: "events N" seen in SECONDS
  *   adv_locks flood N [SECONDS]        N byte-range locks on files of its own:
  *                                      "locks N" (then "refused errno=E" if it was stopped);
@@ -35,10 +35,11 @@ static int hold(const char *kind, const char *path, double seconds) {
     }
     int ret;
     struct flock lock = {.l_type = F_RDLCK, .l_whence = SEEK_SET};
+    /* Waiting for it: the host may hold it for a moment. */
     if (strcmp(kind, "flock") == 0)
-        ret = flock(fd, LOCK_EX | LOCK_NB);
+        ret = flock(fd, LOCK_EX);
     else
-        ret = fcntl(fd, strcmp(kind, "ofd") == 0 ? F_OFD_SETLK : F_SETLK, &lock);
+        ret = fcntl(fd, strcmp(kind, "ofd") == 0 ? F_OFD_SETLKW : F_SETLKW, &lock);
     if (ret < 0) {
         printf("blocked errno=%d\n", errno);
         return 0;
