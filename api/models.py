@@ -15,6 +15,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from sandbox.spec import MIN_MEMORY, SpecError, parse_size
 from worker.checkers import CheckerError, get_checker
 from worker.jobs import BUILTIN_CHECKER
+from worker.results import DEFAULT_FEEDBACK, FEEDBACK_LEVELS
 
 from .settings import Settings
 
@@ -69,6 +70,10 @@ class SubmissionIn(Strict):
     limits: LimitsIn | None = None
     callback_url: Text | None = Field(None, max_length=2048)
     stop_on_failure: bool = False
+    feedback: Literal[FEEDBACK_LEVELS] = Field(  # type: ignore[valid-type]
+        DEFAULT_FEEDBACK, description="what the result reveals of the tests: none (verdicts "
+        "and figures), verdict (plus the checker's message without test data), diff (plus "
+        "where the output differs and the program's output)")
 
 
 class BatchIn(Strict):
@@ -192,7 +197,7 @@ def normalize(sub: SubmissionIn, settings: Settings, known_languages: set[str],
         "language": sub.language, "source": sub.source, "tests": tests, "stdin": sub.stdin,
         "expected_output": sub.expected_output, "checker": checker,
         "limits": limits_dict(sub.limits, settings, (*loc, "limits")),
-        "stop_on_failure": sub.stop_on_failure,
+        "stop_on_failure": sub.stop_on_failure, "feedback": sub.feedback,
     }
 
 

@@ -382,3 +382,80 @@ def test_judging_uses_warm_cells_and_leaves_nothing(monkeypatch) -> None:
     children = children_of_this_process()
     assert children == [], children
 
+
+
+# --- feedback: what a result reveals of the tests ------------------------------------
+
+
+def _echo_tests(tmp_path: Path) -> Path:
+    """A hidden test whose input a wrong program echoes."""
+    tests = tmp_path / "hidden"
+    tests.mkdir()
+    (tests / "1.in").write_text("in-7x35\n")
+    (tests / "1.out").write_text("out-42\n")
+    return tests
+
+
+ECHO = "x = input()\nprint(x, 'sum?')\n"
+
+
+@pytest.mark.parametrize(("feedback", "message"), [
+    ("diff", "line 1: expected 'out-42', got 'in-7x35 sum?'"),
+    ("verdict", "line 1 differs"),
+    ("none", ""),
+])
+def test_cli_feedback(tmp_path: Path, feedback: str, message: str) -> None:
+    source = tmp_path / "echo.py"
+    source.write_text(ECHO)
+    tests = _echo_tests(tmp_path)
+    done = cli("judge", str(source), "--tests", str(tests), "--json", "--feedback", feedback)
+    result = json.loads(done.stdout)
+    assert result["verdict"] == "WA" and result["tests"][0]["message"] == message
+    if feedback != "diff":
+        assert "out-42" not in done.stdout and "in-7x35" not in done.stdout
+        assert result["message"] == "test 1: WA" + (f" ({message})" if message else "")
+    # Gradescope's results.json reveals no more than the JSON.
+    out = tmp_path / f"results-{feedback}.json"
+    cli("judge", str(source), "--tests", str(tests), "--format", "gradescope", "-o", str(out),
+        "--feedback", feedback)
+    text = out.read_text()
+    assert ("out-42" in text) == (feedback == "diff")
+    assert ("in-7x35" in text) == (feedback == "diff")
+
+
+def test_feedback_hides_a_checker_program_s_words(tmp_path: Path) -> None:
+    """A checker program may print the answer: with `verdict` its message goes,
+    and the checker's own output with it; the partial score stays."""
+    source = tmp_path / "half.py"
+    source.write_text("print(0, 7)\n")
+    tests = tmp_path / "t"
+    tests.mkdir()
+    (tests / "1.in").write_text("7\n")
+    (tests / "1.out").write_text("3 4\n")
+    args = ("judge", str(source), "--tests", str(tests), "--json",
+            "--checker", str(PROBLEMS / "pairs" / "checker.py"))
+    told = json.loads(cli(*args).stdout)["tests"][0]
+    hidden = json.loads(cli(*args, "--feedback", "verdict").stdout)["tests"][0]
+    assert told["message"].startswith("partial score 0.5:") and "checker" in told
+    assert (hidden["verdict"], hidden["score"]) == (told["verdict"], told["score"])
+    assert hidden["message"] == "partial score 0.5" and "checker" not in hidden
+
+
+def test_batch_feedback(tmp_path: Path) -> None:
+    hidden = [{"input": "in-7x35\n", "output": "out-42\n"}]
+    items = [{"id": name, "language": "python3", "source": ECHO, "feedback": name,
+              "tests": hidden} for name in ("none", "verdict", "diff")]
+    items.append({"id": "default", "language": "python3", "source": ECHO, "tests": hidden})
+    items.append({"id": "bad", "language": "python3", "source": ECHO, "feedback": "all",
+                  "tests": hidden})
+    batch = tmp_path / "items.jsonl"
+    batch.write_text("\n".join(json.dumps(item) for item in items) + "\n")
+    done = cli("judge", "--batch", str(batch), "--feedback", "none")
+    by_id = {line["id"]: line for line in map(json.loads, done.stdout.splitlines())}
+    assert by_id["diff"]["tests"][0]["stdout"] == "in-7x35 sum?\n"
+    assert by_id["verdict"]["tests"][0]["message"] == "line 1 differs"
+    for name in ("none", "default"):  # the command line's --feedback is the items' default
+        test = by_id[name]["tests"][0]
+        assert (test["verdict"], test["message"], test["stdout"]) == ("WA", "", "")
+        assert "out-42" not in json.dumps(by_id[name]) and "in-7x35" not in json.dumps(by_id[name])
+    assert "'feedback' must be one of none, verdict, diff" in by_id["bad"]["error"]

@@ -361,3 +361,27 @@ def test_languages_health_and_metrics(service):
     assert float(samples["cellblock_workers"]) == 2
     assert float(samples['cellblock_judge_seconds_bucket{le="+Inf"}']) >= 1
     assert "cellblock_queue_depth 0" in text
+
+
+@pytest.mark.parametrize("feedback", ["none", "verdict", "diff"])
+def test_feedback_keeps_hidden_tests_hidden_in_results_and_events(service, feedback):
+    # A wrong answer that echoes the hidden input: with `none` and `verdict`
+    # neither the expected output nor the program's output may come back.
+    hidden_in, hidden_out = "in-7x35\n", "out-42\n"
+    body = {"language": "python3", "source": "x = input()\nprint(x, 'sum?')\n",
+            "tests": [{"name": "secret", "input": hidden_in, "output": hidden_out}],
+            "feedback": feedback}
+    sub_id = service.client.post("/v1/submissions", json=body).json()["id"]
+    done = poll(service, sub_id)
+    events = service.client.get(f"/v1/submissions/{sub_id}/events").text
+    test = done["result"]["tests"][0]
+    assert done["result"]["verdict"] == "WA"
+    revealed = json.dumps(done) + events
+    if feedback == "diff":
+        assert "'out-42'" in test["message"] and "in-7x35" in test["stdout"]
+    else:
+        assert "out-42" not in revealed and "in-7x35" not in revealed, revealed
+        assert test["stdout"] == "" and test["message"] == (
+            "line 1 differs" if feedback == "verdict" else "")
+    bad = service.client.post("/v1/submissions", json={**body, "feedback": "everything"})
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "feedback"]

@@ -9,7 +9,8 @@ One input line is one item (a JSON object):
      "tests_dir": "path/to/tests",           # or a test directory on this machine
      "checker": "float:1e-6",               # a name, a path, or {"language", "source"}
      "limits": {"time": 2, "wall_time": 5, "memory": "256M", "pids": 64, "output": "16M"},
-     "stop_on_failure": false}
+     "stop_on_failure": false,
+     "feedback": "diff"}                     # none, verdict or diff (what results reveal)
 
 With no tests and no expected output, the item is one run on `stdin` (default
 empty): AC on a clean exit, the run's failure otherwise (assert-style tests).
@@ -114,7 +115,12 @@ def _judge(item: dict[str, Any], defaults: dict[str, Any], deadline: float):
         raise ItemError("'checker' must be a name, a path or {language, source}")
     program = compile_program(language, source.encode(),
                               wall_time=deadline - time.monotonic())
-    options = JudgeOptions(limits=limits, checker=checker, deadline=deadline,
+    from .results import DEFAULT_FEEDBACK, FEEDBACK_LEVELS
+
+    feedback = item.get("feedback", defaults.get("feedback")) or DEFAULT_FEEDBACK
+    if feedback not in FEEDBACK_LEVELS:
+        raise ItemError(f"'feedback' must be one of {', '.join(FEEDBACK_LEVELS)}")
+    options = JudgeOptions(limits=limits, checker=checker, deadline=deadline, feedback=feedback,
                            stop_on_failure=bool(item.get("stop_on_failure",
                                                          defaults.get("stop_on_failure"))))
     return judge_program(program, tests, options)

@@ -58,6 +58,7 @@ class Outcome:
     fraction: float = 0.0  # of the test's score
     message: str = ""
     cell: dict[str, Any] | None = None  # a checker program's run
+    summary: str | None = None  # the message without test data (None: the verdict alone)
 
 
 def _short(text: str, limit: int = 60) -> str:
@@ -85,11 +86,13 @@ class ExactChecker(Checker):
                   min(len(output), len(expected)))
         line = expected.count("\n", 0, at) + 1
         column = at - (expected.rfind("\n", 0, at) + 1) + 1
-        where = (f"line {line}, column {column}: expected {_short(expected[at:at + 20], 20)}, "
+        place = f"line {line}, column {column}"
+        where = (f"{place}: expected {_short(expected[at:at + 20], 20)}, "
                  f"got {_short(output[at:at + 20], 20)}")
         if output.rstrip() == expected.rstrip() or _lines(output) == _lines(expected):
-            return Outcome(Verdict.WA, 0.0, f"differs only in whitespace at {where}")
-        return Outcome(Verdict.WA, 0.0, f"differs at {where}")
+            return Outcome(Verdict.WA, 0.0, f"differs only in whitespace at {where}",
+                           summary=f"differs only in whitespace at {place}")
+        return Outcome(Verdict.WA, 0.0, f"differs at {where}", summary=f"differs at {place}")
 
 
 def _lines(text: str) -> list[str]:
@@ -110,12 +113,15 @@ class LinesChecker(Checker):
         for number, (a, b) in enumerate(zip(got, want, strict=False), 1):
             if a != b:
                 return Outcome(Verdict.WA, 0.0,
-                               f"line {number}: expected {_short(b)}, got {_short(a)}")
+                               f"line {number}: expected {_short(b)}, got {_short(a)}",
+                               summary=f"line {number} differs")
         if len(got) < len(want):
             return Outcome(Verdict.WA, 0.0,
-                           f"output ends after {len(got)} lines, expected {len(want)}")
+                           f"output ends after {len(got)} lines, expected {len(want)}",
+                           summary=f"output ends after {len(got)} lines, too early")
         return Outcome(Verdict.WA, 0.0, f"{len(got) - len(want)} extra line(s) after line "
-                                        f"{len(want)}: {_short(got[len(want)])}")
+                                        f"{len(want)}: {_short(got[len(want)])}",
+                       summary="extra lines after the expected output")
 
 
 class TokensChecker(Checker):
@@ -127,9 +133,12 @@ class TokensChecker(Checker):
         for index, (a, b) in enumerate(zip(got, want, strict=False), 1):
             if not self.same(a, b):
                 return Outcome(Verdict.WA, 0.0,
-                               f"token {index}: expected {_short(b)}, got {_short(a)}")
+                               f"token {index}: expected {_short(b)}, got {_short(a)}",
+                               summary=f"token {index} differs")
         if len(got) != len(want):
-            return Outcome(Verdict.WA, 0.0, f"{len(got)} tokens, expected {len(want)}")
+            return Outcome(Verdict.WA, 0.0, f"{len(got)} tokens, expected {len(want)}",
+                           summary="fewer tokens than expected" if len(got) < len(want) else
+                           "more tokens than expected")
         return Outcome(Verdict.AC, 1.0)
 
     def same(self, got: str, want: str) -> bool:
@@ -185,35 +194,37 @@ def interpret_exit(
     """A checker's (or interactor's) run, read by testlib's exit-code convention."""
     cell = cell_summary(result)
     first = result.stderr.strip().split("\n", 1)[0].strip()[:MESSAGE_LIMIT]
+    failed = f"the {role} failed"  # what an IE says without the test's data
     if result.status not in (Status.OK, Status.RE) or result.signal is not None:
         return Outcome(Verdict.IE, 0.0, f"the {role} failed: {result.status} "
-                       f"({result.message})", cell)
+                       f"({result.message})", cell, failed)
     code = result.exit_code
     if code == EXIT_WA and language is not None and language.crash_marker and (
         language.crash_marker in result.stderr
     ):
         last = result.stderr.strip().rsplit("\n", 1)[-1][:MESSAGE_LIMIT]
-        return Outcome(Verdict.IE, 0.0, f"the {role} crashed: {last}", cell)
+        return Outcome(Verdict.IE, 0.0, f"the {role} crashed: {last}", cell, failed)
     if code == EXIT_OK:
         return Outcome(Verdict.AC, 1.0, first, cell)
     if code == EXIT_WA:
         return Outcome(Verdict.WA, 0.0, first, cell)
     if code == EXIT_PE:
         return Outcome(Verdict.WA, 0.0, f"presentation error: {first}" if first else
-                       "presentation error", cell)
+                       "presentation error", cell, "presentation error")
     if code == EXIT_PARTIAL:
         match = re.search(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?", first)
         if not match:
             return Outcome(Verdict.IE, 0.0, f"the {role} exited 7 (partial) without a score "
-                           f"on stderr's first line: {first!r}", cell)
+                           f"on stderr's first line: {first!r}", cell, failed)
         fraction = float(match.group(0))
         if not 0.0 <= fraction <= 1.0:
             return Outcome(Verdict.IE, 0.0, f"the {role}'s partial score {fraction:g} is "
-                           "outside [0, 1]", cell)
+                           "outside [0, 1]", cell, failed)
         verdict = Verdict.AC if fraction == 1.0 else Verdict.WA
-        return Outcome(verdict, fraction, f"partial score {fraction:g}: {first}", cell)
+        return Outcome(verdict, fraction, f"partial score {fraction:g}: {first}", cell,
+                       f"partial score {fraction:g}")
     return Outcome(Verdict.IE, 0.0, f"the {role} exited with {code} (0, 1, 2 or 7 expected): "
-                   f"{first}", cell)
+                   f"{first}", cell, failed)
 
 
 def _builtin(spec: str) -> Checker | None:

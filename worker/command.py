@@ -19,6 +19,8 @@ EXIT_INTERNAL = 125
 
 
 def add_judge_parser(sub: argparse._SubParsersAction) -> None:
+    from .results import FEEDBACK_LEVELS
+
     p = sub.add_parser(
         "judge",
         help="compile a submission once and judge it against tests",
@@ -45,6 +47,10 @@ def add_judge_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--file-size", metavar="SIZE", help="largest file a test may write (64M)")
     p.add_argument("--stop-on-failure", action="store_true",
                    help="stop at the first test that is not AC (default: run every test)")
+    p.add_argument("--feedback", choices=FEEDBACK_LEVELS, default=None,
+                   help="what results reveal of the tests: verdicts and figures only, plus "
+                   "the checker's message without test data, or plus where the output differs "
+                   "and the program's output (default diff; batch: each item's, else this)")
     p.add_argument("--json", action="store_true", help="print the JudgeResult as JSON")
     p.add_argument("--format", choices=("table", "json", "gradescope"), default=None,
                    help="output format (default table; --json is --format json)")
@@ -66,7 +72,7 @@ def judge_main(args: argparse.Namespace) -> int:
     from .formats import ProgressBar, gradescope, table, to_json
     from .languages import LanguageError, get_language, language_for_path
     from .pipeline import JudgeOptions, RunLimits, judge
-    from .results import Verdict
+    from .results import DEFAULT_FEEDBACK, Verdict
     from .testsets import TestSetError, load_dir
 
     fmt = "json" if args.json else (args.format or "table")
@@ -101,7 +107,8 @@ def judge_main(args: argparse.Namespace) -> int:
 
     progress = ProgressBar() if fmt == "table" and not args.output else None
     options = JudgeOptions(limits=limits, checker=checker, stop_on_failure=args.stop_on_failure,
-                           interactor=interactor, progress=progress)
+                           interactor=interactor, progress=progress,
+                           feedback=args.feedback or DEFAULT_FEEDBACK)
     try:
         result = judge(language, source, tests, options)
     finally:
@@ -148,7 +155,7 @@ def _batch(args: argparse.Namespace) -> int:
         print(f"cellblock judge: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     defaults = {"limits": limits, "checker": args.checker,
-                "stop_on_failure": args.stop_on_failure}
+                "stop_on_failure": args.stop_on_failure, "feedback": args.feedback}
     if args.deadline is not None:
         defaults["deadline"] = args.deadline
     out = open(args.output, "w") if args.output else sys.stdout  # noqa: SIM115

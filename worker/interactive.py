@@ -126,6 +126,7 @@ def decide(
         return tested
     if outcome.verdict == Verdict.IE:
         tested.verdict, tested.score, tested.message = Verdict.IE, 0.0, outcome.message
+        tested.summary = outcome.summary
         return tested
     if outcome.verdict != Verdict.AC and outcome.fraction == 0.0 and (
         interactor_ended < solution_ended or solution.status == Status.OK
@@ -134,7 +135,8 @@ def decide(
     if solution.status != Status.OK:
         if solution.signal == signal.SIGPIPE:
             tested.verdict, tested.score = Verdict.WA, 0.0
-            tested.message = "the solution wrote after the interactor had finished (SIGPIPE)"
+            tested.message = tested.summary = (
+                "the solution wrote after the interactor had finished (SIGPIPE)")
         return tested
     return _with(tested, outcome, test.score)
 

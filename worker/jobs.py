@@ -98,7 +98,8 @@ def judge_request(request: dict[str, Any], progress: Progress | None = None,
     limits = RunLimits.build(**limits_in)
     checker = _checker(request.get("checker"))
     options = JudgeOptions(limits=limits, checker=checker, deadline=deadline, progress=progress,
-                           stop_on_failure=bool(request.get("stop_on_failure")))
+                           stop_on_failure=bool(request.get("stop_on_failure")),
+                           feedback=feedback_level(request.get("feedback")))
     wall = None if deadline is None else deadline - time.monotonic()
     program = compile_program(language, source, wall_time=wall)
     if request.get("tests") is not None:
@@ -134,13 +135,14 @@ def single_run(program, test, options) -> dict[str, Any]:
     result = JudgeResult(verdict=Verdict.AC, max_score=test.score, compile=program.compile,
                          language=program.language.id, tests_total=1)
     result.tests.append(tested)
-    result.finish()
+    result.finish().redact(options.feedback)
     if options.progress:
         options.progress(tested, 0, 1)
     data = result.to_dict()
-    data["tests"][0].update(stdout=run.stdout, stderr=run.stderr,
-                            stdout_truncated=run.stdout_truncated,
-                            stderr_truncated=run.stderr_truncated)
+    if options.feedback == "diff":
+        data["tests"][0].update(stdout=run.stdout, stderr=run.stderr,
+                                stdout_truncated=run.stdout_truncated,
+                                stderr_truncated=run.stderr_truncated)
     return data
 
 
@@ -155,6 +157,17 @@ def cell_seconds(result: dict[str, Any]) -> float:
             if test.get(helper):
                 total += float(test[helper].get("wall_time") or 0.0)
     return total
+
+
+def feedback_level(value: Any) -> str:
+    """A request's `feedback` (default diff), checked."""
+    from .results import DEFAULT_FEEDBACK, FEEDBACK_LEVELS
+
+    if value is None:
+        return DEFAULT_FEEDBACK
+    if value not in FEEDBACK_LEVELS:
+        raise RequestError(f"feedback {value!r}: expected one of {', '.join(FEEDBACK_LEVELS)}")
+    return str(value)
 
 
 def _checker(spec: Any):

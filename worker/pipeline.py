@@ -25,7 +25,15 @@ from sandbox import Limits, RunResult, Status, warm
 from .checkers import Checker, LinesChecker, Outcome, ProgramChecker
 from .compiler import Program, compile_program
 from .languages import Language
-from .results import STATUS_VERDICT, JudgeResult, TestResult, Verdict, excerpt, run_fields
+from .results import (
+    DEFAULT_FEEDBACK,
+    STATUS_VERDICT,
+    JudgeResult,
+    TestResult,
+    Verdict,
+    excerpt,
+    run_fields,
+)
 from .testsets import TestCase
 
 # Defaults of a judged test (the contract leaves them to us): what online
@@ -83,6 +91,7 @@ class JudgeOptions:
     interactor: Program | None = None
     deadline: float | None = None  # time.monotonic() by which judging must end
     progress: Progress | None = None  # called after each test: (result, index, total)
+    feedback: str = DEFAULT_FEEDBACK  # what results reveal of the tests (FEEDBACK_LEVELS)
 
 
 def judge(
@@ -106,7 +115,7 @@ def judge_program(program: Program, tests: list[TestCase], options: JudgeOptions
         return result
     with _warm_cells(len(tests) > 1):
         _run_tests(program, tests, options, result)
-    return result.finish()
+    return result.finish().redact(options.feedback)
 
 
 @contextlib.contextmanager
@@ -133,9 +142,10 @@ def _run_tests(
         if options.deadline is not None:
             remaining = options.deadline - time.monotonic()
             if remaining <= 0.05:
+                not_run = "not run: the deadline of the whole judging passed"
                 result.tests.append(TestResult(
                     test.name, Verdict.TLE, max_score=test.score, status="",
-                    message="not run: the deadline of the whole judging passed"))
+                    message=not_run, summary=not_run).redact(options.feedback))
                 break
         if options.interactor is not None:
             from .interactive import run_interactive
@@ -144,7 +154,8 @@ def _run_tests(
                                       remaining)
         else:
             outcome = run_test(program, test, options, remaining)
-        result.tests.append(outcome)
+        # Before it is reported as it finishes (events) as well as in the result.
+        result.tests.append(outcome.redact(options.feedback))
         if options.progress:
             options.progress(outcome, index, len(tests))
         if options.stop_on_failure and outcome.verdict != Verdict.AC:
@@ -207,6 +218,7 @@ def from_run(
                               f"{run.exit_code}, its out-of-memory code)")
         if run.status == Status.TLE and deadline_cut and "wall" in run.message:
             tested.message = f"{run.message} (cut short by the deadline of the whole judging)"
+        tested.summary = tested.message  # what a cell says of its run holds no test data
         return tested
     tested.score = test.score
     return tested
@@ -216,5 +228,6 @@ def apply_outcome(tested: TestResult, outcome: Outcome, score: float) -> TestRes
     tested.verdict = outcome.verdict
     tested.score = round(score * outcome.fraction, 6)
     tested.message = outcome.message or ("accepted" if outcome.verdict == Verdict.AC else "")
+    tested.summary = outcome.summary or ("accepted" if outcome.verdict == Verdict.AC else "")
     tested.checker = outcome.cell
     return tested

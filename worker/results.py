@@ -41,6 +41,16 @@ STATUS_VERDICT = {
 # How much of a program's output a result keeps (feedback for people and LLMs).
 EXCERPT_BYTES = 1024
 
+# How much of the tests a result may reveal (`feedback`): `none` verdicts and
+# figures only; `verdict` plus the checker's message without test data ("line 3
+# differs"); `diff` plus where the output first differs, what was expected there,
+# and excerpts of the program's output. An online judge keeps its hidden tests
+# hidden with `none` or `verdict`: the program's own output is withheld too (it
+# could echo a hidden input). The compile result is kept at every level: it
+# tells about the submission only.
+FEEDBACK_LEVELS = ("none", "verdict", "diff")
+DEFAULT_FEEDBACK = "diff"
+
 
 def excerpt(text: str, limit: int = EXCERPT_BYTES) -> str:
     if len(text) <= limit:
@@ -69,14 +79,25 @@ class TestResult:
     stderr: str = ""
     checker: dict[str, Any] | None = None  # the checker program's or interactor's cell
     interactor: dict[str, Any] | None = None
+    # The message without test data, for feedback "verdict" (None: only the verdict).
+    summary: str | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["verdict"] = self.verdict.value
+        del data["summary"]
         for key in ("checker", "interactor"):
             if data[key] is None:
                 del data[key]
         return data
+
+    def redact(self, feedback: str) -> TestResult:
+        """Keep only what `feedback` allows (FEEDBACK_LEVELS), in place."""
+        if feedback != "diff":
+            self.message = (self.summary or "") if feedback == "verdict" else ""
+            self.stdout = self.stderr = ""
+            self.checker = self.interactor = None  # their output is about the test data
+        return self
 
 
 @dataclass
@@ -95,6 +116,16 @@ class JudgeResult:
     language: str = ""
     wall_time: float = 0.0
     tests_total: int = 0  # tests in the set; more than len(tests) when judging stopped early
+
+    def redact(self, feedback: str) -> JudgeResult:
+        """Keep only what `feedback` allows, in place: every test, and the
+        message that names the first failed one."""
+        if feedback != "diff" and self.tests:
+            for test in self.tests:
+                test.redact(feedback)
+            self.message = ""
+            self.finish()
+        return self
 
     def finish(self) -> JudgeResult:
         """Fill the verdict and maxima from the tests (first non-AC test decides)."""
