@@ -112,6 +112,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         f"wall {result.wall_time:.3f} s · memory {result.memory / (1 << 20):.1f} MiB"
     )
     print(summary, file=sys.stderr)
+    for entry in result.degraded:  # the isolation's shortcomings (the figures' are in the message)
+        if entry not in result.message:
+            print(f"cellblock: degraded: {entry}", file=sys.stderr)
     for path in missing:
         print(f"cellblock: --copy-out {path}: not copied (missing or not a regular file)",
               file=sys.stderr)

@@ -509,3 +509,26 @@ def test_root_id_ranges_reported_and_their_unusable_lock_dir_named(tmp_path, mon
     assert result.status == "OK", result.message
     first = userns.choose_idmap().uid_lines[0][1]
     assert result.stdout.split() == ["0", str(first), "65536"]
+
+
+def test_a_user_with_subordinate_ids_passes_that_check(test_user):
+    # The main path, as `cellblock setup --user` leaves a user.
+    out, _ = _doctor_as(test_user.pw_name, as_json=True)
+    subids = next(c for c in json.loads(out)["checks"] if c["name"] == "subordinate ids")
+    assert subids["ok"] and subids["required"], subids
+    assert "each live cell's program runs as one of its own" in subids["detail"]
+
+
+def test_per_user_quotas_say_how_many_cells_fit(monkeypatch):
+    check = doctor.check_quotas()
+    assert "cells at their quotas leave the worker half" in check.detail and not check.required
+    # A host whose inotify limits hold too few cells: the check says so and how to fix it.
+    small = {"/proc/sys/fs/inotify/max_user_instances": "8\n",
+             "/proc/sys/fs/inotify/max_user_watches": "8192\n"}
+    real_read = doctor._read
+    monkeypatch.setattr(doctor, "_read", lambda path: small.get(path) or real_read(path))
+    check = doctor.check_quotas()
+    assert not check.ok and "1 cells at their quotas" in check.detail, check
+    cores = os.cpu_count() or 1
+    assert check.fix == (f"sysctl -w fs.inotify.max_user_instances={max(8, 4 * cores * 4)} "
+                         f"fs.inotify.max_user_watches={max(8192, 4 * cores * 4096)}")
