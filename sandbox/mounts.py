@@ -108,13 +108,14 @@ def _fd_path(fd: int) -> str:
 def _show_host_dir(source: int, target: str, mask: str, hide_private: bool) -> bool:
     """The host directory pinned at fd `source`, read-only at `target`: an
     overlay of it below `mask` (made here, with a whiteout for each entry to
-    hide). False if it had to be a bind mount instead (mounts beneath it)."""
+    hide). False if it had to be a bind mount instead (mounts beneath it); the
+    entries to hide are then covered by empty read-only binds."""
+    hidden = private_entries(source) if hide_private else []
     _make_dirs(mask)
-    if hide_private:
-        for relative in private_entries(source):
-            _make_dirs(os.path.dirname(f"{mask}/{relative}"))
-            # A whiteout: the char device 0/0, which any user namespace may make.
-            os.mknod(f"{mask}/{relative}", stat.S_IFCHR | 0o000, 0)
+    for relative in hidden:
+        _make_dirs(os.path.dirname(f"{mask}/{relative}"))
+        # A whiteout: the char device 0/0, which any user namespace may make.
+        os.mknod(f"{mask}/{relative}", stat.S_IFCHR | 0o000, 0)
     try:
         libc.mount("cellblock-host", target, "overlay",
                    libc.MS_RDONLY | libc.MS_NOSUID | libc.MS_NODEV,
@@ -125,7 +126,36 @@ def _show_host_dir(source: int, target: str, mask: str, hide_private: bool) -> b
             raise
     libc.mount(_fd_path(source), target, None, libc.MS_BIND | libc.MS_REC)
     libc.mount_setattr(target, READ_ONLY, recursive=True)
+    for relative in hidden:
+        _cover(target, relative, mask)
     return False
+
+
+def _cover(top: str, relative: str, scratch: str) -> None:
+    """Cover `top`/`relative` (a host file or directory, no symlink on the way:
+    private_entries lists none) with an empty one of mode 0, bound read-only."""
+    top_fd = os.open(top, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        where = libc.openat2(top_fd, relative, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC,
+                             _BENEATH_XDEV)
+    finally:
+        os.close(top_fd)
+    try:
+        directory = stat.S_ISDIR(os.fstat(where).st_mode)
+        empty = f"{scratch}/.cover-{'dir' if directory else 'file'}"
+        if not os.path.lexists(empty):
+            if directory:
+                os.mkdir(empty, 0)
+            else:
+                os.close(os.open(empty, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0))
+            os.chmod(empty, 0)
+        libc.mount(empty, _fd_path(where), None, libc.MS_BIND)
+        # By path: the fd still names what is now covered. Nothing of the cell
+        # has run yet, and the walk above found no symlink on the way.
+        libc.mount(None, f"{top}/{relative}", None, libc.MS_REMOUNT | libc.MS_BIND
+                   | libc.MS_RDONLY | libc.MS_NOSUID | libc.MS_NODEV)
+    finally:
+        os.close(where)
 
 
 def _make_dirs(path: str) -> None:

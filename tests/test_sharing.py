@@ -166,6 +166,27 @@ def test_a_file_only_the_worker_may_read_stays_unread(cell, worker_secret, how):
     assert reason in result.stderr or "couldn't read" in result.stderr, result.stderr
 
 
+def test_a_host_directory_with_mounts_beneath_is_bound_and_said(cell, worker_secret):
+    """A host directory with a mount beneath it (a container's /etc, with its
+    bound /etc/hosts) cannot be an overlay's layer in a user namespace: it is
+    bound instead, `degraded` says so, and what the program may not read stays
+    unread (covered, where the program is the worker's own uid)."""
+    path, text = worker_secret
+    submount = Path(f"/etc/cellblock-test-mount-{uuid.uuid4().hex[:8]}")
+    submount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "cellblock-test", str(submount)],
+                   check=True)
+    try:
+        # Its own memory limit: not a warm cell made before the mount.
+        result = cell.run(["cat", path], memory="97M")
+    finally:
+        subprocess.run(["umount", str(submount)], check=True)
+        submount.rmdir()
+    assert any("host /etc shown by bind mounts" in d for d in result.degraded), result.degraded
+    assert text not in result.stdout + result.stderr
+    assert "Permission denied" in result.stderr, result.stderr
+
+
 def test_a_judged_program_cannot_include_the_worker_s_file(worker_secret_for_judge, scratch_dir):
     """Through the judge, as the main path's worker (CLI, with subordinate ids): the
     secret is neither in a compile error nor in the output of an AC."""
