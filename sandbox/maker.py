@@ -171,7 +171,7 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 def serve(control_fd: int, caller: int) -> None:
     """The maker's main loop (run by a fresh interpreter, see Maker)."""
-    from . import cell, libc, spawn  # the init's code: imported once, before any clone
+    from . import cell, libc, spawn, userns  # the init's code: imported once, before any clone
     from .channel import Channel
 
     libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -185,12 +185,21 @@ def serve(control_fd: int, caller: int) -> None:
                 if os.waitpid(pid, os.WNOHANG)[0]:
                     inits.discard(pid)
 
-    signal.signal(signal.SIGCHLD, reap)
     control = socket.socket(fileno=control_fd)
     try:
         spawn.load()  # what the inits start programs with, as cell.run_cell does
     except (spawn.SpawnUnavailable, OSError):
         return  # EOF for the caller: not usable, it makes its cells itself
+    # A rootless caller with subordinate ids: the maker maps each cell's ids
+    # itself, from a user namespace that holds them all (userns.py).
+    holding = None
+    template = userns.choose_idmap()
+    if template.use_newidmap:
+        try:
+            holding = userns.enter_holding_namespace(template)
+        except OSError:
+            return  # not usable: the caller makes its cells (with the helpers)
+    signal.signal(signal.SIGCHLD, reap)
     own_pidfd = os.pidfd_open(os.getpid())  # readable once we are gone: for the inits
     if not cell.can_clone_cells():
         return  # a seccomp profile refuses it (Docker's): the caller makes its own
@@ -208,6 +217,8 @@ def serve(control_fd: int, caller: int) -> None:
         cell_end, host_end = (Channel(socket.socket(fileno=fd)) for fd in fds)
         try:
             birth, idmap = pickle.loads(message)
+            if holding is not None:
+                idmap = userns.seen_from(idmap, holding)
             pid = cell.make_init(birth, idmap, cell_end, host_end, own_pidfd)
             inits.add(pid)
             reap()  # one that ended before it was in the set had its SIGCHLD already

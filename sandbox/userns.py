@@ -303,6 +303,67 @@ def add_subordinate_range(user: str) -> str | None:
     return f"subordinate uids and gids {ids} added for {user} (/etc/subuid, /etc/subgid)"
 
 
+def enter_holding_namespace(template: IdMap) -> IdMap:
+    """In the cell maker of a rootless caller with subordinate ids: move into a
+    user namespace of our own that maps the caller's uid and gid and the whole
+    subordinate ranges (as rootless Podman's pause process does); newuidmap
+    and newgidmap write its maps once. In there we may map any of those ids
+    ourselves, so each cell's maps are written without a setuid helper: the
+    helpers' cost (~5 ms a cell) leaves the warm cells' path. Returns our own
+    map, for `seen_from`. The caller is single-threaded (the maker)."""
+    (uid_line, gid_line) = (template.uid_lines[-1], template.gid_lines[-1])
+    holding = replace(
+        template,
+        uid_lines=((0, os.geteuid(), 1), (1, uid_line[1], template.slots)),
+        gid_lines=((0, os.getegid(), 1), (1, gid_line[1], template.slots)),
+        slots=1, slot_size=0, fixed_lines=0)
+    parent = os.getpid()
+    go_r, go_w = os.pipe2(os.O_CLOEXEC)
+    helper = os.fork()
+    if helper == 0:  # still in the caller's user namespace: the helpers work from here
+        code = 1
+        try:
+            os.close(go_w)
+            if os.read(go_r, 1) == b"1":
+                write_idmap(parent, holding)
+                code = 0
+        finally:
+            os._exit(code)
+    os.close(go_r)
+    try:
+        from .libc import CLONE_NEWUSER, unshare
+
+        unshare(CLONE_NEWUSER)
+        os.write(go_w, b"1")
+    finally:
+        os.close(go_w)
+        _, status = os.waitpid(helper, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise OSError("newuidmap/newgidmap could not map the cell maker's user namespace")
+    return holding
+
+
+def seen_from(idmap: IdMap, holding: IdMap) -> IdMap:
+    """A cell's map (in host ids) as written from inside the holding namespace,
+    whose own map is `holding`: the same host ids, by their numbers in there."""
+
+    def inside(lines: tuple[tuple[int, int, int], ...],
+               own: tuple[tuple[int, int, int], ...]) -> tuple[tuple[int, int, int], ...]:
+        moved = []
+        for cell_id, host_id, count in lines:
+            for own_inside, own_host, own_count in own:
+                if own_host <= host_id and host_id + count <= own_host + own_count:
+                    moved.append((cell_id, own_inside + host_id - own_host, count))
+                    break
+            else:
+                raise ValueError(f"host id {host_id} is not mapped in the holding namespace")
+        return tuple(moved)
+
+    return replace(idmap, uid_lines=inside(idmap.uid_lines, holding.uid_lines),
+                   gid_lines=inside(idmap.gid_lines, holding.gid_lines),
+                   use_newidmap=False, deny_setgroups=False)
+
+
 def write_idmap(pid: int, idmap: IdMap) -> None:
     """Map ids of the user namespace that process `pid` has just unshared."""
     if idmap.use_newidmap:

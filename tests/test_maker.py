@@ -11,6 +11,7 @@ import sys
 import textwrap
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from conftest import (
@@ -288,3 +289,51 @@ def test_unprivileged_caller_gets_the_makers_cells(test_user):
     assert done.returncode == 0, done.stderr
     # The program runs as cell uid 1000: one of the user's subordinate ids.
     assert done.stdout.split() == ["1", "2", "1000", "True"], done.stdout
+
+
+def test_an_unprivileged_maker_maps_each_cell_to_a_subordinate_id_of_its_own(test_user):
+    """A rootless caller's maker holds the user's subordinate ids in a user
+    namespace of its own and writes each cell's maps itself (no setuid helper
+    per cell): two cells it made, alive at once, run as two subordinate ids."""
+    from sandbox.userns import subordinate_range
+
+    (first, count), _ = subordinate_range(test_user.pw_uid)
+    markers = [f"9.{n}{os.getpid() % 1000:03d}" for n in (1, 2)]
+    script = _WITH_THE_MAKER_UP + textwrap.dedent(f"""
+        import threading
+        sandbox.run(["true"])  # takes the cell made before the maker was up
+        runs = [threading.Thread(target=sandbox.run, args=(["sleep", m],),
+                                 kwargs={{"wall_time": 30}}) for m in {markers!r}]
+        for t in runs: t.start()
+        for t in runs: t.join()
+        sandbox.keep_warm(False)
+    """)
+    caller = subprocess.Popen(
+        as_user(test_user.pw_name, ["env", f"PYTHONPATH={REPO}", str(VENV / "bin" / "python"),
+                                    "-c", script]), cwd="/")
+    try:
+        found: dict[str, int] = {}
+        assert settle(lambda: found.update({m: p for m in markers for p in _sleeping(m)}) or
+                      len(found) == 2, timeout=60), found
+        uids = {m: os.stat(f"/proc/{pid}").st_uid for m, pid in found.items()}
+        inits = [parent_of(pid) for pid in found.values()]
+        makers = {Path(f"/proc/{parent_of(init)}/cmdline").read_bytes() for init in inits}
+    finally:
+        for pid in (p for m in markers for p in _sleeping(m)):
+            os.kill(pid, signal.SIGKILL)
+        caller.wait(timeout=60)
+    assert len(makers) == 1 and b"sandbox.maker" in makers.pop()  # both the maker's
+    assert len(set(uids.values())) == 2, uids
+    assert all(first <= uid < first + count for uid in uids.values()), uids
+
+
+def _sleeping(marker: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if Path(f"/proc/{entry}/cmdline").read_bytes() == f"sleep\0{marker}\0".encode():
+                    found.append(int(entry))
+            except OSError:
+                pass
+    return found
