@@ -1028,8 +1028,8 @@ def check_subids() -> Check:
             False,
             f"{user} has subordinate ids, but their slots' locks cannot be kept "
             f"({lock_problem}): live cells may share a host uid",
-            f"rm -rf {userns.SLOT_LOCKS_USER.format(uid=uid)} (as its owner), or a writable "
-            "/run/lock",
+            f"rm -rf {userns.user_slot_lock_dir(uid)} (as its owner), or a /run/lock every "
+            "user may write (mode 1777)",
         )
     (first, _), _ = userns.subordinate_range(uid) or ((0, 0), (0, 0))
     return Check(

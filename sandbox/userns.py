@@ -25,8 +25,9 @@ starts the cell:
 
 A range or a slot is held by a lock file named by its first host uid in a
 directory only its owner may write (root: SLOT_LOCKS_ROOT; a user:
-/run/lock/cellblock-UID), for as long as the cell lives, so that no two live
-cells hold the same host ids, whichever of the owner's processes made them.
+/run/lock/cellblock-UID, see slot_lock_dir), for as long as the cell lives, so
+that no two live cells hold the same host ids, whichever of the owner's
+processes made them.
 
 The maps are written by the parent after the child has called
 unshare(CLONE_NEWUSER): only a process outside the namespace with CAP_SETUID
@@ -59,7 +60,11 @@ RUN_ID = 1000  # the program's uid and gid inside a cell that has ids of its own
 DEFAULT_ROOT_RANGE = (1_500_000_000, 1024 * RANGE_SIZE)
 SUBID_OWNER = "cellblock"
 SLOT_LOCKS_ROOT = "/run/cellblock/id-ranges"  # root-started cells: one lock file per range
-SLOT_LOCKS_USER = "/run/lock/cellblock-{uid}"  # a user's cells: one per slot of its range
+# A user's cells: one lock file per slot of its range, in the first of these
+# directories that every user may make a directory in (sticky, world-writable):
+# the same one for every process of the machine, whatever its environment.
+SLOT_LOCKS_USER_PARENTS = ("/run/lock", "/dev/shm", "/tmp")
+SLOT_LOCKS_USER = "cellblock-{uid}"
 SUBID_FIRST = 100_000  # where Debian's useradd starts handing out subordinate ids
 SUBID_COUNT = 65536  # the size of the range `cellblock setup --user` adds
 
@@ -268,7 +273,7 @@ def slot_lock_dir() -> str:
     it is the user's own and only it may write there (a lock file another user
     could hold or replace would hand out a slot twice)."""
     euid = os.geteuid()
-    path = SLOT_LOCKS_ROOT if euid == 0 else SLOT_LOCKS_USER.format(uid=euid)
+    path = SLOT_LOCKS_ROOT if euid == 0 else user_slot_lock_dir(euid)
     try:
         os.makedirs(path, 0o700, exist_ok=True)
     except FileExistsError:
@@ -277,6 +282,19 @@ def slot_lock_dir() -> str:
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != euid or st.st_mode & 0o022:
         raise OSError(f"{path} is not a directory of uid {euid}'s that only it may write")
     return path
+
+
+def user_slot_lock_dir(uid: int) -> str:
+    """Where a user's slot locks are: in the first of SLOT_LOCKS_USER_PARENTS
+    that is a sticky directory every user may write (/run/lock on Debian)."""
+    for parent in SLOT_LOCKS_USER_PARENTS:
+        try:
+            st = os.stat(parent)
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode) and st.st_mode & 0o1777 == 0o1777:
+            return f"{parent}/{SLOT_LOCKS_USER.format(uid=uid)}"
+    return f"{SLOT_LOCKS_USER_PARENTS[0]}/{SLOT_LOCKS_USER.format(uid=uid)}"
 
 
 def add_subordinate_range(user: str) -> str | None:

@@ -161,8 +161,10 @@ def test_a_file_only_the_worker_may_read_stays_unread(cell, worker_secret, how):
                           copy_in={"prog.rs": source.encode()}, time=30, memory="1G", pids=256)
     assert result.status == "RE", (result.status, result.message, result.stderr)
     assert text not in result.stdout + result.stderr
-    # Unreadable as another uid; invisible where the program is the worker's own uid.
-    reason = "No such file" if cell.mode == "user-shared" else "Permission denied"
+    # Unreadable as another uid; invisible where the program is the worker's own uid
+    # (covered, where /etc must be bound: a host with mounts beneath it).
+    bound = any("host /etc shown by bind mounts" in d for d in result.degraded)
+    reason = "No such file" if cell.mode == "user-shared" and not bound else "Permission denied"
     assert reason in result.stderr or "couldn't read" in result.stderr, result.stderr
 
 
@@ -452,17 +454,18 @@ def test_a_flood_of_byte_range_locks_is_refused(cell, program, scratch_dir):
 
         free = profile_without(scratch_dir, lock_freely)
         before = file_locks_in_the_kernel()
-        run = InBackground(lambda: cell.run(["./prog", "flood", "400000", "30"],
-                                            copy_in={"prog": binary}, memory="32M", seccomp=free))
-        try:
-            wait_for(lambda: pids_named("lock-flood", in_a_cell=True), within=60)
+        run = InBackground(lambda: cell.run(
+            ["./prog", "flood", "200000", "300"], copy_in={"prog": binary}, memory="32M",
+            seccomp=free, open_files=1024, time=120, wall_time=400))
+        try:  # minutes in an emulated VM: each file's locks are a list the kernel walks
+            wait_for(lambda: pids_named("lock-flood", in_a_cell=True), within=300)
             during = file_locks_in_the_kernel()
         finally:
             for pid in pids_named("lock-flood", in_a_cell=True):
                 os.kill(pid, signal.SIGKILL)
-        result = run.join()
-        assert "locks 400000" in result.stdout, result.stdout
-        assert during - before > 300000 and result.memory < 32 << 20, (during, before)
+        result = run.join(timeout=420)
+        assert "locks 200000" in result.stdout, result.stdout
+        assert during - before > 150000 and result.memory < 32 << 20, (during, before)
 
 
 SQLITE = """

@@ -83,9 +83,9 @@ static int flood(long n, double hold) {
             break;
         }
         unlink(name);
-        /* 2000 disjoint ranges a file (its descriptor stays open: closing it would
-         * drop them), so that the open-files limit does not end the flood. */
-        for (int i = 0; i < 2000 && made < n; i++, made++) {
+        /* 400 disjoint ranges a file (its descriptor stays open: closing it
+         * would drop them); the kernel walks a file's list at every lock. */
+        for (int i = 0; i < 400 && made < n; i++, made++) {
             struct flock lock = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 2 * i,
                                  .l_len = 1};
             if (fcntl(fd, F_SETLK, &lock) < 0) {
