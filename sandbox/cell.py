@@ -9,7 +9,8 @@ Three processes take part (four when the caller is multi-threaded):
          caller, which then writes its id maps): builds the root and lo, then waits
          for the run (a Launch and its fds over the socket; a warm cell waits here
          ahead of time), makes the program's process, copy-in (read-only binds),
-         lets the program go, reaps, ends every process, copy-out, reports
+         lets the program go, answers its byte-range lock requests (locks.py),
+         reaps, ends every process, copy-out, reports
            └─ program: a clone(CLONE_VM) child in C (spawn.c) that enters the run's
               cgroup, waits, drops everything it may not keep and execs the command
 
@@ -476,6 +477,9 @@ def _result(
     if report.get("internal_error"):
         return RunResult(Status.IE, message=f"sandbox failure: {report['internal_error']}")
     status, exit_code, sig, message = decide(facts, limits)
+    if report.get("locks_refused"):
+        message += (f" ({report['locks_refused']} byte-range lock requests refused: a cell "
+                    f"holds at most {locks.LOCK_CAP})")
     if degraded:
         message += f" (figures degraded: {'; '.join(degraded)})"
     # Not about this run's figures: in `degraded` only.
@@ -626,6 +630,8 @@ def _init(birth: Birth, cell: Channel, alive_r: int | None) -> None:
         }
         if bound:
             report["bound_host_dirs"] = bound
+        if done.locks_refused:
+            report["locks_refused"] = done.locks_refused
         if started.listener_error:
             report["locks_unsupervised"] = started.listener_error
         if started.internal_error:

@@ -444,6 +444,7 @@ def test_a_flood_of_byte_range_locks_is_refused(cell, program, scratch_dir):
     assert result.status == "OK", (result.status, result.message, result.stderr)
     made = int(re.search(r"locks (\d+)", result.stdout).group(1))
     assert made <= 8192 and f"refused errno={errno.ENOLCK}" in result.stdout, result.stdout
+    assert "byte-range lock requests refused: a cell holds at most 4096" in result.message
 
     if cell.mode == "root":
         # The control: a cell whose profile lets fcntl lock freely holds them
