@@ -20,6 +20,7 @@ import contextlib
 import ctypes
 import os
 import resource
+import select
 import selectors
 import signal
 import time
@@ -103,7 +104,11 @@ def supervise(channel: Channel, program_pid: int, start: float,
     selector.register(channel.sock, selectors.EVENT_READ, "channel")
     selector.register(pidfd, selectors.EVENT_READ, "program")
     selector.register(wake_r, selectors.EVENT_READ, "wake")
-    locks = LockSupervisor(listener) if listener is not None else None
+    # The lock supervisor's thread starts at the program's first lock request:
+    # most programs never make one.
+    locks: LockSupervisor | None = None
+    if listener is not None:
+        selector.register(listener, selectors.EVENT_READ, "locks")
     wait_status: int | None = None
     killed = False
     while wait_status is None:
@@ -118,6 +123,10 @@ def supervise(channel: Channel, program_pid: int, start: float,
                     killed = True
             elif key.data == "wake":
                 _drain(wake_r)
+            elif key.data == "locks":
+                selector.unregister(key.fd)
+                if _pending(key.fd):  # not only the hang-up of a filter nobody uses any more
+                    locks = LockSupervisor(key.fd)
         wait_status = _reap(program_pid)
     kill_all()
     _reap_all()
@@ -136,6 +145,14 @@ def supervise(channel: Channel, program_pid: int, start: float,
         killed_on_request=killed,
         locks_refused=refused,
     )
+
+
+def _pending(fd: int) -> bool:
+    """Whether a request waits on the seccomp listener `fd` (epoll also reports
+    its hang-up, when the last process that could ask is gone, as readable)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return any(events & select.POLLIN for _, events in poller.poll(0))
 
 
 def kill_all() -> None:

@@ -8,9 +8,9 @@ so neither the memory limit nor the open-files limit bounds them; only the CPU
 time to make them does (about 75 MiB of them per CPU second here).
 
 So the default seccomp profile sends those four fcntl commands to the cell's
-init (SCMP_ACT_NOTIFY: a seccomp user notification, whose listener the init
-takes from the program's process before its execve, spawn.c). A thread of the
-init (locks.c) lets each request go on, and the kernel does exactly what it
+init (SCMP_ACT_NOTIFY: a seccomp user notification, whose listener the
+program's process hands to the init before its execve, spawn.c). At the first
+request a thread of the init starts (locks.c): it lets each request go on, and the kernel does exactly what it
 would have done, while the cell holds fewer than LOCK_CAP locks, and answers
 ENOLCK beyond. It cannot know what a request will change (an unlock may split
 one lock into two), so it counts every request as up to two new locks and,

@@ -253,7 +253,7 @@ _RET_USER_NOTIF = struct.pack("<HBBI", 0x06, 0, 0, seccomp.NOTIFY)  # BPF_RET|BP
 @functools.cache
 def notifies(bpf: bytes) -> bool:
     """Whether the filter sends some call to a supervisor (it must be loaded with
-    a listener, which the init takes: spawn.c, locks.py)."""
+    a listener, which the program's process hands to the init: spawn.c, locks.py)."""
     return any(bpf[i:i + 8] == _RET_USER_NOTIF for i in range(0, len(bpf), 8))
 
 

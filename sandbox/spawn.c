@@ -25,9 +25,10 @@
  *     ruleset, an empty signal mask and the seccomp filter, and calls execve
  *     (searching the cell's PATH). cb_go returns once the child has called execve or given up.
  *     A filter that sends calls to a supervisor (SECCOMP_RET_USER_NOTIF,
- *     sandbox/locks.py) is loaded with a listener fd, which the init takes
- *     from the child (pidfd_getfd) before the child may execve: the fd is
- *     close-on-exec, and the program must never hold it.
+ *     sandbox/locks.py) is loaded with a listener fd, which the child sends
+ *     to the init over a socket (SCM_RIGHTS) before its execve: the program
+ *     never holds it (close-on-exec), the child need not wait for the init,
+ *     and the fd in flight keeps the listener alive until the init takes it.
  *
  * This file holds no policy: the Python modules decide every value (spawn.py
  * collects them in one struct); this code applies them in the only order that
@@ -54,6 +55,8 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -88,12 +91,7 @@ enum cb_stage {
 #ifndef SECCOMP_FILTER_FLAG_NEW_LISTENER
 #define SECCOMP_FILTER_FLAG_NEW_LISTENER (1UL << 3)
 #endif
-#ifndef SYS_pidfd_open
-#define SYS_pidfd_open 434
-#endif
-#ifndef SYS_pidfd_getfd
-#define SYS_pidfd_getfd 438
-#endif
+
 
 #ifndef SYS_landlock_create_ruleset
 #define SYS_landlock_create_ruleset 444
@@ -143,6 +141,7 @@ struct cb_spawn {
     const struct cb_landlock_rule *landlock_rules;
     int nlandlock_rules;
     int notify;                /* the filter has user notifications: load it with a listener */
+    int listener_sock;         /* ... and send the listener over this socket (-1: none) */
     /* Set by the init right before cb_go: what "/" must be for the child. */
     uint64_t root_dev, root_ino;
     /* Shared state. */
@@ -150,13 +149,10 @@ struct cb_spawn {
     int go;                    /* futex: 0 wait, 1 go */
     int status_r, status_w;    /* a pipe whose write end closes at the child's execve */
     void *stack;
-    int pid;                   /* the child's, set by cb_start */
-    int listener;              /* the child's listener fd, once it wrote "L" to status_w */
-    int listener_taken;        /* futex: the init has its own copy (or gave up): execve */
-    /* Outputs. */
-    int err_stage;             /* the child's, before it gives up */
+    /* Outputs, written by the child. */
+    int err_stage;             /* where it gave up */
     int err_errno;
-    int listener_out;          /* the init's copy of the listener, or -errno */
+    int listener_error;        /* errno: the listener could not be made or sent (0: sent) */
 };
 
 #define CHILD_STACK_SIZE (64 * 1024)
@@ -205,11 +201,13 @@ static void reset_signals(struct cb_spawn *a)
             check(a, CB_SIGNALS, sys6(SYS_rt_sigaction, sig, (long)&dfl, 0, 8, 0, 0));
 }
 
-/* stdin/stdout/stderr at 0..nfds-1; the cgroup fds and the status pipe kept
- * (close-on-exec) at `keep`; every other descriptor of the init closed (rule 4). */
-static void place_fds(struct cb_spawn *a, int status_w, int *keep)
+/* stdin/stdout/stderr at 0..nfds-1; the cgroup fds, the status pipe and the
+ * listener's socket kept (close-on-exec) at `keep`; every other descriptor of
+ * the init closed. Returns how many are kept. */
+static int place_fds(struct cb_spawn *a, int status_w, int *keep)
 {
-    int high[a->nfds + a->njoin + 1];
+    int high[a->nfds + a->njoin + 2];
+    int kept = a->njoin + 1;
     int n = 0;
 
     /* First out of the way (a source may sit at 0..n-1), then into place. */
@@ -220,18 +218,22 @@ static void place_fds(struct cb_spawn *a, int status_w, int *keep)
                   (int)sys(SYS_fcntl, a->join_fds[i], F_DUPFD_CLOEXEC, HIGH_FD));
     check(a, CB_FDS, keep[a->njoin] = high[n++] =
               (int)sys(SYS_fcntl, status_w, F_DUPFD_CLOEXEC, HIGH_FD));
+    if (a->listener_sock >= 0)
+        check(a, CB_FDS, keep[kept++] = high[n++] =
+                  (int)sys(SYS_fcntl, a->listener_sock, F_DUPFD_CLOEXEC, HIGH_FD));
     for (int i = 0; i < a->nfds; i++)
         check(a, CB_FDS, sys(SYS_dup3, high[i], i, 0));
     /* Close everything from nfds up but the kept ones (ascending: F_DUPFD
      * hands out the lowest free numbers in order). */
     unsigned int from = (unsigned int)a->nfds;
-    for (int i = 0; i <= a->njoin; i++) {
+    for (int i = 0; i < kept; i++) {
         unsigned int fd = (unsigned int)keep[i];
         if (fd > from)
             check(a, CB_FDS, sys(SYS_close_range, from, fd - 1, 0));
         from = fd + 1;
     }
     check(a, CB_FDS, sys(SYS_close_range, from, ~0U, 0));
+    return kept;
 }
 
 static void exec_searching(struct cb_spawn *a)
@@ -286,14 +288,38 @@ static void restrict_paths(struct cb_spawn *a)
     check(a, CB_LANDLOCK, sys(SYS_close, ruleset, 0, 0));
 }
 
+/* sendmsg of one fd (SCM_RIGHTS) and one byte, by raw system call. */
+static long send_fd(int sock, int fd)
+{
+    char byte = 'L';
+    struct iovec iov = {&byte, 1};
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(sizeof(int))];
+    } control;
+    struct msghdr msg;
+    memset(&msg, 0, sizeof msg);
+    memset(&control, 0, sizeof control);
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.buf;
+    msg.msg_controllen = sizeof control.buf;
+    struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+    cmsg->cmsg_level = SOL_SOCKET;
+    cmsg->cmsg_type = SCM_RIGHTS;
+    cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(cmsg), &fd, sizeof(int));
+    return sys(SYS_sendmsg, sock, &msg, MSG_NOSIGNAL);
+}
+
 static int child(void *arg)
 {
     struct cb_spawn *a = arg;
-    int keep[a->njoin + 1];
+    int keep[a->njoin + 2];
 
     reset_signals(a);
     check(a, CB_SETSID, sys(SYS_setsid, 0, 0, 0));
-    place_fds(a, a->status_w, keep);
+    int kept = place_fds(a, a->status_w, keep);
 
     /* Nothing gained at execve, ever: the bounding and ambient sets emptied,
      * the securebits set and locked, while we still hold CAP_SETPCAP. */
@@ -340,18 +366,20 @@ static int child(void *arg)
     uint64_t empty = 0;
     check(a, CB_SIGNALS, sys6(SYS_rt_sigprocmask, SIG_SETMASK, (long)&empty, 0, 8, 0, 0));
     struct sock_fprog prog = {a->bpf_len, (struct sock_filter *)a->bpf};
-    if (a->bpf_len && a->notify) {
+    if (a->bpf_len && a->notify && a->listener_sock >= 0) {
         long fd = sys(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER,
                       &prog);
-        if (fd == -EBUSY) /* a filter of the worker's has a listener: calls go nowhere (ENOSYS) */
-            fd = sys(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog);
-        check(a, CB_SECCOMP, fd);
-        /* The init takes its copy; ours closes at execve. Only write, futex and
-         * execve from here: whatever profile it is, it lets those through. */
-        __atomic_store_n(&a->listener, (int)fd, __ATOMIC_RELEASE);
-        check(a, CB_SECCOMP, sys(SYS_write, keep[a->njoin], "L", 1));
-        while (__atomic_load_n(&a->listener_taken, __ATOMIC_ACQUIRE) == 0)
-            sys6(SYS_futex, (long)&a->listener_taken, FUTEX_WAIT_PRIVATE, 0, 0, 0, 0);
+        if (fd == -EBUSY) { /* a filter of the worker's has a listener: calls get ENOSYS */
+            a->listener_error = EBUSY;
+            check(a, CB_SECCOMP, sys(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog));
+        } else {
+            check(a, CB_SECCOMP, fd);
+            /* To the init; our copy closes at execve. A profile that refuses
+             * sendmsg leaves the calls unanswered (ENOSYS), and the init says so. */
+            long sent = send_fd(keep[kept - 1], (int)fd);
+            if (sent < 0)
+                a->listener_error = (int)-sent;
+        }
     } else if (a->bpf_len) {
         check(a, CB_SECCOMP, sys(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog));
     }
@@ -398,9 +426,7 @@ int cb_start(struct cb_spawn *a)
     a->err_stage = CB_OK;
     a->err_errno = 0;
     a->go = 0;
-    a->listener = -1;
-    a->listener_taken = 0;
-    a->listener_out = -ENOENT;
+    a->listener_error = 0;
     if (pipe2(pipefd, O_CLOEXEC) < 0)
         return -errno;
     a->status_r = pipefd[0];
@@ -444,37 +470,12 @@ int cb_start(struct cb_spawn *a)
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     close(pipefd[1]); /* the child has its own copy, closed at its execve */
-    a->pid = pid;
     if (pid < 0) {
         close(pipefd[0]);
         munmap(a->stack, CHILD_STACK_SIZE);
         return -saved;
     }
     return pid;
-}
-
-/* The child's listener, copied into our fd table; then the child may execve.
- * pidfd_getfd needs ptrace access to the child, whose memory is ours (CLONE_VM)
- * and so not dumpable (the init never is, so that the program cannot read it):
- * dumpable for this moment, when no process of the cell but ours has run yet. */
-static void take_listener(struct cb_spawn *a)
-{
-    long pidfd = syscall(SYS_pidfd_open, a->pid, 0);
-    if (pidfd < 0) {
-        a->listener_out = -errno;
-    } else {
-        int dumpable = prctl(PR_GET_DUMPABLE, 0, 0, 0, 0);
-        prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
-        long fd = syscall(SYS_pidfd_getfd, pidfd, __atomic_load_n(&a->listener, __ATOMIC_ACQUIRE),
-                          0);
-        a->listener_out = fd < 0 ? -errno : (int)fd;
-        prctl(PR_SET_DUMPABLE, dumpable > 0 ? dumpable : 0, 0, 0, 0);
-        if (fd >= 0)
-            fcntl((int)fd, F_SETFD, FD_CLOEXEC);
-        close((int)pidfd);
-    }
-    __atomic_store_n(&a->listener_taken, 1, __ATOMIC_RELEASE);
-    syscall(SYS_futex, &a->listener_taken, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
 /* Phase 2: let the child go; returns when it has called execve (err_stage
@@ -486,13 +487,10 @@ int cb_go(struct cb_spawn *a)
 
     __atomic_store_n(&a->go, 1, __ATOMIC_RELEASE);
     syscall(SYS_futex, &a->go, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
-    /* EOF once the child's copy of the write end is gone: at execve or exit.
-     * "L" before that: its seccomp listener is ready to be taken. */
-    do {
+    /* EOF once the child's copy of the write end is gone: at execve or exit. */
+    do
         n = read(a->status_r, &byte, 1);
-        if (n == 1 && byte == 'L')
-            take_listener(a);
-    } while (n > 0 || (n < 0 && errno == EINTR));
+    while (n > 0 || (n < 0 && errno == EINTR));
     int saved = n < 0 ? errno : 0;
     close(a->status_r);
     /* The child no longer runs on this stack: it has a new mm, or is dead. */

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +67,7 @@ class _Spawn(ctypes.Structure):
         ("landlock_rules", ctypes.POINTER(_LandlockRule)),
         ("nlandlock_rules", ctypes.c_int),
         ("notify", ctypes.c_int),
+        ("listener_sock", ctypes.c_int),
         ("root_dev", ctypes.c_uint64),
         ("root_ino", ctypes.c_uint64),
         ("born_in_cgroup", ctypes.c_int),
@@ -73,12 +75,9 @@ class _Spawn(ctypes.Structure):
         ("status_r", ctypes.c_int),
         ("status_w", ctypes.c_int),
         ("stack", ctypes.c_void_p),
-        ("pid", ctypes.c_int),
-        ("listener", ctypes.c_int),
-        ("listener_taken", ctypes.c_int),
         ("err_stage", ctypes.c_int),
         ("err_errno", ctypes.c_int),
-        ("listener_out", ctypes.c_int),
+        ("listener_error", ctypes.c_int),
     ]
 
 
@@ -162,11 +161,12 @@ class PendingProgram:
     """A child made by `prepare_program`, waiting in its cgroup for `go`."""
 
     def __init__(self, lib: ctypes.CDLL, start: ProgramStart, args: _Spawn,
-                 keep: list[object]) -> None:
+                 keep: list[object], listener_sock: socket.socket | None) -> None:
         self._lib = lib
         self._start = start
         self._args = args
         self._keep = keep  # the child reads these buffers until it has exec'd
+        self._listener_sock = listener_sock  # the child sends its seccomp listener here
         self.pid: int = 0
 
     def go(self) -> Started:
@@ -180,13 +180,7 @@ class PendingProgram:
             raise OSError(-error, f"waiting for the program to start: {os.strerror(-error)}")
         stage, errno = self._args.err_stage, self._args.err_errno
         self._keep.clear()
-        listener, listener_error = None, None
-        if self._start.notify:
-            taken = self._args.listener_out
-            if taken >= 0:
-                listener = taken
-            else:
-                listener_error = f"the init could not take it: {os.strerror(-taken)}"
+        listener, listener_error = self._take_listener()
         if stage == 0:
             return Started(self.pid, listener=listener, listener_error=listener_error)
         if listener is not None:
@@ -196,6 +190,23 @@ class PendingProgram:
             return Started(self.pid, exec_error=f"cannot execute {self._start.argv[0]!r}: {reason}")
         name = _STAGES[stage] if stage < len(_STAGES) else str(stage)
         return Started(self.pid, internal_error=f"program set-up: {name}: {reason}")
+
+
+    def _take_listener(self) -> tuple[int | None, str | None]:
+        """The seccomp listener the child sent before its execve, or why there is none."""
+        sock, self._listener_sock = self._listener_sock, None
+        if sock is None:
+            return None, None
+        with sock:
+            if self._args.listener_error:
+                return None, f"the program's process could not hand it over: " \
+                    f"{os.strerror(self._args.listener_error)}"
+            try:
+                _, fds, _, _ = socket.recv_fds(sock, 1, 1, socket.MSG_DONTWAIT
+                                               | socket.MSG_CMSG_CLOEXEC)
+            except BlockingIOError:
+                return None, None  # it gave up before its filter (err_stage says where)
+        return (fds[0], None) if fds else (None, "it was not handed over")
 
 
 def rehearse(start: ProgramStart) -> None:
@@ -216,9 +227,19 @@ def prepare_program(
     if lib is None:
         raise SpawnUnavailable("spawn.load() was not called before the cell was made")
     args, keep = _arguments(start, fds, join_fds, cgroup_dir, cwd)
-    pending = PendingProgram(lib, start, args, keep)
-    pid = lib.cb_start(ctypes.byref(args))
+    ours = None
+    if start.notify:  # the child sends its seccomp listener on the other end
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        args.listener_sock = theirs.fileno()
+    pending = PendingProgram(lib, start, args, keep, ours)
+    try:
+        pid = lib.cb_start(ctypes.byref(args))
+    finally:
+        if ours is not None:
+            theirs.close()  # the child has its own copy
     if pid < 0:
+        if ours is not None:
+            ours.close()
         raise OSError(-pid, f"clone: {os.strerror(-pid)}")
     pending.pid = pid
     return pending
@@ -259,6 +280,7 @@ def _arguments(
         landlock_attr=ctypes.addressof(attr) if attr is not None else None,
         landlock_attr_size=len(ruleset.attr) if ruleset else 0,
         landlock_rules=rules, nlandlock_rules=len(rules_in), notify=int(start.notify),
+        listener_sock=-1,
     )
     # Every buffer the child reads stays alive (and in place) until go() is done.
     keep: list[object] = [argv_bytes, env_bytes, argv, envp, fd_array, join_array, table, bpf,

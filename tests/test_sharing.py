@@ -489,22 +489,21 @@ def test_a_program_that_locks_a_little_never_meets_the_cap(cell):
     assert not any("locks" in d for d in result.degraded), result.degraded
 
 
-def test_where_the_init_cannot_take_the_listener_locks_are_refused_and_said():
-    """A worker whose own seccomp profile refuses pidfd_getfd (an old container
-    profile): the cell still runs; byte-range locks fail (ENOSYS, nothing
-    answers them) and `degraded` says why."""
-    from conftest import under_a_refusing_profile
+def test_where_the_listener_cannot_be_handed_over_locks_are_refused_and_said(cell,
+                                                                            scratch_dir):
+    """A profile that supervises locks but refuses sendmsg: the program's process
+    cannot hand its seccomp listener to the init. The cell still runs; byte-range
+    locks fail (ENOSYS: nothing answers them) and `degraded` says why."""
+    def refuse_sendmsg(profile: dict) -> None:
+        for entry in profile["syscalls"]:
+            if "sendmsg" in _names(entry):
+                entry["names"] = [n for n in _names(entry) if n != "sendmsg"]
 
-    import sandbox
-
-    def run_one() -> str:
-        sandbox.keep_warm(False)
-        result = sandbox.run(["python3", "-c", "import fcntl, os\n"
-                              "fd = os.open('/box/f', os.O_RDWR | os.O_CREAT)\n"
-                              "try:\n    fcntl.lockf(fd, fcntl.LOCK_EX)\n"
-                              "except OSError as e:\n    print(e.errno)\n"])
-        return json.dumps([result.status, result.stdout.strip(), result.degraded])
-
-    status, out, degraded = json.loads(under_a_refusing_profile({"pidfd_getfd": None}, run_one))
-    assert (status, out) == ("OK", str(errno.ENOSYS)), (status, out, degraded)
-    assert any("byte-range locks are refused (ENOSYS)" in d for d in degraded), degraded
+    profile = profile_without(scratch_dir, refuse_sendmsg)
+    script = ("import fcntl, os\nfd = os.open('/box/f', os.O_RDWR | os.O_CREAT)\n"
+              "try:\n    fcntl.lockf(fd, fcntl.LOCK_EX)\n"
+              "except OSError as e:\n    print(e.errno)\n")
+    result = cell.run(["python3", "-c", script], seccomp=profile)
+    assert (result.status, result.stdout.strip()) == ("OK", str(errno.ENOSYS)), result
+    assert any("byte-range locks are refused (ENOSYS)" in d for d in result.degraded), \
+        result.degraded
