@@ -54,7 +54,7 @@ from . import (
     warm,
 )
 from .channel import CellError, Channel, ChannelClosed
-from .images import resolve_image
+from .images import PRIVATE_SCAN, private_entries, resolve_image
 from .init import ProgramExit, hide_command_line, note_command_line, reset_signals, supervise
 from .spec import Limits, RunResult, RunSpec, Status, cell_path
 from .verdict import Facts, decide
@@ -189,8 +189,10 @@ def _run_cell(spec: RunSpec) -> RunResult:
         return RunResult(Status.IE, message=f"sandbox failure: {error}")
     idmap = userns.choose_idmap()
     limits = spec.limits
+    hidden = tuple((d, private_entries(d)) for d in image.host_dirs if d in PRIVATE_SCAN) \
+        if idmap.program_is_caller else ()
     plan = mounts.RootPlan(image, limits.effective_tmpfs_size, limits.tmpfs_inodes,
-                           idmap.run_uid, idmap.run_gid, hide_private=idmap.program_is_caller)
+                           idmap.run_uid, idmap.run_gid, hidden)
     birth = Birth(plan, idmap)
     hierarchy, no_cgroup_reason = cgroups.find()
     fds = _OpenFds()

@@ -10,7 +10,8 @@ exported container) named under the images directory or given by absolute path.
 
 Where the program runs as the caller's own host uid (a rootless caller without
 subordinate ids), permissions cannot keep it from what only the caller may
-read: those entries of PRIVATE_SCAN are hidden from its view (private_entries).
+read: those entries of PRIVATE_SCAN are hidden from its view (private_entries,
+the plan's `hidden`; mounts.py makes them whiteouts).
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ import contextlib
 import os
 import re
 import stat
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import libc
 from .spec import SpecError
 
 # Host directories the `host` image shows. Absent ones are skipped; symlinks
@@ -63,27 +66,92 @@ def _host_image() -> Image:
     return Image("host", (), tuple(host_dirs), tuple(symlinks))
 
 
-def private_entries(directory: int) -> list[str]:
-    """In a cell's init whose root is the caller (a size-1 map: the caller's
-    uid and gid are 0 here, and every other owner is unmapped), the entries
-    beneath the directory open at fd `directory` that the caller may read only
-    as their owner or group: not readable by others (a directory: not
-    searchable by others). Paths relative to it; nothing beneath them is
-    listed. Directories the caller cannot enter are not walked (the program
-    could not enter them either)."""
-    hidden: list[str] = []
-    for path, dirs, files, fd in os.fwalk(".", dir_fd=directory):
-        for name in [*dirs, *files]:
+def private_entries(directory: str) -> tuple[str, ...]:
+    """The entries beneath host `directory` that the caller may read only as
+    their owner or group (its uid or gid, not readable by others; a directory:
+    not searchable by others), relative to it; nothing beneath them is listed,
+    nor what the caller cannot enter (the program could not either). For a
+    program that runs as the caller's own uid (a size-1 map), these are hidden.
+
+    Walking /etc takes ~15 ms: a process walks it once and then watches every
+    directory it walked (inotify: an entry made, removed, renamed, chmod-ed or
+    chown-ed), and walks again only after a change."""
+    return _PRIVATE.get(directory)
+
+
+class _PrivateEntries:
+    """private_entries' walk, cached per process until inotify says /etc changed."""
+
+    # An entry made, removed or renamed in a watched directory, or its (or the
+    # directory's) owner or mode changed.
+    _CHANGES = 0x4 | 0x40 | 0x80 | 0x100 | 0x200 | 0x400 | 0x800 | 0x4000
+    # IN_ATTRIB, IN_MOVED_FROM/TO, IN_CREATE, IN_DELETE(_SELF), IN_MOVE_SELF, IN_Q_OVERFLOW
+
+    def __init__(self) -> None:
+        self._watch: int | None = None
+        self._cached: dict[str, tuple[str, ...]] = {}
+        self._lock = threading.Lock()
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        """In a forked child: the watch it inherited is the parent's (reading it
+        here would take the parent's events)."""
+        if self._watch is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._watch)
+        self._watch = None
+        self._cached = {}
+        self._lock = threading.Lock()
+
+    def get(self, directory: str) -> tuple[str, ...]:
+        with self._lock:
+            if self._changed():
+                self._cached.clear()
+            if directory not in self._cached:
+                self._cached[directory] = self._walk(directory)
+            return self._cached[directory]
+
+    def _changed(self) -> bool:
+        if self._watch is None:
+            return True
+        changed = False
+        try:
+            while os.read(self._watch, 65536):
+                changed = True
+        except BlockingIOError:
+            pass
+        return changed
+
+    def _walk(self, top: str) -> tuple[str, ...]:
+        if self._watch is None:
             try:
-                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                self._watch = libc.inotify_init(libc.IN_NONBLOCK | libc.IN_CLOEXEC)
             except OSError:
-                continue
-            other = stat.S_IXOTH if stat.S_ISDIR(st.st_mode) else stat.S_IROTH
-            if (st.st_uid == 0 or st.st_gid == 0) and not stat.S_ISLNK(st.st_mode) and \
-                    not st.st_mode & other:
-                hidden.append(os.path.normpath(os.path.join(path, name)))
-        dirs[:] = [d for d in dirs if os.path.normpath(os.path.join(path, d)) not in hidden]
-    return hidden
+                self._watch = None  # no inotify left: walk every time
+        uid, gid = os.geteuid(), os.getegid()
+        hidden: list[str] = []
+        for path, dirs, files, fd in os.fwalk(top):
+            # Watched before it is listed: a change during the walk is seen next time.
+            if self._watch is not None:
+                try:
+                    libc.inotify_add_watch(self._watch, path, self._CHANGES)
+                except OSError:
+                    os.close(self._watch)
+                    self._watch = None
+            for name in [*dirs, *files]:
+                try:
+                    st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                except OSError:
+                    continue
+                other = stat.S_IXOTH if stat.S_ISDIR(st.st_mode) else stat.S_IROTH
+                if (st.st_uid == uid or st.st_gid == gid) and not stat.S_ISLNK(st.st_mode) \
+                        and not st.st_mode & other:
+                    hidden.append(os.path.relpath(os.path.join(path, name), top))
+            dirs[:] = [d for d in dirs if os.path.relpath(os.path.join(path, d), top) not in hidden]
+        return tuple(hidden)
+
+
+_PRIVATE = _PrivateEntries()
 
 
 def available_images() -> list[str]:

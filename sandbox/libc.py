@@ -288,6 +288,19 @@ def pidfd_send_signal(pidfd: int, sig: int) -> None:
 LANDLOCK_CREATE_RULESET_VERSION = 1
 
 
+IN_NONBLOCK = os.O_NONBLOCK
+IN_CLOEXEC = os.O_CLOEXEC
+
+
+def inotify_init(flags: int) -> int:
+    return _check(_libc.inotify_init1(flags), "inotify_init1")
+
+
+def inotify_add_watch(fd: int, path: str, mask: int) -> int:
+    return _check(_libc.inotify_add_watch(fd, _path(path), ctypes.c_uint32(mask)),
+                  f"inotify_add_watch {path}")
+
+
 def landlock_abi_version() -> int:
     """The Landlock ABI the running kernel offers, 0 when it has none."""
     try:

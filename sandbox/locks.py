@@ -10,16 +10,16 @@ time to make them does (about 75 MiB of them per CPU second here).
 So the default seccomp profile sends those four fcntl commands to the cell's
 init (SCMP_ACT_NOTIFY: a seccomp user notification, whose listener the
 program's process hands to the init before its execve, spawn.c). At the first
-request a thread of the init starts (locks.c): it lets each request go on, and the kernel does exactly what it
-would have done, while the cell holds fewer than LOCK_CAP locks, and answers
-ENOLCK beyond. It cannot know what a request will change (an unlock may split
-one lock into two), so it counts every request as up to two new locks and,
-when that estimate reaches the cap, counts the real ones: the lines of the
-cell's /proc/locks (its own processes' locks and, as the kernel shows them to
-every PID namespace, every OFD lock of the machine: a conservative count).
-At the cap it refuses DENY_RUN requests before it counts again, so a program
-that hammers the cap costs the init (outside the cell's CPU limit) less than
-it costs the program.
+request a thread of the init starts (locks.c): it lets each request go on (the
+kernel then does exactly what it would have done) while the cell holds fewer
+than LOCK_CAP locks, and answers ENOLCK beyond. It cannot know what a request
+will change (an unlock may split one lock into two), so it counts every request
+as up to two new locks and, when that estimate reaches the cap, counts the real
+ones: the lines of the cell's /proc/locks (its own processes' locks and, as the
+kernel shows them to every PID namespace, every OFD lock of the machine: a
+conservative count). At the cap it refuses DENY_RUN requests before it counts
+again, so a program that hammers the cap costs the init (outside the cell's CPU
+limit) less than it costs the program.
 
 A legitimate program holds a handful of locks (SQLite: a few per database) and
 never meets the cap; each request costs it a round trip to the init (tens of

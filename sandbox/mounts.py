@@ -36,7 +36,7 @@ import stat
 from dataclasses import dataclass
 
 from . import libc
-from .images import MOUNT_POINTS, PRIVATE_SCAN, Image, private_entries
+from .images import MOUNT_POINTS, Image
 from .userns import limit_cell_namespace
 
 STAGING = "/tmp"
@@ -59,9 +59,9 @@ class RootPlan:
     tmpfs_inodes: int
     box_uid: int
     box_gid: int
-    # The program runs as cell root, the caller's own host uid (no subordinate
-    # ids): host entries only the caller may read are hidden (images.py).
-    hide_private: bool = False
+    # (host dir, entries beneath it) the program may not see: where it runs as
+    # the caller's own host uid, what only the caller may read (images.py).
+    hidden: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 def build_root(plan: RootPlan) -> list[str]:
@@ -85,10 +85,10 @@ def build_root(plan: RootPlan) -> list[str]:
         "cellblock-root", root, "overlay", libc.MS_NOSUID | libc.MS_NODEV,
         f"lowerdir={':'.join(lowers)},upperdir={upper},workdir={work},userxattr",
     )
+    hidden = dict(plan.hidden)
     bound = [host_dir for host_dir in plan.image.host_dirs
              if not _show_host_dir(sources[host_dir], root + host_dir,
-                                   f"{STAGING}/mask{host_dir}", plan.hide_private
-                                   and host_dir in PRIVATE_SCAN)]
+                                   f"{STAGING}/mask{host_dir}", hidden.get(host_dir, ()))]
     for fd in sources.values():
         os.close(fd)
 
@@ -105,12 +105,11 @@ def _fd_path(fd: int) -> str:
     return f"/proc/self/fd/{fd}"
 
 
-def _show_host_dir(source: int, target: str, mask: str, hide_private: bool) -> bool:
+def _show_host_dir(source: int, target: str, mask: str, hidden: tuple[str, ...]) -> bool:
     """The host directory pinned at fd `source`, read-only at `target`: an
     overlay of it below `mask` (made here, with a whiteout for each entry to
     hide). False if it had to be a bind mount instead (mounts beneath it); the
     entries to hide are then covered by empty read-only binds."""
-    hidden = private_entries(source) if hide_private else []
     _make_dirs(mask)
     for relative in hidden:
         _make_dirs(os.path.dirname(f"{mask}/{relative}"))

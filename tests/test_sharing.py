@@ -507,3 +507,28 @@ def test_where_the_listener_cannot_be_handed_over_locks_are_refused_and_said(cel
     assert (result.status, result.stdout.strip()) == ("OK", str(errno.ENOSYS)), result
     assert any("byte-range locks are refused (ENOSYS)" in d for d in result.degraded), \
         result.degraded
+
+
+def test_the_caller_s_private_entries_are_found_again_after_a_change(tmp_path):
+    """A process walks a directory for the caller's private entries once, then
+    watches it: a file made private later (created readable, then chmod-ed:
+    the usual way to write a secret) is hidden from the next cell."""
+    from sandbox import images
+
+    top = tmp_path / "etc"
+    (top / "sub").mkdir(parents=True)
+    key = top / "sub" / "key"
+    key.write_text("x")
+    key.chmod(0o644)
+    public = top / "public"
+    public.write_text("y")
+    public.chmod(0o644)
+    assert images.private_entries(str(top)) == ()
+    key.chmod(0o600)
+    assert images.private_entries(str(top)) == ("sub/key",)
+    late = top / "late"
+    late.write_text("z")
+    late.chmod(0o640)
+    assert set(images.private_entries(str(top))) == {"sub/key", "late"}
+    (top / "sub").chmod(0o700)  # a directory others may not enter hides what is in it
+    assert set(images.private_entries(str(top))) == {"sub", "late"}
