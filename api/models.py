@@ -1,4 +1,4 @@
-"""Request and response bodies of /v1 (CONTRACT.md section 3), and their checks.
+"""Request and response bodies of /v1 (docs/contract.md, section 4), and their checks.
 
 Pydantic checks shapes and types; `normalize` checks what depends on the
 configuration (caps) and turns a request into what worker/jobs.py judges.

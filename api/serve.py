@@ -153,7 +153,7 @@ def stop_workers(process: subprocess.Popen, grace: float) -> None:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "serve", help="run the HTTP API (and, without REDIS_URL, its own Redis and workers)",
-        description="Serve the HTTP API of CONTRACT.md section 3. Without REDIS_URL it also "
+        description="Serve the HTTP API of docs/contract.md (section 4). Without REDIS_URL it also "
         "starts a private Redis (unix socket, append-only file) and workers, and stops them "
         "on exit; with REDIS_URL it serves the API alone.",
     )

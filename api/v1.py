@@ -1,4 +1,4 @@
-"""The /v1 endpoints (CONTRACT.md section 3), plus /metrics."""
+"""The /v1 endpoints (docs/contract.md, section 4), plus /metrics."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@
 
 Each figure the cell reports is set against what the program really did, with
 the bare program (no cell, measured with wait4's rusage) in the same run as the
-reference. Bounds (issue 3); each line says `ok` or `OUT OF BOUNDS`:
+reference. Bounds (bench/README.md); each line says `ok` or `OUT OF BOUNDS`:
 
     mem64      a C program that mallocs and touches 64 MiB     memory in [64, 67] MiB
     hello      a static C hello world                          memory < 2 MiB

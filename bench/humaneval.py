@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/humaneval.py [--jobs N] [--time S] [--json]
 
-The 164 problems of ../shared/data/humaneval/HumanEval.jsonl.gz, each run as
+The 164 problems of bench/data/humaneval/HumanEval.jsonl.gz (MIT, OpenAI), each run as
 one program `prompt + solution + test + check(entry_point)` through the batch
 judge (worker/batch.py: `jobs` worker processes, one cell per program), twice:
 
@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 DATA = Path(os.environ.get("CELLBLOCK_HUMANEVAL",
-                           REPO.parent / "shared" / "data" / "humaneval" / "HumanEval.jsonl.gz"))
+                           REPO / "bench" / "data" / "humaneval" / "HumanEval.jsonl.gz"))
 BROKEN_KINDS = ("return-none", "raise", "exit-early", "other-solution", "endless-loop")
 
 

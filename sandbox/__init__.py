@@ -4,7 +4,7 @@
     result = run(["python3", "-c", "print(1)"], time=1.0, memory="256M", stdin=b"")
     result.status, result.stdout, result.time, result.memory, result.oom_killed
 
-This package knows nothing of judging; see CONTRACT.md sections 0 and 1.
+This package knows nothing of judging; see docs/contract.md, section 1.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Files across the cell's wall: stdin, captured output, copy-in and copy-out.
 
-The rules (RESEARCH.md rules 1-3, Judge0 CVE-2024-28185/28189): the host never
+The rules (SECURITY.md rules 1-3; Judge0's CVE-2024-28185/28189): the host never
 opens a path inside the cell by name. Inputs are opened on the host side by the
 caller's own rights and handed over as file descriptors; the cell's init writes
 them into /box with O_CREAT|O_EXCL|O_NOFOLLOW before the program starts.

@@ -1,7 +1,7 @@
 """Landlock: the program opens nothing but its own cell's files, enforced per process.
 
 The mount namespace already decides what the cell can see by path. Landlock is
-the second wall (rule 15, best effort by ABI), applied by the program's process
+the second wall (SECURITY.md rule 15, best effort by ABI), applied by the program's process
 itself (spawn.c) after no_new_privs and before the seccomp filter, so it covers
 the program and everything it starts, and nothing of the init. One rule: every
 right beneath the cell's root "/" (the root stays as writable as the contract
@@ -9,7 +9,7 @@ says: /box, /tmp, /dev/shm, and for cell root the overlay's root), but making
 device nodes. Anything not beneath that root is refused, whatever way the
 program reaches it: a host file it was given as a descriptor and reopens
 through /proc/self/fd (to read what was there, or truncate it), or the files
-beneath a host directory that a descriptor leak handed it (rule 4 is the first
+beneath a host directory that a descriptor leak handed it (SECURITY.md rule 4 is the first
 wall against that; this is the second). Pipes and memfds (its stdin, stdout and
 stderr) are internal files Landlock always allows, and descriptors the program
 was given stay usable as they are: Landlock checks opens. With ABI 6, abstract

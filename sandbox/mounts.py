@@ -213,7 +213,7 @@ def _pivot_into(root: str) -> None:
     libc.pivot_root(".", ".")
     libc.umount2(".", libc.MNT_DETACH)
     os.chdir("/box")
-    if os.getcwd() != "/box":  # rule 5: verify where we are after chdir
+    if os.getcwd() != "/box":  # SECURITY.md rule 5: verify where we are after chdir
         raise OSError("the cell's working directory is not /box after pivot_root")
 
 

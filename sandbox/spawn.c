@@ -7,7 +7,7 @@
  * joined the run's cgroup (it must, before the first instruction of the
  * user's program), the copy, the faults and the teardown are charged to the
  * cell: milliseconds of CPU and megabytes that the program never used
- * (RESEARCH.md lesson 6). A clone(CLONE_VM) child copies nothing; it runs only
+ * (a page is charged to the cgroup of the process that touches it). A clone(CLONE_VM) child copies nothing; it runs only
  * the code below, on its own small stack, and touches no other memory of the
  * init but the struct it was given (pages of a shared mm are charged to the
  * mm's owner, the init, outside the cell).
@@ -339,7 +339,7 @@ static int child(void *arg)
     while (__atomic_load_n(&a->go, __ATOMIC_ACQUIRE) == 0)
         sys6(SYS_futex, (long)&a->go, FUTEX_WAIT_PRIVATE, 0, 0, 0, 0);
 
-    /* Phase 2: the cell is ready. Rule 5: check where we are. The root moved
+    /* Phase 2: the cell is ready. SECURITY.md rule 5: check where we are. The root moved
      * with the init's pivot_root; make sure, then enter the working directory. */
     struct stat st;
     check(a, CB_ROOT, sys6(SYS_newfstatat, AT_FDCWD, (long)"/", (long)&st, 0, 0, 0));

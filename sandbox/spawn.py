@@ -3,8 +3,8 @@
 The steps from clone to execve run in C (`spawn.c`, built next to this file
 as `_spawn*.so` by `scripts/install` or by pip) in a clone(CLONE_VM) child: no
 page of the interpreter is copied, faulted or torn down on the program's
-account, so the run's cgroup sees the program and nothing else (issue 3:
-figures that tell the truth), and the start costs a fraction of a Python fork.
+account, so the run's cgroup sees the program and nothing else (figures
+that tell the truth), and the start costs a fraction of a Python fork.
 
     pending = prepare_program(start, [stdin, stdout, stderr], cgroup_procs_fds)
     ...   # the child joins the run's cgroup meanwhile (a slow task migration)
@@ -222,7 +222,7 @@ def prepare_program(
     (v2, when the kernel lets us) or else writes itself into each of `join_fds`
     (cgroup.procs), empties its bounding set and waits. It holds copies of the fds:
     the caller may close its own at once. After `go` it runs with cwd `cwd` (checked
-    to be in the root the caller has then, rule 5)."""
+    to be in the root the caller has then, SECURITY.md rule 5)."""
     lib = _lib
     if lib is None:
         raise SpawnUnavailable("spawn.load() was not called before the cell was made")

@@ -1,6 +1,6 @@
 """What a run asks for (RunSpec, Limits) and what it got (RunResult, Status).
 
-The names here are the public contract (CONTRACT.md section 1): they may be
+The names here are the public contract (docs/contract.md, sections 1 and 3): they may be
 extended, never renamed.
 """
 

@@ -8,7 +8,7 @@ shows up as status SV (death by SIGSYS) instead of output.
 
 Bare runs happen as root or as the unprivileged test user (`runuser`), whichever
 makes the attack meaningful; anything they leave behind on the host is removed.
-See /work/shared/research/anchors-sandboxes.md ("Rules for our sandbox", section 4).
+SECURITY.md has the rules these attacks test ("The rules").
 """
 
 from __future__ import annotations
@@ -387,7 +387,7 @@ def test_landlock_refuses_reopening_a_host_file_given_as_stdout(program, tmp_pat
 
 @needs_landlock
 def test_landlock_refuses_files_beneath_a_leaked_host_directory(program, tmp_path, monkeypatch):
-    # Rule 4 closes every inherited descriptor; were a host directory's to reach
+    # SECURITY.md rule 4 closes every inherited descriptor; were a host directory's to reach
     # the program anyway, nothing beneath it may open: openat through it, or a path
     # through its /proc/self/fd link.
     from sandbox import landlock
@@ -505,7 +505,7 @@ def test_nested_userns_refused(cell, program, bare, mode, expected):
 
 def test_nested_userns_refused_even_where_the_profile_allows_it(
         cell, program, bare, scratch_dir, monkeypatch):
-    # Rule 16's second half: the cell's own user.max_user_namespaces is 0, so a
+    # SECURITY.md rule 16, its second half: the cell's own user.max_user_namespaces is 0, so a
     # caller's permissive seccomp profile does not open nested user namespaces.
     profile = scratch_dir / "allow-all.json"
     profile.write_text(json.dumps({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
@@ -878,7 +878,7 @@ def test_environment_not_leaked(cell, program, bare, monkeypatch):
 
 
 def test_live_cells_never_share_host_ids():
-    # Rule 11: two cells alive at once run as different host uids, so a program
+    # SECURITY.md rule 11: two cells alive at once run as different host uids, so a program
     # that got out of its cell with its host uid would own nothing of another's.
     # The attack is made from the host, as the first cell's program's host uid,
     # on the second cell's program: signal 0 (kill's permission check). The

@@ -340,7 +340,7 @@ def test_interactive_as_an_unprivileged_user(test_user: pwd.struct_passwd) -> No
 
 
 def test_compiled_artifacts_are_read_only_in_runs() -> None:
-    """The artifact is carried read-only into every test run (issue 4): the run
+    """The artifact is carried read-only into every test run : the run
     owns its program file but cannot chmod (nor write) it; its source is not copied."""
     import sandbox
     from worker.compiler import compile_program

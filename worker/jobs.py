@@ -6,7 +6,7 @@ process is unsafe). It reads the request the API validated from Redis, judges
 it, and finishes the submission with a TTL. Whatever goes wrong inside the
 judging ends as verdict IE with a message, never as a silent failure.
 
-A request (what the API stores; CONTRACT.md section 3):
+A request (what the API stores; docs/contract.md, section 4):
 
     {"language": "python3", "source": "...",
      "tests": [{"name", "input", "output", "score"}] | null,

@@ -1,6 +1,6 @@
 """What judging produces: a verdict per test and for the whole submission.
 
-The names are CONTRACT.md section 2 (JudgeResult); fields beyond the
+The names are docs/contract.md, section 3 (JudgeResult); fields beyond the
 contract's are extensions and are never renamed once added.
 """
 
