@@ -57,7 +57,8 @@ def run(
         image=image,
         seccomp=seccomp,
         env=dict(env or {}),
-        readonly=readonly if isinstance(readonly, str) else tuple(readonly),
+        # One string is passed on as it is: RunSpec refuses it with a clear error.
+        readonly=readonly if isinstance(readonly, str) else tuple(readonly),  # type: ignore[arg-type]
     )
     return run_spec(spec)
 

@@ -243,7 +243,7 @@ def _run_cell(spec: RunSpec) -> RunResult:
         # 3. The run goes to its init; our copies of the cell's ends go now, or
         #    the pipes would never see EOF.
         try:
-            made = warm.take(birth)
+            made = typing.cast(MadeCell | None, warm.take(birth))
             if made is not None:
                 try:
                     made.host.send_launch(launch, sent)
@@ -623,7 +623,7 @@ def _init(birth: Birth, cell: Channel, alive_r: int | None) -> None:
         finally:
             locks.close(started.listener)
         files.send_box_files(box, cell, launch.copy_out, launch.file_size)
-        report = {
+        report: dict[str, object] = {
             "wait_status": done.wait_status,
             "start": done.start,
             "end": done.end,

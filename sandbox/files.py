@@ -168,7 +168,7 @@ def send_box_files(box: int, channel: Channel, paths: tuple[str, ...], max_size:
                               os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC,
                               _RESOLVE)
         except OSError as e:
-            channel.send("file", path=path, error=f"cannot open: {os.strerror(e.errno)}")
+            channel.send("file", path=path, error=f"cannot open: {os.strerror(e.errno or 0)}")
             continue
         try:
             st = os.fstat(fd)
@@ -185,7 +185,7 @@ def send_box_files(box: int, channel: Channel, paths: tuple[str, ...], max_size:
             channel.send("file", path=path, size=len(data[:max_size]))
             channel.send_data(data[:max_size])
         except OSError as e:
-            channel.send("file", path=path, error=f"cannot read: {os.strerror(e.errno)}")
+            channel.send("file", path=path, error=f"cannot read: {os.strerror(e.errno or 0)}")
         finally:
             os.close(fd)
 

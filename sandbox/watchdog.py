@@ -57,8 +57,9 @@ def watch(
     output_limit: int,
     meter: CpuMeter | None = None,
 ) -> Observed:
-    seen = Observed(stdout=OutputBuffer(output_limit), stderr=OutputBuffer(output_limit))
-    buffers = {stdout_fd: seen.stdout, stderr_fd: seen.stderr}
+    stdout, stderr = OutputBuffer(output_limit), OutputBuffer(output_limit)
+    seen = Observed(stdout=stdout, stderr=stderr)
+    buffers = {stdout_fd: stdout, stderr_fd: stderr}
     selector = selectors.DefaultSelector()
     for fd in buffers:
         os.set_blocking(fd, False)
@@ -101,18 +102,18 @@ def watch(
                         continue
                     pending_file = _take(message, seen, pending_file)
                     continue
-                fd = key.fileobj
-                assert isinstance(fd, int)
+                stream = key.fileobj
+                assert isinstance(stream, int)
                 try:
-                    data = os.read(fd, 1 << 16)
+                    data = os.read(stream, 1 << 16)
                 except BlockingIOError:
                     continue
                 if not data:
-                    selector.unregister(fd)
-                    del buffers[fd]
+                    selector.unregister(stream)
+                    del buffers[stream]
                     continue
-                buffers[fd].feed(data)
-                if buffers[fd].truncated:
+                buffers[stream].feed(data)
+                if buffers[stream].truncated:
                     end_cell("output")
             if killed_at is None and seen.report is None:
                 now = time.monotonic()
