@@ -1,11 +1,11 @@
 """`cellblock`: the command line. Each subcommand imports only what it needs.
 
-    cellblock run [OPTIONS] -- COMMAND [ARGS...]   one command in a fresh cell
-    cellblock doctor [--json]                       what this host allows
-    cellblock judge SOURCE --tests DIR [OPTIONS]    compile once, run tests, verdicts
-    cellblock languages [--json]                    the languages installed here
-    cellblock serve [--host H] [--port P]           the HTTP API (+ its own Redis and workers)
-    cellblock worker [--redis-url URL] [--cells N]  RQ workers judging queued submissions
+cellblock run [OPTIONS] -- COMMAND [ARGS...]   one command in a fresh cell
+cellblock doctor [--json]                       what this host allows
+cellblock judge SOURCE --tests DIR [OPTIONS]    compile once, run tests, verdicts
+cellblock languages [--json]                    the languages installed here
+cellblock serve [--host H] [--port P]           the HTTP API (+ its own Redis and workers)
+cellblock worker [--redis-url URL] [--cells N]  RQ workers judging queued submissions
 """
 
 from __future__ import annotations
@@ -44,17 +44,37 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tmpfs-size", metavar="SIZE", help="writable space (default: memory limit)")
     p.add_argument("--cpus", metavar="N", help="CPU quota in cores, e.g. 0.5 (default: none)")
     p.add_argument("--stdin", metavar="FILE", help="file fed to standard input (default: empty)")
-    p.add_argument("--copy-in", metavar="SRC:DEST", action="append", default=[],
-                   help="host file copied to /box/DEST before the start (repeatable)")
-    p.add_argument("--copy-out", metavar="PATH", action="append", default=[],
-                   help="file under /box copied into --out-dir after the run (repeatable)")
-    p.add_argument("--readonly", metavar="PATH", action="append", default=[],
-                   help="a --copy-in DEST the program may not change (repeatable)")
+    p.add_argument(
+        "--copy-in",
+        metavar="SRC:DEST",
+        action="append",
+        default=[],
+        help="host file copied to /box/DEST before the start (repeatable)",
+    )
+    p.add_argument(
+        "--copy-out",
+        metavar="PATH",
+        action="append",
+        default=[],
+        help="file under /box copied into --out-dir after the run (repeatable)",
+    )
+    p.add_argument(
+        "--readonly",
+        metavar="PATH",
+        action="append",
+        default=[],
+        help="a --copy-in DEST the program may not change (repeatable)",
+    )
     p.add_argument("--out-dir", metavar="DIR", default=".", help="where --copy-out files go")
     p.add_argument("--image", default="host", help="root filesystem image (default host)")
     p.add_argument("--seccomp", default="default", help="seccomp profile name or path")
-    p.add_argument("--env", metavar="K=V", action="append", default=[],
-                   help="environment variable (repeatable)")
+    p.add_argument(
+        "--env",
+        metavar="K=V",
+        action="append",
+        default=[],
+        help="environment variable (repeatable)",
+    )
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
 
 
@@ -79,16 +99,27 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 raise SpecError(f"--copy-in: {item!r} is not SRC:DEST")
             copy_in[dest] = src
         limits = Limits.build(
-            time=args.time, wall_time=args.wall_time, memory=args.memory, pids=args.pids,
-            output_limit=args.output_limit, file_size=args.file_size,
-            open_files=args.open_files, stack=args.stack, tmpfs_size=args.tmpfs_size,
+            time=args.time,
+            wall_time=args.wall_time,
+            memory=args.memory,
+            pids=args.pids,
+            output_limit=args.output_limit,
+            file_size=args.file_size,
+            open_files=args.open_files,
+            stack=args.stack,
+            tmpfs_size=args.tmpfs_size,
             cpus=args.cpus,
         )
         spec = RunSpec(
-            argv=tuple(command), limits=limits,
+            argv=tuple(command),
+            limits=limits,
             stdin=Path(args.stdin) if args.stdin else None,
-            copy_in=copy_in, copy_out=tuple(args.copy_out), image=args.image,
-            seccomp=args.seccomp, env=env, readonly=tuple(args.readonly),
+            copy_in=copy_in,
+            copy_out=tuple(args.copy_out),
+            image=args.image,
+            seccomp=args.seccomp,
+            env=env,
+            readonly=tuple(args.readonly),
         )
         out_dir = Path(args.out_dir)
         if spec.copy_out and not out_dir.is_dir():
@@ -116,8 +147,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if entry not in result.message:
             print(f"cellblock: degraded: {entry}", file=sys.stderr)
     for path in missing:
-        print(f"cellblock: --copy-out {path}: not copied (missing or not a regular file)",
-              file=sys.stderr)
+        print(
+            f"cellblock: --copy-out {path}: not copied (missing or not a regular file)",
+            file=sys.stderr,
+        )
     if result.status == Status.IE:
         return EXIT_INTERNAL
     if result.status == Status.TLE:
@@ -140,8 +173,9 @@ def _write_out(out_dir: Path, relative: str, data: bytes) -> None:
             child = os.open(part, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=current)
             os.close(current)
             current = child
-        fd = os.open(parts[-1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644,
-                     dir_fd=current)
+        fd = os.open(
+            parts[-1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644, dir_fd=current
+        )
         with os.fdopen(fd, "wb") as out:
             out.write(data)
     finally:
@@ -158,7 +192,8 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
 def _setup_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "setup", help="as root: prepare USER to run cells with every protection (run once)",
+        "setup",
+        help="as root: prepare USER to run cells with every protection (run once)",
         description="Give USER a cgroup subtree of its own so that its workers run cells "
         "with every limit, unprivileged (cgroup v2: /sys/fs/cgroup/cellblock/USER; "
         "v1: /sys/fs/cgroup/<controller>/cellblock/USER), and, if it has none, a range of "
@@ -244,8 +279,10 @@ def main(argv: list[str] | None = None) -> int:
     doctor = sub.add_parser("doctor", help="check what this host allows and how to fix it")
     doctor.add_argument("--json", action="store_true", help="print the report as JSON")
     _setup_parser(sub)
-    for names, build in ((("judge", "languages"), _judge_parsers),
-                         (("serve", "worker"), _service_parsers)):
+    for names, build in (
+        (("judge", "languages"), _judge_parsers),
+        (("serve", "worker"), _service_parsers),
+    ):
         if chosen in (None, *names) or chosen not in _COMMANDS:
             build(sub)
         else:

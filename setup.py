@@ -7,5 +7,10 @@ before execve are in C.
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("sandbox._spawn", ["sandbox/spawn.c", "sandbox/locks.c"],
-                                   extra_compile_args=["-Wall"])])
+setup(
+    ext_modules=[
+        Extension(
+            "sandbox._spawn", ["sandbox/spawn.c", "sandbox/locks.c"], extra_compile_args=["-Wall"]
+        )
+    ]
+)

@@ -64,7 +64,9 @@ def create_app(settings: Settings | None = None, timing: Timing | None = None) -
             await state.aredis.aclose()
 
     app = FastAPI(
-        title="cellblock", version="0.1.0", lifespan=lifespan,
+        title="cellblock",
+        version="0.1.0",
+        lifespan=lifespan,
         description="Rootless sandbox service: submissions are judged in cells by workers. "
         "Judge0 1.13 clients: use the base URL /judge0.",
     )
@@ -99,15 +101,23 @@ def _install_handlers(app: FastAPI) -> None:
     async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
         # FastAPI's default echoes the input; an echoed NaN or lone surrogate
         # cannot be serialised and turns the 422 into a 500. Name the field only.
-        detail = [{"loc": [p if isinstance(p, int) else str(p) for p in e.get("loc", ())],
-                   "msg": str(e.get("msg", "invalid")), "type": str(e.get("type", "invalid"))}
-                  for e in error.errors()]
+        detail = [
+            {
+                "loc": [p if isinstance(p, int) else str(p) for p in e.get("loc", ())],
+                "msg": str(e.get("msg", "invalid")),
+                "type": str(e.get("type", "invalid")),
+            }
+            for e in error.errors()
+        ]
         return _error(request, 422, detail)
 
     @app.exception_handler(RequestInvalid)
     async def refused(request: Request, error: RequestInvalid) -> JSONResponse:
-        return _error(request, error.status,
-                      [{"loc": list(error.loc), "msg": error.msg, "type": "value_error"}])
+        return _error(
+            request,
+            error.status,
+            [{"loc": list(error.loc), "msg": error.msg, "type": "value_error"}],
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
@@ -119,8 +129,9 @@ def _install_handlers(app: FastAPI) -> None:
         return _error(request, 503, "the queue (Redis) is unavailable; try again")
 
 
-def _error(request: Request, status: int, detail: Any,
-           headers: dict[str, str] | None = None) -> JSONResponse:
+def _error(
+    request: Request, status: int, detail: Any, headers: dict[str, str] | None = None
+) -> JSONResponse:
     body: dict[str, Any] = {"detail": detail}
     if request.url.path.startswith("/judge0") and isinstance(detail, list):
         # Judge0's clients read {"field": ["message"]}; keep both shapes.
@@ -171,11 +182,27 @@ class BodyLimit:
 
 
 async def _send_413(send: Any, limit: int) -> None:
-    body = json.dumps({"detail": [{"loc": ["body"], "type": "too_large",
-                                   "msg": f"request body larger than {limit} bytes"}]}).encode()
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())]})
+    body = json.dumps(
+        {
+            "detail": [
+                {
+                    "loc": ["body"],
+                    "type": "too_large",
+                    "msg": f"request body larger than {limit} bytes",
+                }
+            ]
+        }
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 

@@ -48,16 +48,18 @@ async def authenticate(request: Request, cost: int = 1) -> Principal:
     keys = state.settings.api_keys
     if keys:
         given = _key_of(request)
-        if given is None or not any(hmac.compare_digest(given.encode(), k.encode())
-                                    for k in keys):
-            raise HTTPException(401, "a valid API key is required (Authorization: Bearer KEY "
-                                "or X-Auth-Token: KEY)",
-                                headers={"WWW-Authenticate": "Bearer"})
+        if given is None or not any(hmac.compare_digest(given.encode(), k.encode()) for k in keys):
+            raise HTTPException(
+                401,
+                "a valid API key is required (Authorization: Bearer KEY or X-Auth-Token: KEY)",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         principal = Principal("key:" + hashlib.sha256(given.encode()).hexdigest()[:16])
     else:
         if not _loopback(request.client.host if request.client else None):
-            raise HTTPException(403, "no API keys are configured: this service answers "
-                                "loopback clients only")
+            raise HTTPException(
+                403, "no API keys are configured: this service answers loopback clients only"
+            )
         principal = Principal("local")
     await rate_limit(request, principal, cost)
     return principal
@@ -76,9 +78,11 @@ async def rate_limit(request: Request, principal: Principal, cost: int = 1) -> N
         used, _ = await pipe.execute()
     if used > settings.rate_limit:
         retry = settings.rate_window - int(time.time()) % settings.rate_window
-        raise HTTPException(429, f"rate limit: {settings.rate_limit} requests per "
-                            f"{settings.rate_window} s for this key",
-                            headers={"Retry-After": str(retry)})
+        raise HTTPException(
+            429,
+            f"rate limit: {settings.rate_limit} requests per {settings.rate_window} s for this key",
+            headers={"Retry-After": str(retry)},
+        )
 
 
 async def caller(request: Request) -> Principal:

@@ -82,7 +82,8 @@ async def resolve_allowed(url: str, settings: Settings) -> str:
     if refused:
         raise CallbackRefused(
             f"{host} resolves to a loopback, private or reserved address ({refused[0]}); "
-            "the operator can allow it with CELLBLOCK_CALLBACK_ALLOW")
+            "the operator can allow it with CELLBLOCK_CALLBACK_ALLOW"
+        )
     return addresses[0]
 
 
@@ -94,12 +95,16 @@ async def deliver(url: str, method: str, body: dict[str, Any], settings: Setting
     literal = f"[{address}]" if ":" in address else address
     pinned = urlunsplit((scheme, f"{literal}:{port}", parts.path or "/", parts.query, ""))
     default_port = (scheme == "https" and port == 443) or (scheme == "http" and port == 80)
-    headers = {"Host": host if default_port else f"{host}:{port}",
-               "User-Agent": "cellblock-callback"}
-    async with httpx.AsyncClient(timeout=settings.callback_timeout, follow_redirects=False,
-                                 trust_env=False) as client:
-        response = await client.request(method, pinned, json=body, headers=headers,
-                                        extensions={"sni_hostname": host})
+    headers = {
+        "Host": host if default_port else f"{host}:{port}",
+        "User-Agent": "cellblock-callback",
+    }
+    async with httpx.AsyncClient(
+        timeout=settings.callback_timeout, follow_redirects=False, trust_env=False
+    ) as client:
+        response = await client.request(
+            method, pinned, json=body, headers=headers, extensions={"sni_hostname": host}
+        )
     if not 200 <= response.status_code < 300:
         raise RuntimeError(f"HTTP {response.status_code}")
     return f"delivered (HTTP {response.status_code})"
@@ -111,8 +116,9 @@ Render = Callable[[dict[str, Any]], tuple[str, dict[str, Any]]]
 class Dispatcher(BackgroundLoop):
     """Pops finished ids and delivers their callbacks (a task in each API process)."""
 
-    def __init__(self, connection: aioredis.Redis, settings: Settings, render: Render,
-                 concurrency: int = 16) -> None:
+    def __init__(
+        self, connection: aioredis.Redis, settings: Settings, render: Render, concurrency: int = 16
+    ) -> None:
         super().__init__()
         self.redis = connection
         self.settings = settings
@@ -147,8 +153,9 @@ class Dispatcher(BackgroundLoop):
         self.slots.release()
 
     async def _promote_due(self) -> None:
-        for raw in await self.redis.zrangebyscore(CALLBACKS_RETRY, "-inf", time.time(),
-                                                  start=0, num=100):
+        for raw in await self.redis.zrangebyscore(
+            CALLBACKS_RETRY, "-inf", time.time(), start=0, num=100
+        ):
             if await self.redis.zrem(CALLBACKS_RETRY, raw):
                 await self.redis.rpush(CALLBACKS, raw)
 
@@ -169,10 +176,10 @@ class Dispatcher(BackgroundLoop):
                 await self.redis.hset(key, "callback_status", f"retrying: {reason}")
                 await self.redis.zadd(CALLBACKS_RETRY, {sub_id: time.time() + delay})
             else:
-                await self.redis.hset(key, "callback_status",
-                                      f"failed after {tries} tries: {reason}")
+                await self.redis.hset(
+                    key, "callback_status", f"failed after {tries} tries: {reason}"
+                )
                 await self.redis.hincrby("cb:metrics", "callbacks_failed", 1)
             return
         await self.redis.hset(key, "callback_status", outcome)
         await self.redis.hincrby("cb:metrics", "callbacks_delivered", 1)
-

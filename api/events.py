@@ -87,8 +87,9 @@ class EventHub(BackgroundLoop):
                 if event.get("type") not in ("end", "reconnect"):
                     continue
 
-    async def stream(self, sub_id: str, after: int = 0,
-                     keepalive: float = 15.0) -> AsyncIterator[str]:
+    async def stream(
+        self, sub_id: str, after: int = 0, keepalive: float = 15.0
+    ) -> AsyncIterator[str]:
         """Server-Sent Events: the logged events after `after`, then live ones, until the end."""
         with self.listen(sub_id) as queue:
             last = after

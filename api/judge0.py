@@ -47,8 +47,12 @@ VERSION = "1.13.1"
 # Judge0 1.13 language id -> (cellblock language, Judge0's name for it).
 LANGUAGES: dict[int, tuple[str, str]] = {
     46: ("bash", "Bash (5.0.0)"),
-    48: ("c", "C (GCC 7.4.0)"), 49: ("c", "C (GCC 8.3.0)"), 50: ("c", "C (GCC 9.2.0)"),
-    52: ("cpp", "C++ (GCC 7.4.0)"), 53: ("cpp", "C++ (GCC 8.3.0)"), 54: ("cpp", "C++ (GCC 9.2.0)"),
+    48: ("c", "C (GCC 7.4.0)"),
+    49: ("c", "C (GCC 8.3.0)"),
+    50: ("c", "C (GCC 9.2.0)"),
+    52: ("cpp", "C++ (GCC 7.4.0)"),
+    53: ("cpp", "C++ (GCC 8.3.0)"),
+    54: ("cpp", "C++ (GCC 9.2.0)"),
     60: ("go", "Go (1.13.5)"),
     62: ("java", "Java (OpenJDK 13.0.1)"),
     63: ("javascript", "JavaScript (Node.js 12.14.0)"),
@@ -57,32 +61,83 @@ LANGUAGES: dict[int, tuple[str, str]] = {
 }
 
 STATUSES = {
-    1: "In Queue", 2: "Processing", 3: "Accepted", 4: "Wrong Answer",
-    5: "Time Limit Exceeded", 6: "Compilation Error", 7: "Runtime Error (SIGSEGV)",
-    8: "Runtime Error (SIGXFSZ)", 9: "Runtime Error (SIGFPE)", 10: "Runtime Error (SIGABRT)",
-    11: "Runtime Error (NZEC)", 12: "Runtime Error (Other)", 13: "Internal Error",
+    1: "In Queue",
+    2: "Processing",
+    3: "Accepted",
+    4: "Wrong Answer",
+    5: "Time Limit Exceeded",
+    6: "Compilation Error",
+    7: "Runtime Error (SIGSEGV)",
+    8: "Runtime Error (SIGXFSZ)",
+    9: "Runtime Error (SIGFPE)",
+    10: "Runtime Error (SIGABRT)",
+    11: "Runtime Error (NZEC)",
+    12: "Runtime Error (Other)",
+    13: "Internal Error",
     14: "Exec Format Error",
 }
 SIGNAL_STATUS = {11: 7, 25: 8, 8: 9, 6: 10}
 
-DEFAULT_FIELDS = ("stdout", "time", "memory", "stderr", "token", "compile_output", "message",
-                  "status")
+DEFAULT_FIELDS = (
+    "stdout",
+    "time",
+    "memory",
+    "stderr",
+    "token",
+    "compile_output",
+    "message",
+    "status",
+)
 ALL_FIELDS = (
-    "source_code", "language_id", "stdin", "expected_output", "stdout", "status_id",
-    "created_at", "finished_at", "time", "memory", "stderr", "token", "number_of_runs",
-    "cpu_time_limit", "cpu_extra_time", "wall_time_limit", "memory_limit", "stack_limit",
-    "max_processes_and_or_threads", "enable_per_process_and_thread_time_limit",
-    "enable_per_process_and_thread_memory_limit", "max_file_size", "compile_output",
-    "exit_code", "exit_signal", "message", "wall_time", "compiler_options",
-    "command_line_arguments", "redirect_stderr_to_stdout", "callback_url", "additional_files",
-    "enable_network", "status", "language",
+    "source_code",
+    "language_id",
+    "stdin",
+    "expected_output",
+    "stdout",
+    "status_id",
+    "created_at",
+    "finished_at",
+    "time",
+    "memory",
+    "stderr",
+    "token",
+    "number_of_runs",
+    "cpu_time_limit",
+    "cpu_extra_time",
+    "wall_time_limit",
+    "memory_limit",
+    "stack_limit",
+    "max_processes_and_or_threads",
+    "enable_per_process_and_thread_time_limit",
+    "enable_per_process_and_thread_memory_limit",
+    "max_file_size",
+    "compile_output",
+    "exit_code",
+    "exit_signal",
+    "message",
+    "wall_time",
+    "compiler_options",
+    "command_line_arguments",
+    "redirect_stderr_to_stdout",
+    "callback_url",
+    "additional_files",
+    "enable_network",
+    "status",
+    "language",
 )
 ENCODED = ("source_code", "stdin", "expected_output", "stdout", "stderr", "compile_output")
 
 # Judge0's defaults for what a submission leaves out.
-DEFAULTS = {"cpu_time_limit": 5.0, "cpu_extra_time": 1.0, "wall_time_limit": 10.0,
-            "memory_limit": 128000, "stack_limit": 64000, "max_processes_and_or_threads": 60,
-            "max_file_size": 1024, "number_of_runs": 1}
+DEFAULTS = {
+    "cpu_time_limit": 5.0,
+    "cpu_extra_time": 1.0,
+    "wall_time_limit": 10.0,
+    "memory_limit": 128000,
+    "stack_limit": 64000,
+    "max_processes_and_or_threads": 60,
+    "max_file_size": 1024,
+    "number_of_runs": 1,
+}
 
 
 class Judge0Submission(BaseModel):
@@ -126,12 +181,14 @@ def _decode(value: str | None, field: str, b64: bool, loc: tuple) -> str | None:
     return raw.decode("utf-8", errors="replace")
 
 
-def to_request(sub: Judge0Submission, settings: Settings, known: set[str], b64: bool,
-               loc: tuple = ("body",)) -> dict[str, Any]:
+def to_request(
+    sub: Judge0Submission, settings: Settings, known: set[str], b64: bool, loc: tuple = ("body",)
+) -> dict[str, Any]:
     """A Judge0 submission as the request worker/jobs.py judges (a single run)."""
     if sub.language_id not in LANGUAGES or LANGUAGES[sub.language_id][0] not in known:
-        raise RequestInvalid((*loc, "language_id"),
-                             f"language with id {sub.language_id} doesn't exist")
+        raise RequestInvalid(
+            (*loc, "language_id"), f"language with id {sub.language_id} doesn't exist"
+        )
     for name in ("enable_network", "redirect_stderr_to_stdout"):
         if getattr(sub, name):
             raise RequestInvalid((*loc, name), "not supported by this service")
@@ -144,32 +201,54 @@ def to_request(sub: Judge0Submission, settings: Settings, known: set[str], b64: 
     if not source:
         raise RequestInvalid((*loc, "source_code"), "can't be blank")
     if len(source.encode()) > settings.max_source:
-        raise RequestInvalid((*loc, "source_code"), f"larger than {settings.max_source} bytes",
-                             status=413)
+        raise RequestInvalid(
+            (*loc, "source_code"), f"larger than {settings.max_source} bytes", status=413
+        )
     stdin = _decode(sub.stdin, "stdin", b64, loc)
     expected = _decode(sub.expected_output, "expected_output", b64, loc)
     if len((stdin or "").encode()) + len((expected or "").encode()) > settings.max_test_data:
-        raise RequestInvalid((*loc, "stdin"), f"larger than {settings.max_test_data} bytes",
-                             status=413)
+        raise RequestInvalid(
+            (*loc, "stdin"), f"larger than {settings.max_test_data} bytes", status=413
+        )
     time_limit = sub.cpu_time_limit or DEFAULTS["cpu_time_limit"]
     wall = sub.wall_time_limit or max(DEFAULTS["wall_time_limit"], time_limit)
     memory_kb = sub.memory_limit or DEFAULTS["memory_limit"]
     if not math.isfinite(memory_kb * 1024):
         raise RequestInvalid((*loc, "memory_limit"), "too large")
-    names = {"time": "cpu_time_limit", "wall_time": "wall_time_limit",
-             "memory": "memory_limit", "pids": "max_processes_and_or_threads"}
+    names = {
+        "time": "cpu_time_limit",
+        "wall_time": "wall_time_limit",
+        "memory": "memory_limit",
+        "pids": "max_processes_and_or_threads",
+    }
     try:
-        limits = limits_dict(LimitsIn(
-            time=time_limit, wall_time=wall, memory=int(memory_kb * 1024),
-            pids=sub.max_processes_and_or_threads or DEFAULTS["max_processes_and_or_threads"],
-        ), settings, ("limits",))
+        limits = limits_dict(
+            LimitsIn(
+                time=time_limit,
+                wall_time=wall,
+                memory=int(memory_kb * 1024),
+                pids=sub.max_processes_and_or_threads or DEFAULTS["max_processes_and_or_threads"],
+            ),
+            settings,
+            ("limits",),
+        )
     except RequestInvalid as error:
         raise RequestInvalid((*loc, names.get(str(error.loc[-1]), "limits")), error.msg) from None
-    return {"language": LANGUAGES[sub.language_id][0], "source": source, "tests": None,
-            "stdin": stdin or "", "expected_output": expected, "checker": "lines",
-            "limits": limits, "stop_on_failure": False,
-            "judge0": {k: v for k, v in sub.model_dump().items()
-                       if k not in ("source_code", "stdin", "expected_output")}}
+    return {
+        "language": LANGUAGES[sub.language_id][0],
+        "source": source,
+        "tests": None,
+        "stdin": stdin or "",
+        "expected_output": expected,
+        "checker": "lines",
+        "limits": limits,
+        "stop_on_failure": False,
+        "judge0": {
+            k: v
+            for k, v in sub.model_dump().items()
+            if k not in ("source_code", "stdin", "expected_output")
+        },
+    }
 
 
 def _status(record: dict[str, Any]) -> int:
@@ -215,8 +294,7 @@ def render(record: dict[str, Any], fields: tuple[str, ...], b64: bool) -> dict[s
     test = (result.get("tests") or [{}])[0] if result else {}
     status_id = _status(record)
     compile_run = result.get("compile") or {}
-    compile_output = ((compile_run.get("stdout") or "") + (compile_run.get("stderr") or "")) \
-        or None
+    compile_output = ((compile_run.get("stdout") or "") + (compile_run.get("stderr") or "")) or None
     message = None
     if record["status"] == "failed":
         message = record.get("error") or "internal error"
@@ -243,21 +321,33 @@ def render(record: dict[str, Any], fields: tuple[str, ...], b64: bool) -> dict[s
         "created_at": _iso(record.get("created_at")),
         "finished_at": _iso(record.get("finished_at")) if done else None,
         "time": f"{test['time']:.3f}" if done and test.get("time") is not None else None,
-        "wall_time": (f"{test['wall_time']:.3f}" if done and test.get("wall_time") is not None
-                      else None),
-        "memory": (int(test["memory"]) // 1024 if done and test.get("memory") is not None
-                   else None),
+        "wall_time": (
+            f"{test['wall_time']:.3f}" if done and test.get("wall_time") is not None else None
+        ),
+        "memory": (
+            int(test["memory"]) // 1024 if done and test.get("memory") is not None else None
+        ),
         "cpu_time_limit": limits.get("time"),
         "wall_time_limit": limits.get("wall_time"),
         "memory_limit": (limits["memory"] // 1024) if limits.get("memory") else None,
         "max_processes_and_or_threads": limits.get("pids"),
         "callback_url": record.get("callback_url"),
-        **{k: extra.get(k, DEFAULTS.get(k)) for k in (
-            "cpu_extra_time", "stack_limit", "max_file_size", "number_of_runs",
-            "enable_per_process_and_thread_time_limit",
-            "enable_per_process_and_thread_memory_limit", "compiler_options",
-            "command_line_arguments", "redirect_stderr_to_stdout", "additional_files",
-            "enable_network")},
+        **{
+            k: extra.get(k, DEFAULTS.get(k))
+            for k in (
+                "cpu_extra_time",
+                "stack_limit",
+                "max_file_size",
+                "number_of_runs",
+                "enable_per_process_and_thread_time_limit",
+                "enable_per_process_and_thread_memory_limit",
+                "compiler_options",
+                "command_line_arguments",
+                "redirect_stderr_to_stdout",
+                "additional_files",
+                "enable_network",
+            )
+        },
     }
     out = {}
     for name in fields:
@@ -278,8 +368,9 @@ def parse_fields(fields: str | None) -> tuple[str, ...]:
     wanted = tuple(f.strip() for f in fields.split(",") if f.strip())
     unknown = [f for f in wanted if f not in ALL_FIELDS]
     if unknown:
-        raise RequestInvalid(("query", "fields"), f"invalid fields: {', '.join(unknown)}",
-                             status=400)
+        raise RequestInvalid(
+            ("query", "fields"), f"invalid fields: {', '.join(unknown)}", status=400
+        )
     return wanted
 
 
@@ -295,19 +386,30 @@ Base64 = Annotated[bool, Query(description="fields are base64 (as Judge0)")]
 Fields = Annotated[str | None, Query(description="comma-separated fields, or *")]
 
 
-async def _create(request: Request, sub: Judge0Submission, principal: Principal, b64: bool,
-                  loc: tuple = ("body",)) -> str:
+async def _create(
+    request: Request, sub: Judge0Submission, principal: Principal, b64: bool, loc: tuple = ("body",)
+) -> str:
     state = request.app.state
     stored = to_request(sub, state.settings, state.languages, b64, loc)
     await check_callback(request, sub.callback_url, (*loc, "callback_url"))
-    return await enqueue(request, stored, principal, kind="judge0", callback_url=sub.callback_url,
-                         extra={"judge0_base64": "1" if b64 else "0"})
+    return await enqueue(
+        request,
+        stored,
+        principal,
+        kind="judge0",
+        callback_url=sub.callback_url,
+        extra={"judge0_base64": "1" if b64 else "0"},
+    )
 
 
 @router.post("/submissions", status_code=201)
 async def create_submission(
-    request: Request, principal: Caller, submission: Judge0Submission,
-    base64_encoded: Base64 = False, wait: Annotated[bool, Query()] = False, fields: Fields = None,
+    request: Request,
+    principal: Caller,
+    submission: Judge0Submission,
+    base64_encoded: Base64 = False,
+    wait: Annotated[bool, Query()] = False,
+    fields: Fields = None,
 ) -> Any:
     wanted = parse_fields(fields)
     token = await _create(request, submission, principal, base64_encoded)
@@ -319,12 +421,14 @@ async def create_submission(
 
 
 @router.post("/submissions/batch", status_code=201)
-async def create_batch(request: Request, principal: Caller, batch: Judge0Batch,
-                       base64_encoded: Base64 = False) -> Any:
+async def create_batch(
+    request: Request, principal: Caller, batch: Judge0Batch, base64_encoded: Base64 = False
+) -> Any:
     settings = request.app.state.settings
     if not batch.submissions or len(batch.submissions) > settings.max_batch:
-        raise RequestInvalid(("body", "submissions"),
-                             f"between 1 and {settings.max_batch} submissions")
+        raise RequestInvalid(
+            ("body", "submissions"), f"between 1 and {settings.max_batch} submissions"
+        )
     await rate_limit(request, principal, len(batch.submissions) - 1)  # one was counted
     out: list[dict[str, Any]] = []
     for index, raw in enumerate(batch.submissions):
@@ -336,30 +440,42 @@ async def create_batch(request: Request, principal: Caller, batch: Judge0Batch,
             out.append({str(error.loc[-1]): [error.msg]})
         except ValueError as error:  # pydantic's ValidationError
             errors = getattr(error, "errors", lambda: [])()
-            out.append({str((e.get("loc") or ["error"])[-1]): [str(e.get("msg"))]
-                        for e in errors} or {"error": ["invalid submission"]})
+            out.append(
+                {str((e.get("loc") or ["error"])[-1]): [str(e.get("msg"))] for e in errors}
+                or {"error": ["invalid submission"]}
+            )
     return JSONResponse(out, status_code=201)
 
 
 @router.get("/submissions/batch")
 async def get_batch(
-    request: Request, principal: Caller, tokens: Annotated[str, Query(max_length=37 * 100)],
-    base64_encoded: Base64 = False, fields: Fields = None,
+    request: Request,
+    principal: Caller,
+    tokens: Annotated[str, Query(max_length=37 * 100)],
+    base64_encoded: Base64 = False,
+    fields: Fields = None,
 ) -> Any:
     wanted = parse_fields(fields)
     ids = [t.strip() for t in tokens.split(",") if t.strip()]
     if len(ids) > 100:
         raise RequestInvalid(("query", "tokens"), "at most 100 tokens")
     records = await run_in_threadpool(request.app.state.store.get_many, ids)
-    return {"submissions": [
-        render(r, wanted, base64_encoded)
-        if r is not None and r.get("owner") == principal.id and r.get("kind") == "judge0"
-        else None for r in records]}
+    return {
+        "submissions": [
+            render(r, wanted, base64_encoded)
+            if r is not None and r.get("owner") == principal.id and r.get("kind") == "judge0"
+            else None
+            for r in records
+        ]
+    }
 
 
 @router.get("/submissions")
 async def list_submissions(
-    request: Request, principal: Caller, base64_encoded: Base64 = False, fields: Fields = None,
+    request: Request,
+    principal: Caller,
+    base64_encoded: Base64 = False,
+    fields: Fields = None,
     page: Annotated[int, Query(ge=1, le=100000)] = 1,
     per_page: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> Any:
@@ -373,17 +489,26 @@ async def list_submissions(
     mine = [r for r in records if r is not None and r.get("owner") == principal.id]
     total = len(mine)
     pages = max(1, -(-total // per_page))
-    chunk = mine[(page - 1) * per_page: page * per_page]
-    return {"submissions": [render(r, wanted, base64_encoded) for r in chunk],
-            "meta": {"current_page": page, "next_page": page + 1 if page < pages else None,
-                     "prev_page": page - 1 if page > 1 else None, "total_pages": pages,
-                     "total_count": total}}
+    chunk = mine[(page - 1) * per_page : page * per_page]
+    return {
+        "submissions": [render(r, wanted, base64_encoded) for r in chunk],
+        "meta": {
+            "current_page": page,
+            "next_page": page + 1 if page < pages else None,
+            "prev_page": page - 1 if page > 1 else None,
+            "total_pages": pages,
+            "total_count": total,
+        },
+    }
 
 
 @router.get("/submissions/{token}")
 async def get_submission(
-    request: Request, principal: Caller, token: Annotated[str, Path(pattern=ID_PATTERN)],
-    base64_encoded: Base64 = False, fields: Fields = None,
+    request: Request,
+    principal: Caller,
+    token: Annotated[str, Path(pattern=ID_PATTERN)],
+    base64_encoded: Base64 = False,
+    fields: Fields = None,
 ) -> Any:
     wanted = parse_fields(fields)
     record = await owned(request, token, principal, kind="judge0")
@@ -402,18 +527,25 @@ async def languages(request: Request, principal: Caller) -> Any:
 
 @router.get("/languages/all")
 async def all_languages(request: Request, principal: Caller) -> Any:
-    return [{"id": jid, "name": LANGUAGES[jid][1], "is_archived": False}
-            for jid, _ in _language_rows(request)]
+    return [
+        {"id": jid, "name": LANGUAGES[jid][1], "is_archived": False}
+        for jid, _ in _language_rows(request)
+    ]
 
 
 @router.get("/languages/{language_id}")
 async def language(request: Request, principal: Caller, language_id: int) -> Any:
     for jid, lang in _language_rows(request):
         if jid == language_id:
-            return {"id": jid, "name": LANGUAGES[jid][1], "is_archived": False,
-                    "source_file": lang.source,
-                    "compile_cmd": " ".join(lang.compile) if lang.compile else None,
-                    "run_cmd": " ".join(lang.run), "cellblock_language": lang.id}
+            return {
+                "id": jid,
+                "name": LANGUAGES[jid][1],
+                "is_archived": False,
+                "source_file": lang.source,
+                "compile_cmd": " ".join(lang.compile) if lang.compile else None,
+                "run_cmd": " ".join(lang.run),
+                "cellblock_language": lang.id,
+            }
     raise HTTPException(404, f"language with id {language_id} doesn't exist")
 
 
@@ -424,9 +556,13 @@ async def statuses(principal: Caller) -> Any:
 
 @router.get("/about")
 async def about(principal: Caller) -> Any:
-    return {"version": VERSION, "homepage": "cellblock (Judge0-compatible API)",
-            "source_code": "cellblock", "maintainer": "cellblock",
-            "cellblock": "a rootless sandbox service speaking Judge0 1.13's API"}
+    return {
+        "version": VERSION,
+        "homepage": "cellblock (Judge0-compatible API)",
+        "source_code": "cellblock",
+        "maintainer": "cellblock",
+        "cellblock": "a rootless sandbox service speaking Judge0 1.13's API",
+    }
 
 
 @router.get("/version")
@@ -438,29 +574,44 @@ async def version(principal: Caller) -> Any:
 async def config_info(request: Request, principal: Caller) -> Any:
     settings = request.app.state.settings
     return {
-        "maintenance_mode": False, "enable_wait_result": True,
-        "enable_compiler_options": False, "allowed_languages_for_compile_options": [],
-        "enable_command_line_arguments": False, "enable_submission_delete": False,
-        "enable_callbacks": True, "callbacks_max_tries": settings.callback_tries,
+        "maintenance_mode": False,
+        "enable_wait_result": True,
+        "enable_compiler_options": False,
+        "allowed_languages_for_compile_options": [],
+        "enable_command_line_arguments": False,
+        "enable_submission_delete": False,
+        "enable_callbacks": True,
+        "callbacks_max_tries": settings.callback_tries,
         "callbacks_timeout": settings.callback_timeout,
-        "enable_additional_files": False, "max_queue_size": 10000,
-        "cpu_time_limit": DEFAULTS["cpu_time_limit"], "max_cpu_time_limit": settings.max_time,
-        "cpu_extra_time": DEFAULTS["cpu_extra_time"], "max_cpu_extra_time": 5.0,
+        "enable_additional_files": False,
+        "max_queue_size": 10000,
+        "cpu_time_limit": DEFAULTS["cpu_time_limit"],
+        "max_cpu_time_limit": settings.max_time,
+        "cpu_extra_time": DEFAULTS["cpu_extra_time"],
+        "max_cpu_extra_time": 5.0,
         "wall_time_limit": DEFAULTS["wall_time_limit"],
         "max_wall_time_limit": settings.max_wall_time,
-        "memory_limit": DEFAULTS["memory_limit"], "max_memory_limit": settings.max_memory // 1024,
-        "stack_limit": DEFAULTS["stack_limit"], "max_stack_limit": settings.max_memory // 1024,
+        "memory_limit": DEFAULTS["memory_limit"],
+        "max_memory_limit": settings.max_memory // 1024,
+        "stack_limit": DEFAULTS["stack_limit"],
+        "max_stack_limit": settings.max_memory // 1024,
         "max_processes_and_or_threads": DEFAULTS["max_processes_and_or_threads"],
         "max_max_processes_and_or_threads": settings.max_pids,
         "enable_per_process_and_thread_time_limit": False,
         "allow_enable_per_process_and_thread_time_limit": True,
         "enable_per_process_and_thread_memory_limit": False,
         "allow_enable_per_process_and_thread_memory_limit": True,
-        "max_file_size": DEFAULTS["max_file_size"], "max_max_file_size": 65536,
-        "number_of_runs": 1, "max_number_of_runs": 1,
-        "redirect_stderr_to_stdout": False, "max_extract_size": 0,
-        "enable_batched_submissions": True, "max_submission_batch_size": settings.max_batch,
-        "submission_cache_duration": 1.0, "use_docs_as_homepage": False,
-        "enable_network": False, "allow_enable_network": False,
+        "max_file_size": DEFAULTS["max_file_size"],
+        "max_max_file_size": 65536,
+        "number_of_runs": 1,
+        "max_number_of_runs": 1,
+        "redirect_stderr_to_stdout": False,
+        "max_extract_size": 0,
+        "enable_batched_submissions": True,
+        "max_submission_batch_size": settings.max_batch,
+        "submission_cache_duration": 1.0,
+        "use_docs_as_homepage": False,
+        "enable_network": False,
+        "allow_enable_network": False,
         "cellblock_time": time.time(),
     }

@@ -14,8 +14,9 @@ from rq.queue import Queue
 from worker.store import DURATION_BUCKETS, LEASES, METRICS, QUEUE
 
 
-def render(counters: dict[str, str], queued: int, running: int,
-           workers: list[dict[str, Any]]) -> str:
+def render(
+    counters: dict[str, str], queued: int, running: int, workers: list[dict[str, Any]]
+) -> str:
     def number(key: str) -> float:
         return float(counters.get(key, 0) or 0)
 
@@ -27,30 +28,56 @@ def render(counters: dict[str, str], queued: int, running: int,
         for labels, value in samples:
             out.append(f"{name}{labels} {value:g}")
 
-    metric("cellblock_queue_depth", "gauge", "Submissions waiting in the queue.",
-           [("", queued)])
-    metric("cellblock_running", "gauge", "Submissions being judged (leases held).",
-           [("", running)])
-    metric("cellblock_workers", "gauge", "Live workers (heartbeat seen).",
-           [("", len(workers))])
+    metric("cellblock_queue_depth", "gauge", "Submissions waiting in the queue.", [("", queued)])
+    metric("cellblock_running", "gauge", "Submissions being judged (leases held).", [("", running)])
+    metric("cellblock_workers", "gauge", "Live workers (heartbeat seen).", [("", len(workers))])
     contained = sum(1 for w in workers if (w.get("selfcheck") or {}).get("contained"))
-    metric("cellblock_workers_selfcheck_contained", "gauge",
-           "Live workers whose last escape self-check stayed contained.", [("", contained)])
-    metric("cellblock_submissions_total", "counter", "Submissions accepted.",
-           [("", number("submissions"))])
-    metric("cellblock_runs_total", "counter", "Cells run for submissions (compiles + tests).",
-           [("", number("runs"))])
-    metric("cellblock_finished_total", "counter", "Submissions finished, by status.",
-           [(f'{{status="{s}"}}', number(f"finished:{s}")) for s in ("done", "failed")])
+    metric(
+        "cellblock_workers_selfcheck_contained",
+        "gauge",
+        "Live workers whose last escape self-check stayed contained.",
+        [("", contained)],
+    )
+    metric(
+        "cellblock_submissions_total",
+        "counter",
+        "Submissions accepted.",
+        [("", number("submissions"))],
+    )
+    metric(
+        "cellblock_runs_total",
+        "counter",
+        "Cells run for submissions (compiles + tests).",
+        [("", number("runs"))],
+    )
+    metric(
+        "cellblock_finished_total",
+        "counter",
+        "Submissions finished, by status.",
+        [(f'{{status="{s}"}}', number(f"finished:{s}")) for s in ("done", "failed")],
+    )
     verdicts = sorted(k.split(":", 1)[1] for k in counters if k.startswith("verdict:"))
-    metric("cellblock_verdicts_total", "counter", "Finished submissions by verdict.",
-           [(f'{{verdict="{v}"}}', number(f"verdict:{v}")) for v in verdicts])
-    metric("cellblock_recovered_total", "counter",
-           "Runs presumed lost (worker killed) and queued again or failed.",
-           [("", number("recovered"))])
-    metric("cellblock_callbacks_total", "counter", "Callbacks by outcome.",
-           [('{outcome="delivered"}', number("callbacks_delivered")),
-            ('{outcome="failed"}', number("callbacks_failed"))])
+    metric(
+        "cellblock_verdicts_total",
+        "counter",
+        "Finished submissions by verdict.",
+        [(f'{{verdict="{v}"}}', number(f"verdict:{v}")) for v in verdicts],
+    )
+    metric(
+        "cellblock_recovered_total",
+        "counter",
+        "Runs presumed lost (worker killed) and queued again or failed.",
+        [("", number("recovered"))],
+    )
+    metric(
+        "cellblock_callbacks_total",
+        "counter",
+        "Callbacks by outcome.",
+        [
+            ('{outcome="delivered"}', number("callbacks_delivered")),
+            ('{outcome="failed"}', number("callbacks_failed")),
+        ],
+    )
     out.append("# HELP cellblock_judge_seconds Time a worker spent on a submission.")
     out.append("# TYPE cellblock_judge_seconds histogram")
     cumulative = 0.0

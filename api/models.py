@@ -66,14 +66,17 @@ class SubmissionIn(Strict):
     expected_output: Text | None = None
     tests: list[TestIn] | None = None
     checker: Text | CheckerProgram | None = Field(
-        None, description="exact, lines (default), tokens, float[:EPS], or {language, source}")
+        None, description="exact, lines (default), tokens, float[:EPS], or {language, source}"
+    )
     limits: LimitsIn | None = None
     callback_url: Text | None = Field(None, max_length=2048)
     stop_on_failure: bool = False
     feedback: Literal[FEEDBACK_LEVELS] = Field(  # type: ignore[valid-type]
-        DEFAULT_FEEDBACK, description="what the result reveals of the tests: none (verdicts "
+        DEFAULT_FEEDBACK,
+        description="what the result reveals of the tests: none (verdicts "
         "and figures), verdict (plus the checker's message without test data), diff (plus "
-        "where the output differs and the program's output)")
+        "where the output differs and the program's output)",
+    )
 
 
 class BatchIn(Strict):
@@ -111,8 +114,9 @@ class RequestInvalid(ValueError):
         self.status = status
 
 
-def limits_dict(limits: LimitsIn | None, settings: Settings,
-                loc: tuple[str | int, ...] = ("body", "limits")) -> dict[str, Any]:
+def limits_dict(
+    limits: LimitsIn | None, settings: Settings, loc: tuple[str | int, ...] = ("body", "limits")
+) -> dict[str, Any]:
     """Limits checked against the caps; sizes in bytes."""
     out: dict[str, Any] = {}
     if limits is None:
@@ -123,11 +127,14 @@ def limits_dict(limits: LimitsIn | None, settings: Settings,
         out["time"] = limits.time
     if limits.wall_time is not None:
         if limits.wall_time > settings.max_wall_time:
-            raise RequestInvalid((*loc, "wall_time"),
-                                 f"at most {settings.max_wall_time:g} seconds here")
+            raise RequestInvalid(
+                (*loc, "wall_time"), f"at most {settings.max_wall_time:g} seconds here"
+            )
         out["wall_time"] = limits.wall_time
-    for name, cap, low in (("memory", settings.max_memory, MIN_MEMORY),
-                           ("output", settings.max_output, 1)):
+    for name, cap, low in (
+        ("memory", settings.max_memory, MIN_MEMORY),
+        ("output", settings.max_output, 1),
+    ):
         value = getattr(limits, name)
         if value is None:
             continue
@@ -145,20 +152,27 @@ def limits_dict(limits: LimitsIn | None, settings: Settings,
     return out
 
 
-def normalize(sub: SubmissionIn, settings: Settings, known_languages: set[str],
-              loc: tuple[str | int, ...] = ("body",)) -> dict[str, Any]:
+def normalize(
+    sub: SubmissionIn,
+    settings: Settings,
+    known_languages: set[str],
+    loc: tuple[str | int, ...] = ("body",),
+) -> dict[str, Any]:
     """The stored request (see worker/jobs.py), or RequestInvalid naming the field."""
     if sub.language not in known_languages:
-        raise RequestInvalid((*loc, "language"),
-                             f"unknown language (known: {', '.join(sorted(known_languages))})")
+        raise RequestInvalid(
+            (*loc, "language"), f"unknown language (known: {', '.join(sorted(known_languages))})"
+        )
     if len(sub.source.encode()) > settings.max_source:
-        raise RequestInvalid((*loc, "source"), f"larger than {settings.max_source} bytes",
-                             status=413)
+        raise RequestInvalid(
+            (*loc, "source"), f"larger than {settings.max_source} bytes", status=413
+        )
     checker: Any = None
     if isinstance(sub.checker, str):
         if not BUILTIN_CHECKER.match(sub.checker):
-            raise RequestInvalid((*loc, "checker"),
-                                 "exact, lines, tokens, float[:EPS] or {language, source}")
+            raise RequestInvalid(
+                (*loc, "checker"), "exact, lines, tokens, float[:EPS] or {language, source}"
+            )
         try:
             get_checker(sub.checker)
         except CheckerError as error:
@@ -168,15 +182,17 @@ def normalize(sub: SubmissionIn, settings: Settings, known_languages: set[str],
         if sub.checker.language not in known_languages:
             raise RequestInvalid((*loc, "checker", "language"), "unknown language")
         if len(sub.checker.source.encode()) > settings.max_source:
-            raise RequestInvalid((*loc, "checker", "source"),
-                                 f"larger than {settings.max_source} bytes", status=413)
+            raise RequestInvalid(
+                (*loc, "checker", "source"), f"larger than {settings.max_source} bytes", status=413
+            )
         checker = sub.checker.model_dump()
     tests = None
     data = len((sub.stdin or "").encode()) + len((sub.expected_output or "").encode())
     if sub.tests is not None:
         if sub.stdin is not None or sub.expected_output is not None:
-            raise RequestInvalid((*loc, "tests"),
-                                 "give tests, or stdin and expected_output, not both")
+            raise RequestInvalid(
+                (*loc, "tests"), "give tests, or stdin and expected_output, not both"
+            )
         if not sub.tests:
             raise RequestInvalid((*loc, "tests"), "at least one test")
         if len(sub.tests) > settings.max_tests:
@@ -188,16 +204,25 @@ def normalize(sub: SubmissionIn, settings: Settings, known_languages: set[str],
                 raise RequestInvalid((*loc, "tests", index, "name"), "duplicate test name")
             seen.add(name)
             data += len(test.input.encode()) + len((test.output or "").encode())
-            tests.append({"name": name, "input": test.input, "output": test.output,
-                          "score": test.score})
+            tests.append(
+                {"name": name, "input": test.input, "output": test.output, "score": test.score}
+            )
     if data > settings.max_test_data:
-        raise RequestInvalid((*loc, "tests" if tests else "stdin"),
-                             f"test data larger than {settings.max_test_data} bytes", status=413)
+        raise RequestInvalid(
+            (*loc, "tests" if tests else "stdin"),
+            f"test data larger than {settings.max_test_data} bytes",
+            status=413,
+        )
     return {
-        "language": sub.language, "source": sub.source, "tests": tests, "stdin": sub.stdin,
-        "expected_output": sub.expected_output, "checker": checker,
+        "language": sub.language,
+        "source": sub.source,
+        "tests": tests,
+        "stdin": sub.stdin,
+        "expected_output": sub.expected_output,
+        "checker": checker,
         "limits": limits_dict(sub.limits, settings, (*loc, "limits")),
-        "stop_on_failure": sub.stop_on_failure, "feedback": sub.feedback,
+        "stop_on_failure": sub.stop_on_failure,
+        "feedback": sub.feedback,
     }
 
 
@@ -208,15 +233,21 @@ def job_timeout(request: dict[str, Any]) -> int:
     wall = float(limits.get("wall_time") or 2 * time_limit + 1)
     tests = len(request.get("tests") or [None])
     compiles = 60 + (60 if isinstance(request.get("checker"), dict) else 0)
-    return int(min(compiles + tests * (wall * (2 if request.get("checker") else 1) + 2) + 60,
-                   6 * 3600))
+    return int(
+        min(compiles + tests * (wall * (2 if request.get("checker") else 1) + 2) + 60, 6 * 3600)
+    )
 
 
 def view(record: dict[str, Any]) -> dict[str, Any]:
     """A stored submission as GET /v1/submissions/{id} shows it."""
     return SubmissionOut(
-        id=record["id"], status=record["status"], result=record.get("result"),
-        error=record.get("error") or None, language=record.get("request", {}).get("language"),
-        attempt=record.get("attempt", 1), created_at=record.get("created_at"),
-        started_at=record.get("started_at"), finished_at=record.get("finished_at"),
+        id=record["id"],
+        status=record["status"],
+        result=record.get("result"),
+        error=record.get("error") or None,
+        language=record.get("request", {}).get("language"),
+        attempt=record.get("attempt", 1),
+        created_at=record.get("created_at"),
+        started_at=record.get("started_at"),
+        finished_at=record.get("finished_at"),
     ).model_dump()

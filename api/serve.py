@@ -37,7 +37,8 @@ def default_run_dir() -> Path:
     if os.geteuid() == 0:
         return Path("/var/lib/cellblock/serve")
     state = os.environ.get("XDG_STATE_HOME") or (
-        os.path.join(os.environ["HOME"], ".local", "state") if os.environ.get("HOME") else "")
+        os.path.join(os.environ["HOME"], ".local", "state") if os.environ.get("HOME") else ""
+    )
     if state:
         path = Path(state) / "cellblock"
         with contextlib.suppress(OSError):
@@ -81,22 +82,27 @@ class EmbeddedRedis:
         if len(str(self.socket)) > 100:
             raise RuntimeError(f"run directory path too long for a unix socket: {self.dir}")
         config = self.dir / "redis.conf"
-        config.write_text("\n".join([
-            "port 0",  # no TCP at all
-            f"unixsocket {self.socket}",
-            "unixsocketperm 700",
-            f"dir {self.dir}",
-            "appendonly yes",  # a queued submission survives a restart
-            "appendfsync everysec",
-            'save ""',
-            "daemonize no",
-            f"logfile {self.dir / 'redis.log'}",
-            "",
-        ]))
+        config.write_text(
+            "\n".join(
+                [
+                    "port 0",  # no TCP at all
+                    f"unixsocket {self.socket}",
+                    "unixsocketperm 700",
+                    f"dir {self.dir}",
+                    "appendonly yes",  # a queued submission survives a restart
+                    "appendfsync everysec",
+                    'save ""',
+                    "daemonize no",
+                    f"logfile {self.dir / 'redis.log'}",
+                    "",
+                ]
+            )
+        )
         with contextlib.suppress(FileNotFoundError):
             self.socket.unlink()
         self.process = subprocess.Popen(
-            ["redis-server", str(config)], stdin=subprocess.DEVNULL,
+            ["redis-server", str(config)],
+            stdin=subprocess.DEVNULL,
             preexec_fn=_pdeathsig(signal.SIGTERM),  # noqa: PLW1509 - no threads yet
         )
         import redis
@@ -104,7 +110,7 @@ class EmbeddedRedis:
         deadline = time.monotonic() + timeout
         while True:
             if self.process.poll() is not None:
-                log = (self.dir / "redis.log")
+                log = self.dir / "redis.log"
                 tail = log.read_text()[-2000:] if log.exists() else ""
                 raise RuntimeError(f"redis-server exited ({self.process.returncode}): {tail}")
             with contextlib.suppress(redis.RedisError, OSError):
@@ -132,12 +138,23 @@ def start_workers(url: str, cells: int | None, log_level: str, grace: float) -> 
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
     env["CELLBLOCK_DIE_WITH_PARENT"] = "1"
-    command = [sys.executable, "-c", "import sys; from cli import main; sys.exit(main())",
-               "worker", "--redis-url", url, "--log-level", log_level, "--grace", str(grace)]
+    command = [
+        sys.executable,
+        "-c",
+        "import sys; from cli import main; sys.exit(main())",
+        "worker",
+        "--redis-url",
+        url,
+        "--log-level",
+        log_level,
+        "--grace",
+        str(grace),
+    ]
     if cells:
         command += ["--cells", str(cells)]
-    return subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL,
-                            preexec_fn=_pdeathsig(signal.SIGTERM))  # noqa: PLW1509
+    return subprocess.Popen(
+        command, env=env, stdin=subprocess.DEVNULL, preexec_fn=_pdeathsig(signal.SIGTERM)
+    )  # noqa: PLW1509
 
 
 def stop_workers(process: subprocess.Popen, grace: float) -> None:
@@ -152,24 +169,38 @@ def stop_workers(process: subprocess.Popen, grace: float) -> None:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "serve", help="run the HTTP API (and, without REDIS_URL, its own Redis and workers)",
+        "serve",
+        help="run the HTTP API (and, without REDIS_URL, its own Redis and workers)",
         description="Serve the HTTP API of docs/contract.md (section 4). Without REDIS_URL it also "
         "starts a private Redis (unix socket, append-only file) and workers, and stops them "
         "on exit; with REDIS_URL it serves the API alone.",
     )
-    p.add_argument("--host", default="127.0.0.1",
-                   help="address to listen on (default 127.0.0.1; beyond loopback needs "
-                   "CELLBLOCK_API_KEYS)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1; beyond loopback needs CELLBLOCK_API_KEYS)",
+    )
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    p.add_argument("--cells", type=int, metavar="N",
-                   help="embedded workers, one cell each (default: the number of cores)")
-    p.add_argument("--run-dir", metavar="DIR",
-                   help="embedded Redis's directory (default: /var/lib/cellblock/serve as "
-                   "root, ~/.local/state/cellblock otherwise)")
-    p.add_argument("--grace", type=float, default=10.0, metavar="S",
-                   help="on exit, seconds running jobs may take to finish (default 10)")
-    p.add_argument("--log-level", default="warning",
-                   choices=("debug", "info", "warning", "error"))
+    p.add_argument(
+        "--cells",
+        type=int,
+        metavar="N",
+        help="embedded workers, one cell each (default: the number of cores)",
+    )
+    p.add_argument(
+        "--run-dir",
+        metavar="DIR",
+        help="embedded Redis's directory (default: /var/lib/cellblock/serve as "
+        "root, ~/.local/state/cellblock otherwise)",
+    )
+    p.add_argument(
+        "--grace",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="on exit, seconds running jobs may take to finish (default 10)",
+    )
+    p.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
 
 
 def _loopback(host: str) -> bool:
@@ -189,9 +220,12 @@ def main(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     if not settings.api_keys and not _loopback(args.host):
-        print(f"cellblock serve: error: no API keys configured: refusing to listen on "
-              f"{args.host}; set CELLBLOCK_API_KEYS (or CELLBLOCK_API_KEYS_FILE), or use "
-              "--host 127.0.0.1", file=sys.stderr)
+        print(
+            f"cellblock serve: error: no API keys configured: refusing to listen on "
+            f"{args.host}; set CELLBLOCK_API_KEYS (or CELLBLOCK_API_KEYS_FILE), or use "
+            "--host 127.0.0.1",
+            file=sys.stderr,
+        )
         return 2
     embedded: EmbeddedRedis | None = None
     workers: subprocess.Popen | None = None
@@ -217,15 +251,24 @@ def main(args: argparse.Namespace) -> int:
                 return 1
             workers = start_workers(embedded.url, args.cells, args.log_level, args.grace)
             settings = Settings.from_env(redis_url=embedded.url)
-            where = f"its own Redis at {embedded.socket} and {args.cells or os.cpu_count()} " \
-                    "worker(s)"
+            where = (
+                f"its own Redis at {embedded.socket} and {args.cells or os.cpu_count()} worker(s)"
+            )
         else:
             where = "Redis at REDIS_URL (workers: `cellblock worker`)"
-        print(f"cellblock serve: http://{args.host}:{args.port} with {where}", file=sys.stderr,
-              flush=True)
+        print(
+            f"cellblock serve: http://{args.host}:{args.port} with {where}",
+            file=sys.stderr,
+            flush=True,
+        )
         app = create_app(settings)
-        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
-                    access_log=args.log_level in ("debug", "info"))
+        uvicorn.run(
+            app,
+            host=args.host,
+            port=args.port,
+            log_level=args.log_level,
+            access_log=args.log_level in ("debug", "info"),
+        )
         return 0
     finally:
         if workers is not None:

@@ -66,10 +66,14 @@ class Settings:
         keys = {k.strip() for k in _env("CELLBLOCK_API_KEYS", "").split(",") if k.strip()}
         keys_file = os.environ.get("CELLBLOCK_API_KEYS_FILE")
         if keys_file:
-            keys |= {line.strip() for line in Path(keys_file).read_text().splitlines()
-                     if line.strip() and not line.startswith("#")}
-        allow_raw = [a.strip() for a in _env("CELLBLOCK_CALLBACK_ALLOW", "").split(",")
-                     if a.strip()]
+            keys |= {
+                line.strip()
+                for line in Path(keys_file).read_text().splitlines()
+                if line.strip() and not line.startswith("#")
+            }
+        allow_raw = [
+            a.strip() for a in _env("CELLBLOCK_CALLBACK_ALLOW", "").split(",") if a.strip()
+        ]
         values: dict[str, object] = {
             "redis_url": os.environ.get("REDIS_URL") or None,
             "api_keys": frozenset(keys),
@@ -77,8 +81,9 @@ class Settings:
             "max_body": parse_size(_env("CELLBLOCK_MAX_BODY", "32M"), "CELLBLOCK_MAX_BODY"),
             "max_source": parse_size(_env("CELLBLOCK_MAX_SOURCE", "1M"), "CELLBLOCK_MAX_SOURCE"),
             "max_tests": int(_env("CELLBLOCK_MAX_TESTS", "500")),
-            "max_test_data": parse_size(_env("CELLBLOCK_MAX_TEST_DATA", "16M"),
-                                        "CELLBLOCK_MAX_TEST_DATA"),
+            "max_test_data": parse_size(
+                _env("CELLBLOCK_MAX_TEST_DATA", "16M"), "CELLBLOCK_MAX_TEST_DATA"
+            ),
             "max_batch": int(_env("CELLBLOCK_MAX_BATCH", "20")),
             "max_time": float(_env("CELLBLOCK_MAX_TIME", "20")),
             "max_wall_time": float(_env("CELLBLOCK_MAX_WALL_TIME", "60")),
@@ -86,8 +91,9 @@ class Settings:
             "max_pids": int(_env("CELLBLOCK_MAX_PIDS", "256")),
             "max_output": parse_size(_env("CELLBLOCK_MAX_OUTPUT", "64M"), "CELLBLOCK_MAX_OUTPUT"),
             "wait_timeout": float(_env("CELLBLOCK_WAIT_TIMEOUT", "30")),
-            "callback_allow": tuple(ipaddress.ip_network(a, strict=False)
-                                    for a in allow_raw if a != "any"),
+            "callback_allow": tuple(
+                ipaddress.ip_network(a, strict=False) for a in allow_raw if a != "any"
+            ),
             "callback_allow_any": "any" in allow_raw,
             "callback_tries": int(_env("CELLBLOCK_CALLBACK_TRIES", "3")),
             "callback_timeout": float(_env("CELLBLOCK_CALLBACK_TIMEOUT", "5")),

@@ -38,29 +38,51 @@ async def check_callback(request: Request, url: str | None, loc: tuple) -> None:
         raise RequestInvalid(loc, str(error)) from None
 
 
-async def enqueue(request: Request, stored: dict[str, Any], principal: Principal, *,
-                  kind: str = "v1", callback_url: str | None = None,
-                  extra: dict[str, str] | None = None) -> str:
+async def enqueue(
+    request: Request,
+    stored: dict[str, Any],
+    principal: Principal,
+    *,
+    kind: str = "v1",
+    callback_url: str | None = None,
+    extra: dict[str, str] | None = None,
+) -> str:
     store = request.app.state.store
     return await run_in_threadpool(
-        store.create, stored, kind=kind, owner=principal.id, callback_url=callback_url,
-        job_timeout=job_timeout(stored), extra=extra)
+        store.create,
+        stored,
+        kind=kind,
+        owner=principal.id,
+        callback_url=callback_url,
+        job_timeout=job_timeout(stored),
+        extra=extra,
+    )
 
 
-async def owned(request: Request, sub_id: str, principal: Principal,
-                kind: str | None = None) -> dict[str, Any]:
+async def owned(
+    request: Request, sub_id: str, principal: Principal, kind: str | None = None
+) -> dict[str, Any]:
     record = await run_in_threadpool(request.app.state.store.get, sub_id)
-    if record is None or record.get("owner") != principal.id or (
-            kind is not None and record.get("kind") != kind):
+    if (
+        record is None
+        or record.get("owner") != principal.id
+        or (kind is not None and record.get("kind") != kind)
+    ):
         raise HTTPException(404, "no such submission (unknown, expired, or another key's)")
     return record
 
 
-@router.post("/v1/submissions", status_code=202, response_model=Queued,
-             responses={200: {"model": SubmissionOut, "description": "with ?wait=true: done"}},
-             tags=["v1"])
+@router.post(
+    "/v1/submissions",
+    status_code=202,
+    response_model=Queued,
+    responses={200: {"model": SubmissionOut, "description": "with ?wait=true: done"}},
+    tags=["v1"],
+)
 async def create_submission(
-    request: Request, principal: Caller, submission: SubmissionIn,
+    request: Request,
+    principal: Caller,
+    submission: SubmissionIn,
     wait: Annotated[bool, Query(description="wait for the verdict (falls back to 202)")] = False,
 ) -> Any:
     """Queue a submission; with `?wait=true`, answer with its result when it is done."""
@@ -74,31 +96,35 @@ async def create_submission(
     return JSONResponse({"id": sub_id, "status": "queued"}, status_code=202)
 
 
-@router.post("/v1/submissions/batch", status_code=202, response_model=BatchQueued,
-             tags=["v1"])
+@router.post("/v1/submissions/batch", status_code=202, response_model=BatchQueued, tags=["v1"])
 async def create_batch(request: Request, principal: Caller, batch: BatchIn) -> Any:
     """Queue several submissions at once (each counts against the rate limit)."""
     state = request.app.state
     if not batch.submissions:
         raise RequestInvalid(("body", "submissions"), "at least one submission")
     if len(batch.submissions) > state.settings.max_batch:
-        raise RequestInvalid(("body", "submissions"),
-                             f"at most {state.settings.max_batch} per batch here")
+        raise RequestInvalid(
+            ("body", "submissions"), f"at most {state.settings.max_batch} per batch here"
+        )
     await rate_limit(request, principal, len(batch.submissions) - 1)  # one was counted
     stored = []
     for index, submission in enumerate(batch.submissions):
         loc = ("body", "submissions", index)
         stored.append(normalize(submission, state.settings, state.languages, loc))
         await check_callback(request, submission.callback_url, (*loc, "callback_url"))
-    ids = [await enqueue(request, one, principal, callback_url=sub.callback_url)
-           for one, sub in zip(stored, batch.submissions, strict=True)]
-    return JSONResponse({"submissions": [{"id": i, "status": "queued"} for i in ids]},
-                        status_code=202)
+    ids = [
+        await enqueue(request, one, principal, callback_url=sub.callback_url)
+        for one, sub in zip(stored, batch.submissions, strict=True)
+    ]
+    return JSONResponse(
+        {"submissions": [{"id": i, "status": "queued"} for i in ids]}, status_code=202
+    )
 
 
 @router.get("/v1/submissions", tags=["v1"])
 async def get_submissions(
-    request: Request, principal: Caller,
+    request: Request,
+    principal: Caller,
     ids: Annotated[str, Query(max_length=37 * 100, description="comma-separated ids")],
 ) -> dict[str, Any]:
     """Several submissions by id (unknown ones are null)."""
@@ -106,9 +132,11 @@ async def get_submissions(
     if len(wanted) > 100:
         raise RequestInvalid(("query", "ids"), "at most 100 ids")
     records = await run_in_threadpool(request.app.state.store.get_many, wanted)
-    return {"submissions": [
-        view(r) if r is not None and r.get("owner") == principal.id else None for r in records
-    ]}
+    return {
+        "submissions": [
+            view(r) if r is not None and r.get("owner") == principal.id else None for r in records
+        ]
+    }
 
 
 @router.get("/v1/submissions/{sub_id}", response_model=SubmissionOut, tags=["v1"])
@@ -116,18 +144,25 @@ async def get_submission(request: Request, principal: Caller, sub_id: SubId) -> 
     return view(await owned(request, sub_id, principal))
 
 
-@router.get("/v1/submissions/{sub_id}/events", tags=["v1"],
-            responses={200: {"content": {"text/event-stream": {}}}})
+@router.get(
+    "/v1/submissions/{sub_id}/events",
+    tags=["v1"],
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
 async def submission_events(
-    request: Request, principal: Caller, sub_id: SubId,
+    request: Request,
+    principal: Caller,
+    sub_id: SubId,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
     """Server-Sent Events: `status`, one `test` per finished test, then `end`."""
     await owned(request, sub_id, principal)
     after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
-    return StreamingResponse(request.app.state.hub.stream(sub_id, after),
-                             media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        request.app.state.hub.stream(sub_id, after),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
 @router.get("/v1/languages", tags=["v1"])
@@ -138,9 +173,15 @@ async def languages(request: Request, principal: Caller) -> list[dict]:
     for worker in workers:
         for lang in worker.get("languages") or []:
             on_workers[lang] = on_workers.get(lang, 0) + 1
-    return [{"id": lang.id, "name": lang.name, "compiled": lang.compiled,
-             "workers": on_workers.get(lang.id, 0)}
-            for lang in request.app.state.language_info.values()]
+    return [
+        {
+            "id": lang.id,
+            "name": lang.name,
+            "compiled": lang.compiled,
+            "workers": on_workers.get(lang.id, 0),
+        }
+        for lang in request.app.state.language_info.values()
+    ]
 
 
 async def live_workers(request: Request) -> list[dict[str, Any]]:
@@ -163,18 +204,24 @@ async def health(request: Request) -> JSONResponse:
     contained = bool(checks) and all(c and c.get("contained") for c in checks)
     now = time.time()
     body = {
-        "status": "ok" if redis_ok and workers and contained else (
-            "down" if not redis_ok else "degraded"),
+        "status": "ok"
+        if redis_ok and workers and contained
+        else ("down" if not redis_ok else "degraded"),
         "redis": {"ok": redis_ok, "latency_ms": latency},
         "workers": {"alive": len(workers), "busy": sum(1 for w in workers if w.get("busy"))},
         "selfcheck": {
             "contained": contained,
             "what": "each worker runs a cell whose program tries known escapes (host files "
-                    "by path and via /proc/1/root, writes to /usr, the host network, a "
-                    "copy-out symlink); see worker/selfcheck.py",
-            "workers": [{"worker": w.get("name"), **(w.get("selfcheck") or {}),
-                         "age_s": round(now - (w.get("selfcheck") or {}).get("checked_at", now),
-                                        1)} for w in workers],
+            "by path and via /proc/1/root, writes to /usr, the host network, a "
+            "copy-out symlink); see worker/selfcheck.py",
+            "workers": [
+                {
+                    "worker": w.get("name"),
+                    **(w.get("selfcheck") or {}),
+                    "age_s": round(now - (w.get("selfcheck") or {}).get("checked_at", now), 1),
+                }
+                for w in workers
+            ],
         },
     }
     if not workers and redis_ok:

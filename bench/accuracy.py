@@ -121,32 +121,67 @@ def measure(binaries: dict[str, bytes], directory: Path, repeat: int) -> list[Fi
     figures = []
     mem = [in_cell(binaries, "mem64").memory / MiB for _ in range(repeat)]
     worst = max(mem)
-    figures.append(Figure("mem64", "peak memory, MiB (worst of runs)", worst, "[64, 67]",
-                          all(64 <= m <= 67 for m in mem)))
+    figures.append(
+        Figure(
+            "mem64",
+            "peak memory, MiB (worst of runs)",
+            worst,
+            "[64, 67]",
+            all(64 <= m <= 67 for m in mem),
+        )
+    )
     hello = max(in_cell(binaries, "hello").memory / MiB for _ in range(repeat))
     figures.append(Figure("hello", "peak memory, MiB (worst of runs)", hello, "< 2", hello < 2))
 
     bare_busy = statistics.median(bare_cpu(directory / "burn", "1", "1.0") for _ in range(repeat))
-    cell_busy = statistics.median(in_cell(binaries, "burn", "1", "1.0").time
-                                  for _ in range(repeat))
-    figures.append(Figure("busy1s", "CPU s (median)", cell_busy, f"bare {bare_busy:.3f} ±5 %",
-                          abs(cell_busy - bare_busy) <= 0.05 * bare_busy))
+    cell_busy = statistics.median(in_cell(binaries, "burn", "1", "1.0").time for _ in range(repeat))
+    figures.append(
+        Figure(
+            "busy1s",
+            "CPU s (median)",
+            cell_busy,
+            f"bare {bare_busy:.3f} ±5 %",
+            abs(cell_busy - bare_busy) <= 0.05 * bare_busy,
+        )
+    )
 
-    bare_threads = statistics.median(bare_cpu(directory / "burn", "4", "0.6")
-                                     for _ in range(repeat))
-    cell_threads = statistics.median(in_cell(binaries, "burn", "4", "0.6", time=10).time
-                                     for _ in range(repeat))
-    figures.append(Figure("threads4", "CPU s of 4 threads (median)", cell_threads,
-                          f"bare {bare_threads:.3f} ±5 %",
-                          abs(cell_threads - bare_threads) <= 0.05 * bare_threads))
+    bare_threads = statistics.median(
+        bare_cpu(directory / "burn", "4", "0.6") for _ in range(repeat)
+    )
+    cell_threads = statistics.median(
+        in_cell(binaries, "burn", "4", "0.6", time=10).time for _ in range(repeat)
+    )
+    figures.append(
+        Figure(
+            "threads4",
+            "CPU s of 4 threads (median)",
+            cell_threads,
+            f"bare {bare_threads:.3f} ±5 %",
+            abs(cell_threads - bare_threads) <= 0.05 * bare_threads,
+        )
+    )
     limited = [in_cell(binaries, "burn", "4", "0.6", time=1) for _ in range(repeat)]
     over = max(r.time - 1.0 for r in limited)
-    figures.append(Figure("threads4", "overshoot of a 1 s CPU limit, ms (worst)", over * 1000,
-                          "TLE, < 50", all(r.status == "TLE" for r in limited) and over < 0.05))
+    figures.append(
+        Figure(
+            "threads4",
+            "overshoot of a 1 s CPU limit, ms (worst)",
+            over * 1000,
+            "TLE, < 50",
+            all(r.status == "TLE" for r in limited) and over < 0.05,
+        )
+    )
     half = [in_cell(binaries, "burn", "1", "5", time=0.5) for _ in range(repeat)]
     over = max(r.time - 0.5 for r in half)
-    figures.append(Figure("cpu0.5", "overshoot of a 0.5 s CPU limit, ms (worst)", over * 1000,
-                          "TLE, < 50", all(r.status == "TLE" for r in half) and over < 0.05))
+    figures.append(
+        Figure(
+            "cpu0.5",
+            "overshoot of a 0.5 s CPU limit, ms (worst)",
+            over * 1000,
+            "TLE, < 50",
+            all(r.status == "TLE" for r in half) and over < 0.05,
+        )
+    )
 
     # The bare `sleep 1` is the reference: on hardware it costs ~1 ms of CPU; in
     # an emulated VM (scripts/vm-test, no KVM) exec alone costs far more, and
@@ -162,10 +197,24 @@ def measure(binaries: dict[str, bytes], directory: Path, repeat: int) -> list[Fi
     sleeps = [run(["sleep", "1"]) for _ in range(repeat)]
     cpu = max(r.time for r in sleeps) * 1000
     wall = max(r.wall_time for r in sleeps)
-    figures.append(Figure("sleep1", "CPU ms (worst)", cpu, f"bare {bare_cpu_ms:.1f} + < 20",
-                          cpu < bare_cpu_ms + 20))
-    figures.append(Figure("sleep1", "wall s (worst)", wall, f"bare {bare_wall:.3f} + < 0.1",
-                          all(1.0 <= r.wall_time <= bare_wall + 0.1 for r in sleeps)))
+    figures.append(
+        Figure(
+            "sleep1",
+            "CPU ms (worst)",
+            cpu,
+            f"bare {bare_cpu_ms:.1f} + < 20",
+            cpu < bare_cpu_ms + 20,
+        )
+    )
+    figures.append(
+        Figure(
+            "sleep1",
+            "wall s (worst)",
+            wall,
+            f"bare {bare_wall:.3f} + < 0.1",
+            all(1.0 <= r.wall_time <= bare_wall + 0.1 for r in sleeps),
+        )
+    )
     return figures
 
 
@@ -190,8 +239,10 @@ def main() -> int:
             verdict = "ok" if f.ok else "OUT OF BOUNDS"
             print(f"{f.name:<9} {f.what:<44} {f.measured:>10.3f}  {f.reference:<22} {verdict}")
         took = time.monotonic() - started
-        print(f"({args.repeat} runs per figure, {took:.0f} s; "
-              f"max RSS of this process {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss} KiB)")
+        print(
+            f"({args.repeat} runs per figure, {took:.0f} s; "
+            f"max RSS of this process {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss} KiB)"
+        )
     return 0 if all(f.ok for f in figures) else 1
 
 

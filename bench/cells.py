@@ -67,12 +67,36 @@ MERGED_USR = {"/bin": "usr/bin", "/lib": "usr/lib", "/lib64": "usr/lib64", "/sbi
 # /etc read-only, fresh /proc, /dev and /tmp. A cell does more: an overlay root, a seccomp
 # filter, rlimits, every capability dropped (bwrap run by root keeps them in its namespaces).
 BWRAP = (
-    "/usr/bin/bwrap", "--unshare-all", "--die-with-parent", "--new-session",
-    "--ro-bind", "/usr", "/usr",
-    "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib",
-    "--symlink", "usr/lib64", "/lib64", "--symlink", "usr/sbin", "/sbin",
-    "--ro-bind", "/etc", "/etc",
-    "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--chdir", "/tmp",
+    "/usr/bin/bwrap",
+    "--unshare-all",
+    "--die-with-parent",
+    "--new-session",
+    "--ro-bind",
+    "/usr",
+    "/usr",
+    "--symlink",
+    "usr/bin",
+    "/bin",
+    "--symlink",
+    "usr/lib",
+    "/lib",
+    "--symlink",
+    "usr/lib64",
+    "/lib64",
+    "--symlink",
+    "usr/sbin",
+    "/sbin",
+    "--ro-bind",
+    "/etc",
+    "/etc",
+    "--proc",
+    "/proc",
+    "--dev",
+    "/dev",
+    "--tmpfs",
+    "/tmp",
+    "--chdir",
+    "/tmp",
 )
 
 # The environment of every program, whatever the method: the cell's own.
@@ -210,7 +234,8 @@ def build_hello(directory: Path) -> Path:
     binary = directory / "hello"
     subprocess.run(
         ["gcc", "-static", "-O2", "-o", str(binary), str(HELLO_SOURCE)],
-        check=True, capture_output=True,
+        check=True,
+        capture_output=True,
     )
     return binary
 
@@ -287,20 +312,25 @@ def measure_cli(cli: str, runs: int, warmup: int) -> dict[str, list[float]]:
 def installed_copy(cli: str) -> str:
     """Where the CLI's sandbox package comes from, and whether it matches the working tree."""
     code = "import sandbox, os; print(os.path.dirname(sandbox.__file__))"
-    done = subprocess.run([_shebang(cli), "-c", code], capture_output=True, text=True,
-                          cwd="/", check=False)
+    done = subprocess.run(
+        [_shebang(cli), "-c", code], capture_output=True, text=True, cwd="/", check=False
+    )
     installed = Path(done.stdout.strip())
     if done.returncode != 0 or not installed.is_dir():
         return f"unknown ({done.stderr.strip().splitlines()[-1:]})"
     if installed == REPO / "sandbox":
         return f"{installed} (the working tree)"
     differ = sorted(
-        path.name for path in (REPO / "sandbox").glob("*.py")
+        path.name
+        for path in (REPO / "sandbox").glob("*.py")
         if not (installed / path.name).is_file()
         or (installed / path.name).read_bytes() != path.read_bytes()
     )
-    return f"{installed}" + (f" (differs from the working tree: {', '.join(differ)})"
-                             if differ else " (same as the working tree)")
+    return f"{installed}" + (
+        f" (differs from the working tree: {', '.join(differ)})"
+        if differ
+        else " (same as the working tree)"
+    )
 
 
 def _shebang(script: str) -> str:
@@ -331,8 +361,13 @@ def cpu_use(before: CpuSnapshot, after: CpuSnapshot) -> dict[str, float]:
     """Average CPUs in between: busy (this benchmark's, everything else's) and stolen."""
     wall = after[0] - before[0]
     busy, steal, own = ((after[i] - before[i]) / wall for i in (1, 2, 3))
-    return {"wall_s": round(wall, 1), "busy_cpus": round(busy, 2), "benchmark_cpus": round(own, 2),
-            "other_cpus": round(busy - own, 2), "steal_cpus": round(steal, 2)}
+    return {
+        "wall_s": round(wall, 1),
+        "busy_cpus": round(busy, 2),
+        "benchmark_cpus": round(own, 2),
+        "other_cpus": round(busy - own, 2),
+        "steal_cpus": round(steal, 2),
+    }
 
 
 # --- reporting ------------------------------------------------------------------------
@@ -402,8 +437,12 @@ def _git_revision() -> str:
     head = _first_line(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
     if not head or " " in head:  # not a repository, or git refused (another user's tree)
         return "unknown"
-    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "sandbox"],
-                           capture_output=True, text=True, check=False).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "-C", str(REPO), "status", "--porcelain", "--", "sandbox"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
     return head + (" + uncommitted changes in sandbox/" if dirty else "")
 
 
@@ -423,26 +462,41 @@ NOTES = [
 ]
 
 
-def build_report(samples: Samples, cli_samples: dict[str, list[float]],
-                 cpu: dict[str, dict[str, float]], info: dict[str, object],
-                 args: argparse.Namespace) -> dict[str, object]:
+def build_report(
+    samples: Samples,
+    cli_samples: dict[str, list[float]],
+    cpu: dict[str, dict[str, float]],
+    info: dict[str, object],
+    args: argparse.Namespace,
+) -> dict[str, object]:
     results = [
-        {"workload": workload, "method": method, **summarize(values),
-         "samples_ms": [round(v, 3) for v in values]}
+        {
+            "workload": workload,
+            "method": method,
+            **summarize(values),
+            "samples_ms": [round(v, 3) for v in values],
+        }
         for (workload, method), values in samples.items()
     ]
     medians = {(r["workload"], r["method"]): r["median_ms"] for r in results}
     workloads = list(dict.fromkeys(w for w, _ in samples))
-    ratios = {w: round(medians[(w, "sandbox.run")] / medians[(w, "bwrap")], 2)
-              for w in workloads}
-    cold_ratios = {w: round(medians[(w, "cold cell")] / medians[(w, "bwrap")], 2)
-                   for w in workloads}
-    cli = [{"command": name, **summarize(values), "samples_ms": [round(v, 3) for v in values]}
-           for name, values in cli_samples.items()]
+    ratios = {w: round(medians[(w, "sandbox.run")] / medians[(w, "bwrap")], 2) for w in workloads}
+    cold_ratios = {
+        w: round(medians[(w, "cold cell")] / medians[(w, "bwrap")], 2) for w in workloads
+    }
+    cli = [
+        {"command": name, **summarize(values), "samples_ms": [round(v, 3) for v in values]}
+        for name, values in cli_samples.items()
+    ]
     return {
         "machine": info,
-        "config": {"iterations": args.iterations, "warmup": args.warmup,
-                   "cli_runs": args.cli_runs, "cli": args.cli, "bwrap": list(BWRAP)},
+        "config": {
+            "iterations": args.iterations,
+            "warmup": args.warmup,
+            "cli_runs": args.cli_runs,
+            "cli": args.cli,
+            "bwrap": list(BWRAP),
+        },
         "notes": NOTES,
         "cpu": cpu,
         "in_process": results,
@@ -456,15 +510,21 @@ def build_report(samples: Samples, cli_samples: dict[str, list[float]],
 def print_table(report: dict[str, object]) -> None:
     info = report["machine"]
     assert isinstance(info, dict)
-    print(f"machine: {info['nproc']} CPUs ({info['cpu']}), kernel {info['kernel']}, "
-          f"Python {info['python']}, {info['bwrap']}")
-    print(f"run as {info['user']} on {info['date']}; sandbox from {info['sandbox']} "
-          f"(git {info['git']}); RSS of this process {info['rss_mib']} MiB")
+    print(
+        f"machine: {info['nproc']} CPUs ({info['cpu']}), kernel {info['kernel']}, "
+        f"Python {info['python']}, {info['bwrap']}"
+    )
+    print(
+        f"run as {info['user']} on {info['date']}; sandbox from {info['sandbox']} "
+        f"(git {info['git']}); RSS of this process {info['rss_mib']} MiB"
+    )
     print(f"CLI: {info['cli']}")
     config = report["config"]
     assert isinstance(config, dict)
-    print(f"\n1. In-process, interleaved: {config['iterations']} iterations "
-          f"(+{config['warmup']} warm-up) per workload and method; milliseconds per run")
+    print(
+        f"\n1. In-process, interleaved: {config['iterations']} iterations "
+        f"(+{config['warmup']} warm-up) per workload and method; milliseconds per run"
+    )
     _print_cpu(report["cpu"]["in_process"])  # type: ignore[index]
     header = f"  {'workload':<18}{'method':<14}{'median':>9}{'p95':>9}{'min':>9}{'max':>9}"
     print(header)
@@ -479,16 +539,22 @@ def print_table(report: dict[str, object]) -> None:
             extra = f"   sandbox.run / bwrap = {ratios[row['workload']]:.2f}x"
         elif row["method"] == "cold cell":
             extra = f"   cold cell / bwrap = {cold_ratios[row['workload']]:.2f}x"
-        print(f"  {workload:<18}{row['method']:<14}{row['median_ms']:>9.2f}{row['p95_ms']:>9.2f}"
-              f"{row['min_ms']:>9.2f}{row['max_ms']:>9.2f}{extra}")
+        print(
+            f"  {workload:<18}{row['method']:<14}{row['median_ms']:>9.2f}{row['p95_ms']:>9.2f}"
+            f"{row['min_ms']:>9.2f}{row['max_ms']:>9.2f}{extra}"
+        )
         previous = row["workload"]
-    print(f"\n2. Whole process, a fresh interpreter each time: {config['cli_runs']} runs "
-          f"each, interleaved; milliseconds per run")
+    print(
+        f"\n2. Whole process, a fresh interpreter each time: {config['cli_runs']} runs "
+        f"each, interleaved; milliseconds per run"
+    )
     _print_cpu(report["cpu"]["whole_process"])  # type: ignore[index]
     print(f"  {'command':<42}{'median':>9}{'p95':>9}{'min':>9}{'max':>9}")
     for row in report["whole_process"]:  # type: ignore[union-attr]
-        print(f"  {row['command']:<42}{row['median_ms']:>9.2f}{row['p95_ms']:>9.2f}"
-              f"{row['min_ms']:>9.2f}{row['max_ms']:>9.2f}")
+        print(
+            f"  {row['command']:<42}{row['median_ms']:>9.2f}{row['p95_ms']:>9.2f}"
+            f"{row['min_ms']:>9.2f}{row['max_ms']:>9.2f}"
+        )
     print(f"  cellblock run / bwrap = {report['ratio_cli_to_bwrap_median']:.2f}x (medians)")
     print("\nnotes:")
     for note in report["notes"]:  # type: ignore[union-attr]
@@ -496,10 +562,12 @@ def print_table(report: dict[str, object]) -> None:
 
 
 def _print_cpu(use: dict[str, float]) -> None:
-    print(f"  ({use['wall_s']:g} s; CPUs busy on average {use['busy_cpus']:.2f}: this benchmark's "
-          f"processes {use['benchmark_cpus']:.2f}, the rest {use['other_cpus']:.2f} (kernel "
-          f"workers tearing down namespaces, other users); stolen by the hypervisor "
-          f"{use['steal_cpus']:.2f})")
+    print(
+        f"  ({use['wall_s']:g} s; CPUs busy on average {use['busy_cpus']:.2f}: this benchmark's "
+        f"processes {use['benchmark_cpus']:.2f}, the rest {use['other_cpus']:.2f} (kernel "
+        f"workers tearing down namespaces, other users); stolen by the hypervisor "
+        f"{use['steal_cpus']:.2f})"
+    )
 
 
 # --- main -----------------------------------------------------------------------------
@@ -520,16 +588,32 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description="Benchmark: sandbox.run against fork+exec, posix_spawn and bubblewrap.",
         epilog="Not a test: timings are reported, never judged. See bench/README.md.",
     )
-    parser.add_argument("--iterations", type=_at_least(1), default=100,
-                        help="timed runs per workload and method (default 100)")
-    parser.add_argument("--warmup", type=_at_least(0), default=5,
-                        help="untimed runs first, per workload and method (default 5)")
-    parser.add_argument("--cli-runs", type=_at_least(1), default=20,
-                        help="timed runs of each whole-process command (default 20)")
-    parser.add_argument("--cli", default=DEFAULT_CLI,
-                        help=f"the installed cellblock CLI (default {DEFAULT_CLI})")
-    parser.add_argument("--json", action="store_true",
-                        help="print the results as JSON (with every sample), no table")
+    parser.add_argument(
+        "--iterations",
+        type=_at_least(1),
+        default=100,
+        help="timed runs per workload and method (default 100)",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=_at_least(0),
+        default=5,
+        help="untimed runs first, per workload and method (default 5)",
+    )
+    parser.add_argument(
+        "--cli-runs",
+        type=_at_least(1),
+        default=20,
+        help="timed runs of each whole-process command (default 20)",
+    )
+    parser.add_argument(
+        "--cli", default=DEFAULT_CLI, help=f"the installed cellblock CLI (default {DEFAULT_CLI})"
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the results as JSON (with every sample), no table",
+    )
     return parser.parse_args(argv)
 
 
@@ -541,8 +625,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="cellblock-bench-") as directory:
             os.chmod(directory, 0o755)
             workloads = make_workloads(build_hello(Path(directory)))
-            print(f"cells.py: {args.iterations} iterations of {len(workloads)} workloads x "
-                  f"{len(METHODS)} methods...", file=sys.stderr)
+            print(
+                f"cells.py: {args.iterations} iterations of {len(workloads)} workloads x "
+                f"{len(METHODS)} methods...",
+                file=sys.stderr,
+            )
             start = cpu_snapshot()
             samples = measure_in_process(workloads, args.iterations, args.warmup)
             middle = cpu_snapshot()
@@ -551,8 +638,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         end = cpu_snapshot()
     except (BenchError, subprocess.CalledProcessError) as error:
         detail = getattr(error, "stderr", None)
-        print(f"cells.py: error: {error}" + (f"\n{detail.decode()}" if detail else ""),
-              file=sys.stderr)
+        print(
+            f"cells.py: error: {error}" + (f"\n{detail.decode()}" if detail else ""),
+            file=sys.stderr,
+        )
         return 1
     cpu = {"in_process": cpu_use(start, middle), "whole_process": cpu_use(middle, end)}
     report = build_report(samples, cli_samples, cpu, info, args)

@@ -35,8 +35,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-DATA = Path(os.environ.get("CELLBLOCK_HUMANEVAL",
-                           REPO / "bench" / "data" / "humaneval" / "HumanEval.jsonl.gz"))
+DATA = Path(
+    os.environ.get(
+        "CELLBLOCK_HUMANEVAL", REPO / "bench" / "data" / "humaneval" / "HumanEval.jsonl.gz"
+    )
+)
 BROKEN_KINDS = ("return-none", "raise", "exit-early", "other-solution", "endless-loop")
 
 
@@ -46,8 +49,14 @@ def load(path: Path) -> list[dict]:
 
 
 def program(problem: dict, body: str, sentinel: str) -> str:
-    return (problem["prompt"] + body + "\n\n" + problem["test"] + "\n\n"
-            + f"check({problem['entry_point']})\nprint({sentinel!r})\n")
+    return (
+        problem["prompt"]
+        + body
+        + "\n\n"
+        + problem["test"]
+        + "\n\n"
+        + f"check({problem['entry_point']})\nprint({sentinel!r})\n"
+    )
 
 
 def broken_body(problems: list[dict], index: int) -> tuple[str, str]:
@@ -84,8 +93,12 @@ def run_cells(items: list[dict], jobs: int, limits: dict, deadline: float) -> tu
 
     out = Lines()
     start = time.monotonic()
-    run_batch((json.dumps(item) for item in items), out, jobs=jobs,  # type: ignore[arg-type]
-              defaults={"limits": limits, "deadline": deadline})
+    run_batch(
+        (json.dumps(item) for item in items),
+        out,
+        jobs=jobs,  # type: ignore[arg-type]
+        defaults={"limits": limits, "deadline": deadline},
+    )
     elapsed = time.monotonic() - start
     return {line["id"]: line for line in out.lines}, elapsed
 
@@ -98,12 +111,18 @@ def run_plain(items: list[dict], jobs: int, timeout: float) -> tuple[dict, float
         path = scratch / f"{abs(hash(item['id']))}.py"
         path.write_text(item["source"])
         try:
-            done = subprocess.run(["/usr/bin/python3", str(path)], capture_output=True,
-                                  timeout=timeout, cwd=scratch, stdin=subprocess.DEVNULL)
+            done = subprocess.run(
+                ["/usr/bin/python3", str(path)],
+                capture_output=True,
+                timeout=timeout,
+                cwd=scratch,
+                stdin=subprocess.DEVNULL,
+            )
         except subprocess.TimeoutExpired:
             return item["id"], False
         passed = done.returncode == 0 and done.stdout.decode().strip().endswith(
-            item["expected_output"].strip())
+            item["expected_output"].strip()
+        )
         return item["id"], passed
 
     start = time.monotonic()
@@ -130,12 +149,24 @@ def main() -> int:
     canonical, broken, kinds = [], [], {}
     for index, problem in enumerate(problems):
         task = problem["task_id"]
-        canonical.append({"id": task, "language": "python3", "expected_output": sentinel + "\n",
-                          "source": program(problem, problem["canonical_solution"], sentinel)})
+        canonical.append(
+            {
+                "id": task,
+                "language": "python3",
+                "expected_output": sentinel + "\n",
+                "source": program(problem, problem["canonical_solution"], sentinel),
+            }
+        )
         kind, body = broken_body(problems, index)
         kinds[task] = kind
-        broken.append({"id": task, "language": "python3", "expected_output": sentinel + "\n",
-                       "source": program(problem, body, sentinel)})
+        broken.append(
+            {
+                "id": task,
+                "language": "python3",
+                "expected_output": sentinel + "\n",
+                "source": program(problem, body, sentinel),
+            }
+        )
     limits = {"time": args.time, "memory": args.memory}
     deadline = 2 * args.time + 5
 
@@ -143,10 +174,14 @@ def main() -> int:
     bad, bad_seconds = run_cells(broken, args.jobs, limits, deadline)
     plain, plain_seconds = run_plain(canonical, args.jobs, 2 * args.time + 1)
 
-    not_passed = sorted((task for task in kinds if good.get(task, {}).get("verdict") != "AC"),
-                        key=lambda t: int(t.split("/")[1]))
-    not_failed = sorted((task for task in kinds if bad.get(task, {}).get("verdict") in
-                         ("AC", None)), key=lambda t: int(t.split("/")[1]))
+    not_passed = sorted(
+        (task for task in kinds if good.get(task, {}).get("verdict") != "AC"),
+        key=lambda t: int(t.split("/")[1]),
+    )
+    not_failed = sorted(
+        (task for task in kinds if bad.get(task, {}).get("verdict") in ("AC", None)),
+        key=lambda t: int(t.split("/")[1]),
+    )
     plain_failed = sorted(task for task, ok in plain.items() if not ok)
     by_kind: dict[str, dict[str, int]] = {}
     for task, kind in kinds.items():
@@ -173,26 +208,39 @@ def main() -> int:
         print(json.dumps(figures))
         return 0 if ok else 1
     n = len(problems)
-    print(f"HumanEval in cells, {n} problems, {args.jobs} jobs, time {args.time:g} s, "
-          f"memory {args.memory}")
+    print(
+        f"HumanEval in cells, {n} problems, {args.jobs} jobs, time {args.time:g} s, "
+        f"memory {args.memory}"
+    )
     print(f"  canonical: {figures['canonical_passed']}/{n} AC")
-    print(f"  broken:    {figures['broken_failed']}/{n} not AC  "
-          + "  ".join(f"{kind}: {dict(sorted(v.items()))}" for kind, v in sorted(by_kind.items())))
-    print(f"  cells:     {figures['cells_canonical_samples_per_s']} samples/s "
-          f"(canonical, {good_seconds:.1f} s); broken {figures['cells_broken_samples_per_s']} "
-          f"samples/s ({bad_seconds:.1f} s, the endless loops use their CPU limit)")
-    print(f"  plain python3, no sandbox: {figures['plain_python3_samples_per_s']} samples/s "
-          f"({plain_seconds:.1f} s); cells cost "
-          f"{plain_seconds and good_seconds / plain_seconds:.2f}x the plain time")
-    for label, tasks in (("canonical not AC", not_passed), ("broken but AC", not_failed),
-                         ("plain python3 failed", plain_failed)):
+    print(
+        f"  broken:    {figures['broken_failed']}/{n} not AC  "
+        + "  ".join(f"{kind}: {dict(sorted(v.items()))}" for kind, v in sorted(by_kind.items()))
+    )
+    print(
+        f"  cells:     {figures['cells_canonical_samples_per_s']} samples/s "
+        f"(canonical, {good_seconds:.1f} s); broken {figures['cells_broken_samples_per_s']} "
+        f"samples/s ({bad_seconds:.1f} s, the endless loops use their CPU limit)"
+    )
+    print(
+        f"  plain python3, no sandbox: {figures['plain_python3_samples_per_s']} samples/s "
+        f"({plain_seconds:.1f} s); cells cost "
+        f"{plain_seconds and good_seconds / plain_seconds:.2f}x the plain time"
+    )
+    for label, tasks in (
+        ("canonical not AC", not_passed),
+        ("broken but AC", not_failed),
+        ("plain python3 failed", plain_failed),
+    ):
         if tasks:
             print(f"  {label}: {', '.join(tasks)}")
             for task in tasks[:3]:
                 line = (good if label.startswith("canonical") else bad).get(task, {})
                 test = (line.get("tests") or [{}])[0]
-                print(f"    {task}: {line.get('verdict')} {test.get('message', '')} "
-                      f"{test.get('stderr', '')[-300:]}")
+                print(
+                    f"    {task}: {line.get('verdict')} {test.get('message', '')} "
+                    f"{test.get('stderr', '')[-300:]}"
+                )
     for label, lines in (("canonical", good), ("broken", bad)):
         for task, line in lines.items():
             if line.get("verdict") == "IE":  # the sandbox failed: always worth a look

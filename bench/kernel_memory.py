@@ -23,9 +23,17 @@ import time
 from pathlib import Path
 
 PROGRAM = Path(__file__).resolve().parent / "programs" / "kernel_objects.c"
-KINDS = [("locks", 300000), ("msg", 100000), ("sem", 100000), ("epoll", 60000),
-         ("timers", 60000), ("signals", 60000), ("inotify", 60000), ("unix", 500),
-         ("pipes", 2000)]
+KINDS = [
+    ("locks", 300000),
+    ("msg", 100000),
+    ("sem", 100000),
+    ("epoll", 60000),
+    ("timers", 60000),
+    ("signals", 60000),
+    ("inotify", 60000),
+    ("unix", 500),
+    ("pipes", 2000),
+]
 
 
 def slab_bytes() -> int:
@@ -61,17 +69,29 @@ def main() -> None:
                 before_charge = int(Path(group, usage).read_text())
                 before_slab = slab_bytes()
                 maker = subprocess.Popen(
-                    ["unshare", "--ipc", "sh", "-c",
-                     f'echo $$ > {group}/cgroup.procs && exec "$0" "$@"',
-                     str(binary), kind, str(count)],
-                    cwd=scratch, stdout=subprocess.PIPE, text=True)
+                    [
+                        "unshare",
+                        "--ipc",
+                        "sh",
+                        "-c",
+                        f'echo $$ > {group}/cgroup.procs && exec "$0" "$@"',
+                        str(binary),
+                        kind,
+                        str(count),
+                    ],
+                    cwd=scratch,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
                 made = maker.stdout.readline().strip() if maker.stdout else ""
                 time.sleep(0.5)
                 charged = int(Path(group, usage).read_text()) - before_charge
                 grown = slab_bytes() - before_slab
                 maker.wait()
-                print(f"{kind:8} {made:26} charged {charged >> 20:5} MiB   "
-                      f"slab grew {grown >> 20:5} MiB")
+                print(
+                    f"{kind:8} {made:26} charged {charged >> 20:5} MiB   "
+                    f"slab grew {grown >> 20:5} MiB"
+                )
             finally:
                 time.sleep(0.3)  # the cgroup empties a moment after its last process
                 os.rmdir(group)

@@ -30,8 +30,10 @@ import httpx
 import redis
 
 REPO = Path(__file__).resolve().parent.parent
-C_SOURCE = "#include <stdio.h>\nint main(void){long a,b;scanf(\"%ld %ld\",&a,&b);" \
-           "printf(\"%ld\\n\",a+b);return 0;}\n"
+C_SOURCE = (
+    '#include <stdio.h>\nint main(void){long a,b;scanf("%ld %ld",&a,&b);'
+    'printf("%ld\\n",a+b);return 0;}\n'
+)
 PY_SOURCE = "a, b = map(int, input().split())\nprint(a + b)\n"
 TESTS = [{"name": str(i), "input": f"{i} {i * 7}\n", "output": f"{i * 8}\n"} for i in range(10)]
 
@@ -55,9 +57,22 @@ def run(cells: int, count: int) -> dict:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("REDIS_URL", None)
     serve = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from cli import main; sys.exit(main())", "serve",
-         "--port", str(port), "--cells", str(cells), "--run-dir", str(run_dir / "state")],
-        env=env, stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-c",
+            "import sys; from cli import main; sys.exit(main())",
+            "serve",
+            "--port",
+            str(port),
+            "--cells",
+            str(cells),
+            "--run-dir",
+            str(run_dir / "state"),
+        ],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         client = httpx.Client(base_url=base, timeout=60)
@@ -71,9 +86,14 @@ def run(cells: int, count: int) -> dict:
             if time.monotonic() > deadline:
                 raise RuntimeError("the service did not become healthy")
             time.sleep(0.2)
-        bodies = [{"language": "c" if i % 2 == 0 else "python3",
-                   "source": C_SOURCE if i % 2 == 0 else PY_SOURCE, "tests": TESTS}
-                  for i in range(count)]
+        bodies = [
+            {
+                "language": "c" if i % 2 == 0 else "python3",
+                "source": C_SOURCE if i % 2 == 0 else PY_SOURCE,
+                "tests": TESTS,
+            }
+            for i in range(count)
+        ]
         for body in bodies[:2]:  # warm-up, not measured
             client.post("/v1/submissions?wait=true", json=body)
         started = time.time()
@@ -84,15 +104,18 @@ def run(cells: int, count: int) -> dict:
             if all(s in (b"done", b"failed") for s in statuses):
                 break
             time.sleep(0.05)
-        records = [{k.decode(): v.decode() for k, v in store.hgetall(f"cb:sub:{i}").items()}
-                   for i in ids]
+        records = [
+            {k.decode(): v.decode() for k, v in store.hgetall(f"cb:sub:{i}").items()} for i in ids
+        ]
         verdicts = {json.loads(r["result"])["verdict"] for r in records if r.get("result")}
         latency = [float(r["finished_at"]) - float(r["created_at"]) for r in records]
         judge = [float(r["judge_seconds"]) for r in records]
         in_cells = [float(r["cell_seconds"]) for r in records]
         finished = max(float(r["finished_at"]) for r in records)
         return {
-            "cells": cells, "submissions": count, "verdicts": sorted(verdicts),
+            "cells": cells,
+            "submissions": count,
+            "verdicts": sorted(verdicts),
             "per_second": round(count / (finished - started), 2),
             "p50_latency_s": round(statistics.median(latency), 3),
             "p95_latency_s": round(percentile(latency, 0.95), 3),
@@ -117,17 +140,23 @@ def main() -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print("| workers | submissions/s | p50 latency | p95 latency | worker time outside cells "
-          "| latency outside cells |")
+    print(
+        "| workers | submissions/s | p50 latency | p95 latency | worker time outside cells "
+        "| latency outside cells |"
+    )
     print("| --- | --- | --- | --- | --- | --- |")
     for row in rows:
-        print(f"| {row['cells']} | {row['per_second']} | {row['p50_latency_s']} s "
-              f"| {row['p95_latency_s']} s | {row['worker_time_outside_cells']:.0%} "
-              f"| {row['latency_outside_cells']:.0%} |")
-    print(f"(N = {args.n}: half C, half Python A+B, 10 tests each; verdicts: "
-          f"{', '.join(sorted(set().union(*[r['verdicts'] for r in rows])))}; "
-          f"mean per submission: {rows[0]['mean_judge_s']} s of worker time, "
-          f"{rows[0]['mean_in_cells_s']} s in cells)")
+        print(
+            f"| {row['cells']} | {row['per_second']} | {row['p50_latency_s']} s "
+            f"| {row['p95_latency_s']} s | {row['worker_time_outside_cells']:.0%} "
+            f"| {row['latency_outside_cells']:.0%} |"
+        )
+    print(
+        f"(N = {args.n}: half C, half Python A+B, 10 tests each; verdicts: "
+        f"{', '.join(sorted(set().union(*[r['verdicts'] for r in rows])))}; "
+        f"mean per submission: {rows[0]['mean_judge_s']} s of worker time, "
+        f"{rows[0]['mean_in_cells_s']} s in cells)"
+    )
     return 0
 
 

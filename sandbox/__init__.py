@@ -14,12 +14,28 @@ from collections.abc import Mapping, Sequence
 from .spec import CopyInSource, Limits, RunResult, RunSpec, SpecError, Status
 
 __all__ = [
-    "run", "run_spec", "keep_warm", "Limits", "RunResult", "RunSpec", "SpecError", "Status",
+    "run",
+    "run_spec",
+    "keep_warm",
+    "Limits",
+    "RunResult",
+    "RunSpec",
+    "SpecError",
+    "Status",
 ]
 
 _LIMIT_OPTIONS = (
-    "time", "wall_time", "memory", "pids", "output_limit", "file_size",
-    "open_files", "stack", "tmpfs_size", "tmpfs_inodes", "cpus",
+    "time",
+    "wall_time",
+    "memory",
+    "pids",
+    "output_limit",
+    "file_size",
+    "open_files",
+    "stack",
+    "tmpfs_size",
+    "tmpfs_inodes",
+    "cpus",
 )
 
 

@@ -61,8 +61,12 @@ from .verdict import Facts, decide
 from .watchdog import Observed, watch
 
 NAMESPACES = (
-    libc.CLONE_NEWUSER | libc.CLONE_NEWNS | libc.CLONE_NEWPID | libc.CLONE_NEWNET
-    | libc.CLONE_NEWIPC | libc.CLONE_NEWUTS
+    libc.CLONE_NEWUSER
+    | libc.CLONE_NEWNS
+    | libc.CLONE_NEWPID
+    | libc.CLONE_NEWNET
+    | libc.CLONE_NEWIPC
+    | libc.CLONE_NEWUTS
 )
 HOSTNAME = "cellblock"
 SETUP_TIMEOUT = 20.0  # seconds for the namespaces and mounts; they take milliseconds
@@ -189,10 +193,19 @@ def _run_cell(spec: RunSpec) -> RunResult:
         return RunResult(Status.IE, message=f"sandbox failure: {error}")
     idmap = userns.choose_idmap()
     limits = spec.limits
-    hidden = tuple((d, private_entries(d)) for d in image.host_dirs if d in PRIVATE_SCAN) \
-        if idmap.program_is_caller else ()
-    plan = mounts.RootPlan(image, limits.effective_tmpfs_size, limits.tmpfs_inodes,
-                           idmap.run_uid, idmap.run_gid, hidden)
+    hidden = (
+        tuple((d, private_entries(d)) for d in image.host_dirs if d in PRIVATE_SCAN)
+        if idmap.program_is_caller
+        else ()
+    )
+    plan = mounts.RootPlan(
+        image,
+        limits.effective_tmpfs_size,
+        limits.tmpfs_inodes,
+        idmap.run_uid,
+        idmap.run_gid,
+        hidden,
+    )
     birth = Birth(plan, idmap)
     hierarchy, no_cgroup_reason = cgroups.find()
     fds = _OpenFds()
@@ -214,8 +227,9 @@ def _run_cell(spec: RunSpec) -> RunResult:
                     cgroup_dir = [fds.add(directory)] if directory is not None else []
             except (cgroups.CgroupError, OSError) as error:
                 return RunResult(Status.IE, message=f"sandbox failure: cgroup: {error}")
-        stdin_fd = spec.stdin_fd if spec.stdin_fd is not None else fds.add(
-            files.stdin_fd(spec.stdin))
+        stdin_fd = (
+            spec.stdin_fd if spec.stdin_fd is not None else fds.add(files.stdin_fd(spec.stdin))
+        )
         copy_in = files.open_copy_in(spec.copy_in)
         for entry in copy_in:
             fds.add(entry.fd)
@@ -227,17 +241,31 @@ def _run_cell(spec: RunSpec) -> RunResult:
         controllers = group.controllers if group is not None else ()
         launch = Launch(
             program=spawn.ProgramStart(
-                argv=tuple(spec.argv), env=spec.environment(),
+                argv=tuple(spec.argv),
+                env=spec.environment(),
                 rlimit_table=rlimits.rlimit_table(limits, controllers),
-                run_uid=idmap.run_uid, run_gid=idmap.run_gid,
-                clear_groups=not idmap.deny_setgroups, bpf=bpf,
-                landlock=landlock.cell_ruleset(), notify=seccomp.notifies(bpf)),
+                run_uid=idmap.run_uid,
+                run_gid=idmap.run_gid,
+                clear_groups=not idmap.deny_setgroups,
+                bpf=bpf,
+                landlock=landlock.cell_ruleset(),
+                notify=seccomp.notifies(bpf),
+            ),
             copy_in=[(entry.path, entry.mode) for entry in copy_in],
-            readonly=tuple(spec.readonly), copy_out=tuple(spec.copy_out),
-            file_size=limits.file_size, cgroup_fds=len(cgroup_fds),
-            cgroup_dir=bool(cgroup_dir))
-        sent = [stdin_fd, stdout_w, stderr_w, *cgroup_fds, *cgroup_dir,
-                *(entry.fd for entry in copy_in)]
+            readonly=tuple(spec.readonly),
+            copy_out=tuple(spec.copy_out),
+            file_size=limits.file_size,
+            cgroup_fds=len(cgroup_fds),
+            cgroup_dir=bool(cgroup_dir),
+        )
+        sent = [
+            stdin_fd,
+            stdout_w,
+            stderr_w,
+            *cgroup_fds,
+            *cgroup_dir,
+            *(entry.fd for entry in copy_in),
+        ]
 
         # 2. A cell: a warm one made ahead of time (sandbox.warm), or a new one.
         # 3. The run goes to its init; our copies of the cell's ends go now, or
@@ -420,8 +448,16 @@ def _supervise(
         host.sock.settimeout(SETUP_TIMEOUT)
         started = host.expect("started")
         host.sock.settimeout(None)
-        seen = watch(host, stdout_r, stderr_r, started["start"], limits.effective_wall_time,
-                     limits.time, limits.output_limit, meter=group)
+        seen = watch(
+            host,
+            stdout_r,
+            stderr_r,
+            started["start"],
+            limits.effective_wall_time,
+            limits.time,
+            limits.output_limit,
+            meter=group,
+        )
         # Every process of the cell is dead now; the init is exiting (namespace
         # teardown takes a millisecond or two). Reap it without waiting when it
         # is done, else at the next run or at exit.
@@ -443,7 +479,10 @@ def _supervise(
 
 
 def _result(
-    limits: Limits, seen: Observed, group: cgroups.CellCgroup | None, no_cgroup_reason: str,
+    limits: Limits,
+    seen: Observed,
+    group: cgroups.CellCgroup | None,
+    no_cgroup_reason: str,
     shared_ids: str | None,
 ) -> RunResult:
     report = seen.report
@@ -458,15 +497,18 @@ def _result(
         if usage.memory_peak is not None:
             memory = usage.memory_peak
         else:
-            degraded.append("no memory.peak (Linux < 5.19): memory is the largest "
-                            "process's peak RSS")
+            degraded.append(
+                "no memory.peak (Linux < 5.19): memory is the largest process's peak RSS"
+            )
         missing = [c for c in ("memory", "pids") if c not in group.controllers]
         if missing:
             degraded.append(f"no {' or '.join(missing)} controller: limited by rlimits only")
     else:
-        degraded.append(f"no cgroup ({no_cgroup_reason}): time is the sum over reaped "
-                        "processes, memory the largest process's peak RSS, and memory/pids "
-                        "are limited by rlimits only")
+        degraded.append(
+            f"no cgroup ({no_cgroup_reason}): time is the sum over reaped "
+            "processes, memory the largest process's peak RSS, and memory/pids "
+            "are limited by rlimits only"
+        )
     facts = Facts(
         wait_status=report["wait_status"],
         cpu_time=cpu_time,
@@ -480,17 +522,25 @@ def _result(
         return RunResult(Status.IE, message=f"sandbox failure: {report['internal_error']}")
     status, exit_code, sig, message = decide(facts, limits)
     if report.get("locks_refused"):
-        message += (f" ({report['locks_refused']} byte-range lock requests refused: a cell "
-                    f"holds at most {locks.LOCK_CAP})")
+        message += (
+            f" ({report['locks_refused']} byte-range lock requests refused: a cell "
+            f"holds at most {locks.LOCK_CAP})"
+        )
     if degraded:
         message += f" (figures degraded: {'; '.join(degraded)})"
     # Not about this run's figures: in `degraded` only.
     if report.get("locks_unsupervised"):
-        degraded.insert(0, "byte-range locks are refused (ENOSYS): nothing answers the seccomp "
-                        f"filter's lock requests ({report['locks_unsupervised']})")
+        degraded.insert(
+            0,
+            "byte-range locks are refused (ENOSYS): nothing answers the seccomp "
+            f"filter's lock requests ({report['locks_unsupervised']})",
+        )
     if report.get("bound_host_dirs"):
-        degraded.insert(0, f"host {', '.join(report['bound_host_dirs'])} shown by bind mounts "
-                        "(mounts beneath them): the program holds the host's own inodes there")
+        degraded.insert(
+            0,
+            f"host {', '.join(report['bound_host_dirs'])} shown by bind mounts "
+            "(mounts beneath them): the program holds the host's own inodes there",
+        )
     if shared_ids:
         degraded.insert(0, shared_ids)
     return RunResult(
@@ -605,8 +655,10 @@ def _init(birth: Birth, cell: Channel, alive_r: int | None) -> None:
             os.close(fd)
 
         box = files.open_box()
-        copy_in = [files.CopyIn(path, fd, mode)
-                   for (path, mode), fd in zip(launch.copy_in, copy_in_fds, strict=True)]
+        copy_in = [
+            files.CopyIn(path, fd, mode)
+            for (path, mode), fd in zip(launch.copy_in, copy_in_fds, strict=True)
+        ]
         files.copy_into_box(box, copy_in, birth.idmap.run_uid, birth.idmap.run_gid)
         for fd in copy_in_fds:
             os.close(fd)

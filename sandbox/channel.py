@@ -62,7 +62,7 @@ class Channel:
         try:
             os.write(memfd, pickle.dumps((launch, len(fds))))
             os.lseek(memfd, 0, os.SEEK_SET)
-            first, rest = fds[: _FDS_PER_MESSAGE - 1], fds[_FDS_PER_MESSAGE - 1:]
+            first, rest = fds[: _FDS_PER_MESSAGE - 1], fds[_FDS_PER_MESSAGE - 1 :]
             self._send_fds(b"P", [memfd, *first])
             for start in range(0, len(rest), _FDS_PER_MESSAGE):
                 self._send_fds(b"F", rest[start : start + _FDS_PER_MESSAGE])

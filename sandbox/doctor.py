@@ -1052,22 +1052,35 @@ def check_quotas() -> Check:
     signals = resource.getrlimit(resource.RLIMIT_SIGPENDING)[0]
     if signals == resource.RLIM_INFINITY:
         signals = 1 << 62
-    fit = min(instances // share["max_inotify_instances"],
-              watches // share["max_inotify_watches"], signals // rlimits.PENDING_SIGNALS) // 2
+    fit = (
+        min(
+            instances // share["max_inotify_instances"],
+            watches // share["max_inotify_watches"],
+            signals // rlimits.PENDING_SIGNALS,
+        )
+        // 2
+    )
     wanted = 2 * (os.cpu_count() or 1)
-    detail = (f"a cell takes at most {share['max_inotify_instances']} inotify instances, "
-              f"{share['max_inotify_watches']} watches and {rlimits.PENDING_SIGNALS} queued "
-              f"signals of the worker's own (fs.inotify.max_user_instances={instances}, "
-              f"max_user_watches={watches}, RLIMIT_SIGPENDING={signals}): {fit} cells at "
-              "their quotas leave the worker half")
+    detail = (
+        f"a cell takes at most {share['max_inotify_instances']} inotify instances, "
+        f"{share['max_inotify_watches']} watches and {rlimits.PENDING_SIGNALS} queued "
+        f"signals of the worker's own (fs.inotify.max_user_instances={instances}, "
+        f"max_user_watches={watches}, RLIMIT_SIGPENDING={signals}): {fit} cells at "
+        "their quotas leave the worker half"
+    )
     if fit >= wanted:
         return Check(name, True, detail, required=False)
     need_instances = 2 * wanted * share["max_inotify_instances"]
     need_watches = 2 * wanted * share["max_inotify_watches"]
-    return Check(name, False, f"{detail}, fewer than the {wanted} cells this machine's cores "
-                 "may run at once", f"sysctl -w fs.inotify.max_user_instances="
-                 f"{max(instances, need_instances)} fs.inotify.max_user_watches="
-                 f"{max(watches, need_watches)}", required=False)
+    return Check(
+        name,
+        False,
+        f"{detail}, fewer than the {wanted} cells this machine's cores may run at once",
+        f"sysctl -w fs.inotify.max_user_instances="
+        f"{max(instances, need_instances)} fs.inotify.max_user_watches="
+        f"{max(watches, need_watches)}",
+        required=False,
+    )
 
 
 def check_kernel() -> Check:
@@ -1098,8 +1111,12 @@ def check_launcher() -> Check:
     problem = spawn.available()
     if problem is None:
         return Check(name, True, "sandbox/spawn.c is built and matches spawn.py")
-    return Check(name, False, problem,
-                 "scripts/install (or: pip install --force-reinstall cellblock, with gcc present)")
+    return Check(
+        name,
+        False,
+        problem,
+        "scripts/install (or: pip install --force-reinstall cellblock, with gcc present)",
+    )
 
 
 def check_maker() -> Check:
@@ -1109,13 +1126,18 @@ def check_maker() -> Check:
     name = "cell maker"
     slower = "warm cells are made by the caller instead (the same cells, ~1 ms slower)"
     if not maker._can_start_interpreter():
-        return Check(name, False, f"sys.executable {sys.executable!r} is not a Python to "
-                     f"start: {slower}", required=False)
+        return Check(
+            name,
+            False,
+            f"sys.executable {sys.executable!r} is not a Python to start: {slower}",
+            required=False,
+        )
     try:
         handle = maker.Maker()
     except OSError as error:
-        return Check(name, False, f"cannot start one ({_error_text(error)}): {slower}",
-                     required=False)
+        return Check(
+            name, False, f"cannot start one ({_error_text(error)}): {slower}", required=False
+        )
     try:
         deadline = time.monotonic() + 2 * PROBE_TIMEOUT
         while not handle.usable() and not handle.broken and time.monotonic() < deadline:
@@ -1124,11 +1146,20 @@ def check_maker() -> Check:
     finally:
         handle.stop()
     if up:
-        return Check(name, True, "warm cells are cloned by a small process of their own, "
-                     "not by the caller", required=False)
-    return Check(name, False, "it may not clone into new namespaces here (a seccomp profile, "
-                 "like cellblock's Docker worker profile, refuses clone with namespace flags, "
-                 f"by design): {slower}", required=False)
+        return Check(
+            name,
+            True,
+            "warm cells are cloned by a small process of their own, not by the caller",
+            required=False,
+        )
+    return Check(
+        name,
+        False,
+        "it may not clone into new namespaces here (a seccomp profile, "
+        "like cellblock's Docker worker profile, refuses clone with namespace flags, "
+        f"by design): {slower}",
+        required=False,
+    )
 
 
 CHECKS: list[tuple[str, Callable[[], Check]]] = [

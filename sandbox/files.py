@@ -116,8 +116,10 @@ def copy_into_box(box: int, entries: list[CopyIn], uid: int, gid: int) -> None:
         parent = _make_parents(box, entry.path, uid, gid)
         name = entry.path.rsplit("/", 1)[-1]
         out = os.open(
-            name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-            entry.mode, dir_fd=parent,
+            name,
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+            entry.mode,
+            dir_fd=parent,
         )
         try:
             offset = 0
@@ -140,8 +142,9 @@ def _make_parents(box: int, relative: str, uid: int, gid: int) -> int:
             os.chown(part, uid, gid, dir_fd=current, follow_symlinks=False)
         except FileExistsError:
             pass
-        child = os.open(part, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                        dir_fd=current)
+        child = os.open(
+            part, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=current
+        )
         if current != box:
             os.close(current)
         current = child
@@ -149,7 +152,9 @@ def _make_parents(box: int, relative: str, uid: int, gid: int) -> int:
 
 
 _RESOLVE = (
-    libc.RESOLVE_BENEATH | libc.RESOLVE_NO_SYMLINKS | libc.RESOLVE_NO_MAGICLINKS
+    libc.RESOLVE_BENEATH
+    | libc.RESOLVE_NO_SYMLINKS
+    | libc.RESOLVE_NO_MAGICLINKS
     | libc.RESOLVE_NO_XDEV
 )
 
@@ -164,9 +169,9 @@ def send_box_files(box: int, channel: Channel, paths: tuple[str, ...], max_size:
         relative = cell_path(path)
         try:
             # O_NONBLOCK: a planted FIFO must not hang us; O_NOCTTY for device nodes.
-            fd = libc.openat2(box, relative,
-                              os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC,
-                              _RESOLVE)
+            fd = libc.openat2(
+                box, relative, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC, _RESOLVE
+            )
         except OSError as e:
             channel.send("file", path=path, error=f"cannot open: {os.strerror(e.errno or 0)}")
             continue
@@ -176,8 +181,7 @@ def send_box_files(box: int, channel: Channel, paths: tuple[str, ...], max_size:
                 channel.send("file", path=path, error="not a regular file")
                 continue
             if st.st_size > max_size:
-                channel.send("file", path=path,
-                             error=f"larger than the limit of {max_size} bytes")
+                channel.send("file", path=path, error=f"larger than the limit of {max_size} bytes")
                 continue
             data = b""
             while len(data) <= max_size and (chunk := os.read(fd, 1 << 20)):

@@ -144,8 +144,11 @@ class _PrivateEntries:
                 except OSError:
                     continue
                 other = stat.S_IXOTH if stat.S_ISDIR(st.st_mode) else stat.S_IROTH
-                if (st.st_uid == uid or st.st_gid == gid) and not stat.S_ISLNK(st.st_mode) \
-                        and not st.st_mode & other:
+                if (
+                    (st.st_uid == uid or st.st_gid == gid)
+                    and not stat.S_ISLNK(st.st_mode)
+                    and not st.st_mode & other
+                ):
                     hidden.append(os.path.relpath(os.path.join(path, name), top))
             dirs[:] = [d for d in dirs if os.path.relpath(os.path.join(path, d), top) not in hidden]
         return tuple(hidden)

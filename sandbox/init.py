@@ -93,8 +93,9 @@ class ProgramExit:
     locks_refused: int  # byte-range lock requests answered ENOLCK (locks.py)
 
 
-def supervise(channel: Channel, program_pid: int, start: float,
-              listener: int | None = None) -> ProgramExit:
+def supervise(
+    channel: Channel, program_pid: int, start: float, listener: int | None = None
+) -> ProgramExit:
     """Wait for the program, reaping orphans meanwhile, and answer its seccomp
     notifications (`listener`: byte-range locks, locks.py); then end every process."""
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)

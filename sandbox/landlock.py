@@ -47,7 +47,6 @@ SCOPE_ABSTRACT_UNIX_SOCKET = 1 << 0  # ABI 6
 SCOPE_SIGNAL = 1 << 1  # ABI 6
 
 
-
 @dataclass(frozen=True)
 class Ruleset:
     attr: bytes  # struct landlock_ruleset_attr, as long as the ABI knows it

@@ -154,8 +154,13 @@ def clone_process(flags: int) -> int:
     api = ctypes.pythonapi
     api.PyOS_BeforeFork()
     pid = _libc_holding_gil.syscall(
-        ctypes.c_long(SYS_clone), ctypes.c_ulong(flags | signal.SIGCHLD), None, None, None,
-        ctypes.c_ulong(0))
+        ctypes.c_long(SYS_clone),
+        ctypes.c_ulong(flags | signal.SIGCHLD),
+        None,
+        None,
+        None,
+        ctypes.c_ulong(0),
+    )
     if pid == 0:
         api.PyOS_AfterFork_Child()
         return 0
@@ -198,9 +203,7 @@ class _MountAttr(ctypes.Structure):
     ]
 
 
-def mount_setattr(
-    path: str, attr_set: int, recursive: bool = True, dirfd: int = AT_FDCWD
-) -> None:
+def mount_setattr(path: str, attr_set: int, recursive: bool = True, dirfd: int = AT_FDCWD) -> None:
     """Set mount attributes on a whole tree at once (MS_REMOUNT cannot recurse).
 
     With `path` "" the mount is `dirfd`'s own (AT_EMPTY_PATH), e.g. an open_tree fd."""
@@ -219,14 +222,24 @@ def mount_setattr(
 
 def open_tree(dirfd: int, path: str, flags: int) -> int:
     """An fd of the mount at dirfd/path; with OPEN_TREE_CLONE a detached bind of it."""
-    return syscall(SYS_open_tree, ctypes.c_int(dirfd), _path(path), ctypes.c_uint(flags),
-                   what=f"open_tree {path}")
+    return syscall(
+        SYS_open_tree,
+        ctypes.c_int(dirfd),
+        _path(path),
+        ctypes.c_uint(flags),
+        what=f"open_tree {path}",
+    )
 
 
 def move_mount(from_fd: int, from_path: str, to_fd: int, to_path: str, flags: int) -> None:
     syscall(
-        SYS_move_mount, ctypes.c_int(from_fd), _path(from_path), ctypes.c_int(to_fd),
-        _path(to_path), ctypes.c_uint(flags), what=f"move_mount {to_path}",
+        SYS_move_mount,
+        ctypes.c_int(from_fd),
+        _path(from_path),
+        ctypes.c_int(to_fd),
+        _path(to_path),
+        ctypes.c_uint(flags),
+        what=f"move_mount {to_path}",
     )
 
 
@@ -241,7 +254,10 @@ def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 
 
 def close_range(first: int, last: int = 0xFFFFFFFF, flags: int = 0) -> None:
     syscall(
-        SYS_close_range, ctypes.c_uint(first), ctypes.c_uint(last), ctypes.c_uint(flags),
+        SYS_close_range,
+        ctypes.c_uint(first),
+        ctypes.c_uint(last),
+        ctypes.c_uint(flags),
         what="close_range",
     )
 
@@ -257,8 +273,11 @@ def seccomp_set_filter(bpf: bytes) -> None:
     buf = ctypes.create_string_buffer(bpf, len(bpf))
     prog = _SockFprog(len(bpf) // 8, ctypes.addressof(buf))
     syscall(
-        SYS_seccomp, ctypes.c_uint(SECCOMP_SET_MODE_FILTER), ctypes.c_uint(0),
-        ctypes.byref(prog), what="seccomp",
+        SYS_seccomp,
+        ctypes.c_uint(SECCOMP_SET_MODE_FILTER),
+        ctypes.c_uint(0),
+        ctypes.byref(prog),
+        what="seccomp",
     )
 
 
@@ -273,14 +292,22 @@ class _OpenHow(ctypes.Structure):
 def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> int:
     how = _OpenHow(flags, mode, resolve)
     return syscall(
-        SYS_openat2, ctypes.c_int(dirfd), _path(path), ctypes.byref(how),
-        ctypes.c_size_t(ctypes.sizeof(how)), what=f"openat2 {path}",
+        SYS_openat2,
+        ctypes.c_int(dirfd),
+        _path(path),
+        ctypes.byref(how),
+        ctypes.c_size_t(ctypes.sizeof(how)),
+        what=f"openat2 {path}",
     )
 
 
 def pidfd_send_signal(pidfd: int, sig: int) -> None:
     syscall(
-        SYS_pidfd_send_signal, ctypes.c_int(pidfd), ctypes.c_int(sig), None, ctypes.c_uint(0),
+        SYS_pidfd_send_signal,
+        ctypes.c_int(pidfd),
+        ctypes.c_int(sig),
+        None,
+        ctypes.c_uint(0),
         what="pidfd_send_signal",
     )
 
@@ -297,16 +324,20 @@ def inotify_init(flags: int) -> int:
 
 
 def inotify_add_watch(fd: int, path: str, mask: int) -> int:
-    return _check(_libc.inotify_add_watch(fd, _path(path), ctypes.c_uint32(mask)),
-                  f"inotify_add_watch {path}")
+    return _check(
+        _libc.inotify_add_watch(fd, _path(path), ctypes.c_uint32(mask)), f"inotify_add_watch {path}"
+    )
 
 
 def landlock_abi_version() -> int:
     """The Landlock ABI the running kernel offers, 0 when it has none."""
     try:
         return syscall(
-            SYS_landlock_create_ruleset, None, ctypes.c_size_t(0),
-            ctypes.c_uint32(LANDLOCK_CREATE_RULESET_VERSION), what="landlock_create_ruleset",
+            SYS_landlock_create_ruleset,
+            None,
+            ctypes.c_size_t(0),
+            ctypes.c_uint32(LANDLOCK_CREATE_RULESET_VERSION),
+            what="landlock_create_ruleset",
         )
     except OSError:
         return 0

@@ -62,8 +62,9 @@ class LockSupervisor:
 
     def __init__(self, listener: int, proc_locks: str = "/proc/locks") -> None:
         self._lib = spawn.load()
-        self._state = _Locks(listener=listener, cap=LOCK_CAP, deny_run=DENY_RUN,
-                             proc_locks=proc_locks.encode())
+        self._state = _Locks(
+            listener=listener, cap=LOCK_CAP, deny_run=DENY_RUN, proc_locks=proc_locks.encode()
+        )
         error = self._lib.cb_locks_start(ctypes.byref(self._state))
         if error < 0:
             raise OSError(-error, f"the lock supervisor: {os.strerror(-error)}")

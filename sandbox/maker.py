@@ -43,8 +43,10 @@ from pathlib import Path
 from typing import Any
 
 _PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
-_START = ("import sys; sys.path.insert(0, sys.argv[1]); "
-          "from sandbox.maker import serve; serve(int(sys.argv[2]), int(sys.argv[3]))")
+_START = (
+    "import sys; sys.path.insert(0, sys.argv[1]); "
+    "from sandbox.maker import serve; serve(int(sys.argv[2]), int(sys.argv[3]))"
+)
 _MAX_REQUEST = 1 << 16
 # The inits are copies of the maker: nothing of the caller's environment (a
 # worker's REDIS_URL, API keys) is in their memory. PATH finds newuidmap.
@@ -62,10 +64,21 @@ class Maker:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-I", "-c", _START, _PACKAGE_PARENT, str(theirs.fileno()),
-                 str(os.getpid())],
-                pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL, cwd="/", env=_ENVIRONMENT)
+                [
+                    sys.executable,
+                    "-I",
+                    "-c",
+                    _START,
+                    _PACKAGE_PARENT,
+                    str(theirs.fileno()),
+                    str(os.getpid()),
+                ],
+                pass_fds=[theirs.fileno()],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                cwd="/",
+                env=_ENVIRONMENT,
+            )
         except BaseException:
             ours.close()
             raise
@@ -206,8 +219,7 @@ def serve(control_fd: int, caller: int) -> None:
     control.send(b"ready")
     while True:
         try:
-            message, fds, _, _ = socket.recv_fds(control, _MAX_REQUEST, 2,
-                                                 socket.MSG_CMSG_CLOEXEC)
+            message, fds, _, _ = socket.recv_fds(control, _MAX_REQUEST, 2, socket.MSG_CMSG_CLOEXEC)
         except ConnectionResetError:
             # The caller closed its end with our "ready" unread (it only ever
             # peeks at it): said once, ahead of anything still queued.

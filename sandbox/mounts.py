@@ -68,11 +68,16 @@ def build_root(plan: RootPlan) -> list[str]:
     """Build the cell's root and pivot into it; afterwards cwd is /box. Returns
     the host directories that had to be bound (their inodes are the host's)."""
     # Pin the image's host directories by fd before the staging tmpfs can hide them.
-    sources = {path: os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-               for path in plan.image.layers + plan.image.host_dirs}
+    sources = {
+        path: os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        for path in plan.image.layers + plan.image.host_dirs
+    }
     libc.mount(None, "/", None, libc.MS_REC | libc.MS_PRIVATE)
     libc.mount(
-        "cellblock", STAGING, "tmpfs", libc.MS_NOSUID | libc.MS_NODEV,
+        "cellblock",
+        STAGING,
+        "tmpfs",
+        libc.MS_NOSUID | libc.MS_NODEV,
         f"size={plan.tmpfs_size},nr_inodes={plan.tmpfs_inodes},mode=0755",
     )
     skeleton, upper, work, root = (f"{STAGING}/{d}" for d in ("skel", "upper", "work", "root"))
@@ -82,13 +87,23 @@ def build_root(plan: RootPlan) -> list[str]:
 
     lowers = [skeleton] + [_fd_path(sources[layer]) for layer in plan.image.layers]
     libc.mount(
-        "cellblock-root", root, "overlay", libc.MS_NOSUID | libc.MS_NODEV,
+        "cellblock-root",
+        root,
+        "overlay",
+        libc.MS_NOSUID | libc.MS_NODEV,
         f"lowerdir={':'.join(lowers)},upperdir={upper},workdir={work},userxattr",
     )
     hidden = dict(plan.hidden)
-    bound = [host_dir for host_dir in plan.image.host_dirs
-             if not _show_host_dir(sources[host_dir], root + host_dir,
-                                   f"{STAGING}/mask{host_dir}", hidden.get(host_dir, ()))]
+    bound = [
+        host_dir
+        for host_dir in plan.image.host_dirs
+        if not _show_host_dir(
+            sources[host_dir],
+            root + host_dir,
+            f"{STAGING}/mask{host_dir}",
+            hidden.get(host_dir, ()),
+        )
+    ]
     for fd in sources.values():
         os.close(fd)
 
@@ -116,9 +131,13 @@ def _show_host_dir(source: int, target: str, mask: str, hidden: tuple[str, ...])
         # A whiteout: the char device 0/0, which any user namespace may make.
         os.mknod(f"{mask}/{relative}", stat.S_IFCHR | 0o000, 0)
     try:
-        libc.mount("cellblock-host", target, "overlay",
-                   libc.MS_RDONLY | libc.MS_NOSUID | libc.MS_NODEV,
-                   f"lowerdir={mask}:{_fd_path(source)},userxattr")
+        libc.mount(
+            "cellblock-host",
+            target,
+            "overlay",
+            libc.MS_RDONLY | libc.MS_NOSUID | libc.MS_NODEV,
+            f"lowerdir={mask}:{_fd_path(source)},userxattr",
+        )
         return True
     except OSError as error:
         if error.errno != errno.EINVAL:
@@ -135,8 +154,9 @@ def _cover(top: str, relative: str, scratch: str) -> None:
     private_entries lists none) with an empty one of mode 0, bound read-only."""
     top_fd = os.open(top, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        where = libc.openat2(top_fd, relative, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC,
-                             _BENEATH_XDEV)
+        where = libc.openat2(
+            top_fd, relative, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, _BENEATH_XDEV
+        )
     finally:
         os.close(top_fd)
     try:
@@ -151,8 +171,12 @@ def _cover(top: str, relative: str, scratch: str) -> None:
         libc.mount(empty, _fd_path(where), None, libc.MS_BIND)
         # By path: the fd still names what is now covered. Nothing of the cell
         # has run yet, and the walk above found no symlink on the way.
-        libc.mount(None, f"{top}/{relative}", None, libc.MS_REMOUNT | libc.MS_BIND
-                   | libc.MS_RDONLY | libc.MS_NOSUID | libc.MS_NODEV)
+        libc.mount(
+            None,
+            f"{top}/{relative}",
+            None,
+            libc.MS_REMOUNT | libc.MS_BIND | libc.MS_RDONLY | libc.MS_NOSUID | libc.MS_NODEV,
+        )
     finally:
         os.close(where)
 
@@ -178,8 +202,13 @@ def _make_skeleton(skeleton: str, plan: RootPlan) -> None:
 
 
 def _mount_dev(dev: str, shm_size: int) -> None:
-    libc.mount("cellblock-dev", dev, "tmpfs", libc.MS_NOSUID | libc.MS_NOEXEC,
-               "size=64k,nr_inodes=64,mode=0755")
+    libc.mount(
+        "cellblock-dev",
+        dev,
+        "tmpfs",
+        libc.MS_NOSUID | libc.MS_NOEXEC,
+        "size=64k,nr_inodes=64,mode=0755",
+    )
     for name in DEVICES:
         node = f"{dev}/{name}"
         os.close(os.open(node, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o666))
@@ -188,16 +217,22 @@ def _mount_dev(dev: str, shm_size: int) -> None:
         os.symlink(target, f"{dev}/{name}")
     os.mkdir(f"{dev}/shm")
     # A fresh shm per cell: a shared one is a side channel between runs (isolate 2.6).
-    libc.mount("cellblock-shm", f"{dev}/shm", "tmpfs", libc.MS_NOSUID | libc.MS_NODEV,
-               f"size={shm_size},nr_inodes=1024,mode=1777")
+    libc.mount(
+        "cellblock-shm",
+        f"{dev}/shm",
+        "tmpfs",
+        libc.MS_NOSUID | libc.MS_NODEV,
+        f"size={shm_size},nr_inodes=1024,mode=1777",
+    )
     libc.mount_setattr(dev, libc.MOUNT_ATTR_RDONLY, recursive=False)
 
 
 def _mount_proc(proc: str) -> None:
     # Must happen before the old root is detached: the kernel lets a user
     # namespace mount procfs only while a fully visible procfs is in its tree.
-    libc.mount("proc", proc, "proc", libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC,
-               "hidepid=invisible")
+    libc.mount(
+        "proc", proc, "proc", libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC, "hidepid=invisible"
+    )
     limit_cell_namespace(proc)  # while /proc/sys is still writable for us
     for name in PROC_COVERED:
         path = f"{proc}/{name}"
@@ -219,7 +254,9 @@ def _pivot_into(root: str) -> None:
 
 # Resolution of a /box file from the init's /box fd: nothing but plain names below it.
 _BENEATH = (
-    libc.RESOLVE_BENEATH | libc.RESOLVE_NO_SYMLINKS | libc.RESOLVE_NO_MAGICLINKS
+    libc.RESOLVE_BENEATH
+    | libc.RESOLVE_NO_SYMLINKS
+    | libc.RESOLVE_NO_MAGICLINKS
     | libc.RESOLVE_NO_XDEV
 )
 # The same, but into a mount on the way (to look at a bind mount just made).
@@ -252,8 +289,9 @@ def bind_read_only(box: int, relative: str) -> None:
             return
         try:
             libc.mount_setattr("", READ_ONLY, recursive=False, dirfd=tree)
-            libc.move_mount(tree, "", target, "",
-                            libc.MOVE_MOUNT_F_EMPTY_PATH | libc.MOVE_MOUNT_T_EMPTY_PATH)
+            libc.move_mount(
+                tree, "", target, "", libc.MOVE_MOUNT_F_EMPTY_PATH | libc.MOVE_MOUNT_T_EMPTY_PATH
+            )
         finally:
             os.close(tree)
     finally:
@@ -268,8 +306,12 @@ def _bind_read_only_by_path(box: int, relative: str) -> None:
     The result is checked through a fresh fd."""
     path = f"/box/{relative}"
     libc.mount(path, path, None, libc.MS_BIND)
-    libc.mount(None, path, None,
-               libc.MS_REMOUNT | libc.MS_BIND | libc.MS_RDONLY | libc.MS_NOSUID | libc.MS_NODEV)
+    libc.mount(
+        None,
+        path,
+        None,
+        libc.MS_REMOUNT | libc.MS_BIND | libc.MS_RDONLY | libc.MS_NOSUID | libc.MS_NODEV,
+    )
     check = libc.openat2(box, relative, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, _BENEATH_XDEV)
     try:
         if not os.fstatvfs(check).f_flag & os.ST_RDONLY:

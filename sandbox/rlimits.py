@@ -15,9 +15,9 @@ from .spec import Limits
 PENDING_SIGNALS = 256  # queued signals and POSIX timers of a whole cell
 
 
-def rlimit_table(limits: Limits, cgroup_controllers: tuple[str, ...] = ()) -> list[
-    tuple[int, int, int]
-]:
+def rlimit_table(
+    limits: Limits, cgroup_controllers: tuple[str, ...] = ()
+) -> list[tuple[int, int, int]]:
     """(resource, soft, hard) to apply in the program's process before exec.
 
     Where the run's cgroup limits memory, RLIMIT_DATA goes: it would turn the

@@ -180,6 +180,7 @@ def resolve_profile(name: str) -> Path:
     """The JSON file a profile name means: a bare name is one of ours, a path is the user's."""
     if not isinstance(name, str) or not name or "\0" in name:
         raise ProfileError(f"seccomp profile {name!r}: not a profile name or path")
+
     def names() -> str:  # for error messages only: a directory listing per run is waste
         return ", ".join(available_profiles()) or "none"
 
@@ -254,7 +255,7 @@ _RET_USER_NOTIF = struct.pack("<HBBI", 0x06, 0, 0, seccomp.NOTIFY)  # BPF_RET|BP
 def notifies(bpf: bytes) -> bool:
     """Whether the filter sends some call to a supervisor (it must be loaded with
     a listener, which the program's process hands to the init: spawn.c, locks.py)."""
-    return any(bpf[i:i + 8] == _RET_USER_NOTIF for i in range(0, len(bpf), 8))
+    return any(bpf[i : i + 8] == _RET_USER_NOTIF for i in range(0, len(bpf), 8))
 
 
 def _load(prof: _Profile, size: int) -> dict[str, Any]:
@@ -438,7 +439,8 @@ def _parse_entry(prof: _Profile, where: str, entry: Any, unknown: list[str]) -> 
         raise prof.error(
             f"{where}.action",
             f"SCMP_ACT_NOTIFY is for {', '.join(NOTIFIED_SYSCALLS)} only (the cell's init "
-            "answers byte-range lock requests; it has no policy for other calls)")
+            "answers byte-range lock requests; it has no policy for other calls)",
+        )
     args = _parse_args(prof, f"{where}.args", entry.get("args"))
     if not _applies(prof, where, entry):
         return []

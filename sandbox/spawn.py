@@ -26,9 +26,21 @@ from . import caps, landlock
 
 # enum cb_stage in spawn.c, by value.
 _STAGES = (
-    "", "signals", "setsid", "file descriptors", "bounding set", "joining the cgroup",
-    "checking the root", "rlimits", "cgroup namespace", "ids", "capabilities", "no_new_privs",
-    "seccomp", "execve", "landlock",
+    "",
+    "signals",
+    "setsid",
+    "file descriptors",
+    "bounding set",
+    "joining the cgroup",
+    "checking the root",
+    "rlimits",
+    "cgroup namespace",
+    "ids",
+    "capabilities",
+    "no_new_privs",
+    "seccomp",
+    "execve",
+    "landlock",
 )
 _STAGE_EXEC = 13
 
@@ -92,7 +104,8 @@ def _library_path() -> Path:
     if not found:
         raise SpawnUnavailable(
             f"{here}/_spawn*.so is missing: build it with scripts/install (or "
-            f"`gcc -O2 -shared -fPIC -o {here}/_spawn.so {here}/spawn.c {here}/locks.c`)")
+            f"`gcc -O2 -shared -fPIC -o {here}/_spawn.so {here}/spawn.c {here}/locks.c`)"
+        )
     return found[0]
 
 
@@ -117,9 +130,11 @@ def load() -> ctypes.CDLL:
         from .locks import _Locks
 
         if (lib.cb_struct_size(), lib.cb_struct_offset_of_go(), lib.cb_locks_struct_size()) != (
-                ctypes.sizeof(_Spawn), _Spawn.go.offset, ctypes.sizeof(_Locks)):
-            raise SpawnUnavailable(f"{path} does not match spawn.py: rebuild it "
-                                   "(scripts/install)")
+            ctypes.sizeof(_Spawn),
+            _Spawn.go.offset,
+            ctypes.sizeof(_Locks),
+        ):
+            raise SpawnUnavailable(f"{path} does not match spawn.py: rebuild it (scripts/install)")
         _lib = lib
     return _lib
 
@@ -160,8 +175,14 @@ class Started:
 class PendingProgram:
     """A child made by `prepare_program`, waiting in its cgroup for `go`."""
 
-    def __init__(self, lib: ctypes.CDLL, start: ProgramStart, args: _Spawn,
-                 keep: list[object], listener_sock: socket.socket | None) -> None:
+    def __init__(
+        self,
+        lib: ctypes.CDLL,
+        start: ProgramStart,
+        args: _Spawn,
+        keep: list[object],
+        listener_sock: socket.socket | None,
+    ) -> None:
         self._lib = lib
         self._start = start
         self._args = args
@@ -191,7 +212,6 @@ class PendingProgram:
         name = _STAGES[stage] if stage < len(_STAGES) else str(stage)
         return Started(self.pid, internal_error=f"program set-up: {name}: {reason}")
 
-
     def _take_listener(self) -> tuple[int | None, str | None]:
         """The seccomp listener the child sent before its execve, or why there is none."""
         sock, self._listener_sock = self._listener_sock, None
@@ -199,11 +219,15 @@ class PendingProgram:
             return None, None
         with sock:
             if self._args.listener_error:
-                return None, f"the program's process could not hand it over: " \
-                    f"{os.strerror(self._args.listener_error)}"
+                return (
+                    None,
+                    f"the program's process could not hand it over: "
+                    f"{os.strerror(self._args.listener_error)}",
+                )
             try:
-                _, fds, _, _ = socket.recv_fds(sock, 1, 1, socket.MSG_DONTWAIT
-                                               | socket.MSG_CMSG_CLOEXEC)
+                _, fds, _, _ = socket.recv_fds(
+                    sock, 1, 1, socket.MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC
+                )
             except BlockingIOError:
                 return None, None  # it gave up before its filter (err_stage says where)
         return (fds[0], None) if fds else (None, "it was not handed over")
@@ -215,7 +239,10 @@ def rehearse(start: ProgramStart) -> None:
 
 
 def prepare_program(
-    start: ProgramStart, fds: list[int], join_fds: list[int], cgroup_dir: int | None = None,
+    start: ProgramStart,
+    fds: list[int],
+    join_fds: list[int],
+    cgroup_dir: int | None = None,
     cwd: str = "/box",
 ) -> PendingProgram:
     """Make the program's process: it puts `fds` at 0..n-1, is born in `cgroup_dir`
@@ -256,7 +283,8 @@ def _arguments(
     fd_array = (ctypes.c_int * max(len(fds), 1))(*fds)
     join_array = (ctypes.c_int * max(len(join_fds), 1))(*join_fds)
     table = (_Rlimit * max(len(start.rlimit_table), 1))(
-        *(_Rlimit(which, soft, hard) for which, soft, hard in start.rlimit_table))
+        *(_Rlimit(which, soft, hard) for which, soft, hard in start.rlimit_table)
+    )
     if len(start.bpf) % 8 or len(start.bpf) // 8 > 0xFFFF:
         raise ValueError("a seccomp program is an array of at most 65535 8-byte instructions")
     bpf = ctypes.create_string_buffer(start.bpf, max(len(start.bpf), 1))
@@ -264,25 +292,57 @@ def _arguments(
     rules_in = ruleset.rules if ruleset else ()
     rule_paths = [os.fsencode(path) for path, _ in rules_in]
     rules = (_LandlockRule * max(len(rules_in), 1))(
-        *map(_LandlockRule, rule_paths, (access for _, access in rules_in)))
+        *map(_LandlockRule, rule_paths, (access for _, access in rules_in))
+    )
     attr = ctypes.create_string_buffer(ruleset.attr, len(ruleset.attr)) if ruleset else None
     path = start.env.get("PATH")
-    file, path_bytes, cwd_bytes = argv_bytes[0], (
-        os.fsencode(path) if path is not None else None), os.fsencode(cwd)
+    file, path_bytes, cwd_bytes = (
+        argv_bytes[0],
+        (os.fsencode(path) if path is not None else None),
+        os.fsencode(cwd),
+    )
     args = _Spawn(
-        file=file, argv=argv, envp=envp, path=path_bytes, cwd=cwd_bytes,
-        fds=fd_array, nfds=len(fds), join_fds=join_array, njoin=len(join_fds),
+        file=file,
+        argv=argv,
+        envp=envp,
+        path=path_bytes,
+        cwd=cwd_bytes,
+        fds=fd_array,
+        nfds=len(fds),
+        join_fds=join_array,
+        njoin=len(join_fds),
         cgroup_dirfd=-1 if cgroup_dir is None else cgroup_dir,
-        last_cap=caps.LAST_CAP, securebits=caps.SECUREBITS,
-        rlimits=table, nrlimits=len(start.rlimit_table),
-        uid=start.run_uid, gid=start.run_gid, clear_groups=int(start.clear_groups),
-        bpf_len=len(start.bpf) // 8, bpf=ctypes.addressof(bpf),
+        last_cap=caps.LAST_CAP,
+        securebits=caps.SECUREBITS,
+        rlimits=table,
+        nrlimits=len(start.rlimit_table),
+        uid=start.run_uid,
+        gid=start.run_gid,
+        clear_groups=int(start.clear_groups),
+        bpf_len=len(start.bpf) // 8,
+        bpf=ctypes.addressof(bpf),
         landlock_attr=ctypes.addressof(attr) if attr is not None else None,
         landlock_attr_size=len(ruleset.attr) if ruleset else 0,
-        landlock_rules=rules, nlandlock_rules=len(rules_in), notify=int(start.notify),
+        landlock_rules=rules,
+        nlandlock_rules=len(rules_in),
+        notify=int(start.notify),
         listener_sock=-1,
     )
     # Every buffer the child reads stays alive (and in place) until go() is done.
-    keep: list[object] = [argv_bytes, env_bytes, argv, envp, fd_array, join_array, table, bpf,
-                          file, path_bytes, cwd_bytes, rule_paths, rules, attr]
+    keep: list[object] = [
+        argv_bytes,
+        env_bytes,
+        argv,
+        envp,
+        fd_array,
+        join_array,
+        table,
+        bpf,
+        file,
+        path_bytes,
+        cwd_bytes,
+        rule_paths,
+        rules,
+        attr,
+    ]
     return args, keep

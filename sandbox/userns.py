@@ -92,10 +92,16 @@ class IdMap:
 
         def moved(lines: tuple[tuple[int, int, int], ...]) -> tuple[tuple[int, int, int], ...]:
             return lines[: self.fixed_lines] + tuple(
-                (a, b + shift, c) for a, b, c in lines[self.fixed_lines :])
+                (a, b + shift, c) for a, b, c in lines[self.fixed_lines :]
+            )
 
-        return replace(self, uid_lines=moved(self.uid_lines), gid_lines=moved(self.gid_lines),
-                       slots=1, slot_size=0)
+        return replace(
+            self,
+            uid_lines=moved(self.uid_lines),
+            gid_lines=moved(self.gid_lines),
+            slots=1,
+            slot_size=0,
+        )
 
     @property
     def cell_root_is_caller(self) -> bool:
@@ -187,8 +193,11 @@ def choose_idmap() -> IdMap:
             slot_size=RANGE_SIZE,
         )
     subids = subordinate_range(euid)
-    if (os.environ.get("CELLBLOCK_SUBUID") != "0" and subids is not None
-            and all(id_helpers().values())):
+    if (
+        os.environ.get("CELLBLOCK_SUBUID") != "0"
+        and subids is not None
+        and all(id_helpers().values())
+    ):
         (uid_start, uid_count), (gid_start, gid_count) = subids
         return IdMap(
             uid_lines=((0, euid, 1), (RUN_ID, uid_start, 1)),
@@ -253,12 +262,16 @@ def hold_ids(template: IdMap) -> HeldIds:
         # No place for the locks (a read-only /run, a directory of another
         # user's): every cell takes the first slot. `cellblock doctor` says so
         # ("subordinate ids"), and so does every result.
-        return HeldIds(template.in_slot(0), None,
-                       f"program may share its host uid with other cells ({error})")
+        return HeldIds(
+            template.in_slot(0), None, f"program may share its host uid with other cells ({error})"
+        )
     for index in range(template.slots):
         concrete = template.in_slot(index)
-        fd = os.open(f"{directory}/{concrete.program_host_uid}",
-                     os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        fd = os.open(
+            f"{directory}/{concrete.program_host_uid}",
+            os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+            0o600,
+        )
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -307,8 +320,11 @@ def add_subordinate_range(user: str) -> str | None:
         raise OSError(f"no such user: {user!r}") from None
     if subordinate_range(entry.pw_uid) is not None:
         return None
-    taken = [(start, start + count) for path in ("/etc/subuid", "/etc/subgid")
-             for _, start, count in _subid_entries(path)]
+    taken = [
+        (start, start + count)
+        for path in ("/etc/subuid", "/etc/subgid")
+        for _, start, count in _subid_entries(path)
+    ]
     taken.append((DEFAULT_ROOT_RANGE[0], DEFAULT_ROOT_RANGE[0] + DEFAULT_ROOT_RANGE[1]))
     start = SUBID_FIRST
     for low, high in sorted(taken):  # the first gap of SUBID_COUNT ids
@@ -316,8 +332,11 @@ def add_subordinate_range(user: str) -> str | None:
             break
         start = max(start, high)
     ids = f"{start}-{start + SUBID_COUNT - 1}"
-    subprocess.run(["usermod", "--add-subuids", ids, "--add-subgids", ids, user],
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["usermod", "--add-subuids", ids, "--add-subgids", ids, user],
+        check=True,
+        capture_output=True,
+    )
     return f"subordinate uids and gids {ids} added for {user} (/etc/subuid, /etc/subgid)"
 
 
@@ -334,7 +353,10 @@ def enter_holding_namespace(template: IdMap) -> IdMap:
         template,
         uid_lines=((0, os.geteuid(), 1), (1, uid_line[1], template.slots)),
         gid_lines=((0, os.getegid(), 1), (1, gid_line[1], template.slots)),
-        slots=1, slot_size=0, fixed_lines=0)
+        slots=1,
+        slot_size=0,
+        fixed_lines=0,
+    )
     parent = os.getpid()
     go_r, go_w = os.pipe2(os.O_CLOEXEC)
     helper = os.fork()
@@ -365,8 +387,9 @@ def seen_from(idmap: IdMap, holding: IdMap) -> IdMap:
     """A cell's map (in host ids) as written from inside the holding namespace,
     whose own map is `holding`: the same host ids, by their numbers in there."""
 
-    def inside(lines: tuple[tuple[int, int, int], ...],
-               own: tuple[tuple[int, int, int], ...]) -> tuple[tuple[int, int, int], ...]:
+    def inside(
+        lines: tuple[tuple[int, int, int], ...], own: tuple[tuple[int, int, int], ...]
+    ) -> tuple[tuple[int, int, int], ...]:
         moved = []
         for cell_id, host_id, count in lines:
             for own_inside, own_host, own_count in own:
@@ -377,9 +400,13 @@ def seen_from(idmap: IdMap, holding: IdMap) -> IdMap:
                 raise ValueError(f"host id {host_id} is not mapped in the holding namespace")
         return tuple(moved)
 
-    return replace(idmap, uid_lines=inside(idmap.uid_lines, holding.uid_lines),
-                   gid_lines=inside(idmap.gid_lines, holding.gid_lines),
-                   use_newidmap=False, deny_setgroups=False)
+    return replace(
+        idmap,
+        uid_lines=inside(idmap.uid_lines, holding.uid_lines),
+        gid_lines=inside(idmap.gid_lines, holding.gid_lines),
+        use_newidmap=False,
+        deny_setgroups=False,
+    )
 
 
 def write_idmap(pid: int, idmap: IdMap) -> None:

@@ -39,29 +39,39 @@ def decide(facts: Facts, limits: Limits) -> tuple[Status, int | None, int | None
     exit_code = os.WEXITSTATUS(status_word) if os.WIFEXITED(status_word) else None
     sig = os.WTERMSIG(status_word) if os.WIFSIGNALED(status_word) else None
 
-    if facts.kill_reason == "cpu" or sig == signals.SIGXCPU or (
-        sig == signals.SIGKILL and facts.cpu_time >= limits.time
-    ) or (facts.kill_reason is None and facts.cpu_time > limits.time):
-        return Status.TLE, exit_code, sig, (
-            f"CPU time limit of {limits.time:g} s exceeded ({facts.cpu_time:.3f} s used)"
+    if (
+        facts.kill_reason == "cpu"
+        or sig == signals.SIGXCPU
+        or (sig == signals.SIGKILL and facts.cpu_time >= limits.time)
+        or (facts.kill_reason is None and facts.cpu_time > limits.time)
+    ):
+        return (
+            Status.TLE,
+            exit_code,
+            sig,
+            (f"CPU time limit of {limits.time:g} s exceeded ({facts.cpu_time:.3f} s used)"),
         )
     if facts.kill_reason == "wall":
-        return Status.TLE, exit_code, sig, (
-            f"wall-time limit of {limits.effective_wall_time:g} s exceeded "
-            f"(CPU time {facts.cpu_time:.3f} s)"
+        return (
+            Status.TLE,
+            exit_code,
+            sig,
+            (
+                f"wall-time limit of {limits.effective_wall_time:g} s exceeded "
+                f"(CPU time {facts.cpu_time:.3f} s)"
+            ),
         )
     if facts.oom_killed:
-        return Status.MLE, exit_code, sig, (
-            f"the kernel's OOM killer acted: memory limit of {limits.memory} bytes"
+        return (
+            Status.MLE,
+            exit_code,
+            sig,
+            (f"the kernel's OOM killer acted: memory limit of {limits.memory} bytes"),
         )
     if facts.kill_reason == "output" or facts.output_truncated:
-        return Status.OLE, exit_code, sig, (
-            f"output limit of {limits.output_limit} bytes exceeded"
-        )
+        return Status.OLE, exit_code, sig, (f"output limit of {limits.output_limit} bytes exceeded")
     if sig == signals.SIGXFSZ:
-        return Status.OLE, exit_code, sig, (
-            f"file-size limit of {limits.file_size} bytes exceeded"
-        )
+        return Status.OLE, exit_code, sig, (f"file-size limit of {limits.file_size} bytes exceeded")
     if sig == signals.SIGSYS:
         return Status.SV, exit_code, sig, "killed for a system call the seccomp profile forbids"
     if facts.exec_error:

@@ -85,8 +85,17 @@ def _make_test_user(name: str, subordinate_ids: bool) -> Iterator[pwd.struct_pas
         undelegate(name)
     if range_added:
         (uids, count), (gids, gcount) = userns.subordinate_range(uid)  # type: ignore[misc]
-        subprocess.run(["usermod", "--del-subuids", f"{uids}-{uids + count - 1}",
-                        "--del-subgids", f"{gids}-{gids + gcount - 1}", name], check=False)
+        subprocess.run(
+            [
+                "usermod",
+                "--del-subuids",
+                f"{uids}-{uids + count - 1}",
+                "--del-subgids",
+                f"{gids}-{gids + gcount - 1}",
+                name,
+            ],
+            check=False,
+        )
     if created:
         subprocess.run(["userdel", name], check=False)
 
@@ -230,10 +239,13 @@ class CellRunner:
             command = [str(VENV / "bin" / "cellblock")]
             env = {}
         done = subprocess.run(
-            as_user(self.user.pw_name,
-                    ["env", *[f"{k}={v}" for k, v in env.items()], *command, "run", *args, "--",
-                     *argv]),
-            capture_output=True, cwd="/", check=False,
+            as_user(
+                self.user.pw_name,
+                ["env", *[f"{k}={v}" for k, v in env.items()], *command, "run", *args, "--", *argv],
+            ),
+            capture_output=True,
+            cwd="/",
+            check=False,
         )
         if done.returncode != 0:
             raise AssertionError(
@@ -369,8 +381,13 @@ class Bare:
             user = TEST_USER if as_user is True else as_user
             command = ["runuser", "-u", user, "--", *command]
         return subprocess.run(
-            command, capture_output=True, text=True, cwd=cwd or self.dir, pass_fds=pass_fds,
-            timeout=30, check=False,
+            command,
+            capture_output=True,
+            text=True,
+            cwd=cwd or self.dir,
+            pass_fds=pass_fds,
+            timeout=30,
+            check=False,
         )
 
 

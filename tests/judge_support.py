@@ -41,8 +41,9 @@ def behave(lang: str) -> Program:
     return program
 
 
-def judge_one(program: Program, test: TestCase, checker: str | None = None,
-              **limits: object) -> JudgeResult:
+def judge_one(
+    program: Program, test: TestCase, checker: str | None = None, **limits: object
+) -> JudgeResult:
     options = JudgeOptions(limits=RunLimits.build(**limits), checker=get_checker(checker))
     return judge_program(program, [test], options)
 
@@ -53,15 +54,32 @@ def cli(*args: str, user: str | None = None, timeout: float = 120) -> subprocess
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     if user is not None:
         venv = Path(os.environ.get("CELLBLOCK_VENV", "/opt/cellblock/venv"))
-        readable = subprocess.run(["runuser", "-u", user, "--", "test", "-r", __file__],
-                                  check=False).returncode == 0
+        readable = (
+            subprocess.run(
+                ["runuser", "-u", user, "--", "test", "-r", __file__], check=False
+            ).returncode
+            == 0
+        )
         # A private checkout: the copy scripts/install put into the venv (scripts/test
         # installs this checkout first).
-        command = ["runuser", "-u", user, "--", "env", f"PYTHONPATH={REPO}",
-                   str(venv / "bin" / "python"), str(REPO / "cli.py"), *args] if readable else [
-                   "runuser", "-u", user, "--", str(venv / "bin" / "cellblock"), *args]
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout,
-                          cwd=REPO, check=False)
+        command = (
+            [
+                "runuser",
+                "-u",
+                user,
+                "--",
+                "env",
+                f"PYTHONPATH={REPO}",
+                str(venv / "bin" / "python"),
+                str(REPO / "cli.py"),
+                *args,
+            ]
+            if readable
+            else ["runuser", "-u", user, "--", str(venv / "bin" / "cellblock"), *args]
+        )
+    return subprocess.run(
+        command, capture_output=True, text=True, env=env, timeout=timeout, cwd=REPO, check=False
+    )
 
 
 def parallel_capacity() -> float:
@@ -82,5 +100,6 @@ def parallel_capacity() -> float:
         os.waitpid(pid, 0)
     after = os.times()
     cpu = (after.children_user - before.children_user) + (
-        after.children_system - before.children_system)
+        after.children_system - before.children_system
+    )
     return cpu / (time.monotonic() - start)

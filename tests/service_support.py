@@ -29,13 +29,17 @@ VENV = Path(os.environ.get("CELLBLOCK_VENV", "/opt/cellblock/venv"))
 
 # Short leases so that recovery tests take seconds, not minutes.
 FAST_TIMING = {
-    "CELLBLOCK_LEASE": "4", "CELLBLOCK_LEASE_RENEW": "1", "CELLBLOCK_REAP_INTERVAL": "1",
-    "CELLBLOCK_LIMBO": "4", "CELLBLOCK_SELFCHECK_INTERVAL": "3600",
+    "CELLBLOCK_LEASE": "4",
+    "CELLBLOCK_LEASE_RENEW": "1",
+    "CELLBLOCK_REAP_INTERVAL": "1",
+    "CELLBLOCK_LIMBO": "4",
+    "CELLBLOCK_SELFCHECK_INTERVAL": "3600",
 }
 
 
-def wait_for(condition: Callable[[], object], timeout: float, what: str,
-              interval: float = 0.05) -> object:
+def wait_for(
+    condition: Callable[[], object], timeout: float, what: str, interval: float = 0.05
+) -> object:
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
@@ -63,15 +67,25 @@ class RedisServer:
     def start(self) -> RedisServer:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.dir.chmod(0o755)  # the workers run as another user
-        lines = [f"port {self.port if self.bind else 0}", f"unixsocket {self.socket}",
-                 "unixsocketperm 777", f"dir {self.dir}", "appendonly yes",
-                 "appendfsync always", 'save ""', "daemonize no",
-                 f"logfile {self.dir / 'redis.log'}"]
+        lines = [
+            f"port {self.port if self.bind else 0}",
+            f"unixsocket {self.socket}",
+            "unixsocketperm 777",
+            f"dir {self.dir}",
+            "appendonly yes",
+            "appendfsync always",
+            'save ""',
+            "daemonize no",
+            f"logfile {self.dir / 'redis.log'}",
+        ]
         if self.bind:
             lines += [f"bind {' '.join(self.bind)}", "protected-mode no"]
         (self.dir / "redis.conf").write_text("\n".join(lines) + "\n")
-        self.process = subprocess.Popen(["redis-server", str(self.dir / "redis.conf")],
-                                        stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+        self.process = subprocess.Popen(
+            ["redis-server", str(self.dir / "redis.conf")],
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+        )
         wait_for(self._ready, 10, "redis-server")
         return self
 
@@ -96,27 +110,62 @@ class RedisServer:
 def worker_command(url: str, cells: int, user: str | None) -> list[str]:
     """`cellblock worker` from this checkout, as `user` (placed in its cgroup) or as root."""
     python = str(VENV / "bin" / "python") if user else sys.executable
-    command = [python, "-c", "import sys; from cli import main; sys.exit(main())", "worker",
-               "--redis-url", url, "--cells", str(cells), "--grace", "3",
-               "--log-level", "warning"]
+    command = [
+        python,
+        "-c",
+        "import sys; from cli import main; sys.exit(main())",
+        "worker",
+        "--redis-url",
+        url,
+        "--cells",
+        str(cells),
+        "--grace",
+        "3",
+        "--log-level",
+        "warning",
+    ]
     if user is None:
         return command
     from conftest import as_user
 
-    return as_user(user, ["env", f"PYTHONPATH={REPO}", "CELLBLOCK_DIE_WITH_PARENT=1",
-                          *[f"{k}={v}" for k, v in FAST_TIMING.items()], *command])
+    return as_user(
+        user,
+        [
+            "env",
+            f"PYTHONPATH={REPO}",
+            "CELLBLOCK_DIE_WITH_PARENT=1",
+            *[f"{k}={v}" for k, v in FAST_TIMING.items()],
+            *command,
+        ],
+    )
 
 
 class Workers:
     """A `cellblock worker` supervisor with `cells` worker processes."""
 
-    def __init__(self, url: str, cells: int = 1, user: str | None = None,
-                 prefix: list[str] | None = None, env: dict[str, str] | None = None) -> None:
-        environment = {**os.environ, **FAST_TIMING, "PYTHONPATH": str(REPO),
-                       "CELLBLOCK_DIE_WITH_PARENT": "1", **(env or {})}
+    def __init__(
+        self,
+        url: str,
+        cells: int = 1,
+        user: str | None = None,
+        prefix: list[str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        environment = {
+            **os.environ,
+            **FAST_TIMING,
+            "PYTHONPATH": str(REPO),
+            "CELLBLOCK_DIE_WITH_PARENT": "1",
+            **(env or {}),
+        }
         self.process = subprocess.Popen(
-            [*(prefix or []), *worker_command(url, cells, user)], cwd="/", env=environment,
-            stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent)
+            [*(prefix or []), *worker_command(url, cells, user)],
+            cwd="/",
+            env=environment,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
         self.url = url
 
     def worker_pids(self) -> list[int]:
@@ -155,8 +204,11 @@ def descendants(pid: int) -> list[int]:
     found, frontier = [], [pid]
     while frontier:
         current = frontier.pop()
-        for task in Path(f"/proc/{current}/task").glob("*") if Path(
-                f"/proc/{current}/task").exists() else []:
+        for task in (
+            Path(f"/proc/{current}/task").glob("*")
+            if Path(f"/proc/{current}/task").exists()
+            else []
+        ):
             with contextlib.suppress(OSError):
                 for child in (task / "children").read_text().split():
                     found.append(int(child))
@@ -177,8 +229,11 @@ class ApiServer:
         import uvicorn
 
         self.port = free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
-                                                    log_level="warning", lifespan="on"))
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
+            )
+        )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     @property

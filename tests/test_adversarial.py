@@ -124,16 +124,23 @@ def cli_as_user(
         args += ["--copy-in", f"{src}:{dest}"]
     for path in copy_out:
         args += ["--copy-out", path]
-    readable = subprocess.run(
-        ["runuser", "-u", user.pw_name, "--", "test", "-r", str(REPO / "cli.py")], check=False
-    ).returncode == 0
+    readable = (
+        subprocess.run(
+            ["runuser", "-u", user.pw_name, "--", "test", "-r", str(REPO / "cli.py")], check=False
+        ).returncode
+        == 0
+    )
     if readable:
         command = ["env", f"PYTHONPATH={REPO}", str(VENV / "bin" / "python"), str(REPO / "cli.py")]
     else:
         command = [str(VENV / "bin" / "cellblock")]
     done = subprocess.run(
         ["runuser", "-u", user.pw_name, "--", *command, "run", *args, "--", *argv],
-        capture_output=True, cwd="/", pass_fds=pass_fds, timeout=60, check=False,
+        capture_output=True,
+        cwd="/",
+        pass_fds=pass_fds,
+        timeout=60,
+        check=False,
     )
     assert done.returncode == 0, done.stderr.decode(errors="replace")
     return json.loads(done.stdout), out, work
@@ -185,8 +192,9 @@ def test_network_host_loopback_unreachable(cell, program, bare):
         done = bare.run(binary, port, as_user=True)
         assert done.stdout.strip() == f"ESCAPED connected to 127.0.0.1:{port}", done
 
-        result = cell.run(["sh", "-c", './prog "$1"; cat /proc/net/dev', "sh", port],
-                          copy_in={"prog": binary})
+        result = cell.run(
+            ["sh", "-c", './prog "$1"; cat /proc/net/dev', "sh", port], copy_in={"prog": binary}
+        )
     assert result.status == "OK", (result.message, result.stderr)
     first, *net_dev = result.stdout.splitlines()
     assert first == f"blocked errno={errno.ECONNREFUSED}", result.stdout
@@ -269,10 +277,12 @@ def test_host_file_writes_stay_in_cell(cell, program, bare):
     name = f"cellblock-adv-marker-{uuid.uuid4().hex}"
     # Those the host lets root write (in the VM of scripts/vm-test, / and /usr are
     # a read-only share): the control must show each write landing.
-    host_targets = [p for p in (f"/tmp/{name}", f"/{name}", f"/usr/bin/{name}", f"/etc/{name}")
-                    if os.access(os.path.dirname(p), os.W_OK)]
-    cell_targets = [f"/tmp/{name}", f"/box/{name}", f"/{name}", f"/usr/bin/{name}",
-                    f"/etc/{name}"]
+    host_targets = [
+        p
+        for p in (f"/tmp/{name}", f"/{name}", f"/usr/bin/{name}", f"/etc/{name}")
+        if os.access(os.path.dirname(p), os.W_OK)
+    ]
+    cell_targets = [f"/tmp/{name}", f"/box/{name}", f"/{name}", f"/usr/bin/{name}", f"/etc/{name}"]
     assert not any(os.path.lexists(p) for p in [*host_targets, f"/box/{name}"])
 
     # Bare, as root: every one of these writes lands on the host.
@@ -326,8 +336,9 @@ def test_leaked_fds_closed(cell, program, bare, scratch_dir):
             result = cell.run(["./prog"], copy_in={"prog": binary})
             stdout, status = result.stdout, result.status
         else:  # hand them to the CLI, the supervisor of an unprivileged run
-            data, _, work = cli_as_user(cell.user, scratch_dir, ["./prog"],
-                                        copy_in={"prog": binary}, pass_fds=leaked)
+            data, _, work = cli_as_user(
+                cell.user, scratch_dir, ["./prog"], copy_in={"prog": binary}, pass_fds=leaked
+            )
             stdout, status = data["stdout"], data["status"]
     finally:
         os.close(secret_fd)
@@ -356,8 +367,11 @@ def _run_with_host_stdout(binary: bytes, fd: int, script: str):
     import sandbox
     from sandbox.spec import Limits, RunSpec
 
-    result = sandbox.run_spec(RunSpec(argv=("sh", "-c", script), limits=Limits.build(),
-                                      copy_in={"prog": binary}, stdout_fd=fd))
+    result = sandbox.run_spec(
+        RunSpec(
+            argv=("sh", "-c", script), limits=Limits.build(), copy_in={"prog": binary}, stdout_fd=fd
+        )
+    )
     assert result.status == "OK", (result.message, result.stderr)
     return result
 
@@ -374,8 +388,9 @@ def test_landlock_refuses_reopening_a_host_file_given_as_stdout(program, tmp_pat
         target = tmp_path / "out.txt"
         target.write_text("host-secret\n")
         fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-        _run_with_host_stdout(binary, fd, "./prog read /proc/self/fd/1; "
-                                          "./prog openw /proc/self/fd/1")
+        _run_with_host_stdout(
+            binary, fd, "./prog read /proc/self/fd/1; ./prog openw /proc/self/fd/1"
+        )
         return target.read_text()
 
     blocked = f"/proc/self/fd/1: blocked errno={errno.EACCES}"
@@ -467,10 +482,22 @@ def test_namespace_and_mount_calls_killed(cell, program, bare, mode):
         target = tempfile.mkdtemp(prefix="cellblock-adv-pivot-")
         try:
             done = subprocess.run(
-                ["unshare", "-m", "--propagation", "private", "sh", "-c",
-                 'mount -t tmpfs cellblock-adv "$1" && cd "$1" && exec "$2" pivot_root',
-                 "sh", target, bare.install(binary)],
-                capture_output=True, text=True, timeout=30, check=False,
+                [
+                    "unshare",
+                    "-m",
+                    "--propagation",
+                    "private",
+                    "sh",
+                    "-c",
+                    'mount -t tmpfs cellblock-adv "$1" && cd "$1" && exec "$2" pivot_root',
+                    "sh",
+                    target,
+                    bare.install(binary),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
             )
         finally:
             os.rmdir(target)
@@ -482,8 +509,13 @@ def test_namespace_and_mount_calls_killed(cell, program, bare, mode):
 
 
 def test_unshare_tool_killed(cell, test_user):
-    done = subprocess.run(["runuser", "-u", TEST_USER, "--", "unshare", "-Ur", "true"],
-                          capture_output=True, text=True, timeout=30, check=False)
+    done = subprocess.run(
+        ["runuser", "-u", TEST_USER, "--", "unshare", "-Ur", "true"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert done.returncode == 0, done
     assert_killed_by_seccomp(cell.run(["unshare", "-Ur", "true"]))
 
@@ -504,12 +536,19 @@ def test_nested_userns_refused(cell, program, bare, mode, expected):
 
 
 def test_nested_userns_refused_even_where_the_profile_allows_it(
-        cell, program, bare, scratch_dir, monkeypatch):
+    cell, program, bare, scratch_dir, monkeypatch
+):
     # SECURITY.md rule 16, its second half: the cell's own user.max_user_namespaces is 0, so a
     # caller's permissive seccomp profile does not open nested user namespaces.
     profile = scratch_dir / "allow-all.json"
-    profile.write_text(json.dumps({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
-        {"names": ["acct"], "action": "SCMP_ACT_ERRNO"}]}))
+    profile.write_text(
+        json.dumps(
+            {
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "syscalls": [{"names": ["acct"], "action": "SCMP_ACT_ERRNO"}],
+            }
+        )
+    )
     profile.chmod(0o644)
     binary = program("adv_nested_userns")
     done = bare.run(binary, "clone", as_user=True)
@@ -525,11 +564,11 @@ def test_nested_userns_refused_even_where_the_profile_allows_it(
         from sandbox import userns
 
         sandbox.keep_warm(False)
-        without = {k: v for k, v in userns.CELL_NAMESPACE_LIMITS.items()
-                   if k != "max_user_namespaces"}
+        without = {
+            k: v for k, v in userns.CELL_NAMESPACE_LIMITS.items() if k != "max_user_namespaces"
+        }
         monkeypatch.setattr(userns, "CELL_NAMESPACE_LIMITS", without)
-        result = cell.run(["./prog", "clone"], copy_in={"prog": binary},
-                          seccomp=str(profile))
+        result = cell.run(["./prog", "clone"], copy_in={"prog": binary}, seccomp=str(profile))
         assert result.stdout.startswith("ESCAPED clone child="), result.stdout
 
 
@@ -614,8 +653,7 @@ ln /etc/shadow out_shadow 2>/dev/null || echo "hard link refused"
 echo regular > out_regular
 ls -l
 """
-COPY_OUT = ("out_passwd", "out_environ", "out_dir/passwd", "out_fifo", "out_shadow",
-            "out_regular")
+COPY_OUT = ("out_passwd", "out_environ", "out_dir/passwd", "out_fifo", "out_shadow", "out_regular")
 
 
 def test_copy_out_takes_regular_files_only(cell, scratch_dir, test_user):
@@ -624,8 +662,13 @@ def test_copy_out_takes_regular_files_only(cell, scratch_dir, test_user):
     host_dir = Path(tempfile.mkdtemp(dir=scratch_dir))
     try:
         os.chown(host_dir, test_user.pw_uid, -1)
-        subprocess.run(["runuser", "-u", TEST_USER, "--", "sh", "-c", PLANT], cwd=host_dir,
-                       capture_output=True, check=True, timeout=30)
+        subprocess.run(
+            ["runuser", "-u", TEST_USER, "--", "sh", "-c", PLANT],
+            cwd=host_dir,
+            capture_output=True,
+            check=True,
+            timeout=30,
+        )
         passwd = Path("/etc/passwd").read_bytes()
         assert (host_dir / "out_passwd").read_bytes() == passwd
         assert (host_dir / "out_dir" / "passwd").read_bytes() == passwd
@@ -639,8 +682,9 @@ def test_copy_out_takes_regular_files_only(cell, scratch_dir, test_user):
     assert result.files == {"out_regular": b"regular\n"}
 
     if cell.mode != "root":  # and the CLI wrote nothing else into --out-dir
-        data, out, work = cli_as_user(cell.user, scratch_dir, ["sh", "-c", PLANT],
-                                      copy_in={}, copy_out=COPY_OUT)
+        data, out, work = cli_as_user(
+            cell.user, scratch_dir, ["sh", "-c", PLANT], copy_in={}, copy_out=COPY_OUT
+        )
         try:
             assert data["status"] == "OK"
             assert os.listdir(out) == ["out_regular"]
@@ -665,8 +709,12 @@ def test_copy_out_box_replaced_by_symlink(cell, scratch_dir, test_user):
         (host_dir / "box").mkdir()
         for path in (host_dir, host_dir / "box"):
             os.chown(path, test_user.pw_uid, -1)
-        subprocess.run(["runuser", "-u", TEST_USER, "--", "sh", "-c",
-                        "rmdir box && ln -s /proc/1 box"], cwd=host_dir, check=True, timeout=30)
+        subprocess.run(
+            ["runuser", "-u", TEST_USER, "--", "sh", "-c", "rmdir box && ln -s /proc/1 box"],
+            cwd=host_dir,
+            check=True,
+            timeout=30,
+        )
         box = os.open(host_dir / "box", os.O_PATH | os.O_DIRECTORY)
         try:
             status = os.open("status", os.O_RDONLY, dir_fd=box)
@@ -696,8 +744,12 @@ def test_box_removed_keeps_verdict(cell, scratch_dir, test_user, replacement):
         for path in (host_dir, host_dir / "box"):
             os.chown(path, test_user.pw_uid, -1)
         script = f"rmdir box && {replacement.replace('/box', 'box') or ':'}"
-        subprocess.run(["runuser", "-u", TEST_USER, "--", "sh", "-c", script], cwd=host_dir,
-                       check=True, timeout=30)
+        subprocess.run(
+            ["runuser", "-u", TEST_USER, "--", "sh", "-c", script],
+            cwd=host_dir,
+            check=True,
+            timeout=30,
+        )
         with pytest.raises(OSError):
             os.close(os.open(host_dir / "box", os.O_PATH | os.O_DIRECTORY))
     finally:
@@ -782,9 +834,22 @@ def test_fork_bomb_contained(cell):
     # Bare, as an otherwise unused uid with RLIMIT_NPROC 32: killing the bomb's first
     # process (what a naive supervisor does) leaves the rest running on the host.
     bomb = subprocess.Popen(
-        ["prlimit", "--nproc=32:32", "setpriv", f"--reuid={BOMB_UID}", f"--regid={BOMB_UID}",
-         "--clear-groups", "bash", "-c", BOMB, marker],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, cwd="/",
+        [
+            "prlimit",
+            "--nproc=32:32",
+            "setpriv",
+            f"--reuid={BOMB_UID}",
+            f"--regid={BOMB_UID}",
+            "--clear-groups",
+            "bash",
+            "-c",
+            BOMB,
+            marker,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        cwd="/",
     )
     try:
         # Until the bomb has spread (slow machines, emulated VMs: no fixed head start).
@@ -833,8 +898,12 @@ def test_sys_and_proc_sys_closed(cell, program, bare):
         assert done.stdout.strip() == f"/proc/sysrq-trigger: blocked errno={errno.ENOENT}"
 
     result = cell.run(
-        ["sh", "-c", f"./prog stat /sys; ./prog write {hostname_file}; "
-         f"./prog openw /proc/sysrq-trigger; echo \"hostname: $(cat {hostname_file})\""],
+        [
+            "sh",
+            "-c",
+            f"./prog stat /sys; ./prog write {hostname_file}; "
+            f'./prog openw /proc/sysrq-trigger; echo "hostname: $(cat {hostname_file})"',
+        ],
         copy_in={"prog": binary},
     )
     assert result.status == "OK", (result.message, result.stderr)
@@ -846,8 +915,13 @@ def test_sys_and_proc_sys_closed(cell, program, bare):
 
 
 def test_hostname_change_killed(cell):
-    done = subprocess.run(["unshare", "-u", "sh", "-c", "hostname cellblock-adv && hostname"],
-                          capture_output=True, text=True, timeout=30, check=False)
+    done = subprocess.run(
+        ["unshare", "-u", "sh", "-c", "hostname cellblock-adv && hostname"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert done.stdout.strip() == "cellblock-adv", done
     assert_killed_by_seccomp(cell.run(["hostname", "x"]))
 
@@ -859,8 +933,13 @@ def test_environment_not_leaked(cell, program, bare, monkeypatch):
     binary = program("adv_environ")
     monkeypatch.setenv("CELLBLOCK_TEST_SECRET", "s3cr3t")
     # Bare: the program and its parent carry whatever the supervisor had.
-    done = subprocess.run(["sh", "-c", '"$0" "$1"; :', bare.install(binary), "s3cr3t"],
-                          capture_output=True, text=True, timeout=30, check=False)
+    done = subprocess.run(
+        ["sh", "-c", '"$0" "$1"; :', bare.install(binary), "s3cr3t"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     seen = lines(done.stdout)
     assert seen["self"] == seen["parent"] == "ESCAPED contains s3cr3t", done
 
@@ -890,8 +969,12 @@ def test_live_cells_never_share_host_ids():
     sandbox.keep_warm(False)  # two cold cells: neither is taken from the other's maker
     markers = ("7.31", "7.32")
     results: dict[str, object] = {}
-    threads = [threading.Thread(target=lambda m=m: results.__setitem__(
-        m, sandbox.run(["sleep", m], wall_time=20))) for m in markers]
+    threads = [
+        threading.Thread(
+            target=lambda m=m: results.__setitem__(m, sandbox.run(["sleep", m], wall_time=20))
+        )
+        for m in markers
+    ]
     for thread in threads:
         thread.start()
     try:
@@ -924,7 +1007,8 @@ def test_live_cells_never_share_host_ids():
                     os._exit(code)
             _, status = os.waitpid(child, 0)
             return {0: "ESCAPED signalled", 1: "blocked"}.get(
-                os.waitstatus_to_exitcode(status), "error")
+                os.waitstatus_to_exitcode(status), "error"
+            )
 
         target = pids[markers[1]]
         assert kill_as(uids[markers[1]], target) == "ESCAPED signalled"  # the control

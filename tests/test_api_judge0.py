@@ -23,8 +23,9 @@ def judge0_service(test_user):
     directory = scratch("cb-j0-")
     server = RedisServer(directory).start()
     workers = Workers(server.url, cells=2, user=test_user.pw_name)
-    settings = Settings.from_env(redis_url=server.url, api_keys=frozenset({KEY}), rate_limit=0,
-                                 wait_timeout=30.0)
+    settings = Settings.from_env(
+        redis_url=server.url, api_keys=frozenset({KEY}), rate_limit=0, wait_timeout=30.0
+    )
     api = ApiServer(create_app(settings, TIMING)).start()
     store = Store.from_url(server.url, TIMING)
     wait_for(lambda: len(store.workers()) == 2, 60, "two live workers")
@@ -44,8 +45,9 @@ def test_sdk_round_trip(client):
     assert client.version == "1.13.1"
     assert client.is_language_supported(judge0.PYTHON)
     assert client.is_language_supported(judge0.C)
-    result = judge0.run(client=client, source_code="print(input()[::-1])", stdin="judge0",
-                        language=judge0.PYTHON)
+    result = judge0.run(
+        client=client, source_code="print(input()[::-1])", stdin="judge0", language=judge0.PYTHON
+    )
     assert result.status == judge0.Status.ACCEPTED
     assert result.stdout == "0egduj\n"
     assert result.time is not None and result.memory > 0
@@ -57,13 +59,20 @@ def test_sdk_statuses(client):
         ("print(2)", judge0.PYTHON, "1", judge0.Status.WRONG_ANSWER),
         ("int main(void){for(;;){}}", judge0.C, None, judge0.Status.TIME_LIMIT_EXCEEDED),
         ("int main(void){return }", judge0.C, None, judge0.Status.COMPILATION_ERROR),
-        ("int main(void){int*p=0;*p=1;return 0;}", judge0.C, None,
-         judge0.Status.RUNTIME_ERROR_SIGSEGV),
+        (
+            "int main(void){int*p=0;*p=1;return 0;}",
+            judge0.C,
+            None,
+            judge0.Status.RUNTIME_ERROR_SIGSEGV,
+        ),
         ("raise SystemExit(4)", judge0.PYTHON, None, judge0.Status.RUNTIME_ERROR_NZEC),
     ]
-    submissions = [judge0.Submission(source_code=source, language=language,
-                                     expected_output=expected, cpu_time_limit=1)
-                   for source, language, expected, _ in cases]
+    submissions = [
+        judge0.Submission(
+            source_code=source, language=language, expected_output=expected, cpu_time_limit=1
+        )
+        for source, language, expected, _ in cases
+    ]
     results = judge0.run(client=client, submissions=submissions)  # the batch endpoints
     assert [r.status for r in results] == [case[3] for case in cases]
     assert "error" in results[3].compile_output
@@ -73,37 +82,62 @@ def test_sdk_statuses(client):
 def test_raw_base64_fields_wait_and_errors(judge0_service):
     base = f"{judge0_service.url}/judge0"
     headers = {"X-Auth-Token": KEY}
-    body = {"source_code": base64.b64encode(b"print(input())").decode(), "language_id": 71,
-            "stdin": base64.b64encode(b"\xc3\xa9t\xc3\xa9").decode()}
-    done = httpx.post(f"{base}/submissions?base64_encoded=true&wait=true&fields=*",
-                      json=body, headers=headers, timeout=60)
+    body = {
+        "source_code": base64.b64encode(b"print(input())").decode(),
+        "language_id": 71,
+        "stdin": base64.b64encode(b"\xc3\xa9t\xc3\xa9").decode(),
+    }
+    done = httpx.post(
+        f"{base}/submissions?base64_encoded=true&wait=true&fields=*",
+        json=body,
+        headers=headers,
+        timeout=60,
+    )
     assert done.status_code == 201, done.text
     data = done.json()
     assert data["status"] == {"id": 3, "description": "Accepted"}
     assert base64.b64decode(data["stdout"]) == "été\n".encode()
     assert data["language"]["id"] == 71 and data["token"]
     token = data["token"]
-    some = httpx.get(f"{base}/submissions/{token}?fields=status_id,time,memory",
-                     headers=headers).json()
+    some = httpx.get(
+        f"{base}/submissions/{token}?fields=status_id,time,memory", headers=headers
+    ).json()
     assert set(some) == {"status_id", "time", "memory"}
     assert isinstance(some["time"], str) and isinstance(some["memory"], int)
     default = httpx.get(f"{base}/submissions/{token}", headers=headers).json()
-    assert set(default) == {"stdout", "time", "memory", "stderr", "token", "compile_output",
-                            "message", "status"}
+    assert set(default) == {
+        "stdout",
+        "time",
+        "memory",
+        "stderr",
+        "token",
+        "compile_output",
+        "message",
+        "status",
+    }
     assert default["stdout"] == "été\n"  # base64_encoded=false by default
     listed = httpx.get(f"{base}/submissions?per_page=5", headers=headers).json()
     assert listed["meta"]["total_count"] >= 1
-    bad = httpx.post(f"{base}/submissions", json={"source_code": "x", "language_id": 9999},
-                     headers=headers)
+    bad = httpx.post(
+        f"{base}/submissions", json={"source_code": "x", "language_id": 9999}, headers=headers
+    )
     assert bad.status_code == 422 and "language_id" in bad.json()
-    network = httpx.post(f"{base}/submissions", headers=headers,
-                         json={"source_code": "x", "language_id": 71, "enable_network": True})
+    network = httpx.post(
+        f"{base}/submissions",
+        headers=headers,
+        json={"source_code": "x", "language_id": 71, "enable_network": True},
+    )
     assert network.status_code == 422 and "enable_network" in network.json()
-    not_b64 = httpx.post(f"{base}/submissions?base64_encoded=true", headers=headers,
-                         json={"source_code": "%%%", "language_id": 71})
+    not_b64 = httpx.post(
+        f"{base}/submissions?base64_encoded=true",
+        headers=headers,
+        json={"source_code": "%%%", "language_id": 71},
+    )
     assert not_b64.status_code == 422 and "source_code" in not_b64.json()
     assert httpx.get(f"{base}/submissions/{token}").status_code == 401
     assert httpx.get(f"{base}/statuses", headers=headers).json()[2] == {
-        "id": 3, "description": "Accepted"}
+        "id": 3,
+        "description": "Accepted",
+    }
     config = httpx.get(f"{base}/config_info", headers=headers).json()
     assert config["enable_wait_result"] is True and config["allow_enable_network"] is False

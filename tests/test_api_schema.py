@@ -22,7 +22,8 @@ KEY = "schema-test-key"
 
 # The schema is the app's own (building the app connects to nothing).
 schema = schemathesis.openapi.from_dict(
-    create_app(Settings(redis_url="unix:///nonexistent"), Timing()).openapi())
+    create_app(Settings(redis_url="unix:///nonexistent"), Timing()).openapi()
+)
 schema.config.generation.update(modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
 
 
@@ -30,8 +31,12 @@ schema.config.generation.update(modes=[GenerationMode.POSITIVE, GenerationMode.N
 def live_api():
     directory = scratch("cb-schema-")
     server = RedisServer(directory).start()
-    app = create_app(Settings.from_env(redis_url=server.url, api_keys=frozenset({KEY}),
-                                       rate_limit=0, wait_timeout=0.2), Timing())
+    app = create_app(
+        Settings.from_env(
+            redis_url=server.url, api_keys=frozenset({KEY}), rate_limit=0, wait_timeout=0.2
+        ),
+        Timing(),
+    )
     api = ApiServer(app).start()
     yield api
     api.stop()
@@ -52,14 +57,22 @@ def _no_dns(body: object) -> None:
 
 
 @schema.parametrize()
-@settings(max_examples=40, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
-                                 HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.filter_too_much,
+        HealthCheck.function_scoped_fixture,
+    ],
+)
 def test_no_input_makes_a_server_error(case, live_api):
     _no_dns(case.body)
-    response = case.call(base_url=live_api.url, headers={"Authorization": f"Bearer {KEY}"},
-                         timeout=30)
+    response = case.call(
+        base_url=live_api.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=30
+    )
     if case.path == "/v1/health" and response.status_code == 503:
         return  # its answer while no worker runs (none runs here)
     assert response.status_code < 500, (
-        f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:500]}")
+        f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:500]}"
+    )

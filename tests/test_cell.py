@@ -92,19 +92,32 @@ def test_mount_table(cell):
     assert not any(path.startswith("/sys") for path in table)
     assert not any(path.startswith(("/work", "/root", "/home", "/opt")) for path in table)
     listing = cell.run(["ls", "/dev"]).stdout.split()
-    assert set(listing) == {"fd", "full", "null", "random", "shm", "stderr", "stdin", "stdout",
-                            "urandom", "zero"}
+    assert set(listing) == {
+        "fd",
+        "full",
+        "null",
+        "random",
+        "shm",
+        "stderr",
+        "stdin",
+        "stdout",
+        "urandom",
+        "zero",
+    }
     assert cell.run(["ls", "/sys"]).status == "RE"
 
 
 def test_image_is_read_only_and_writes_vanish(cell):
     marker = f"cellblock-{uuid.uuid4().hex}"
-    write = cell.run([
-        "sh", "-c",
-        f"touch /usr/{marker} 2>/dev/null && echo usr-written; "
-        f"echo x > /etc/{marker} 2>/dev/null && echo etc-written; "
-        f"echo x > /box/{marker} && echo x > /tmp/{marker} && echo ok",
-    ])
+    write = cell.run(
+        [
+            "sh",
+            "-c",
+            f"touch /usr/{marker} 2>/dev/null && echo usr-written; "
+            f"echo x > /etc/{marker} 2>/dev/null && echo etc-written; "
+            f"echo x > /box/{marker} && echo x > /tmp/{marker} && echo ok",
+        ]
+    )
     assert write.stdout.strip() == "ok", write.stdout
     assert not Path(f"/usr/{marker}").exists() and not Path(f"/tmp/{marker}").exists()
     again = cell.run(["sh", "-c", f"ls /box/{marker} /tmp/{marker} 2>&1 | wc -l; ls -A /box"])
@@ -167,14 +180,14 @@ def test_a_profile_that_refuses_the_new_mount_api_still_gets_readonly_files():
     # The same profile refuses open_tree and move_mount (it allows mount_setattr):
     # read-only copy-ins are then bound with mount(2), and hold just the same.
     def probe() -> str:
-        result = run(["python3", "-c", _READONLY_PROBE],
-                     copy_in={"prog": b"#!/bin/sh\necho prog-ran\n", "data": b"payload",
-                              "free": b"free"},
-                     readonly=("prog", "data"))
+        result = run(
+            ["python3", "-c", _READONLY_PROBE],
+            copy_in={"prog": b"#!/bin/sh\necho prog-ran\n", "data": b"payload", "free": b"free"},
+            readonly=("prog", "data"),
+        )
         return f"{result.status}|{result.message}|{result.stdout}"
 
-    report = under_a_refusing_profile(
-        {"open_tree": None, "move_mount": None}, probe)
+    report = under_a_refusing_profile({"open_tree": None, "move_mount": None}, probe)
     status, message, stdout = report.split("|", 2)
     assert status == "OK", (message, report)
     seen = dict(line.split(" ", 1) for line in stdout.splitlines())
@@ -194,11 +207,16 @@ def test_profile_that_forbids_execve_is_reported_exactly(cell, scratch_dir):
     # The filter is installed right before execve, so nothing can be written
     # anywhere after it: the failure still comes back, with its errno.
     profile = scratch_dir / "no-exec.json"
-    profile.write_text(json.dumps({
-        "defaultAction": "SCMP_ACT_ALLOW",
-        "syscalls": [{"names": ["execve", "execveat"], "action": "SCMP_ACT_ERRNO",
-                      "errnoRet": 13}],
-    }))
+    profile.write_text(
+        json.dumps(
+            {
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "syscalls": [
+                    {"names": ["execve", "execveat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}
+                ],
+            }
+        )
+    )
     profile.chmod(0o644)
     result = cell.run(["true"], seccomp=str(profile))
     assert result.status == "RE", result
@@ -242,7 +260,8 @@ def test_file_size_limit(cell):
 def test_copy_in_and_out(cell):
     script = b"#!/bin/sh\nmkdir -p out/deep && cat data > out/deep/copy && echo done > result\n"
     result = cell.run(
-        ["./tool.sh"], copy_in={"tool.sh": script, "data": b"payload"},
+        ["./tool.sh"],
+        copy_in={"tool.sh": script, "data": b"payload"},
         copy_out=("result", "out/deep/copy", "missing"),
     )
     assert result.status == "OK", (result.message, result.stderr)
@@ -278,7 +297,8 @@ def test_readonly_copy_in(cell):
     result = cell.run(
         ["python3", "-c", _READONLY_PROBE],
         copy_in={"prog": b"#!/bin/sh\necho prog-ran\n", "data": b"payload", "free": b"free"},
-        copy_out=("prog", "free"), readonly=("prog", "/box/data"),
+        copy_out=("prog", "free"),
+        readonly=("prog", "/box/data"),
     )
     assert result.status == "OK", (result.message, result.stderr)
     seen = dict(line.split(" ", 1) for line in result.stdout.splitlines())
@@ -309,8 +329,7 @@ def test_the_init_shows_no_command_line_of_the_caller(warm):
     sandbox.keep_warm(warm)
     try:
         for _ in range(3):  # warm: the last run's cell is the maker's
-            runner = threading.Thread(
-                target=run, args=(["sh", "-c", f"sleep 1; : {marker}"],))
+            runner = threading.Thread(target=run, args=(["sh", "-c", f"sleep 1; : {marker}"],))
             runner.start()
             try:
                 deadline = time.monotonic() + 10
@@ -333,11 +352,16 @@ def test_nothing_outlives_the_run(cell):
     # duration in its command line. (Counting the processes whose command line
     # holds a marker raced with the shells' own short-lived forks.)
     duration = f"300.{uuid.uuid4().int % 10**9:09d}"
-    result = cell.run(["sh", "-c",
-                       "setsid sh -c 'echo $$ > /tmp/pid.new && mv /tmp/pid.new /tmp/pid && "
-                       f"exec sleep {duration}' & "
-                       "while [ ! -e /tmp/pid ]; do sleep 0.01; done; "
-                       'kill -0 "$(cat /tmp/pid)" && echo daemon alive'])
+    result = cell.run(
+        [
+            "sh",
+            "-c",
+            "setsid sh -c 'echo $$ > /tmp/pid.new && mv /tmp/pid.new /tmp/pid && "
+            f"exec sleep {duration}' & "
+            "while [ ! -e /tmp/pid ]; do sleep 0.01; done; "
+            'kill -0 "$(cat /tmp/pid)" && echo daemon alive',
+        ]
+    )
     assert result.stdout == "daemon alive\n", (result.stdout, result.stderr)
     assert not _processes_with(duration)
 
@@ -404,16 +428,27 @@ def test_unreadable_profile_is_a_clear_error(test_user, tmp_path):
     profile = tmp_path / "mine.json"
     profile.write_text("{}")
     done = subprocess.run(
-        as_user(test_user.pw_name, [str(VENV / "bin" / "cellblock"), "run", "--seccomp",
-                                    str(profile), "--", "true"]),
-        capture_output=True, text=True, cwd="/", check=False)
+        as_user(
+            test_user.pw_name,
+            [str(VENV / "bin" / "cellblock"), "run", "--seccomp", str(profile), "--", "true"],
+        ),
+        capture_output=True,
+        text=True,
+        cwd="/",
+        check=False,
+    )
     assert done.returncode == 2, done
     assert "cannot read" in done.stderr and "Traceback" not in done.stderr, done.stderr
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "cli.py", *args], capture_output=True, text=True,
-                          cwd=Path(__file__).resolve().parent.parent, check=False)
+    return subprocess.run(
+        [sys.executable, "cli.py", *args],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+        check=False,
+    )
 
 
 @pytest.mark.parametrize(

@@ -181,15 +181,24 @@ def test_unbuilt_launcher_is_named_with_its_fix(tmp_path):
     # is an IE with the same reason rather than a crash.
     repo = Path(__file__).resolve().parent.parent
     for package in ("sandbox", "profiles"):
-        shutil.copytree(repo / package, tmp_path / package,
-                        ignore=shutil.ignore_patterns("_spawn*.so", "__pycache__"))
+        shutil.copytree(
+            repo / package,
+            tmp_path / package,
+            ignore=shutil.ignore_patterns("_spawn*.so", "__pycache__"),
+        )
     code = (
         "from sandbox import doctor, run\n"
         "c = doctor.check_launcher(); print(c.ok, c.required, c.fix, sep='|')\n"
         "r = run(['true']); print(r.status, r.message, sep='|')\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
-                          text=True, env={**os.environ, "PYTHONPATH": str(tmp_path)}, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        check=True,
+    )
     check, result = done.stdout.splitlines()
     assert check.startswith("False|True|") and "scripts/install" in check
     assert result.startswith("IE|") and "_spawn*.so is missing" in result, result
@@ -210,8 +219,9 @@ def test_cell_maker_check_where_clone_into_namespaces_is_refused():
         check = doctor.check_maker()
         return f"{check.ok}|{check.required}|{check.detail}"
 
-    ok, required, detail = under_a_refusing_profile(
-        {"clone": libc.CLONE_NEWUSER}, run_check).split("|", 2)
+    ok, required, detail = under_a_refusing_profile({"clone": libc.CLONE_NEWUSER}, run_check).split(
+        "|", 2
+    )
     assert (ok, required) == ("False", "False"), detail
     assert "may not clone into new namespaces" in detail and "made by the caller" in detail
 
@@ -523,12 +533,16 @@ def test_per_user_quotas_say_how_many_cells_fit(monkeypatch):
     check = doctor.check_quotas()
     assert "cells at their quotas leave the worker half" in check.detail and not check.required
     # A host whose inotify limits hold too few cells: the check says so and how to fix it.
-    small = {"/proc/sys/fs/inotify/max_user_instances": "8\n",
-             "/proc/sys/fs/inotify/max_user_watches": "8192\n"}
+    small = {
+        "/proc/sys/fs/inotify/max_user_instances": "8\n",
+        "/proc/sys/fs/inotify/max_user_watches": "8192\n",
+    }
     real_read = doctor._read
     monkeypatch.setattr(doctor, "_read", lambda path: small.get(path) or real_read(path))
     check = doctor.check_quotas()
     assert not check.ok and "1 cells at their quotas" in check.detail, check
     cores = os.cpu_count() or 1
-    assert check.fix == (f"sysctl -w fs.inotify.max_user_instances={max(8, 4 * cores * 4)} "
-                         f"fs.inotify.max_user_watches={max(8192, 4 * cores * 4096)}")
+    assert check.fix == (
+        f"sysctl -w fs.inotify.max_user_instances={max(8, 4 * cores * 4)} "
+        f"fs.inotify.max_user_watches={max(8192, 4 * cores * 4096)}"
+    )

@@ -39,15 +39,18 @@ def test_test_directory(tmp_path: Path) -> None:
     assert tests[2].answer == tmp_path / "10.ans"
 
 
-@pytest.mark.parametrize(("files", "error"), [
-    ({"1.in": "", "1.out": "", "2.in": ""}, "2.in .* has no matching .out or .ans"),
-    ({"1.in": "", "1.out": "", "3.ans": ""}, "3.ans .* has no matching .in"),
-    ({"1.in": "", "1.out": "", "1.ans": ""}, "1.out and 1.ans both exist"),
-    ({"README": ""}, "no NAME.in / NAME.out pairs"),
-    ({"1.in": "", "1.out": "", "scores.txt": "2 1\n"}, "no test named '2'"),
-    ({"1.in": "", "1.out": "", "scores.txt": "1 lots\n"}, "'lots' is not a number"),
-    ({"1.in": "", "1.out": "", "scores.txt": "1 -1\n"}, ">= 0"),
-])
+@pytest.mark.parametrize(
+    ("files", "error"),
+    [
+        ({"1.in": "", "1.out": "", "2.in": ""}, "2.in .* has no matching .out or .ans"),
+        ({"1.in": "", "1.out": "", "3.ans": ""}, "3.ans .* has no matching .in"),
+        ({"1.in": "", "1.out": "", "1.ans": ""}, "1.out and 1.ans both exist"),
+        ({"README": ""}, "no NAME.in / NAME.out pairs"),
+        ({"1.in": "", "1.out": "", "scores.txt": "2 1\n"}, "no test named '2'"),
+        ({"1.in": "", "1.out": "", "scores.txt": "1 lots\n"}, "'lots' is not a number"),
+        ({"1.in": "", "1.out": "", "scores.txt": "1 -1\n"}, ">= 0"),
+    ],
+)
 def test_bad_test_directories(tmp_path: Path, files: dict[str, str], error: str) -> None:
     for name, text in files.items():
         (tmp_path / name).write_text(text)
@@ -66,10 +69,11 @@ def test_inputs_only_for_interactive(tmp_path: Path) -> None:
 
 
 def test_tests_as_data() -> None:
-    tests = from_data([{"name": "a", "input": "1", "output": "2", "score": 3},
-                       {"input": "x"}])
+    tests = from_data([{"name": "a", "input": "1", "output": "2", "score": 3}, {"input": "x"}])
     assert [(t.name, t.input, t.answer, t.score) for t in tests] == [
-        ("a", b"1", b"2", 3.0), ("2", b"x", None, 1.0)]
+        ("a", b"1", b"2", 3.0),
+        ("2", b"x", None, 1.0),
+    ]
     with pytest.raises(TestSetError, match="duplicate"):
         from_data([{"name": "a"}, {"name": "a"}])
 
@@ -77,34 +81,37 @@ def test_tests_as_data() -> None:
 # --- built-in checkers -----------------------------------------------------------
 
 
-@pytest.mark.parametrize(("checker", "output", "answer", "verdict"), [
-    ("exact", "1 2\n", "1 2\n", Verdict.AC),
-    ("exact", "1 2", "1 2\n", Verdict.WA),
-    ("exact", "1 2 \n", "1 2\n", Verdict.WA),
-    ("lines", "1 2  \r\n3\t\n\n\n", "1 2\n3\n", Verdict.AC),  # CRLF, trailing spaces, blanks
-    ("lines", "1 2", "1 2\n", Verdict.AC),
-    ("lines", " 1 2\n", "1 2\n", Verdict.WA),  # leading whitespace counts
-    ("lines", "1  2\n", "1 2\n", Verdict.WA),  # so does whitespace inside a line
-    ("lines", "1\n\n2\n", "1\n2\n", Verdict.WA),  # and blank lines inside
-    ("lines", "", "\n\n", Verdict.AC),
-    ("tokens", " 1\n\n 2  ", "1 2\n", Verdict.AC),
-    ("tokens", "1 2 3", "1 2", Verdict.WA),
-    ("tokens", "1.0", "1", Verdict.WA),
-    ("float", "1.0000005", "1", Verdict.AC),  # absolute 5e-7
-    ("float", "1.000002", "1", Verdict.WA),
-    ("float", "1000000.5", "1000000", Verdict.AC),  # relative 5e-7
-    ("float", "1e-12", "0", Verdict.AC),
-    ("float", "1e6", "1000000", Verdict.AC),
-    ("float", "nan", "1", Verdict.WA),
-    ("float", "nan", "nan", Verdict.AC),  # equal text
-    ("float", "inf", "1e308", Verdict.WA),
-    ("float", "yes 0.1", "yes 0.1000001", Verdict.AC),  # words must match exactly
-    ("float", "Yes 0.1", "yes 0.1", Verdict.WA),
-    ("float", "0.1", "0.1 0.2", Verdict.WA),
-    ("float:0.01", "3.14", "3.14159", Verdict.AC),
-    ("float:0", "0.1", "0.1000", Verdict.AC),
-    ("float:0", "0.1", "0.1001", Verdict.WA),
-])
+@pytest.mark.parametrize(
+    ("checker", "output", "answer", "verdict"),
+    [
+        ("exact", "1 2\n", "1 2\n", Verdict.AC),
+        ("exact", "1 2", "1 2\n", Verdict.WA),
+        ("exact", "1 2 \n", "1 2\n", Verdict.WA),
+        ("lines", "1 2  \r\n3\t\n\n\n", "1 2\n3\n", Verdict.AC),  # CRLF, trailing spaces, blanks
+        ("lines", "1 2", "1 2\n", Verdict.AC),
+        ("lines", " 1 2\n", "1 2\n", Verdict.WA),  # leading whitespace counts
+        ("lines", "1  2\n", "1 2\n", Verdict.WA),  # so does whitespace inside a line
+        ("lines", "1\n\n2\n", "1\n2\n", Verdict.WA),  # and blank lines inside
+        ("lines", "", "\n\n", Verdict.AC),
+        ("tokens", " 1\n\n 2  ", "1 2\n", Verdict.AC),
+        ("tokens", "1 2 3", "1 2", Verdict.WA),
+        ("tokens", "1.0", "1", Verdict.WA),
+        ("float", "1.0000005", "1", Verdict.AC),  # absolute 5e-7
+        ("float", "1.000002", "1", Verdict.WA),
+        ("float", "1000000.5", "1000000", Verdict.AC),  # relative 5e-7
+        ("float", "1e-12", "0", Verdict.AC),
+        ("float", "1e6", "1000000", Verdict.AC),
+        ("float", "nan", "1", Verdict.WA),
+        ("float", "nan", "nan", Verdict.AC),  # equal text
+        ("float", "inf", "1e308", Verdict.WA),
+        ("float", "yes 0.1", "yes 0.1000001", Verdict.AC),  # words must match exactly
+        ("float", "Yes 0.1", "yes 0.1", Verdict.WA),
+        ("float", "0.1", "0.1 0.2", Verdict.WA),
+        ("float:0.01", "3.14", "3.14159", Verdict.AC),
+        ("float:0", "0.1", "0.1000", Verdict.AC),
+        ("float:0", "0.1", "0.1001", Verdict.WA),
+    ],
+)
 def test_builtin_checkers(checker: str, output: str, answer: str, verdict: Verdict) -> None:
     outcome = get_checker(checker).check(b"", output, answer.encode())
     assert outcome.verdict == verdict, outcome
@@ -119,12 +126,15 @@ def test_checker_messages() -> None:
     assert get_checker("tokens").check(b"", "1", b"1 2").message == "1 tokens, expected 2"
 
 
-@pytest.mark.parametrize(("spec", "error"), [
-    ("float:abc", "not a number"),
-    ("float:-1", ">= 0"),
-    ("linez", "neither a built-in checker"),
-    ("/no/such/checker.cpp", "neither a built-in checker"),
-])
+@pytest.mark.parametrize(
+    ("spec", "error"),
+    [
+        ("float:abc", "not a number"),
+        ("float:-1", ">= 0"),
+        ("linez", "neither a built-in checker"),
+        ("/no/such/checker.cpp", "neither a built-in checker"),
+    ],
+)
 def test_bad_checkers(spec: str, error: str) -> None:
     with pytest.raises(CheckerError, match=error):
         get_checker(spec)
@@ -141,15 +151,18 @@ def test_every_contract_language_has_a_file() -> None:
         assert language.installed() == (language.id in INSTALLED)
 
 
-@pytest.mark.parametrize(("text", "error"), [
-    ('source = "a.c"\n', "'run' is missing"),
-    ('source = "../a.c"\nrun = ["./a"]\n', "plain file name"),
-    ('source = "a.c"\nrun = ["./a"]\ncompile = ["cc", "a.c"]\n', "needs 'artifacts'"),
-    ('source = "a.c"\nrun = ["./a"]\ncompile = ["cc"]\nartifacts = ["../x"]\n', "artifact"),
-    ('source = "a.c"\nrun = "./a"\n', "non-empty list of strings"),
-    ('source = "a.c"\nrun = ["./a"]\n[run_limits]\ncpu = 1\n', "unknown"),
-    ('source = "a.c"\nrun = ["./a"\n', "a.toml"),  # TOML syntax error names the file
-])
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ('source = "a.c"\n', "'run' is missing"),
+        ('source = "../a.c"\nrun = ["./a"]\n', "plain file name"),
+        ('source = "a.c"\nrun = ["./a"]\ncompile = ["cc", "a.c"]\n', "needs 'artifacts'"),
+        ('source = "a.c"\nrun = ["./a"]\ncompile = ["cc"]\nartifacts = ["../x"]\n', "artifact"),
+        ('source = "a.c"\nrun = "./a"\n', "non-empty list of strings"),
+        ('source = "a.c"\nrun = ["./a"]\n[run_limits]\ncpu = 1\n', "unknown"),
+        ('source = "a.c"\nrun = ["./a"\n', "a.toml"),  # TOML syntax error names the file
+    ],
+)
 def test_bad_language_files(tmp_path: Path, text: str, error: str) -> None:
     path = tmp_path / "a.toml"
     path.write_text(text)
@@ -159,7 +172,8 @@ def test_bad_language_files(tmp_path: Path, text: str, error: str) -> None:
 
 def test_adding_a_language_is_adding_a_file(tmp_path: Path) -> None:
     (tmp_path / "py-fast.toml").write_text(
-        'name = "Python, no site"\nsource = "s.py"\nrun = ["python3", "-S", "s.py"]\n')
+        'name = "Python, no site"\nsource = "s.py"\nrun = ["python3", "-S", "s.py"]\n'
+    )
     language = get_language("py-fast", tmp_path)
     assert language.run_argv(1 << 20) == ["python3", "-S", "s.py"]
     with pytest.raises(LanguageError, match="unknown language 'cobol'"):
@@ -187,14 +201,28 @@ def test_cli_json_ac() -> None:
     assert result["compile"]["status"] == "OK"
     assert [t["name"] for t in result["tests"]] == ["1", "2", "10", "big-2"]
     for test in result["tests"]:
-        assert set(test) >= {"name", "verdict", "time", "wall_time", "memory", "exit_code",
-                             "signal", "message"}
+        assert set(test) >= {
+            "name",
+            "verdict",
+            "time",
+            "wall_time",
+            "memory",
+            "exit_code",
+            "signal",
+            "message",
+        }
     assert {"verdict", "score", "max_score", "compile", "tests", "time", "memory"} <= set(result)
 
 
 def test_cli_table_and_exit_codes(tmp_path: Path) -> None:
-    done = cli("judge", str(PROBLEMS / "circle" / "solutions" / "rough.py"),
-               "--tests", str(PROBLEMS / "circle" / "tests"), "--checker", "float")
+    done = cli(
+        "judge",
+        str(PROBLEMS / "circle" / "solutions" / "rough.py"),
+        "--tests",
+        str(PROBLEMS / "circle" / "tests"),
+        "--checker",
+        "float",
+    )
     assert done.returncode == 1
     assert "verdict WA · score 1/4" in done.stdout
     assert "token 1: expected" in done.stdout
@@ -204,9 +232,15 @@ def test_cli_table_and_exit_codes(tmp_path: Path) -> None:
 
 
 def test_cli_stop_on_failure() -> None:
-    args = ("judge", str(PROBLEMS / "pairs" / "solutions" / "wrong.py"),
-            "--tests", str(PROBLEMS / "pairs" / "tests"),
-            "--checker", str(PROBLEMS / "pairs" / "checker.py"), "--json")
+    args = (
+        "judge",
+        str(PROBLEMS / "pairs" / "solutions" / "wrong.py"),
+        "--tests",
+        str(PROBLEMS / "pairs" / "tests"),
+        "--checker",
+        str(PROBLEMS / "pairs" / "checker.py"),
+        "--json",
+    )
     every = json.loads(cli(*args).stdout)
     first = json.loads(cli(*args, "--stop-on-failure").stdout)
     assert len(every["tests"]) == 4 and len(first["tests"]) == 1
@@ -215,37 +249,60 @@ def test_cli_stop_on_failure() -> None:
 
 def test_cli_gradescope(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
-    done = cli("judge", str(PROBLEMS / "pairs" / "solutions" / "zero_first.c"),
-               "--tests", str(PROBLEMS / "pairs" / "tests"),
-               "--checker", str(PROBLEMS / "pairs" / "checker.cpp"),
-               "--format", "gradescope", "--output", str(out))
+    done = cli(
+        "judge",
+        str(PROBLEMS / "pairs" / "solutions" / "zero_first.c"),
+        "--tests",
+        str(PROBLEMS / "pairs" / "tests"),
+        "--checker",
+        str(PROBLEMS / "pairs" / "checker.cpp"),
+        "--format",
+        "gradescope",
+        "--output",
+        str(out),
+    )
     assert done.returncode == 1, done.stderr
     results = json.loads(out.read_text())
     assert results["score"] == 2.5
     assert [(t["score"], t["max_score"], t["status"]) for t in results["tests"]] == [
-        (0.5, 1.0, "failed"), (0.5, 1.0, "failed"), (1.0, 1.0, "passed"), (0.5, 1.0, "failed")]
+        (0.5, 1.0, "failed"),
+        (0.5, 1.0, "failed"),
+        (1.0, 1.0, "passed"),
+        (0.5, 1.0, "failed"),
+    ]
     assert all(t["visibility"] == "visible" and t["output"] for t in results["tests"])
 
 
 def test_cli_interactive() -> None:
-    done = cli("judge", str(PROBLEMS / "guess" / "solutions" / "bsearch.cpp"),
-               "--tests", str(PROBLEMS / "guess" / "tests"),
-               "--interactor", str(PROBLEMS / "guess" / "interactor.py"), "--json")
+    done = cli(
+        "judge",
+        str(PROBLEMS / "guess" / "solutions" / "bsearch.cpp"),
+        "--tests",
+        str(PROBLEMS / "guess" / "tests"),
+        "--interactor",
+        str(PROBLEMS / "guess" / "interactor.py"),
+        "--json",
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["verdict"] == "AC"
 
 
-@pytest.mark.parametrize(("args", "error"), [
-    (["--lang", "cobol"], "unknown language 'cobol'"),
-    (["--tests", "/no/such/dir"], "tests directory /no/such/dir does not exist"),
-    (["--tests", "UNPAIRED"], "has no matching .out or .ans file"),
-    (["--checker", "/no/such/checker"], "neither a built-in checker"),
-    (["--checker", "float:x"], "not a number"),
-    (["--time", "-1"], "time"),
-    (["--memory", "lots"], "not a size"),
-    (["--interactor", "/no/such/interactor.py"], "interactor /no/such/interactor.py does not "
-                                                 "exist"),
-])
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["--lang", "cobol"], "unknown language 'cobol'"),
+        (["--tests", "/no/such/dir"], "tests directory /no/such/dir does not exist"),
+        (["--tests", "UNPAIRED"], "has no matching .out or .ans file"),
+        (["--checker", "/no/such/checker"], "neither a built-in checker"),
+        (["--checker", "float:x"], "not a number"),
+        (["--time", "-1"], "time"),
+        (["--memory", "lots"], "not a size"),
+        (
+            ["--interactor", "/no/such/interactor.py"],
+            "interactor /no/such/interactor.py does not exist",
+        ),
+    ],
+)
 def test_cli_bad_input(tmp_path: Path, args: list[str], error: str) -> None:
     (tmp_path / "1.in").write_text("sum 1 2\n")
     args = [str(tmp_path) if a == "UNPAIRED" else a for a in args]
@@ -272,23 +329,58 @@ def test_cli_bad_source(tmp_path: Path) -> None:
 
 def test_batch(tmp_path: Path) -> None:
     items = [
-        {"id": "pass", "language": "python3", "source": "def f(x):\n    return x + 1\n",
-         "test": "assert f(1) == 2"},
-        {"id": "fail", "language": "python3", "source": "def f(x):\n    return x\n",
-         "test": "assert f(1) == 2"},
-        {"id": "hung", "language": "python3", "source": "import time\ntime.sleep(60)\n",
-         "limits": {"time": 30, "wall_time": 60}, "deadline": 1.5},
-        {"id": "tests", "language": "c", "source": (BEHAVE / "behave.c").read_text(),
-         "tests": [{"name": "a", "input": "sum 1 2", "output": "3"},
-                   {"name": "b", "input": "wrong 1 2", "output": "3", "score": 2}]},
-        {"id": "io", "language": "bash", "source": "read x; echo $((x * 2))",
-         "stdin": "21\n", "expected_output": "42\n"},
-        {"id": "float", "language": "python3", "source": "print(0.1 + 0.2)",
-         "expected_output": "0.3", "checker": "float"},
-        {"id": "checker", "language": "python3", "source": "print(0, 7)",
-         "tests": [{"input": "7", "output": "3 4"}],
-         "checker": {"language": "python3",
-                     "source": (PROBLEMS / "pairs" / "checker.py").read_text()}},
+        {
+            "id": "pass",
+            "language": "python3",
+            "source": "def f(x):\n    return x + 1\n",
+            "test": "assert f(1) == 2",
+        },
+        {
+            "id": "fail",
+            "language": "python3",
+            "source": "def f(x):\n    return x\n",
+            "test": "assert f(1) == 2",
+        },
+        {
+            "id": "hung",
+            "language": "python3",
+            "source": "import time\ntime.sleep(60)\n",
+            "limits": {"time": 30, "wall_time": 60},
+            "deadline": 1.5,
+        },
+        {
+            "id": "tests",
+            "language": "c",
+            "source": (BEHAVE / "behave.c").read_text(),
+            "tests": [
+                {"name": "a", "input": "sum 1 2", "output": "3"},
+                {"name": "b", "input": "wrong 1 2", "output": "3", "score": 2},
+            ],
+        },
+        {
+            "id": "io",
+            "language": "bash",
+            "source": "read x; echo $((x * 2))",
+            "stdin": "21\n",
+            "expected_output": "42\n",
+        },
+        {
+            "id": "float",
+            "language": "python3",
+            "source": "print(0.1 + 0.2)",
+            "expected_output": "0.3",
+            "checker": "float",
+        },
+        {
+            "id": "checker",
+            "language": "python3",
+            "source": "print(0, 7)",
+            "tests": [{"input": "7", "output": "3 4"}],
+            "checker": {
+                "language": "python3",
+                "source": (PROBLEMS / "pairs" / "checker.py").read_text(),
+            },
+        },
         {"id": "unknown", "language": "cobol", "source": "x"},
     ]
     batch = tmp_path / "items.jsonl"
@@ -322,18 +414,25 @@ def test_batch_bad_file(tmp_path: Path) -> None:
 
 def test_judge_as_an_unprivileged_user(test_user: pwd.struct_passwd) -> None:
     """The main path: an ordinary user compiles and judges (rootless cells)."""
-    done = cli("judge", str(BEHAVE / "behave.c"), "--tests", str(SUM), "--json",
-               user=test_user.pw_name)
+    done = cli(
+        "judge", str(BEHAVE / "behave.c"), "--tests", str(SUM), "--json", user=test_user.pw_name
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["verdict"] == "AC"
 
 
 def test_interactive_as_an_unprivileged_user(test_user: pwd.struct_passwd) -> None:
     """Two rootless cells wired by pipes (RunSpec.stdin_fd / stdout_fd)."""
-    done = cli("judge", str(PROBLEMS / "guess" / "solutions" / "bsearch.py"),
-               "--tests", str(PROBLEMS / "guess" / "tests"),
-               "--interactor", str(PROBLEMS / "guess" / "interactor.py"), "--json",
-               user=test_user.pw_name)
+    done = cli(
+        "judge",
+        str(PROBLEMS / "guess" / "solutions" / "bsearch.py"),
+        "--tests",
+        str(PROBLEMS / "guess" / "tests"),
+        "--interactor",
+        str(PROBLEMS / "guess" / "interactor.py"),
+        "--json",
+        user=test_user.pw_name,
+    )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["verdict"] == "AC" and result["score"] == 4
@@ -346,9 +445,11 @@ def test_compiled_artifacts_are_read_only_in_runs() -> None:
     from worker.compiler import compile_program
     from worker.pipeline import RunLimits, cell_spec
 
-    source = (b'#include <stdio.h>\n#include <string.h>\n#include <errno.h>\n'
-              b'#include <sys/stat.h>\n'
-              b'int main(void) { puts(chmod("main", 0777) ? strerror(errno) : "changed"); }\n')
+    source = (
+        b"#include <stdio.h>\n#include <string.h>\n#include <errno.h>\n"
+        b"#include <sys/stat.h>\n"
+        b'int main(void) { puts(chmod("main", 0777) ? strerror(errno) : "changed"); }\n'
+    )
     program = compile_program(get_language("c"), source)
     assert program.ok, program.error
     assert program.readonly == ("main",)
@@ -383,7 +484,6 @@ def test_judging_uses_warm_cells_and_leaves_nothing(monkeypatch) -> None:
     assert children == [], children
 
 
-
 # --- feedback: what a result reveals of the tests ------------------------------------
 
 
@@ -399,11 +499,14 @@ def _echo_tests(tmp_path: Path) -> Path:
 ECHO = "x = input()\nprint(x, 'sum?')\n"
 
 
-@pytest.mark.parametrize(("feedback", "message"), [
-    ("diff", "line 1: expected 'out-42', got 'in-7x35 sum?'"),
-    ("verdict", "line 1 differs"),
-    ("none", ""),
-])
+@pytest.mark.parametrize(
+    ("feedback", "message"),
+    [
+        ("diff", "line 1: expected 'out-42', got 'in-7x35 sum?'"),
+        ("verdict", "line 1 differs"),
+        ("none", ""),
+    ],
+)
 def test_cli_feedback(tmp_path: Path, feedback: str, message: str) -> None:
     source = tmp_path / "echo.py"
     source.write_text(ECHO)
@@ -416,8 +519,18 @@ def test_cli_feedback(tmp_path: Path, feedback: str, message: str) -> None:
         assert result["message"] == "test 1: WA" + (f" ({message})" if message else "")
     # Gradescope's results.json reveals no more than the JSON.
     out = tmp_path / f"results-{feedback}.json"
-    cli("judge", str(source), "--tests", str(tests), "--format", "gradescope", "-o", str(out),
-        "--feedback", feedback)
+    cli(
+        "judge",
+        str(source),
+        "--tests",
+        str(tests),
+        "--format",
+        "gradescope",
+        "-o",
+        str(out),
+        "--feedback",
+        feedback,
+    )
     text = out.read_text()
     assert ("out-42" in text) == (feedback == "diff")
     assert ("in-7x35" in text) == (feedback == "diff")
@@ -432,8 +545,15 @@ def test_feedback_hides_a_checker_program_s_words(tmp_path: Path) -> None:
     tests.mkdir()
     (tests / "1.in").write_text("7\n")
     (tests / "1.out").write_text("3 4\n")
-    args = ("judge", str(source), "--tests", str(tests), "--json",
-            "--checker", str(PROBLEMS / "pairs" / "checker.py"))
+    args = (
+        "judge",
+        str(source),
+        "--tests",
+        str(tests),
+        "--json",
+        "--checker",
+        str(PROBLEMS / "pairs" / "checker.py"),
+    )
     told = json.loads(cli(*args).stdout)["tests"][0]
     hidden = json.loads(cli(*args, "--feedback", "verdict").stdout)["tests"][0]
     assert told["message"].startswith("partial score 0.5:") and "checker" in told
@@ -443,11 +563,14 @@ def test_feedback_hides_a_checker_program_s_words(tmp_path: Path) -> None:
 
 def test_batch_feedback(tmp_path: Path) -> None:
     hidden = [{"input": "in-7x35\n", "output": "out-42\n"}]
-    items = [{"id": name, "language": "python3", "source": ECHO, "feedback": name,
-              "tests": hidden} for name in ("none", "verdict", "diff")]
+    items = [
+        {"id": name, "language": "python3", "source": ECHO, "feedback": name, "tests": hidden}
+        for name in ("none", "verdict", "diff")
+    ]
     items.append({"id": "default", "language": "python3", "source": ECHO, "tests": hidden})
-    items.append({"id": "bad", "language": "python3", "source": ECHO, "feedback": "all",
-                  "tests": hidden})
+    items.append(
+        {"id": "bad", "language": "python3", "source": ECHO, "feedback": "all", "tests": hidden}
+    )
     batch = tmp_path / "items.jsonl"
     batch.write_text("\n".join(json.dumps(item) for item in items) + "\n")
     done = cli("judge", "--batch", str(batch), "--feedback", "none")

@@ -136,15 +136,15 @@ def test_sleep_is_tle_by_wall_with_no_cpu(cell):
 
 def test_tmpfs_and_shm_writes_are_charged_to_the_cell(cell, hierarchy):
     for where in ("/tmp/fill", "/dev/shm/fill", "/box/fill"):
-        result = cell.run(["dd", "if=/dev/zero", f"of={where}", "bs=1M", "count=40"],
-                          memory="128M")
+        result = cell.run(["dd", "if=/dev/zero", f"of={where}", "bs=1M", "count=40"], memory="128M")
         assert result.status == "OK", (where, result)
         assert result.memory >= 40 * MiB, (where, result.memory / MiB)
 
 
 def test_tmpfs_fill_beyond_memory_is_contained(cell, hierarchy):
-    result = cell.run(["dd", "if=/dev/zero", "of=/dev/shm/fill", "bs=1M", "count=200"],
-                      memory="64M")
+    result = cell.run(
+        ["dd", "if=/dev/zero", "of=/dev/shm/fill", "bs=1M", "count=200"], memory="64M"
+    )
     # Either the OOM killer ends it (MLE) or the tmpfs, sized to the memory
     # limit, refuses the write (RE): contained both ways, never the host's memory.
     assert result.status in ("MLE", "RE"), result
@@ -160,8 +160,13 @@ def test_cpu_quota_throttles(cell, cc, hierarchy):
     if "cpu" not in hierarchy.controllers:
         pytest.fail(f"no cpu controller in {hierarchy.describe()}")
     # 0.6 s of CPU at a quota of 0.25 cores cannot take less than 2.4 s of wall time.
-    result = cell.run(["./burn", "2", "0.3"], copy_in={"burn": cc(THREAD_BURN, "-pthread")},
-                      cpus=0.25, time=5, wall_time=20)
+    result = cell.run(
+        ["./burn", "2", "0.3"],
+        copy_in={"burn": cc(THREAD_BURN, "-pthread")},
+        cpus=0.25,
+        time=5,
+        wall_time=20,
+    )
     assert result.status == "OK", result
     assert result.wall_time >= 0.9 * result.time / 0.25
 
@@ -176,8 +181,9 @@ def _run_cgroups() -> list[str]:
     found = []
     for root in roots:
         for directory, subdirs, _ in os.walk(root):
-            found += [os.path.join(directory, d) for d in subdirs
-                      if d.startswith(cgroups.run_prefix())]
+            found += [
+                os.path.join(directory, d) for d in subdirs if d.startswith(cgroups.run_prefix())
+            ]
     return found
 
 
@@ -253,18 +259,22 @@ def test_stale_run_cgroups_of_a_dead_worker_are_removed(hierarchy, tmp_path):
     )
     repo = Path(__file__).resolve().parent.parent
     env = {**os.environ, "PYTHONPATH": str(repo)}
-    left = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                          env=env, check=True).stdout.strip()
+    left = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=env, check=True
+    ).stdout.strip()
     assert os.path.isdir(left)
-    subprocess.run([sys.executable, "-c", "from sandbox import cgroups; cgroups.find()"],
-                   env=env, check=True)
+    subprocess.run(
+        [sys.executable, "-c", "from sandbox import cgroups; cgroups.find()"], env=env, check=True
+    )
     assert not os.path.exists(left)
 
 
 def test_setup_delegates_and_removes(tmp_path):
     user = "cellblock-setup"
-    subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
-                    user], check=True)
+    subprocess.run(
+        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", user],
+        check=True,
+    )
     try:
         cli = [sys.executable, str(Path(__file__).resolve().parent.parent / "cli.py")]
         done = subprocess.run([*cli, "setup", "--user", user], capture_output=True, text=True)
@@ -272,29 +282,48 @@ def test_setup_delegates_and_removes(tmp_path):
         for path in delegated_path(user):
             assert os.stat(path).st_uid == __import__("pwd").getpwnam(user).pw_uid
             assert path in done.stdout
-        done = subprocess.run([*cli, "setup", "--user", user, "--remove"], capture_output=True,
-                              text=True)
+        done = subprocess.run(
+            [*cli, "setup", "--user", user, "--remove"], capture_output=True, text=True
+        )
         assert done.returncode == 0, done.stderr
         assert not any(os.path.exists(p) for p in delegated_path(user))
     finally:
         subprocess.run(["userdel", user], check=False)
-    bad = subprocess.run([*cli, "setup", "--user", "no-such-user-here"], capture_output=True,
-                         text=True)
+    bad = subprocess.run(
+        [*cli, "setup", "--user", "no-such-user-here"], capture_output=True, text=True
+    )
     assert bad.returncode == 1 and "no such user" in bad.stderr
 
 
 def test_undelegated_user_gets_rlimits_and_is_told(scratch_dir):
     # A user with no subtree still runs cells; the result says the figures are degraded.
     user = "cellblock-nocg"
-    subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
-                    user], check=True)
+    subprocess.run(
+        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", user],
+        check=True,
+    )
     try:
         repo = Path(__file__).resolve().parent.parent
         venv_python = Path(os.environ.get("CELLBLOCK_VENV", "/opt/cellblock/venv")) / "bin/python"
         done = subprocess.run(
-            ["runuser", "-u", user, "--", "env", f"PYTHONPATH={repo}", str(venv_python),
-             str(repo / "cli.py"), "run", "--json", "--", "true"],
-            capture_output=True, text=True, cwd="/")
+            [
+                "runuser",
+                "-u",
+                user,
+                "--",
+                "env",
+                f"PYTHONPATH={repo}",
+                str(venv_python),
+                str(repo / "cli.py"),
+                "run",
+                "--json",
+                "--",
+                "true",
+            ],
+            capture_output=True,
+            text=True,
+            cwd="/",
+        )
         assert done.returncode == 0, done.stderr
         import json
 

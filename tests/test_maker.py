@@ -127,8 +127,14 @@ def test_a_caller_that_exits_leaves_no_maker_and_no_complaint():
             assert sandbox.run(["true"]).status == "OK"
         print(maker.current().process.pid, flush=True)
     """)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=60,
+    )
     assert done.returncode == 0 and done.stderr == "", done.stderr
     assert _gone(int(done.stdout))
 
@@ -141,8 +147,13 @@ def test_the_maker_and_its_cells_die_with_the_caller():
         print(maker.current().process.pid, waiting.pid, flush=True)
         time.sleep(600)
     """)
-    caller = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
-                              cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    caller = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     try:
         maker_pid, init_pid = map(int, caller.stdout.readline().split())
         assert not _gone(maker_pid) and not _gone(init_pid)
@@ -230,8 +241,9 @@ def test_a_miss_is_made_by_the_maker_too(warm_with_maker, monkeypatch):
 
     cloned = []
     real_clone = cell._clone_cell
-    monkeypatch.setattr(cell, "_clone_cell",
-                        lambda birth: cloned.append(birth) or real_clone(birth))
+    monkeypatch.setattr(
+        cell, "_clone_cell", lambda birth: cloned.append(birth) or real_clone(birth)
+    )
     for size in (32, 48, 64):  # each tmpfs size a birth of its own: no warm cell for it
         result = run(["df", "-k", "/tmp"], tmpfs_size=f"{size}M")
         assert result.status == "OK", result.message
@@ -283,9 +295,16 @@ def test_unprivileged_caller_gets_the_makers_cells(test_user):
         sandbox.keep_warm(False)
     """)
     done = subprocess.run(
-        as_user(test_user.pw_name, ["env", f"PYTHONPATH={REPO}", str(VENV / "bin" / "python"),
-                                    "-c", script]),
-        capture_output=True, text=True, cwd="/", check=False, timeout=120)
+        as_user(
+            test_user.pw_name,
+            ["env", f"PYTHONPATH={REPO}", str(VENV / "bin" / "python"), "-c", script],
+        ),
+        capture_output=True,
+        text=True,
+        cwd="/",
+        check=False,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     # The program runs as cell uid 1000: one of the user's subordinate ids.
     assert done.stdout.split() == ["1", "2", "1000", "True"], done.stdout
@@ -309,12 +328,18 @@ def test_an_unprivileged_maker_maps_each_cell_to_a_subordinate_id_of_its_own(tes
         sandbox.keep_warm(False)
     """)
     caller = subprocess.Popen(
-        as_user(test_user.pw_name, ["env", f"PYTHONPATH={REPO}", str(VENV / "bin" / "python"),
-                                    "-c", script]), cwd="/")
+        as_user(
+            test_user.pw_name,
+            ["env", f"PYTHONPATH={REPO}", str(VENV / "bin" / "python"), "-c", script],
+        ),
+        cwd="/",
+    )
     try:
         found: dict[str, int] = {}
-        assert settle(lambda: found.update({m: p for m in markers for p in _sleeping(m)}) or
-                      len(found) == 2, timeout=60), found
+        assert settle(
+            lambda: found.update({m: p for m in markers for p in _sleeping(m)}) or len(found) == 2,
+            timeout=60,
+        ), found
         uids = {m: os.stat(f"/proc/{pid}").st_uid for m, pid in found.items()}
         inits = [parent_of(pid) for pid in found.values()]
         makers = {Path(f"/proc/{parent_of(init)}/cmdline").read_bytes() for init in inits}

@@ -829,7 +829,10 @@ def test_a_profile_notifies_only_where_it_says_so(tmp_path: Path) -> None:
     fcntl_allowed = {"names": ["fcntl"], "action": "SCMP_ACT_ALLOW"}
     plain = sc.compile_profile(write_profile(tmp_path, [*BASICS, fcntl_allowed]))
     assert not sc.notifies(plain)
-    notify = {"names": ["fcntl"], "action": "SCMP_ACT_NOTIFY",
-              "args": [{"index": 1, "value": 6, "op": "SCMP_CMP_EQ"}]}
+    notify = {
+        "names": ["fcntl"],
+        "action": "SCMP_ACT_NOTIFY",
+        "args": [{"index": 1, "value": 6, "op": "SCMP_CMP_EQ"}],
+    }
     locked = sc.compile_profile(write_profile(tmp_path, [*BASICS, fcntl_allowed, notify], "n.json"))
     assert sc.notifies(locked)

@@ -28,9 +28,11 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 TIMING = Timing(lease=4, renew=1, reap=1, limbo=4)
 
 A_PLUS_B = "a, b = map(int, input().split())\nprint(a + b)\n"
-TESTS = [{"name": "1", "input": "1 2\n", "output": "3\n"},
-         {"name": "2", "input": "40 2\n", "output": "42\n"},
-         {"name": "3", "input": "-5 5\n", "output": "0\n"}]
+TESTS = [
+    {"name": "1", "input": "1 2\n", "output": "3\n"},
+    {"name": "2", "input": "40 2\n", "output": "42\n"},
+    {"name": "3", "input": "-5 5\n", "output": "0\n"},
+]
 
 
 @pytest.fixture(scope="module")
@@ -39,15 +41,31 @@ def service(test_user):
     server = RedisServer(directory).start()
     workers = Workers(server.url, cells=2, user=test_user.pw_name)
     settings = Settings.from_env(
-        redis_url=server.url, api_keys=frozenset({KEY, OTHER_KEY}), rate_limit=0,
-        wait_timeout=20.0, callback_allow=(ipaddress.ip_network("127.0.0.0/8"),),
-        callback_backoff=0.2, callback_tries=3, callback_timeout=2.0)
+        redis_url=server.url,
+        api_keys=frozenset({KEY, OTHER_KEY}),
+        rate_limit=0,
+        wait_timeout=20.0,
+        callback_allow=(ipaddress.ip_network("127.0.0.0/8"),),
+        callback_backoff=0.2,
+        callback_tries=3,
+        callback_timeout=2.0,
+    )
     api = ApiServer(create_app(settings, TIMING)).start()
     store = Store.from_url(server.url, TIMING)
     wait_for(lambda: len(store.workers()) == 2, 60, "two live workers")
     client = httpx.Client(base_url=api.url, headers=AUTH, timeout=60)
-    yield type("Service", (), {"api": api, "client": client, "store": store,
-                               "redis": server, "url": server.url, "workers": workers})
+    yield type(
+        "Service",
+        (),
+        {
+            "api": api,
+            "client": client,
+            "store": store,
+            "redis": server,
+            "url": server.url,
+            "workers": workers,
+        },
+    )
     client.close()
     api.stop()
     workers.stop()
@@ -72,14 +90,26 @@ def poll(service, sub_id: str, timeout: float = 60) -> dict:
 VERDICTS = {
     "AC": {"language": "python3", "source": A_PLUS_B, "tests": TESTS},
     "WA": {"language": "python3", "source": "print(0)", "tests": TESTS[:1]},
-    "TLE": {"language": "c", "source": "int main(void){for(;;){}}", "limits": {"time": 0.5},
-            "tests": TESTS[:1]},
-    "MLE": {"language": "c", "limits": {"memory": "32M"}, "tests": TESTS[:1],
-            "source": "#include <stdlib.h>\n#include <string.h>\n"
-                      "int main(void){for(;;){char*p=malloc(1<<20);if(!p)return 3;"
-                      "memset(p,1,1<<20);}}"},
-    "OLE": {"language": "python3", "limits": {"output": "64K"}, "tests": TESTS[:1],
-            "source": "import sys\nwhile True: sys.stdout.write('x' * 4096)"},
+    "TLE": {
+        "language": "c",
+        "source": "int main(void){for(;;){}}",
+        "limits": {"time": 0.5},
+        "tests": TESTS[:1],
+    },
+    "MLE": {
+        "language": "c",
+        "limits": {"memory": "32M"},
+        "tests": TESTS[:1],
+        "source": "#include <stdlib.h>\n#include <string.h>\n"
+        "int main(void){for(;;){char*p=malloc(1<<20);if(!p)return 3;"
+        "memset(p,1,1<<20);}}",
+    },
+    "OLE": {
+        "language": "python3",
+        "limits": {"output": "64K"},
+        "tests": TESTS[:1],
+        "source": "import sys\nwhile True: sys.stdout.write('x' * 4096)",
+    },
     "RE": {"language": "python3", "source": "raise SystemExit(3)", "tests": TESTS[:1]},
     "CE": {"language": "c", "source": "int main(void) { return }", "tests": TESTS[:1]},
 }
@@ -116,20 +146,34 @@ def test_single_run_keeps_the_whole_output(service):
     assert data["result"]["verdict"] == "AC"
     assert test["stdout"] == "x" * 5000 + "\nhello\n"
     assert test["stderr"] == "err\n"
-    with_expected = submit_wait(service, {"language": "python3", "source": "print(2)",
-                                          "stdin": "", "expected_output": "3\n"})
+    with_expected = submit_wait(
+        service,
+        {"language": "python3", "source": "print(2)", "stdin": "", "expected_output": "3\n"},
+    )
     assert with_expected["result"]["verdict"] == "WA"
 
 
 def test_wait_falls_back_to_202_and_the_result_comes_later(service):
-    app = create_app(Settings.from_env(redis_url=service.url, api_keys=frozenset({KEY}),
-                                       rate_limit=0, wait_timeout=0.5), TIMING)
+    app = create_app(
+        Settings.from_env(
+            redis_url=service.url, api_keys=frozenset({KEY}), rate_limit=0, wait_timeout=0.5
+        ),
+        TIMING,
+    )
     api = ApiServer(app).start()
     try:
         started = time.monotonic()
-        response = httpx.post(f"{api.url}/v1/submissions?wait=true", headers=AUTH, json={
-            "language": "python3", "source": "import time; time.sleep(2)",
-            "limits": {"time": 1, "wall_time": 5}, "tests": TESTS[:1]}, timeout=30)
+        response = httpx.post(
+            f"{api.url}/v1/submissions?wait=true",
+            headers=AUTH,
+            json={
+                "language": "python3",
+                "source": "import time; time.sleep(2)",
+                "limits": {"time": 1, "wall_time": 5},
+                "tests": TESTS[:1],
+            },
+            timeout=30,
+        )
         assert response.status_code == 202
         assert time.monotonic() - started < 3
         sub_id = response.json()["id"]
@@ -139,8 +183,16 @@ def test_wait_falls_back_to_202_and_the_result_comes_later(service):
 
 
 def test_batch(service):
-    response = service.client.post("/v1/submissions/batch", json={"submissions": [
-        VERDICTS["AC"], VERDICTS["WA"], {"language": "python3", "source": "print(1)"}]})
+    response = service.client.post(
+        "/v1/submissions/batch",
+        json={
+            "submissions": [
+                VERDICTS["AC"],
+                VERDICTS["WA"],
+                {"language": "python3", "source": "print(1)"},
+            ]
+        },
+    )
     assert response.status_code == 202, response.text
     ids = [s["id"] for s in response.json()["submissions"]]
     assert len(set(ids)) == 3
@@ -148,15 +200,20 @@ def test_batch(service):
     assert verdicts == ["AC", "WA", "AC"]
     many = service.client.get("/v1/submissions", params={"ids": ",".join(ids)}).json()
     assert [s["status"] for s in many["submissions"]] == ["done"] * 3
-    bad = service.client.post("/v1/submissions/batch", json={"submissions": [
-        VERDICTS["AC"], {"language": "cobol", "source": "x"}]})
+    bad = service.client.post(
+        "/v1/submissions/batch",
+        json={"submissions": [VERDICTS["AC"], {"language": "cobol", "source": "x"}]},
+    )
     assert bad.status_code == 422
     assert bad.json()["detail"][0]["loc"] == ["body", "submissions", 1, "language"]
 
 
 def test_sse_progress_per_test(service):
-    body = {"language": "python3", "source": "import time; time.sleep(0.3)\n" + A_PLUS_B,
-            "tests": TESTS}
+    body = {
+        "language": "python3",
+        "source": "import time; time.sleep(0.3)\n" + A_PLUS_B,
+        "tests": TESTS,
+    }
     sub_id = service.client.post("/v1/submissions", json=body).json()["id"]
     events = []
     with service.client.stream("GET", f"/v1/submissions/{sub_id}/events") as response:
@@ -169,7 +226,10 @@ def test_sse_progress_per_test(service):
                     break
     tests = [e for e in events if e["type"] == "test"]
     assert [(e["index"], e["total"], e["test"]["verdict"]) for e in tests] == [
-        (0, 3, "AC"), (1, 3, "AC"), (2, 3, "AC")]
+        (0, 3, "AC"),
+        (1, 3, "AC"),
+        (2, 3, "AC"),
+    ]
     assert events[-1] == {"seq": events[-1]["seq"], "type": "end", "status": "done"}
     assert [e["seq"] for e in events] == sorted(e["seq"] for e in events)
     # A late subscriber gets the whole story replayed, then the end.
@@ -221,21 +281,35 @@ def test_callback_is_posted_with_retries(service):
         assert posted["id"] == sub_id and posted["result"]["verdict"] == "AC"
         # The worker records the delivery a moment after the receiver has the body.
         delivered = "delivered (HTTP 200)"
-        wait_for(lambda: service.store.get(sub_id).get("callback_status") == delivered,
-                 30, "the callback recorded as delivered")
+        wait_for(
+            lambda: service.store.get(sub_id).get("callback_status") == delivered,
+            30,
+            "the callback recorded as delivered",
+        )
         assert service.store.get(sub_id)["callback_tries"] == "2"
     finally:
         receiver.close()
 
 
-@pytest.mark.parametrize("url", [
-    "http://127.0.0.1:9/hook", "http://10.0.0.1/hook", "http://169.254.169.254/latest",
-    "http://[::1]/x", "http://localhost/x", "http://192.168.1.1/", "ftp://example.com/x",
-    "http://user:pw@example.com/", "http://0.0.0.0/"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:9/hook",
+        "http://10.0.0.1/hook",
+        "http://169.254.169.254/latest",
+        "http://[::1]/x",
+        "http://localhost/x",
+        "http://192.168.1.1/",
+        "ftp://example.com/x",
+        "http://user:pw@example.com/",
+        "http://0.0.0.0/",
+    ],
+)
 def test_callbacks_to_private_addresses_are_refused(service, url):
     # The service's own app allows 127/8 for the receiver test; a default app allows none.
-    app = create_app(Settings.from_env(redis_url=service.url, api_keys=frozenset({KEY}),
-                                       rate_limit=0), TIMING)
+    app = create_app(
+        Settings.from_env(redis_url=service.url, api_keys=frozenset({KEY}), rate_limit=0), TIMING
+    )
     with TestClient(app, client=("127.0.0.1", 1), headers=AUTH) as client:
         response = client.post("/v1/submissions", json={**VERDICTS["WA"], "callback_url": url})
     assert response.status_code == 422, response.text
@@ -246,23 +320,28 @@ def test_keys_are_required_and_submissions_are_private(service):
     body = VERDICTS["WA"]
     assert httpx.post(f"{service.api.url}/v1/submissions", json=body).status_code == 401
     wrong = {"Authorization": "Bearer nope"}
-    assert httpx.post(f"{service.api.url}/v1/submissions", json=body,
-                      headers=wrong).status_code == 401
+    assert (
+        httpx.post(f"{service.api.url}/v1/submissions", json=body, headers=wrong).status_code == 401
+    )
     # Judge0's header works too, and the 401 comes before any validation of the body.
-    response = httpx.post(f"{service.api.url}/v1/submissions", json=body,
-                          headers={"X-Auth-Token": KEY})
+    response = httpx.post(
+        f"{service.api.url}/v1/submissions", json=body, headers={"X-Auth-Token": KEY}
+    )
     assert response.status_code == 202
     sub_id = response.json()["id"]
     assert httpx.post(f"{service.api.url}/v1/submissions", json={"junk": 1}).status_code == 401
-    other = httpx.get(f"{service.api.url}/v1/submissions/{sub_id}",
-                      headers={"Authorization": f"Bearer {OTHER_KEY}"})
+    other = httpx.get(
+        f"{service.api.url}/v1/submissions/{sub_id}",
+        headers={"Authorization": f"Bearer {OTHER_KEY}"},
+    )
     assert other.status_code == 404
     assert service.client.get(f"/v1/submissions/{sub_id}").status_code == 200
 
 
 def test_without_keys_only_loopback_is_served(service):
-    app = create_app(Settings.from_env(redis_url=service.url, api_keys=frozenset(),
-                                       rate_limit=0), TIMING)
+    app = create_app(
+        Settings.from_env(redis_url=service.url, api_keys=frozenset(), rate_limit=0), TIMING
+    )
     for host, expected in (("10.1.2.3", 403), ("192.0.2.7", 403), ("127.0.0.1", 200)):
         with TestClient(app, client=(host, 1234)) as client:
             assert client.get("/v1/languages").status_code == expected, host
@@ -272,12 +351,17 @@ def test_without_keys_only_loopback_is_served(service):
 
 
 def test_rate_limit_per_key(service):
-    app = create_app(Settings.from_env(redis_url=service.url, api_keys=frozenset({"rate-a",
-                                                                                  "rate-b"}),
-                                       rate_limit=5), TIMING)
+    app = create_app(
+        Settings.from_env(
+            redis_url=service.url, api_keys=frozenset({"rate-a", "rate-b"}), rate_limit=5
+        ),
+        TIMING,
+    )
     with TestClient(app, client=("127.0.0.1", 1)) as client:
-        codes = [client.get("/v1/languages", headers={"X-Auth-Token": "rate-a"}).status_code
-                 for _ in range(7)]
+        codes = [
+            client.get("/v1/languages", headers={"X-Auth-Token": "rate-a"}).status_code
+            for _ in range(7)
+        ]
         assert codes == [200] * 5 + [429] * 2
         limited = client.get("/v1/languages", headers={"X-Auth-Token": "rate-a"})
         assert int(limited.headers["retry-after"]) >= 1
@@ -286,50 +370,79 @@ def test_rate_limit_per_key(service):
 
 
 BAD_INPUTS = [
-    (b'{"language": "python3", "source": "x", "limits": {"time": NaN}}', 422,
-     ["body", "limits", "time"]),
+    (
+        b'{"language": "python3", "source": "x", "limits": {"time": NaN}}',
+        422,
+        ["body", "limits", "time"],
+    ),
     (b'{"language": "python3", "source": "\\ud800"}', 422, ["body", "source"]),
-    (b'{"language": "python3", "source": "x", "limits": {"memory": "1T"}}', 422,
-     ["body", "limits", "memory"]),
-    (b'{"language": "python3", "source": "x", "limits": {"time": 1000}}', 422,
-     ["body", "limits", "time"]),
-    (b'{"language": "python3", "source": "x", "limits": {"time": -1}}', 422,
-     ["body", "limits", "time"]),
-    (b'{"language": "python3", "source": "x", "limits": {"memory": "lots"}}', 422,
-     ["body", "limits", "memory"]),
+    (
+        b'{"language": "python3", "source": "x", "limits": {"memory": "1T"}}',
+        422,
+        ["body", "limits", "memory"],
+    ),
+    (
+        b'{"language": "python3", "source": "x", "limits": {"time": 1000}}',
+        422,
+        ["body", "limits", "time"],
+    ),
+    (
+        b'{"language": "python3", "source": "x", "limits": {"time": -1}}',
+        422,
+        ["body", "limits", "time"],
+    ),
+    (
+        b'{"language": "python3", "source": "x", "limits": {"memory": "lots"}}',
+        422,
+        ["body", "limits", "memory"],
+    ),
     (b'{"language": "cobol", "source": "x"}', 422, ["body", "language"]),
-    (b'{"language": "python3", "source": "x", "checker": "/bin/true"}', 422,
-     ["body", "checker"]),
-    (b'{"language": "python3", "source": "x", "checker": "float:nan"}', 422,
-     ["body", "checker"]),
-    (b'{"language": "python3", "source": "x", "stdin": "", "tests": [{"input": ""}]}', 422,
-     ["body", "tests"]),
+    (b'{"language": "python3", "source": "x", "checker": "/bin/true"}', 422, ["body", "checker"]),
+    (b'{"language": "python3", "source": "x", "checker": "float:nan"}', 422, ["body", "checker"]),
+    (
+        b'{"language": "python3", "source": "x", "stdin": "", "tests": [{"input": ""}]}',
+        422,
+        ["body", "tests"],
+    ),
     (b'{"language": "python3", "source": "x", "tests": []}', 422, ["body", "tests"]),
-    (b'{"language": "python3", "source": "x", "tests": [{"name": "a"}, {"name": "a"}]}', 422,
-     ["body", "tests", 1, "name"]),
+    (
+        b'{"language": "python3", "source": "x", "tests": [{"name": "a"}, {"name": "a"}]}',
+        422,
+        ["body", "tests", 1, "name"],
+    ),
     (b'{"language": "python3", "source": "x", "surprise": 1}', 422, ["body", "surprise"]),
     (b'{"language": "python3"}', 422, ["body", "source"]),
     (b'{"language": 3, "source": "x"}', 422, ["body", "language"]),
-    (b'[1, 2]', 422, ["body"]),
-    (b'{not json', 422, ["body", 1]),
+    (b"[1, 2]", 422, ["body"]),
+    (b"{not json", 422, ["body", 1]),
 ]
 
 
 @pytest.mark.parametrize("body,status,loc", BAD_INPUTS)
 def test_bad_input_is_4xx_naming_the_field(service, body, status, loc):
-    response = service.client.post("/v1/submissions", content=body,
-                                   headers={"Content-Type": "application/json"})
+    response = service.client.post(
+        "/v1/submissions", content=body, headers={"Content-Type": "application/json"}
+    )
     assert response.status_code == status, response.text
     assert response.json()["detail"][0]["loc"] == loc, response.text
 
 
 def test_payload_caps(service):
-    app = create_app(Settings.from_env(redis_url=service.url, api_keys=frozenset({KEY}),
-                                       rate_limit=0, max_body=1 << 20, max_source=1000,
-                                       max_tests=2), TIMING)
+    app = create_app(
+        Settings.from_env(
+            redis_url=service.url,
+            api_keys=frozenset({KEY}),
+            rate_limit=0,
+            max_body=1 << 20,
+            max_source=1000,
+            max_tests=2,
+        ),
+        TIMING,
+    )
     with TestClient(app, client=("127.0.0.1", 1), headers=AUTH) as client:
-        huge = client.post("/v1/submissions", json={"language": "python3",
-                                                    "source": "#" * (2 << 20)})
+        huge = client.post(
+            "/v1/submissions", json={"language": "python3", "source": "#" * (2 << 20)}
+        )
         assert huge.status_code == 413
         big = client.post("/v1/submissions", json={"language": "python3", "source": "#" * 2000})
         assert big.status_code == 413 and big.json()["detail"][0]["loc"] == ["body", "source"]
@@ -338,8 +451,10 @@ def test_payload_caps(service):
 
 
 def test_unknown_ids_are_404(service):
-    assert service.client.get("/v1/submissions/0a2b2c3d-0000-4000-8000-000000000000"
-                              ).status_code == 404
+    assert (
+        service.client.get("/v1/submissions/0a2b2c3d-0000-4000-8000-000000000000").status_code
+        == 404
+    )
     assert service.client.get("/v1/submissions/not-an-id").status_code == 422
 
 
@@ -354,8 +469,9 @@ def test_languages_health_and_metrics(service):
     assert all(w["contained"] and w["status"] == "OK" for w in data["selfcheck"]["workers"])
     submit_wait(service, VERDICTS["AC"])
     text = service.client.get("/metrics").text
-    samples = dict(line.rsplit(" ", 1) for line in text.splitlines()
-                   if line and not line.startswith("#"))
+    samples = dict(
+        line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#")
+    )
     assert float(samples['cellblock_verdicts_total{verdict="AC"}']) >= 1
     assert float(samples["cellblock_runs_total"]) >= 3
     assert float(samples["cellblock_workers"]) == 2
@@ -368,9 +484,12 @@ def test_feedback_keeps_hidden_tests_hidden_in_results_and_events(service, feedb
     # A wrong answer that echoes the hidden input: with `none` and `verdict`
     # neither the expected output nor the program's output may come back.
     hidden_in, hidden_out = "in-7x35\n", "out-42\n"
-    body = {"language": "python3", "source": "x = input()\nprint(x, 'sum?')\n",
-            "tests": [{"name": "secret", "input": hidden_in, "output": hidden_out}],
-            "feedback": feedback}
+    body = {
+        "language": "python3",
+        "source": "x = input()\nprint(x, 'sum?')\n",
+        "tests": [{"name": "secret", "input": hidden_in, "output": hidden_out}],
+        "feedback": feedback,
+    }
     sub_id = service.client.post("/v1/submissions", json=body).json()["id"]
     done = poll(service, sub_id)
     events = service.client.get(f"/v1/submissions/{sub_id}/events").text
@@ -382,6 +501,7 @@ def test_feedback_keeps_hidden_tests_hidden_in_results_and_events(service, feedb
     else:
         assert "out-42" not in revealed and "in-7x35" not in revealed, revealed
         assert test["stdout"] == "" and test["message"] == (
-            "line 1 differs" if feedback == "verdict" else "")
+            "line 1 differs" if feedback == "verdict" else ""
+        )
     bad = service.client.post("/v1/submissions", json={**body, "feedback": "everything"})
     assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "feedback"]

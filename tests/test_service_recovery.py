@@ -16,10 +16,14 @@ from service_support import RedisServer, Workers, remove, scratch, wait_for
 from worker.store import QUEUE, Store, Timing, events_log
 
 TIMING = Timing(lease=4, renew=1, reap=1, limbo=4)
-SLOW = {"language": "python3", "limits": {"time": 2, "wall_time": 6},
-        "source": "import time\ntime.sleep(1.0)\nprint(sum(map(int, input().split())))",
-        "tests": [{"name": str(i), "input": f"{i} 1\n", "output": f"{i + 1}\n", "score": 1}
-                  for i in range(4)]}
+SLOW = {
+    "language": "python3",
+    "limits": {"time": 2, "wall_time": 6},
+    "source": "import time\ntime.sleep(1.0)\nprint(sum(map(int, input().split())))",
+    "tests": [
+        {"name": str(i), "input": f"{i} 1\n", "output": f"{i + 1}\n", "score": 1} for i in range(4)
+    ],
+}
 
 
 @pytest.fixture
@@ -37,8 +41,11 @@ def finished(store: Store, sub_id: str):
 
 
 def kill_its_worker(store: Store, sub_id: str) -> int:
-    record = wait_for(lambda: (r := store.get(sub_id)) and r["status"] == "running" and r,
-                      60, "the submission to start")
+    record = wait_for(
+        lambda: (r := store.get(sub_id)) and r["status"] == "running" and r,
+        60,
+        "the submission to start",
+    )
     time.sleep(1.5)  # mid-job: a test or two done, cells running
     pid = int(record["worker"].rsplit(".", 1)[1])
     os.kill(pid, signal.SIGKILL)
@@ -71,8 +78,7 @@ def test_worker_killed_mid_job_is_run_again_elsewhere(redis_dir, test_user):
 
 
 def test_bounded_retries_then_failed_with_a_reason(redis_dir, test_user):
-    store = Store.from_url(redis_dir.url, Timing(lease=4, renew=1, reap=1, limbo=4,
-                                                 max_attempts=1))
+    store = Store.from_url(redis_dir.url, Timing(lease=4, renew=1, reap=1, limbo=4, max_attempts=1))
     workers = Workers(redis_dir.url, cells=1, user=test_user.pw_name)
     try:
         wait_for(lambda: len(store.workers()) == 1, 60, "a live worker")
@@ -110,8 +116,7 @@ def test_redis_restart_loses_nothing_queued(redis_dir, test_user):
     store = Store.from_url(redis_dir.url, TIMING)
     workers = Workers(redis_dir.url, cells=1, user=test_user.pw_name)
     try:
-        records = [wait_for(lambda i=i: finished(store, i), 60, "a queued submission")
-                   for i in ids]
+        records = [wait_for(lambda i=i: finished(store, i), 60, "a queued submission") for i in ids]
         assert [r["result"]["tests"][0]["stdout"] for r in records] == ["0\n", "1\n", "2\n"]
     finally:
         workers.stop()

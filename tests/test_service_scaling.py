@@ -21,10 +21,12 @@ SUBMISSIONS = 12
 # Each submission waits 0.4 s in its cell: the figure measures how the queue spreads work
 # over worker hosts, not how many CPU-bound cells two shared cores fit (bench/service.py
 # measures that), so it holds on a loaded machine too.
-BODY = {"language": "python3", "limits": {"wall_time": 5},
-        "source": "import time\ntime.sleep(0.4)\na, b = map(int, input().split())\n"
-                  "print(a + b)\n",
-        "tests": [{"name": "1", "input": "2 3\n", "output": "5\n"}]}
+BODY = {
+    "language": "python3",
+    "limits": {"wall_time": 5},
+    "source": "import time\ntime.sleep(0.4)\na, b = map(int, input().split())\nprint(a + b)\n",
+    "tests": [{"name": "1", "input": "2 3\n", "output": "5\n"}],
+}
 
 
 def ip(*args: str) -> None:
@@ -66,8 +68,9 @@ def cluster():
         for host in hosts:
             host.create()
         port = free_port()
-        server = RedisServer(directory, bind=tuple(h.redis_address for h in hosts),
-                             port=port).start()
+        server = RedisServer(
+            directory, bind=tuple(h.redis_address for h in hosts), port=port
+        ).start()
         yield server, hosts, port
     finally:
         if server:
@@ -96,9 +99,15 @@ def test_throughput_grows_with_workers_on_separate_hosts(cluster, test_user):
     store = Store.from_url(server.url, Timing())
     rates = {}
     for count in (1, 2):
-        workers = [Workers(f"redis://{host.redis_address}:{port}/0", cells=1,
-                           user=test_user.pw_name, prefix=["ip", "netns", "exec", host.ns])
-                   for host in hosts[:count]]
+        workers = [
+            Workers(
+                f"redis://{host.redis_address}:{port}/0",
+                cells=1,
+                user=test_user.pw_name,
+                prefix=["ip", "netns", "exec", host.ns],
+            )
+            for host in hosts[:count]
+        ]
         try:
             wait_for(lambda n=count: len(store.workers()) == n, 60, f"{count} live workers")
             throughput(store, 2)  # warm-up
@@ -108,6 +117,8 @@ def test_throughput_grows_with_workers_on_separate_hosts(cluster, test_user):
             for worker in workers:
                 worker.stop()
             wait_for(lambda: not store.workers(), 30, "the workers to deregister")
-    print(f"\nsubmissions/s: 1 worker host {rates[1]:.2f}, 2 worker hosts {rates[2]:.2f} "
-          f"({rates[2] / rates[1]:.2f}x)")
+    print(
+        f"\nsubmissions/s: 1 worker host {rates[1]:.2f}, 2 worker hosts {rates[2]:.2f} "
+        f"({rates[2] / rates[1]:.2f}x)"
+    )
     assert rates[2] > 1.5 * rates[1], rates

@@ -30,18 +30,32 @@ def serve(user: str | None, port: int, run_dir: Path, env: dict[str, str] | None
     from conftest import as_user
 
     python = str(VENV / "bin" / "python") if user else sys.executable
-    command = ["env", f"PYTHONPATH={REPO}", *[f"{k}={v}" for k, v in FAST_TIMING.items()],
-               *[f"{k}={v}" for k, v in (env or {}).items()],
-               python, "-c", "import sys; from cli import main; sys.exit(main())", "serve",
-               "--port", str(port), "--run-dir", str(run_dir), "--cells", "1", "--grace", "2"]
+    command = [
+        "env",
+        f"PYTHONPATH={REPO}",
+        *[f"{k}={v}" for k, v in FAST_TIMING.items()],
+        *[f"{k}={v}" for k, v in (env or {}).items()],
+        python,
+        "-c",
+        "import sys; from cli import main; sys.exit(main())",
+        "serve",
+        "--port",
+        str(port),
+        "--run-dir",
+        str(run_dir),
+        "--cells",
+        "1",
+        "--grace",
+        "2",
+    ]
     if user:
         command = as_user(user, command)
-    return subprocess.Popen(command, cwd="/", stdin=subprocess.DEVNULL,
-                            start_new_session=True)
+    return subprocess.Popen(command, cwd="/", stdin=subprocess.DEVNULL, start_new_session=True)
 
 
 def serve_pid(launcher: subprocess.Popen) -> int:
     """The `cellblock serve` process itself (below sh/runuser when started as a user)."""
+
     def find():
         for pid in [launcher.pid, *descendants(launcher.pid)]:
             try:
@@ -90,9 +104,15 @@ def test_embedded_serve_as_a_user_judges_and_stops_cleanly(run_dir, test_user):
     try:
         health = wait_for(lambda: healthy(url), 60, "the embedded service")
         assert health["workers"]["alive"] == 1 and health["selfcheck"]["contained"]
-        response = httpx.post(f"{url}/v1/submissions?wait=true", timeout=60, json={
-            "language": "python3", "source": "print(sum(map(int, input().split())))",
-            "tests": [{"input": "2 3", "output": "5"}]})
+        response = httpx.post(
+            f"{url}/v1/submissions?wait=true",
+            timeout=60,
+            json={
+                "language": "python3",
+                "source": "print(sum(map(int, input().split())))",
+                "tests": [{"input": "2 3", "output": "5"}],
+            },
+        )
         assert response.status_code == 200 and response.json()["result"]["verdict"] == "AC"
         # Redis: a unix socket owned by the user, no TCP port, append-only file on.
         socket_path = run_dir / "state" / "redis.sock"
@@ -131,9 +151,12 @@ def test_with_redis_url_serve_is_the_api_alone(run_dir):
         response = wait_for(lambda: _get(f"{url}/v1/health"), 30, "the API")
         assert response.status_code == 503  # no worker yet: `cellblock worker` does the work
         assert response.json()["workers"]["alive"] == 0
-        children = [p for p in descendants(launcher.pid)
-                    if b"redis-server" in Path(f"/proc/{p}/cmdline").read_bytes()
-                    or b"worker" in Path(f"/proc/{p}/cmdline").read_bytes()]
+        children = [
+            p
+            for p in descendants(launcher.pid)
+            if b"redis-server" in Path(f"/proc/{p}/cmdline").read_bytes()
+            or b"worker" in Path(f"/proc/{p}/cmdline").read_bytes()
+        ]
         assert children == []
         assert not (run_dir / "unused").exists()
     finally:

@@ -45,8 +45,7 @@ def as_worker(cell: CellRunner, argv: list[str], **options: object) -> subproces
     """`argv` run bare on the host as the uid that runs the cells (root, or the user)."""
     if cell.user is not None:
         argv = ["runuser", "-u", cell.user.pw_name, "--", *argv]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False,
-                          **options)  # type: ignore[call-overload]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False, **options)  # type: ignore[call-overload]
 
 
 def pids_named(comm: str, in_a_cell: bool) -> list[int]:
@@ -73,7 +72,8 @@ def pids_with(needle: str, comm: str | None = None) -> list[int]:
         if entry.isdigit() and int(entry) != os.getpid():
             with contextlib.suppress(OSError):
                 if needle.encode() in Path(f"/proc/{entry}/cmdline").read_bytes() and (
-                        comm is None or Path(f"/proc/{entry}/comm").read_text().strip() == comm):
+                    comm is None or Path(f"/proc/{entry}/comm").read_text().strip() == comm
+                ):
                     found.append(int(entry))
     return found
 
@@ -152,13 +152,21 @@ def test_a_file_only_the_worker_may_read_stays_unread(cell, worker_secret, how):
     if how == "cat":
         result = cell.run(["cat", path])
     elif how == "c-include":  # the compiler prints what it cannot parse
-        result = cell.run(["gcc", "-fsyntax-only", "prog.c"],
-                          copy_in={"prog.c": f'#include "{path}"\n'.encode()},
-                          time=20, memory="512M")
+        result = cell.run(
+            ["gcc", "-fsyntax-only", "prog.c"],
+            copy_in={"prog.c": f'#include "{path}"\n'.encode()},
+            time=20,
+            memory="512M",
+        )
     else:  # compiled in, then printed
         source = f'fn main() {{ print!("{{}}", include_str!("{path}")); }}\n'
-        result = cell.run(["sh", "-c", "rustc -o prog prog.rs && ./prog"],
-                          copy_in={"prog.rs": source.encode()}, time=30, memory="1G", pids=256)
+        result = cell.run(
+            ["sh", "-c", "rustc -o prog prog.rs && ./prog"],
+            copy_in={"prog.rs": source.encode()},
+            time=30,
+            memory="1G",
+            pids=256,
+        )
     assert result.status == "RE", (result.status, result.message, result.stderr)
     assert text not in result.stdout + result.stderr
     # Unreadable as another uid; invisible where the program is the worker's own uid
@@ -176,8 +184,9 @@ def test_a_host_directory_with_mounts_beneath_is_bound_and_said(cell, worker_sec
     path, text = worker_secret
     submount = Path(f"/etc/cellblock-test-mount-{uuid.uuid4().hex[:8]}")
     submount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "cellblock-test", str(submount)],
-                   check=True)
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "cellblock-test", str(submount)], check=True
+    )
     try:
         # Its own memory limit: not a warm cell made before the mount.
         result = cell.run(["cat", path], memory="97M")
@@ -207,9 +216,20 @@ def test_a_judged_program_cannot_include_the_worker_s_file(worker_secret_for_jud
         entry.chmod(0o755 if entry.is_dir() else 0o644)
     # The control: compiled and run bare as the worker's uid, it prints the secret.
     compiled = subprocess.run(
-        ["runuser", "-u", TEST_USER, "--", "sh", "-c", f"gcc -o /tmp/{tmp_path.name} {source} "
-         f"&& /tmp/{tmp_path.name}; rm -f /tmp/{tmp_path.name}"],
-        capture_output=True, text=True, check=False)
+        [
+            "runuser",
+            "-u",
+            TEST_USER,
+            "--",
+            "sh",
+            "-c",
+            f"gcc -o /tmp/{tmp_path.name} {source} "
+            f"&& /tmp/{tmp_path.name}; rm -f /tmp/{tmp_path.name}",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert compiled.stdout.strip() == text, compiled
     done = cli("judge", str(source), "--tests", str(tests), "--json", user=TEST_USER)
     assert done.stdout, done.stderr
@@ -288,17 +308,33 @@ def check_quotas(cell: CellRunner, binary: str) -> dict[str, str]:
 def test_a_cell_at_its_quotas_leaves_the_worker_its_own(cell, program, bare):
     binary = program("adv_quotas")
     checker = bare.install(binary)
-    everything_left = {"sigqueue": "ok", "timer_create": "ok", "inotify_init1": "ok",
-                       "inotify_add_watch": "ok", "pipe": "size=65536"}
+    everything_left = {
+        "sigqueue": "ok",
+        "timer_create": "ok",
+        "inotify_init1": "ok",
+        "inotify_add_watch": "ok",
+        "pipe": "size=65536",
+    }
 
     # The control: the hog, bare as the test user, leaves that user nothing.
-    hog = subprocess.Popen(["runuser", "-u", TEST_USER, "--", checker, "hog"], cwd=bare.dir,
-                           stdout=subprocess.PIPE, text=True)
+    hog = subprocess.Popen(
+        ["runuser", "-u", TEST_USER, "--", checker, "hog"],
+        cwd=bare.dir,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         wait_for(lambda: pids_named("quota-hog", in_a_cell=False))
-        drained = dict(line.split(" ", 1) for line in subprocess.run(
-            ["runuser", "-u", TEST_USER, "--", checker, "check"], capture_output=True,
-            text=True, cwd="/", check=True).stdout.splitlines())
+        drained = dict(
+            line.split(" ", 1)
+            for line in subprocess.run(
+                ["runuser", "-u", TEST_USER, "--", checker, "check"],
+                capture_output=True,
+                text=True,
+                cwd="/",
+                check=True,
+            ).stdout.splitlines()
+        )
     finally:
         hog.kill()
         for pid in pids_named("quota-hog", in_a_cell=False):
@@ -311,8 +347,7 @@ def test_a_cell_at_its_quotas_leaves_the_worker_its_own(cell, program, bare):
     assert drained["pipe"] != "size=65536", drained
 
     # The same hog in a cell: the worker's uid keeps everything.
-    run = InBackground(lambda: cell.run(["./prog", "hog"], copy_in={"prog": binary},
-                                        wall_time=60))
+    run = InBackground(lambda: cell.run(["./prog", "hog"], copy_in={"prog": binary}, wall_time=60))
     try:
         wait_for(lambda: pids_named("quota-hog", in_a_cell=True))
         left = check_quotas(cell, checker)
@@ -417,9 +452,17 @@ def test_a_watch_on_a_host_file_sees_nothing_outside(cell, program, bare, host_f
     # In a cell, neither the host's reads nor another cell's are seen.
     host = HostContender(host_file, None)
     try:
-        reader = InBackground(lambda: cell.run(
-            ["sh", "-c", f"end=$(($(date +%s) + 3)); while [ $(date +%s) -lt $end ]; do "
-             f"cat {host_file} > /dev/null; done"], wall_time=20))
+        reader = InBackground(
+            lambda: cell.run(
+                [
+                    "sh",
+                    "-c",
+                    f"end=$(($(date +%s) + 3)); while [ $(date +%s) -lt $end ]; do "
+                    f"cat {host_file} > /dev/null; done",
+                ],
+                wall_time=20,
+            )
+        )
         result = cell.run(["./prog", "watch", host_file, "1.0"], copy_in={"prog": binary})
     finally:
         host.stop()
@@ -450,14 +493,23 @@ def test_a_flood_of_byte_range_locks_is_refused(cell, program, scratch_dir):
         # The control: a cell whose profile lets fcntl lock freely holds them
         # all, as kernel memory its 32 MiB limit never sees.
         def lock_freely(profile: dict) -> None:
-            profile["syscalls"] = [e for e in profile["syscalls"]
-                                   if not ("fcntl" in _names(e) and "args" in e)]
+            profile["syscalls"] = [
+                e for e in profile["syscalls"] if not ("fcntl" in _names(e) and "args" in e)
+            ]
 
         free = profile_without(scratch_dir, lock_freely)
         before = file_locks_in_the_kernel()
-        run = InBackground(lambda: cell.run(
-            ["./prog", "flood", "200000", "300"], copy_in={"prog": binary}, memory="32M",
-            seccomp=free, open_files=1024, time=120, wall_time=400))
+        run = InBackground(
+            lambda: cell.run(
+                ["./prog", "flood", "200000", "300"],
+                copy_in={"prog": binary},
+                memory="32M",
+                seccomp=free,
+                open_files=1024,
+                time=120,
+                wall_time=400,
+            )
+        )
         try:  # minutes in an emulated VM: each file's locks are a list the kernel walks
             wait_for(lambda: pids_named("lock-flood", in_a_cell=True), within=300)
             during = file_locks_in_the_kernel()
@@ -489,24 +541,27 @@ def test_a_program_that_locks_a_little_never_meets_the_cap(cell):
     assert not any("locks" in d for d in result.degraded), result.degraded
 
 
-def test_where_the_listener_cannot_be_handed_over_locks_are_refused_and_said(cell,
-                                                                            scratch_dir):
+def test_where_the_listener_cannot_be_handed_over_locks_are_refused_and_said(cell, scratch_dir):
     """A profile that supervises locks but refuses sendmsg: the program's process
     cannot hand its seccomp listener to the init. The cell still runs; byte-range
     locks fail (ENOSYS: nothing answers them) and `degraded` says why."""
+
     def refuse_sendmsg(profile: dict) -> None:
         for entry in profile["syscalls"]:
             if "sendmsg" in _names(entry):
                 entry["names"] = [n for n in _names(entry) if n != "sendmsg"]
 
     profile = profile_without(scratch_dir, refuse_sendmsg)
-    script = ("import fcntl, os\nfd = os.open('/box/f', os.O_RDWR | os.O_CREAT)\n"
-              "try:\n    fcntl.lockf(fd, fcntl.LOCK_EX)\n"
-              "except OSError as e:\n    print(e.errno)\n")
+    script = (
+        "import fcntl, os\nfd = os.open('/box/f', os.O_RDWR | os.O_CREAT)\n"
+        "try:\n    fcntl.lockf(fd, fcntl.LOCK_EX)\n"
+        "except OSError as e:\n    print(e.errno)\n"
+    )
     result = cell.run(["python3", "-c", script], seccomp=profile)
     assert (result.status, result.stdout.strip()) == ("OK", str(errno.ENOSYS)), result
-    assert any("byte-range locks are refused (ENOSYS)" in d for d in result.degraded), \
+    assert any("byte-range locks are refused (ENOSYS)" in d for d in result.degraded), (
         result.degraded
+    )
 
 
 def test_the_caller_s_private_entries_are_found_again_after_a_change(tmp_path):

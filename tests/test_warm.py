@@ -29,8 +29,11 @@ _our_children = children_of_this_process
 def test_each_run_gets_a_fresh_cell(warm_cells):
     # Whatever one run leaves in its cell (files, processes) is not in the next.
     for n in range(6):
-        result = run(["sh", "-c", "echo $$; ls -A /tmp | wc -l; ls /box; echo x > /tmp/left; "
-                      "sleep 60 &"], copy_in={f"in{n}": b"%d" % n}, copy_out=[f"in{n}"])
+        result = run(
+            ["sh", "-c", "echo $$; ls -A /tmp | wc -l; ls /box; echo x > /tmp/left; sleep 60 &"],
+            copy_in={f"in{n}": b"%d" % n},
+            copy_out=[f"in{n}"],
+        )
         assert result.status == "OK", result.message
         assert result.stdout.split() == ["2", "0", f"in{n}"], result.stdout
         assert result.files == {f"in{n}": b"%d" % n}
@@ -113,9 +116,16 @@ def test_unprivileged_caller_with_warm_cells(test_user):
         print(len(set(outs)), outs[0].strip())
     """)
     done = subprocess.run(
-        as_user(test_user.pw_name, ["env", f"PYTHONPATH={REPO}", str(VENV / "bin" / "python"),
-                                    "-c", script]),
-        capture_output=True, text=True, cwd="/", check=False, timeout=120)
+        as_user(
+            test_user.pw_name,
+            ["env", f"PYTHONPATH={REPO}", str(VENV / "bin" / "python"), "-c", script],
+        ),
+        capture_output=True,
+        text=True,
+        cwd="/",
+        check=False,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     # The program runs as cell uid 1000: one of the user's subordinate ids.
     assert done.stdout.split() == ["1", "2", "1000"], done.stdout
@@ -151,9 +161,14 @@ def _caller(script: str, warm_setting: str | None = None) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "CELLBLOCK_WARM"}
     if warm_setting is not None:
         env["CELLBLOCK_WARM"] = warm_setting
-    done = subprocess.run([sys.executable, "-c", _RECORDING_CALLER + textwrap.dedent(script)],
-                          capture_output=True, text=True, cwd=REPO,
-                          env={**env, "PYTHONPATH": str(REPO)}, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", _RECORDING_CALLER + textwrap.dedent(script)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**env, "PYTHONPATH": str(REPO)},
+        timeout=120,
+    )
     assert done.returncode == 0 and done.stderr == "", done.stderr
     return json.loads(done.stdout)
 
@@ -218,6 +233,12 @@ def test_the_choice_can_be_made_and_taken_back():
 def test_the_environment_variable():
     code = "import sandbox.warm as w; print(w.setting(), w.enabled())"
     for value, expected in (("1", "True True"), ("0", "False False"), ("", "None False")):
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                              env={**os.environ, "CELLBLOCK_WARM": value}, cwd=REPO, check=True)
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "CELLBLOCK_WARM": value},
+            cwd=REPO,
+            check=True,
+        )
         assert done.stdout.strip() == expected

@@ -63,12 +63,18 @@ def judge_item(item: Any, defaults: dict[str, Any]) -> dict[str, Any]:
     try:
         if not isinstance(item, dict):
             raise ItemError("an item must be a JSON object")
-        deadline = started + float(item.get("deadline", defaults.get("deadline",
-                                                                      DEFAULT_DEADLINE)))
+        deadline = started + float(item.get("deadline", defaults.get("deadline", DEFAULT_DEADLINE)))
         result = _judge(item, defaults, deadline)
         return result.to_dict()
-    except (ItemError, SpecError, CheckerError, LanguageError, TestSetError, TypeError,
-            ValueError) as error:
+    except (
+        ItemError,
+        SpecError,
+        CheckerError,
+        LanguageError,
+        TestSetError,
+        TypeError,
+        ValueError,
+    ) as error:
         return {"verdict": None, "error": str(error)}
 
 
@@ -94,15 +100,13 @@ def _judge(item: dict[str, Any], defaults: dict[str, Any], deadline: float):
         expected = item.get("expected_output")
         if not isinstance(stdin, str) or not (expected is None or isinstance(expected, str)):
             raise ItemError("'stdin' and 'expected_output' must be strings")
-        tests = [TestCase("1", stdin.encode(),
-                          None if expected is None else expected.encode())]
+        tests = [TestCase("1", stdin.encode(), None if expected is None else expected.encode())]
     if not tests:
         raise ItemError("no tests")
     limits_in = {**defaults.get("limits", {}), **(item.get("limits") or {})}
     if "output" in limits_in:
         limits_in["output_limit"] = limits_in.pop("output")
-    unknown = set(limits_in) - {"time", "wall_time", "memory", "pids", "output_limit",
-                                "file_size"}
+    unknown = set(limits_in) - {"time", "wall_time", "memory", "pids", "output_limit", "file_size"}
     if unknown:
         raise ItemError(f"unknown limit(s): {', '.join(sorted(unknown))}")
     limits = RunLimits.build(**limits_in)
@@ -113,16 +117,19 @@ def _judge(item: dict[str, Any], defaults: dict[str, Any], deadline: float):
         checker = get_checker(checker_spec)
     else:
         raise ItemError("'checker' must be a name, a path or {language, source}")
-    program = compile_program(language, source.encode(),
-                              wall_time=deadline - time.monotonic())
+    program = compile_program(language, source.encode(), wall_time=deadline - time.monotonic())
     from .results import DEFAULT_FEEDBACK, FEEDBACK_LEVELS
 
     feedback = item.get("feedback", defaults.get("feedback")) or DEFAULT_FEEDBACK
     if feedback not in FEEDBACK_LEVELS:
         raise ItemError(f"'feedback' must be one of {', '.join(FEEDBACK_LEVELS)}")
-    options = JudgeOptions(limits=limits, checker=checker, deadline=deadline, feedback=feedback,
-                           stop_on_failure=bool(item.get("stop_on_failure",
-                                                         defaults.get("stop_on_failure"))))
+    options = JudgeOptions(
+        limits=limits,
+        checker=checker,
+        deadline=deadline,
+        feedback=feedback,
+        stop_on_failure=bool(item.get("stop_on_failure", defaults.get("stop_on_failure"))),
+    )
     return judge_program(program, tests, options)
 
 
@@ -176,7 +183,10 @@ class _Worker:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
         self.process = subprocess.Popen(
             [sys.executable, "-m", "worker.batch", "--serve"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd="/",
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            cwd="/",
         )
         self.buffer = b""
 
@@ -223,7 +233,9 @@ class _Worker:
 
 
 def run_batch(
-    lines: Iterable[str], out: TextIO, jobs: int | None = None,
+    lines: Iterable[str],
+    out: TextIO,
+    jobs: int | None = None,
     defaults: dict[str, Any] | None = None,
 ) -> dict[str, int]:
     """Judge every item of `lines` (JSONL) on `jobs` workers; write one line per item.
@@ -255,8 +267,12 @@ def run_batch(
                 if result is None:
                     worker.stop(kill=True)
                     worker = None
-                    result = {"verdict": "IE", "message": "the batch worker died or did not "
-                              "answer in time; it was replaced", "tests": []}
+                    result = {
+                        "verdict": "IE",
+                        "message": "the batch worker died or did not "
+                        "answer in time; it was replaced",
+                        "tests": [],
+                    }
                 emit(index, item_id, result)
         finally:
             if worker is not None:
@@ -289,6 +305,8 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["--serve"]:
         serve()
     else:
-        print("usage: python -m worker.batch --serve (used by `cellblock judge --batch`)",
-              file=sys.stderr)
+        print(
+            "usage: python -m worker.batch --serve (used by `cellblock judge --batch`)",
+            file=sys.stderr,
+        )
         sys.exit(2)

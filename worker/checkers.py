@@ -41,7 +41,11 @@ DEFAULT_EPS = 1e-6
 # A checker program's own cell: generous, and not the submission's limits.
 CHECKER_MEMORY = 512 << 20
 CHECKER_LIMITS: dict[str, object] = {
-    "time": 10.0, "wall_time": 20.0, "memory": CHECKER_MEMORY, "pids": 64, "output_limit": "1M",
+    "time": 10.0,
+    "wall_time": 20.0,
+    "memory": CHECKER_MEMORY,
+    "pids": 64,
+    "output_limit": "1M",
 }
 # testlib's exit codes.
 EXIT_OK, EXIT_WA, EXIT_PE, EXIT_PARTIAL = 0, 1, 2, 7
@@ -82,16 +86,24 @@ class ExactChecker(Checker):
         expected = answer.decode("utf-8", errors="replace")
         if output == expected:
             return Outcome(Verdict.AC, 1.0)
-        at = next((i for i, (a, b) in enumerate(zip(output, expected, strict=False)) if a != b),
-                  min(len(output), len(expected)))
+        at = next(
+            (i for i, (a, b) in enumerate(zip(output, expected, strict=False)) if a != b),
+            min(len(output), len(expected)),
+        )
         line = expected.count("\n", 0, at) + 1
         column = at - (expected.rfind("\n", 0, at) + 1) + 1
         place = f"line {line}, column {column}"
-        where = (f"{place}: expected {_short(expected[at:at + 20], 20)}, "
-                 f"got {_short(output[at:at + 20], 20)}")
+        where = (
+            f"{place}: expected {_short(expected[at : at + 20], 20)}, "
+            f"got {_short(output[at : at + 20], 20)}"
+        )
         if output.rstrip() == expected.rstrip() or _lines(output) == _lines(expected):
-            return Outcome(Verdict.WA, 0.0, f"differs only in whitespace at {where}",
-                           summary=f"differs only in whitespace at {place}")
+            return Outcome(
+                Verdict.WA,
+                0.0,
+                f"differs only in whitespace at {where}",
+                summary=f"differs only in whitespace at {place}",
+            )
         return Outcome(Verdict.WA, 0.0, f"differs at {where}", summary=f"differs at {place}")
 
 
@@ -112,16 +124,26 @@ class LinesChecker(Checker):
             return Outcome(Verdict.AC, 1.0)
         for number, (a, b) in enumerate(zip(got, want, strict=False), 1):
             if a != b:
-                return Outcome(Verdict.WA, 0.0,
-                               f"line {number}: expected {_short(b)}, got {_short(a)}",
-                               summary=f"line {number} differs")
+                return Outcome(
+                    Verdict.WA,
+                    0.0,
+                    f"line {number}: expected {_short(b)}, got {_short(a)}",
+                    summary=f"line {number} differs",
+                )
         if len(got) < len(want):
-            return Outcome(Verdict.WA, 0.0,
-                           f"output ends after {len(got)} lines, expected {len(want)}",
-                           summary=f"output ends after {len(got)} lines, too early")
-        return Outcome(Verdict.WA, 0.0, f"{len(got) - len(want)} extra line(s) after line "
-                                        f"{len(want)}: {_short(got[len(want)])}",
-                       summary="extra lines after the expected output")
+            return Outcome(
+                Verdict.WA,
+                0.0,
+                f"output ends after {len(got)} lines, expected {len(want)}",
+                summary=f"output ends after {len(got)} lines, too early",
+            )
+        return Outcome(
+            Verdict.WA,
+            0.0,
+            f"{len(got) - len(want)} extra line(s) after line "
+            f"{len(want)}: {_short(got[len(want)])}",
+            summary="extra lines after the expected output",
+        )
 
 
 class TokensChecker(Checker):
@@ -132,13 +154,21 @@ class TokensChecker(Checker):
         want = answer.decode("utf-8", errors="replace").split()
         for index, (a, b) in enumerate(zip(got, want, strict=False), 1):
             if not self.same(a, b):
-                return Outcome(Verdict.WA, 0.0,
-                               f"token {index}: expected {_short(b)}, got {_short(a)}",
-                               summary=f"token {index} differs")
+                return Outcome(
+                    Verdict.WA,
+                    0.0,
+                    f"token {index}: expected {_short(b)}, got {_short(a)}",
+                    summary=f"token {index} differs",
+                )
         if len(got) != len(want):
-            return Outcome(Verdict.WA, 0.0, f"{len(got)} tokens, expected {len(want)}",
-                           summary="fewer tokens than expected" if len(got) < len(want) else
-                           "more tokens than expected")
+            return Outcome(
+                Verdict.WA,
+                0.0,
+                f"{len(got)} tokens, expected {len(want)}",
+                summary="fewer tokens than expected"
+                if len(got) < len(want)
+                else "more tokens than expected",
+            )
         return Outcome(Verdict.AC, 1.0)
 
     def same(self, got: str, want: str) -> bool:
@@ -182,8 +212,11 @@ class ProgramChecker(Checker):
         limits["pids"] = max(int(limits["pids"]), language.run_pids or 0)  # type: ignore[call-overload]
         result = sandbox.run(
             [*self.program.argv(CHECKER_MEMORY), "input", "output", "answer"],
-            copy_in=files, readonly=self.program.readonly, seccomp=language.seccomp,
-            env=language.run_env, **limits,
+            copy_in=files,
+            readonly=self.program.readonly,
+            seccomp=language.seccomp,
+            env=language.run_env,
+            **limits,
         )
         return interpret_exit(result, "checker", self.program.language)
 
@@ -196,11 +229,15 @@ def interpret_exit(
     first = result.stderr.strip().split("\n", 1)[0].strip()[:MESSAGE_LIMIT]
     failed = f"the {role} failed"  # what an IE says without the test's data
     if result.status not in (Status.OK, Status.RE) or result.signal is not None:
-        return Outcome(Verdict.IE, 0.0, f"the {role} failed: {result.status} "
-                       f"({result.message})", cell, failed)
+        return Outcome(
+            Verdict.IE, 0.0, f"the {role} failed: {result.status} ({result.message})", cell, failed
+        )
     code = result.exit_code
-    if code == EXIT_WA and language is not None and language.crash_marker and (
-        language.crash_marker in result.stderr
+    if (
+        code == EXIT_WA
+        and language is not None
+        and language.crash_marker
+        and (language.crash_marker in result.stderr)
     ):
         last = result.stderr.strip().rsplit("\n", 1)[-1][:MESSAGE_LIMIT]
         return Outcome(Verdict.IE, 0.0, f"the {role} crashed: {last}", cell, failed)
@@ -209,22 +246,47 @@ def interpret_exit(
     if code == EXIT_WA:
         return Outcome(Verdict.WA, 0.0, first, cell)
     if code == EXIT_PE:
-        return Outcome(Verdict.WA, 0.0, f"presentation error: {first}" if first else
-                       "presentation error", cell, "presentation error")
+        return Outcome(
+            Verdict.WA,
+            0.0,
+            f"presentation error: {first}" if first else "presentation error",
+            cell,
+            "presentation error",
+        )
     if code == EXIT_PARTIAL:
         match = re.search(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?", first)
         if not match:
-            return Outcome(Verdict.IE, 0.0, f"the {role} exited 7 (partial) without a score "
-                           f"on stderr's first line: {first!r}", cell, failed)
+            return Outcome(
+                Verdict.IE,
+                0.0,
+                f"the {role} exited 7 (partial) without a score on stderr's first line: {first!r}",
+                cell,
+                failed,
+            )
         fraction = float(match.group(0))
         if not 0.0 <= fraction <= 1.0:
-            return Outcome(Verdict.IE, 0.0, f"the {role}'s partial score {fraction:g} is "
-                           "outside [0, 1]", cell, failed)
+            return Outcome(
+                Verdict.IE,
+                0.0,
+                f"the {role}'s partial score {fraction:g} is outside [0, 1]",
+                cell,
+                failed,
+            )
         verdict = Verdict.AC if fraction == 1.0 else Verdict.WA
-        return Outcome(verdict, fraction, f"partial score {fraction:g}: {first}", cell,
-                       f"partial score {fraction:g}")
-    return Outcome(Verdict.IE, 0.0, f"the {role} exited with {code} (0, 1, 2 or 7 expected): "
-                   f"{first}", cell, failed)
+        return Outcome(
+            verdict,
+            fraction,
+            f"partial score {fraction:g}: {first}",
+            cell,
+            f"partial score {fraction:g}",
+        )
+    return Outcome(
+        Verdict.IE,
+        0.0,
+        f"the {role} exited with {code} (0, 1, 2 or 7 expected): {first}",
+        cell,
+        failed,
+    )
 
 
 def _builtin(spec: str) -> Checker | None:

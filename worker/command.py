@@ -32,37 +32,71 @@ def add_judge_parser(sub: argparse._SubParsersAction) -> None:
         "2 bad input, 125 internal error.",
     )
     p.add_argument("source", nargs="?", help="the submission's source file")
-    p.add_argument("--lang", "--language", dest="lang", metavar="LANG",
-                   help="language id (default: from the file extension; see `cellblock "
-                   "languages`)")
+    p.add_argument(
+        "--lang",
+        "--language",
+        dest="lang",
+        metavar="LANG",
+        help="language id (default: from the file extension; see `cellblock languages`)",
+    )
     p.add_argument("--tests", metavar="DIR", help="directory of NAME.in / NAME.out pairs")
     p.add_argument("--checker", metavar="C", help="exact, lines, tokens, float[:EPS] or a path")
-    p.add_argument("--interactor", metavar="PROG",
-                   help="interactive problem: the interactor's source or executable")
+    p.add_argument(
+        "--interactor",
+        metavar="PROG",
+        help="interactive problem: the interactor's source or executable",
+    )
     p.add_argument("--time", metavar="S", help="CPU seconds per test (default 2)")
     p.add_argument("--wall-time", metavar="S", help="wall seconds per test (default 2*time+1)")
     p.add_argument("--memory", metavar="SIZE", help="memory per test (default 256M)")
     p.add_argument("--pids", metavar="N", help="processes + threads (default 64)")
     p.add_argument("--output-limit", metavar="SIZE", help="stdout/stderr cap per test (64M)")
     p.add_argument("--file-size", metavar="SIZE", help="largest file a test may write (64M)")
-    p.add_argument("--stop-on-failure", action="store_true",
-                   help="stop at the first test that is not AC (default: run every test)")
-    p.add_argument("--feedback", choices=FEEDBACK_LEVELS, default=None,
-                   help="what results reveal of the tests: verdicts and figures only, plus "
-                   "the checker's message without test data, or plus where the output differs "
-                   "and the program's output (default diff; batch: each item's, else this)")
+    p.add_argument(
+        "--stop-on-failure",
+        action="store_true",
+        help="stop at the first test that is not AC (default: run every test)",
+    )
+    p.add_argument(
+        "--feedback",
+        choices=FEEDBACK_LEVELS,
+        default=None,
+        help="what results reveal of the tests: verdicts and figures only, plus "
+        "the checker's message without test data, or plus where the output differs "
+        "and the program's output (default diff; batch: each item's, else this)",
+    )
     p.add_argument("--json", action="store_true", help="print the JudgeResult as JSON")
-    p.add_argument("--format", choices=("table", "json", "gradescope"), default=None,
-                   help="output format (default table; --json is --format json)")
-    p.add_argument("--output", "-o", metavar="FILE",
-                   help="write the report to FILE instead of stdout (e.g. results.json)")
-    p.add_argument("--batch", metavar="JSONL",
-                   help="judge many programs: a JSONL file of items ('-' for stdin), one "
-                   "result line each (see worker/batch.py)")
-    p.add_argument("--jobs", "-j", metavar="N", type=int,
-                   help="batch: items judged at once (default: the number of cores)")
-    p.add_argument("--deadline", metavar="S", type=float,
-                   help="batch: seconds per item, compile and tests together (default 60)")
+    p.add_argument(
+        "--format",
+        choices=("table", "json", "gradescope"),
+        default=None,
+        help="output format (default table; --json is --format json)",
+    )
+    p.add_argument(
+        "--output",
+        "-o",
+        metavar="FILE",
+        help="write the report to FILE instead of stdout (e.g. results.json)",
+    )
+    p.add_argument(
+        "--batch",
+        metavar="JSONL",
+        help="judge many programs: a JSONL file of items ('-' for stdin), one "
+        "result line each (see worker/batch.py)",
+    )
+    p.add_argument(
+        "--jobs",
+        "-j",
+        metavar="N",
+        type=int,
+        help="batch: items judged at once (default: the number of cores)",
+    )
+    p.add_argument(
+        "--deadline",
+        metavar="S",
+        type=float,
+        help="batch: seconds per item, compile and tests together (default 60)",
+    )
 
 
 def judge_main(args: argparse.Namespace) -> int:
@@ -86,29 +120,37 @@ def judge_main(args: argparse.Namespace) -> int:
             raise SpecError(f"source {source_path} does not exist")
         lang_id = args.lang or language_for_path(source_path)
         if not lang_id:
-            raise SpecError(f"cannot tell the language of {source_path} from its name: "
-                            "give --lang")
+            raise SpecError(f"cannot tell the language of {source_path} from its name: give --lang")
         language = get_language(lang_id)
         if not args.tests:
             raise SpecError("give --tests DIR")
         tests = load_dir(Path(args.tests), answers_required=not args.interactor)
-        limits = RunLimits.build(time=args.time, wall_time=args.wall_time, memory=args.memory,
-                                 pids=args.pids, output_limit=args.output_limit,
-                                 file_size=args.file_size)
+        limits = RunLimits.build(
+            time=args.time,
+            wall_time=args.wall_time,
+            memory=args.memory,
+            pids=args.pids,
+            output_limit=args.output_limit,
+            file_size=args.file_size,
+        )
         if args.interactor and args.checker:
             raise SpecError("--interactor decides the verdict itself: drop --checker")
         checker = get_checker(args.checker)
-        interactor = load_program(Path(args.interactor), "interactor") if args.interactor \
-            else None
+        interactor = load_program(Path(args.interactor), "interactor") if args.interactor else None
         source = source_path.read_bytes()
     except (SpecError, LanguageError, TestSetError, CheckerError, OSError) as error:
         print(f"cellblock judge: error: {error}", file=sys.stderr)
         return EXIT_USAGE
 
     progress = ProgressBar() if fmt == "table" and not args.output else None
-    options = JudgeOptions(limits=limits, checker=checker, stop_on_failure=args.stop_on_failure,
-                           interactor=interactor, progress=progress,
-                           feedback=args.feedback or DEFAULT_FEEDBACK)
+    options = JudgeOptions(
+        limits=limits,
+        checker=checker,
+        stop_on_failure=args.stop_on_failure,
+        interactor=interactor,
+        progress=progress,
+        feedback=args.feedback or DEFAULT_FEEDBACK,
+    )
     try:
         result = judge(language, source, tests, options)
     finally:
@@ -136,14 +178,24 @@ def _batch(args: argparse.Namespace) -> int:
     from .checkers import CheckerError, get_checker
     from .pipeline import RunLimits
 
-    limits = {k: v for k, v in {
-        "time": args.time, "wall_time": args.wall_time, "memory": args.memory,
-        "pids": args.pids, "output_limit": args.output_limit, "file_size": args.file_size,
-    }.items() if v is not None}
+    limits = {
+        k: v
+        for k, v in {
+            "time": args.time,
+            "wall_time": args.wall_time,
+            "memory": args.memory,
+            "pids": args.pids,
+            "output_limit": args.output_limit,
+            "file_size": args.file_size,
+        }.items()
+        if v is not None
+    }
     try:
         if args.source or args.tests or args.interactor:
-            raise SpecError("--batch takes its programs and tests from the JSONL file: "
-                            "drop SOURCE, --tests and --interactor")
+            raise SpecError(
+                "--batch takes its programs and tests from the JSONL file: "
+                "drop SOURCE, --tests and --interactor"
+            )
         RunLimits.build(**limits)
         get_checker(args.checker)
         if args.jobs is not None and args.jobs < 1:
@@ -154,8 +206,12 @@ def _batch(args: argparse.Namespace) -> int:
     except (SpecError, CheckerError, OSError) as error:
         print(f"cellblock judge: error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    defaults = {"limits": limits, "checker": args.checker,
-                "stop_on_failure": args.stop_on_failure, "feedback": args.feedback}
+    defaults = {
+        "limits": limits,
+        "checker": args.checker,
+        "stop_on_failure": args.stop_on_failure,
+        "feedback": args.feedback,
+    }
     if args.deadline is not None:
         defaults["deadline"] = args.deadline
     out = open(args.output, "w") if args.output else sys.stdout  # noqa: SIM115
@@ -172,12 +228,16 @@ def _batch(args: argparse.Namespace) -> int:
 
 
 def add_languages_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("languages", help="list the languages whose toolchain is installed",
-                       description="List the languages cellblock can judge on this machine, "
-                       "with the toolchain's version.")
+    p = sub.add_parser(
+        "languages",
+        help="list the languages whose toolchain is installed",
+        description="List the languages cellblock can judge on this machine, "
+        "with the toolchain's version.",
+    )
     p.add_argument("--json", action="store_true", help="print a JSON list")
-    p.add_argument("--all", action="store_true",
-                   help="also list known languages whose toolchain is missing")
+    p.add_argument(
+        "--all", action="store_true", help="also list known languages whose toolchain is missing"
+    )
 
 
 def languages_main(args: argparse.Namespace) -> int:
@@ -193,15 +253,17 @@ def languages_main(args: argparse.Namespace) -> int:
         installed = language.installed()
         if not installed and not args.all:
             continue
-        rows.append({
-            "id": language.id,
-            "name": language.name,
-            "installed": installed,
-            "version": language.version() if installed else "",
-            "source": language.source,
-            "compile": list(language.compile) if language.compile else None,
-            "run": list(language.run),
-        })
+        rows.append(
+            {
+                "id": language.id,
+                "name": language.name,
+                "installed": installed,
+                "version": language.version() if installed else "",
+                "source": language.source,
+                "compile": list(language.compile) if language.compile else None,
+                "run": list(language.run),
+            }
+        )
     if args.json:
         print(json.dumps(rows))
         return 0

@@ -57,7 +57,9 @@ def _cut(result: RunResult) -> RunResult:
 
 
 def compile_program(
-    language: Language, source: bytes, extra_files: dict[str, bytes] | None = None,
+    language: Language,
+    source: bytes,
+    extra_files: dict[str, bytes] | None = None,
     wall_time: float | None = None,
 ) -> Program:
     """Compile `source` (if the language compiles); never raises for the source's faults.
@@ -66,8 +68,9 @@ def compile_program(
     if not language.compiled:
         return Program(language, {language.source: source})
     assert language.compile is not None
-    patterns = " ".join(shlex.quote(p) if not any(c in p for c in "*?[") else p
-                        for p in language.artifacts)
+    patterns = " ".join(
+        shlex.quote(p) if not any(c in p for c in "*?[") else p for p in language.artifacts
+    )
     # One cell: the compiler, then the packing of what it made. A missing
     # artifact leaves no tar (reported as CE below), not a confusing tar error.
     script = (
@@ -97,9 +100,7 @@ def compile_program(
         return program
     tar = result.files.pop(ARTIFACTS_TAR, None)
     if tar is None:
-        program.error = (
-            f"the compiler exited normally but left no {', '.join(language.artifacts)}"
-        )
+        program.error = f"the compiler exited normally but left no {', '.join(language.artifacts)}"
         return program
     try:
         program.files = _unpack(tar)
@@ -132,8 +133,10 @@ def _unpack(data: bytes) -> dict[str, bytes]:
             if member.isdir():
                 continue
             parts = name.split("/")
-            if not member.isreg() or name.startswith("/") or any(
-                p in ("", ".", "..") for p in parts
+            if (
+                not member.isreg()
+                or name.startswith("/")
+                or any(p in ("", ".", "..") for p in parts)
             ):
                 raise ValueError(f"{member.name!r} is not a plain file")
             total += member.size

@@ -24,8 +24,10 @@ def _num(value: float) -> str:
 def table(result: JudgeResult) -> str:
     """A plain-text report: one row per test, then the summary."""
     lines: list[str] = []
-    if result.compile is not None and result.verdict in (Verdict.CE, Verdict.IE) and not (
-        result.tests
+    if (
+        result.compile is not None
+        and result.verdict in (Verdict.CE, Verdict.IE)
+        and not (result.tests)
     ):
         output = (result.compile.stderr + result.compile.stdout).rstrip()
         lines.append(f"compile: {result.message}")
@@ -34,15 +36,23 @@ def table(result: JudgeResult) -> str:
     if result.tests:
         rows = [("test", "verdict", "time", "wall", "memory", "score", "message")]
         for test in result.tests:
-            rows.append((
-                test.name, str(test.verdict), f"{test.time:.3f}", f"{test.wall_time:.3f}",
-                _mib(test.memory), f"{_num(test.score)}/{_num(test.max_score)}",
-                test.message.replace("\n", " ")[:80],
-            ))
+            rows.append(
+                (
+                    test.name,
+                    str(test.verdict),
+                    f"{test.time:.3f}",
+                    f"{test.wall_time:.3f}",
+                    _mib(test.memory),
+                    f"{_num(test.score)}/{_num(test.max_score)}",
+                    test.message.replace("\n", " ")[:80],
+                )
+            )
         widths = [max(len(row[i]) for row in rows) for i in range(6)]
         for row in rows:
-            cells = [cell.ljust(widths[i]) if i in (0, 1) else cell.rjust(widths[i])
-                     for i, cell in enumerate(row[:6])]
+            cells = [
+                cell.ljust(widths[i]) if i in (0, 1) else cell.rjust(widths[i])
+                for i, cell in enumerate(row[:6])
+            ]
             lines.append("  ".join(cells) + "  " + row[6])
     skipped = result.tests_total - len(result.tests)
     summary = (
@@ -61,15 +71,17 @@ def gradescope(result: JudgeResult, visibility: str = "visible") -> dict[str, An
     """Gradescope's autograder results.json (docs: specs.md, 'Output format')."""
     tests: list[dict[str, Any]] = []
     for number, test in enumerate(result.tests, 1):
-        tests.append({
-            "name": f"test {test.name}",
-            "number": str(number),
-            "score": test.score,
-            "max_score": test.max_score,
-            "status": "passed" if test.verdict == Verdict.AC else "failed",
-            "output": _test_output(test),
-            "visibility": visibility,
-        })
+        tests.append(
+            {
+                "name": f"test {test.name}",
+                "number": str(number),
+                "score": test.score,
+                "max_score": test.max_score,
+                "status": "passed" if test.verdict == Verdict.AC else "failed",
+                "output": _test_output(test),
+                "visibility": visibility,
+            }
+        )
     output = f"Verdict: {result.verdict}"
     if result.message:
         output += f"\n{result.message}"

@@ -46,7 +46,10 @@ INTERACTOR_EXTRA_WALL = 2.0
 
 
 def run_interactive(
-    program: Program, interactor: Program, test: TestCase, limits: RunLimits,
+    program: Program,
+    interactor: Program,
+    test: TestCase,
+    limits: RunLimits,
     remaining: float | None = None,
 ) -> TestResult:
     wall = limits.effective_wall_time
@@ -62,9 +65,11 @@ def run_interactive(
     interactor_spec = sandbox.RunSpec(
         argv=(*interactor.argv(INTERACTOR_MEMORY), "input", "output", "answer"),
         limits=Limits.build(
-            time=max(5.0, 2 * limits.time), wall_time=wall + INTERACTOR_EXTRA_WALL,
+            time=max(5.0, 2 * limits.time),
+            wall_time=wall + INTERACTOR_EXTRA_WALL,
             memory=INTERACTOR_MEMORY + interactor.language.memory_overhead,
-            pids=max(64, interactor.language.run_pids or 0), output_limit="1M",
+            pids=max(64, interactor.language.run_pids or 0),
+            output_limit="1M",
         ),
         copy_in=files,
         readonly=interactor.readonly,
@@ -88,7 +93,7 @@ def run_interactive(
             payload = json.dumps({"result": data, "ended": ended}).encode()
             view = memoryview(payload)
             while view:
-                view = view[os.write(report_w, view):]
+                view = view[os.write(report_w, view) :]
             code = 0
         finally:
             os._exit(code)
@@ -109,13 +114,24 @@ def run_interactive(
     except (ValueError, KeyError, TypeError):
         message = f"the interactor's side ended without a result (wait status {status})"
         interactor_result, interactor_ended = RunResult(Status.IE, message=message), 0.0
-    return decide(test, solution, solution_ended, interactor_result, interactor_ended,
-                  program.language, interactor.language)
+    return decide(
+        test,
+        solution,
+        solution_ended,
+        interactor_result,
+        interactor_ended,
+        program.language,
+        interactor.language,
+    )
 
 
 def decide(
-    test: TestCase, solution: RunResult, solution_ended: float,
-    interactor: RunResult, interactor_ended: float, language: Language | None = None,
+    test: TestCase,
+    solution: RunResult,
+    solution_ended: float,
+    interactor: RunResult,
+    interactor_ended: float,
+    language: Language | None = None,
     interactor_language: Language | None = None,
 ) -> TestResult:
     tested = from_run(test, solution, language=language)
@@ -128,15 +144,18 @@ def decide(
         tested.verdict, tested.score, tested.message = Verdict.IE, 0.0, outcome.message
         tested.summary = outcome.summary
         return tested
-    if outcome.verdict != Verdict.AC and outcome.fraction == 0.0 and (
-        interactor_ended < solution_ended or solution.status == Status.OK
+    if (
+        outcome.verdict != Verdict.AC
+        and outcome.fraction == 0.0
+        and (interactor_ended < solution_ended or solution.status == Status.OK)
     ):
         return _with(tested, outcome, test.score)
     if solution.status != Status.OK:
         if solution.signal == signal.SIGPIPE:
             tested.verdict, tested.score = Verdict.WA, 0.0
             tested.message = tested.summary = (
-                "the solution wrote after the interactor had finished (SIGPIPE)")
+                "the solution wrote after the interactor had finished (SIGPIPE)"
+            )
         return tested
     return _with(tested, outcome, test.score)
 

@@ -63,27 +63,38 @@ def run_submission(sub_id: str, attempt: int) -> None:
     started = time.monotonic()
 
     def progress(test: TestResult, index: int, total: int) -> None:
-        store.publish(sub_id, {"type": "test", "index": index, "total": total,
-                               "test": test.to_dict()})
+        store.publish(
+            sub_id, {"type": "test", "index": index, "total": total, "test": test.to_dict()}
+        )
 
     try:
         data = judge_request(request, progress, deadline=started + max(budget, 1.0))
     except Exception as error:  # noqa: BLE001 - any crash of the pipeline is an IE verdict
         detail = "".join(traceback.format_exception_only(type(error), error)).strip()
-        data = JudgeResult(verdict=Verdict.IE, language=str(request.get("language", "")),
-                           message=f"internal error while judging: {detail}").to_dict()
+        data = JudgeResult(
+            verdict=Verdict.IE,
+            language=str(request.get("language", "")),
+            message=f"internal error while judging: {detail}",
+        ).to_dict()
     duration = time.monotonic() - started
-    store.redis.hset(f"cb:sub:{sub_id}", mapping={
-        "judge_seconds": repr(duration), "cell_seconds": repr(cell_seconds(data)),
-    })
-    store.redis.hincrby("cb:metrics", "runs", len(data.get("tests") or []) +
-                        (1 if data.get("compile") else 0))
-    store.finish(sub_id, attempt, "done", data, verdict=str(data.get("verdict") or ""),
-                 duration=duration)
+    store.redis.hset(
+        f"cb:sub:{sub_id}",
+        mapping={
+            "judge_seconds": repr(duration),
+            "cell_seconds": repr(cell_seconds(data)),
+        },
+    )
+    store.redis.hincrby(
+        "cb:metrics", "runs", len(data.get("tests") or []) + (1 if data.get("compile") else 0)
+    )
+    store.finish(
+        sub_id, attempt, "done", data, verdict=str(data.get("verdict") or ""), duration=duration
+    )
 
 
-def judge_request(request: dict[str, Any], progress: Progress | None = None,
-                  deadline: float | None = None) -> dict[str, Any]:
+def judge_request(
+    request: dict[str, Any], progress: Progress | None = None, deadline: float | None = None
+) -> dict[str, Any]:
     """Judge a validated request; the JudgeResult as a dict."""
     from .compiler import compile_program
     from .languages import get_language
@@ -97,9 +108,14 @@ def judge_request(request: dict[str, Any], progress: Progress | None = None,
         limits_in["output_limit"] = limits_in.pop("output")
     limits = RunLimits.build(**limits_in)
     checker = _checker(request.get("checker"))
-    options = JudgeOptions(limits=limits, checker=checker, deadline=deadline, progress=progress,
-                           stop_on_failure=bool(request.get("stop_on_failure")),
-                           feedback=feedback_level(request.get("feedback")))
+    options = JudgeOptions(
+        limits=limits,
+        checker=checker,
+        deadline=deadline,
+        progress=progress,
+        stop_on_failure=bool(request.get("stop_on_failure")),
+        feedback=feedback_level(request.get("feedback")),
+    )
     wall = None if deadline is None else deadline - time.monotonic()
     program = compile_program(language, source, wall_time=wall)
     if request.get("tests") is not None:
@@ -132,17 +148,25 @@ def single_run(program, test, options) -> dict[str, Any]:
     if tested.verdict == Verdict.AC and run.status == Status.OK and test.answer is not None:
         outcome = options.checker.check(test.input_bytes(), run.stdout, test.answer_bytes())
         tested = apply_outcome(tested, outcome, test.score)
-    result = JudgeResult(verdict=Verdict.AC, max_score=test.score, compile=program.compile,
-                         language=program.language.id, tests_total=1)
+    result = JudgeResult(
+        verdict=Verdict.AC,
+        max_score=test.score,
+        compile=program.compile,
+        language=program.language.id,
+        tests_total=1,
+    )
     result.tests.append(tested)
     result.finish().redact(options.feedback)
     if options.progress:
         options.progress(tested, 0, 1)
     data = result.to_dict()
     if options.feedback == "diff":
-        data["tests"][0].update(stdout=run.stdout, stderr=run.stderr,
-                                stdout_truncated=run.stdout_truncated,
-                                stderr_truncated=run.stderr_truncated)
+        data["tests"][0].update(
+            stdout=run.stdout,
+            stderr=run.stderr,
+            stdout_truncated=run.stdout_truncated,
+            stderr_truncated=run.stderr_truncated,
+        )
     return data
 
 

@@ -114,8 +114,12 @@ def _version(command: tuple[str, ...]) -> str:
         return ""
     try:
         done = subprocess.run(
-            list(command), capture_output=True, timeout=20, check=False,
-            env={**BASE_ENV, "HOME": "/tmp"}, stdin=subprocess.DEVNULL,
+            list(command),
+            capture_output=True,
+            timeout=20,
+            check=False,
+            env={**BASE_ENV, "HOME": "/tmp"},
+            stdin=subprocess.DEVNULL,
         )
     except (OSError, subprocess.TimeoutExpired):
         return ""
@@ -183,8 +187,9 @@ def load_language(path: Path) -> Language:
     if pids is not None and (not isinstance(pids, int) or pids < 1):
         raise LanguageError(f"{path}: [run_limits] pids must be a positive whole number")
     oom_exit_code = data.get("oom_exit_code")
-    if oom_exit_code is not None and (not isinstance(oom_exit_code, int) or
-                                      not 1 <= oom_exit_code <= 255):
+    if oom_exit_code is not None and (
+        not isinstance(oom_exit_code, int) or not 1 <= oom_exit_code <= 255
+    ):
         raise LanguageError(f"{path}: 'oom_exit_code' must be an exit code 1..255")
     envs = {}
     for key in ("compile_env", "run_env"):
@@ -222,9 +227,7 @@ def get_language(lang_id: str, directory: Path | None = None) -> Language:
     """The language `lang_id`, if its file exists and its toolchain is installed."""
     known = all_languages(directory)
     if lang_id not in known:
-        raise LanguageError(
-            f"unknown language {lang_id!r} (known: {', '.join(known) or 'none'})"
-        )
+        raise LanguageError(f"unknown language {lang_id!r} (known: {', '.join(known) or 'none'})")
     language = known[lang_id]
     if not language.installed():
         raise LanguageError(
@@ -235,8 +238,17 @@ def get_language(lang_id: str, directory: Path | None = None) -> Language:
 
 
 EXTENSIONS = {
-    ".c": "c", ".cc": "cpp", ".cpp": "cpp", ".cxx": "cpp", ".py": "python3", ".java": "java",
-    ".js": "javascript", ".mjs": "javascript", ".go": "go", ".rs": "rust", ".sh": "bash",
+    ".c": "c",
+    ".cc": "cpp",
+    ".cpp": "cpp",
+    ".cxx": "cpp",
+    ".py": "python3",
+    ".java": "java",
+    ".js": "javascript",
+    ".mjs": "javascript",
+    ".go": "go",
+    ".rs": "rust",
+    ".sh": "bash",
 }
 
 

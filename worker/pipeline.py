@@ -58,12 +58,22 @@ class RunLimits:
     def build(cls, **options: object) -> RunLimits:
         """Validated limits from user input; raises sandbox.SpecError naming the bad one."""
         given = {k: v for k, v in options.items() if v is not None}
-        defaults = {"time": DEFAULT_TIME, "memory": DEFAULT_MEMORY, "output_limit": DEFAULT_OUTPUT,
-                    "pids": 64, "file_size": 64 << 20}
+        defaults = {
+            "time": DEFAULT_TIME,
+            "memory": DEFAULT_MEMORY,
+            "output_limit": DEFAULT_OUTPUT,
+            "pids": 64,
+            "file_size": 64 << 20,
+        }
         checked = Limits.build(**{**defaults, **given})
-        return cls(time=checked.time, wall_time=checked.wall_time, memory=checked.memory,
-                   pids=checked.pids, output_limit=checked.output_limit,
-                   file_size=checked.file_size)
+        return cls(
+            time=checked.time,
+            wall_time=checked.wall_time,
+            memory=checked.memory,
+            pids=checked.pids,
+            output_limit=checked.output_limit,
+            file_size=checked.file_size,
+        )
 
     @property
     def effective_wall_time(self) -> float:
@@ -143,15 +153,21 @@ def _run_tests(
             remaining = options.deadline - time.monotonic()
             if remaining <= 0.05:
                 not_run = "not run: the deadline of the whole judging passed"
-                result.tests.append(TestResult(
-                    test.name, Verdict.TLE, max_score=test.score, status="",
-                    message=not_run, summary=not_run).redact(options.feedback))
+                result.tests.append(
+                    TestResult(
+                        test.name,
+                        Verdict.TLE,
+                        max_score=test.score,
+                        status="",
+                        message=not_run,
+                        summary=not_run,
+                    ).redact(options.feedback)
+                )
                 break
         if options.interactor is not None:
             from .interactive import run_interactive
 
-            outcome = run_interactive(program, options.interactor, test, options.limits,
-                                      remaining)
+            outcome = run_interactive(program, options.interactor, test, options.limits, remaining)
         else:
             outcome = run_test(program, test, options, remaining)
         # Before it is reported as it finishes (events) as well as in the result.
@@ -178,8 +194,9 @@ def run_test(
         return tested  # nothing to compare with: a clean exit is AC
     # Only a checker program reads the input: a large test is not read again for the others.
     needs_input = isinstance(options.checker, ProgramChecker)
-    outcome = options.checker.check(test.input_bytes() if needs_input else b"", run.stdout,
-                                    test.answer_bytes())
+    outcome = options.checker.check(
+        test.input_bytes() if needs_input else b"", run.stdout, test.answer_bytes()
+    )
     return apply_outcome(tested, outcome, test.score)
 
 
@@ -204,18 +221,29 @@ def from_run(
 ) -> TestResult:
     """A TestResult from the cell's result alone (AC when it ended cleanly, for now)."""
     tested = TestResult(
-        name=test.name, verdict=Verdict.AC, max_score=test.score, message=run.message,
-        stdout=excerpt(run.stdout), stderr=excerpt(run.stderr), **run_fields(run),
+        name=test.name,
+        verdict=Verdict.AC,
+        max_score=test.score,
+        message=run.message,
+        stdout=excerpt(run.stdout),
+        stderr=excerpt(run.stderr),
+        **run_fields(run),
     )
     if run.status != Status.OK:
         tested.verdict = STATUS_VERDICT[run.status]
         if run.status == Status.SV:
             tested.message = f"forbidden system call: {run.message}"
-        if (run.status == Status.RE and language is not None and run.signal is None
-                and run.exit_code == language.oom_exit_code):
+        if (
+            run.status == Status.RE
+            and language is not None
+            and run.signal is None
+            and run.exit_code == language.oom_exit_code
+        ):
             tested.verdict = Verdict.MLE
-            tested.message = (f"the runtime's heap limit was exceeded (it exited with "
-                              f"{run.exit_code}, its out-of-memory code)")
+            tested.message = (
+                f"the runtime's heap limit was exceeded (it exited with "
+                f"{run.exit_code}, its out-of-memory code)"
+            )
         if run.status == Status.TLE and deadline_cut and "wall" in run.message:
             tested.message = f"{run.message} (cut short by the deadline of the whole judging)"
         tested.summary = tested.message  # what a cell says of its run holds no test data

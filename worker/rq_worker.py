@@ -42,9 +42,12 @@ class CellWorker(Worker):
         timing = store.timing
         self.store = store  # before RQ's constructor, which reads dequeue_timeout
         super().__init__(
-            [Queue(QUEUE, connection=store.redis)], connection=store.redis, name=worker_name(),
+            [Queue(QUEUE, connection=store.redis)],
+            connection=store.redis,
+            name=worker_name(),
             job_monitoring_interval=max(1, int(timing.renew)),
-            worker_ttl=max(int(timing.reap) + 15, 20), **options,
+            worker_ttl=max(int(timing.reap) + 15, 20),
+            **options,
         )
         self.store = store
         self.selfcheck_interval = selfcheck_interval
@@ -127,13 +130,21 @@ class CellWorker(Worker):
                 log.exception("reaper pass failed")
         if now >= self._next_alive:
             self._next_alive = now + max(self.store.timing.reap / 2, 1.0)
-            self.store.worker_alive(self.name, {
-                "name": self.name, "pid": os.getpid(), "host": os.uname().nodename,
-                "started_at": self.started, "seen_at": now, "jobs": self.jobs_done,
-                "busy": self._current[0] if self._current else None,
-                "languages": self.languages,
-                "selfcheck": self.last_selfcheck,
-            }, ttl=max(self.store.timing.reap * 3, 10.0))
+            self.store.worker_alive(
+                self.name,
+                {
+                    "name": self.name,
+                    "pid": os.getpid(),
+                    "host": os.uname().nodename,
+                    "started_at": self.started,
+                    "seen_at": now,
+                    "jobs": self.jobs_done,
+                    "busy": self._current[0] if self._current else None,
+                    "languages": self.languages,
+                    "selfcheck": self.last_selfcheck,
+                },
+                ttl=max(self.store.timing.reap * 3, 10.0),
+            )
 
 
 def run_one(url: str, log_level: str) -> int:
@@ -165,4 +176,3 @@ def _entry() -> int:
 
 if __name__ == "__main__":
     sys.exit(_entry())
-

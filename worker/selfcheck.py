@@ -74,17 +74,36 @@ def run_selfcheck() -> SelfCheck:
             out.write(secret)
         os.chmod(path, 0o644)
         try:
-            result = sandbox.run(["python3", "-c", _PROGRAM, secret, path], time=5.0,
-                                 wall_time=10.0, memory="128M", copy_out=["leak"])
+            result = sandbox.run(
+                ["python3", "-c", _PROGRAM, secret, path],
+                time=5.0,
+                wall_time=10.0,
+                memory="128M",
+                copy_out=["leak"],
+            )
         except Exception as error:  # noqa: BLE001 - a broken cell is a failed check
-            return SelfCheck(False, time.time(), time.monotonic() - started,
-                             status="IE", message=f"the cell could not start: {error}")
+            return SelfCheck(
+                False,
+                time.time(),
+                time.monotonic() - started,
+                status="IE",
+                message=f"the cell could not start: {error}",
+            )
     findings = [line for line in result.stdout.splitlines() if line.strip()]
     leaked = result.files.get("leak")
     if leaked is not None and secret.encode() in leaked:
         findings.append("copy-out followed /box/leak to the host secret")
     ran = str(result.status) == "OK"
-    message = "a known escape attempt stayed inside the cell" if ran and not findings else (
-        result.message if not ran else "the cell let something out")
-    return SelfCheck(ran and not findings, time.time(), round(time.monotonic() - started, 3),
-                     findings, str(result.status), message)
+    message = (
+        "a known escape attempt stayed inside the cell"
+        if ran and not findings
+        else (result.message if not ran else "the cell let something out")
+    )
+    return SelfCheck(
+        ran and not findings,
+        time.time(),
+        round(time.monotonic() - started, 3),
+        findings,
+        str(result.status),
+        message,
+    )

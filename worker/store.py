@@ -212,17 +212,28 @@ class Store:
     # --- creating and reading -------------------------------------------------
 
     def create(
-        self, request: dict[str, Any], *, kind: str = "v1", owner: str = "",
-        callback_url: str | None = None, job_timeout: int = 600,
+        self,
+        request: dict[str, Any],
+        *,
+        kind: str = "v1",
+        owner: str = "",
+        callback_url: str | None = None,
+        job_timeout: int = 600,
         extra: dict[str, str] | None = None,
     ) -> str:
         """Store a new submission and queue it; returns its id (a UUID4, as Judge0's tokens)."""
         sub_id = str(uuid.uuid4())
         now = time.time()
         record = {
-            "id": sub_id, "kind": kind, "status": "queued", "attempt": 1,
-            "max_attempts": self.timing.max_attempts, "created_at": repr(now),
-            "request": json.dumps(request), "owner": owner, "job_timeout": job_timeout,
+            "id": sub_id,
+            "kind": kind,
+            "status": "queued",
+            "attempt": 1,
+            "max_attempts": self.timing.max_attempts,
+            "created_at": repr(now),
+            "request": json.dumps(request),
+            "owner": owner,
+            "job_timeout": job_timeout,
             **(extra or {}),
         }
         if callback_url:
@@ -246,8 +257,13 @@ class Store:
         if job_timeout is None:
             job_timeout = int(self.redis.hget(sub_key(sub_id), "job_timeout") or 600)
         Queue(QUEUE, connection=self.redis).enqueue_call(
-            JOB_FUNC, args=(sub_id, attempt), job_id=f"{sub_id}_{attempt}",
-            timeout=job_timeout, result_ttl=0, failure_ttl=3600, ttl=None,
+            JOB_FUNC,
+            args=(sub_id, attempt),
+            job_id=f"{sub_id}_{attempt}",
+            timeout=job_timeout,
+            result_ttl=0,
+            failure_ttl=3600,
+            ttl=None,
         )
         self._queued(keys=[sub_key(sub_id), LEASES], args=[attempt, sub_id])
 
@@ -265,39 +281,66 @@ class Store:
 
     def claim(self, sub_id: str, attempt: int, worker: str) -> bool:
         now = time.time()
-        return bool(self._claim(keys=[sub_key(sub_id), LEASES],
-                                args=[attempt, worker, repr(now), now + self.timing.lease, sub_id]))
+        return bool(
+            self._claim(
+                keys=[sub_key(sub_id), LEASES],
+                args=[attempt, worker, repr(now), now + self.timing.lease, sub_id],
+            )
+        )
 
     def renew(self, sub_id: str, attempt: int) -> bool:
-        return bool(self._renew(keys=[sub_key(sub_id), LEASES],
-                                args=[attempt, time.time() + self.timing.lease, sub_id]))
+        return bool(
+            self._renew(
+                keys=[sub_key(sub_id), LEASES],
+                args=[attempt, time.time() + self.timing.lease, sub_id],
+            )
+        )
 
     def is_current(self, sub_id: str, attempt: int) -> bool:
         status, current = self.redis.hmget(sub_key(sub_id), "status", "attempt")
         return status == b"running" and current == str(attempt).encode()
 
     def finish(
-        self, sub_id: str, attempt: int, status: str, result: dict[str, Any] | None,
-        error: str = "", verdict: str = "", duration: float | None = None,
+        self,
+        sub_id: str,
+        attempt: int,
+        status: str,
+        result: dict[str, Any] | None,
+        error: str = "",
+        verdict: str = "",
+        duration: float | None = None,
     ) -> bool:
         bucket = ""
         if duration is not None:
             bucket = next((repr(b) for b in DURATION_BUCKETS if duration <= b), "+Inf")
-        done = bool(self._finish(
-            keys=[sub_key(sub_id), LEASES, CALLBACKS, METRICS],
-            args=[attempt, status, json.dumps(result) if result is not None else "", error,
-                  repr(time.time()), self.timing.result_ttl, sub_id, verdict, bucket,
-                  repr(duration or 0.0)],
-        ))
+        done = bool(
+            self._finish(
+                keys=[sub_key(sub_id), LEASES, CALLBACKS, METRICS],
+                args=[
+                    attempt,
+                    status,
+                    json.dumps(result) if result is not None else "",
+                    error,
+                    repr(time.time()),
+                    self.timing.result_ttl,
+                    sub_id,
+                    verdict,
+                    bucket,
+                    repr(duration or 0.0),
+                ],
+            )
+        )
         if done:
             self.publish(sub_id, {"type": "end", "status": status})
         return done
 
     def publish(self, sub_id: str, event: dict[str, Any]) -> int:
-        return int(self._publish(
-            keys=[f"{PREFIX}evseq:{sub_id}", events_log(sub_id)],
-            args=[events_channel(sub_id), json.dumps(event), self.timing.result_ttl],
-        ))
+        return int(
+            self._publish(
+                keys=[f"{PREFIX}evseq:{sub_id}", events_log(sub_id)],
+                args=[events_channel(sub_id), json.dumps(event), self.timing.result_ttl],
+            )
+        )
 
     # --- recovery ---------------------------------------------------------------
 
@@ -305,8 +348,14 @@ class Store:
         """Queue a presumed-dead run again (or fail it after max_attempts)."""
         outcome = self._recover(
             keys=[sub_key(sub_id), LEASES, CALLBACKS, METRICS],
-            args=[sub_id, repr(time.time()), reason, "1" if force else "0",
-                  self.timing.lease, self.timing.result_ttl],
+            args=[
+                sub_id,
+                repr(time.time()),
+                reason,
+                "1" if force else "0",
+                self.timing.lease,
+                self.timing.result_ttl,
+            ],
         )
         outcome = outcome.decode() if isinstance(outcome, bytes) else str(outcome or "")
         if outcome.startswith("requeue:"):
@@ -324,8 +373,7 @@ class Store:
         now = time.time()
         for raw in self.redis.zrangebyscore(LEASES, "-inf", now):
             sub_id = raw.decode()
-            outcome = self.recover(sub_id, "its worker stopped renewing the lease (killed or "
-                                   "lost)")
+            outcome = self.recover(sub_id, "its worker stopped renewing the lease (killed or lost)")
             if outcome:
                 done.append((sub_id, outcome))
         done.extend(self._reap_limbo(now))
@@ -335,8 +383,9 @@ class Store:
         from rq.intermediate_queue import IntermediateQueue
         from rq.queue import Queue
 
-        limbo_key = IntermediateQueue.get_intermediate_queue_key(Queue.redis_queue_namespace_prefix
-                                                                + QUEUE)
+        limbo_key = IntermediateQueue.get_intermediate_queue_key(
+            Queue.redis_queue_namespace_prefix + QUEUE
+        )
         done = []
         for raw in self.redis.lrange(limbo_key, 0, -1):
             job_id = raw.decode()
@@ -349,8 +398,11 @@ class Store:
             first = float(self.redis.get(seen_key) or now)
             if now - first >= self.timing.limbo:
                 self.redis.lrem(limbo_key, 1, job_id)
-                outcome = self.recover(sub_id, "its worker died between taking it off the "
-                                       "queue and starting it", force=True)
+                outcome = self.recover(
+                    sub_id,
+                    "its worker died between taking it off the queue and starting it",
+                    force=True,
+                )
                 if outcome:
                     done.append((sub_id, outcome))
         return done

@@ -51,7 +51,8 @@ class Supervisor:
         env["REDIS_URL"] = self.url
         process = subprocess.Popen(
             [sys.executable, "-m", "worker.rq_worker", "--one", "--log-level", self.log_level],
-            env=env, preexec_fn=_die_with_parent,  # noqa: PLW1509 - this process has no threads
+            env=env,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - this process has no threads
         )
         self.children[process.pid] = process
         return process
@@ -113,18 +114,30 @@ def _signal(process: subprocess.Popen, signum: int) -> None:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "worker", help="run submissions from Redis (RQ workers, one cell per core)",
+        "worker",
+        help="run submissions from Redis (RQ workers, one cell per core)",
         description="Start N RQ workers that judge submissions queued in Redis by "
         "`cellblock serve`. Any number of machines may run workers against one Redis.",
     )
-    p.add_argument("--redis-url", metavar="URL",
-                   help="Redis to work for (default: $REDIS_URL), e.g. redis://host:6379/0")
-    p.add_argument("--cells", type=int, metavar="N",
-                   help="worker processes, one cell each (default: the number of cores)")
-    p.add_argument("--grace", type=float, default=30.0, metavar="S",
-                   help="on SIGTERM, seconds a running job may take to finish (default 30)")
-    p.add_argument("--log-level", default="info",
-                   choices=("debug", "info", "warning", "error"))
+    p.add_argument(
+        "--redis-url",
+        metavar="URL",
+        help="Redis to work for (default: $REDIS_URL), e.g. redis://host:6379/0",
+    )
+    p.add_argument(
+        "--cells",
+        type=int,
+        metavar="N",
+        help="worker processes, one cell each (default: the number of cores)",
+    )
+    p.add_argument(
+        "--grace",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="on SIGTERM, seconds a running job may take to finish (default 30)",
+    )
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
 
 
 def main(args: argparse.Namespace) -> int:

@@ -54,7 +54,8 @@ def natural_key(name: str) -> tuple:
     """'test2' before 'test10'; numbers compare as numbers, the rest as text."""
     return tuple(
         (0, int(part), part) if part.isdigit() else (1, 0, part)
-        for part in _DIGITS.split(name) if part
+        for part in _DIGITS.split(name)
+        if part
     )
 
 
@@ -139,8 +140,14 @@ def from_data(items: list[dict]) -> list[TestCase]:
         score = item.get("score", 1.0)
         if isinstance(score, bool) or not isinstance(score, int | float) or score < 0:
             raise TestSetError(f"tests[{index}]: score must be a number >= 0")
-        tests.append(TestCase(name, _bytes(item.get("input", b"")),
-                              None if answer is None else _bytes(answer), float(score)))
+        tests.append(
+            TestCase(
+                name,
+                _bytes(item.get("input", b"")),
+                None if answer is None else _bytes(answer),
+                float(score),
+            )
+        )
     return tests
 
 

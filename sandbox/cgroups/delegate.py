@@ -58,11 +58,14 @@ def delegate(user: str) -> list[str]:
             os.mkdir(leaf)
         _chown(leaf, V2_DELEGATED_FILES, entry)
         controllers = read_text(os.path.join(path, "cgroup.controllers")).split()
-        done.append(f"cgroup v2: {path} delegated to {user} "
-                    f"(controllers: {', '.join(controllers)})")
-        done.append(f"start {user}'s workers inside it: as root, `echo $$ > "
-                    f"{leaf}/cgroup.procs` before switching to {user} (or a systemd unit "
-                    "with Delegate=yes, which needs no setup)")
+        done.append(
+            f"cgroup v2: {path} delegated to {user} (controllers: {', '.join(controllers)})"
+        )
+        done.append(
+            f"start {user}'s workers inside it: as root, `echo $$ > "
+            f"{leaf}/cgroup.procs` before switching to {user} (or a systemd unit "
+            "with Delegate=yes, which needs no setup)"
+        )
     else:
         for path in delegated_path(user):
             os.makedirs(path, exist_ok=True)
@@ -108,4 +111,3 @@ def _remove_tree(path: str) -> None:
         with contextlib.suppress(OSError), open(os.path.join(path, "cgroup.kill"), "w") as kill:
             kill.write("1")
     remove_dir(path, kill_members=is_run)
-

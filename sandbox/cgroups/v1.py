@@ -106,8 +106,11 @@ class V1Hierarchy(Hierarchy):
         name = run_name()
         # Joining each hierarchy is one migration, and a migration waits for an
         # RCU grace period (milliseconds): the cpu hierarchy only when a quota asks.
-        wanted = {c: base for c, base in self.bases.items()
-                  if c != "cpu" or limits.cpus is not None or base == self.bases.get("cpuacct")}
+        wanted = {
+            c: base
+            for c, base in self.bases.items()
+            if c != "cpu" or limits.cpus is not None or base == self.bases.get("cpuacct")
+        }
         paths = {c: os.path.join(base, name) for c, base in wanted.items()}
         cell = V1Cell(paths, self.controllers)
         try:

@@ -62,8 +62,11 @@ def locate() -> V2Hierarchy:
     own = own_cgroup()
     explicit = os.environ.get("CELLBLOCK_CGROUP")
     if explicit:
-        base = explicit if explicit.startswith(CGROUP_ROOT + "/") else os.path.join(
-            CGROUP_ROOT, explicit.lstrip("/"))
+        base = (
+            explicit
+            if explicit.startswith(CGROUP_ROOT + "/")
+            else os.path.join(CGROUP_ROOT, explicit.lstrip("/"))
+        )
     elif os.geteuid() == 0:
         base = os.path.join(CGROUP_ROOT, SUBTREE)
     else:
@@ -141,7 +144,8 @@ def _move_processes_to_leaf(base: str) -> None:
                 continue
             except OSError as error:
                 raise CgroupError(
-                    f"cannot move process {pid} to {leaf}: {error.strerror}") from None
+                    f"cannot move process {pid} to {leaf}: {error.strerror}"
+                ) from None
     raise CgroupError(f"{base} keeps gaining processes; cannot empty it")
 
 
