@@ -1013,6 +1013,11 @@ def check_subids() -> Check:
     if os.environ.get("CELLBLOCK_SUBUID") == "0":
         problems.append("CELLBLOCK_SUBUID=0 turns them off")
         fixes.append("unset CELLBLOCK_SUBUID")
+    if userns.no_new_privs():
+        problems.append(
+            "this process runs with no_new_privs, which voids the setuid newuidmap/newgidmap"
+        )
+        fixes.append("start the worker without no_new_privs (systemd: NoNewPrivileges=no)")
     if problems:
         return Check(
             name,

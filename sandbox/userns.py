@@ -51,7 +51,7 @@ import subprocess
 from dataclasses import dataclass, replace
 from functools import cache
 
-from .libc import write_file
+from .libc import PR_GET_NO_NEW_PRIVS, prctl, write_file
 
 RANGE_SIZE = 65536  # ids of a root-started cell
 RUN_ID = 1000  # the program's uid and gid inside a cell that has ids of its own
@@ -169,16 +169,27 @@ def subordinate_range(uid: int) -> tuple[tuple[int, int], tuple[int, int]] | Non
     return (uids, gids) if uids and gids else None
 
 
+def no_new_privs() -> bool:
+    """Whether this process has no_new_privs: setuid helpers then gain nothing
+    (newuidmap could not map the subordinate ids)."""
+    return prctl(PR_GET_NO_NEW_PRIVS) == 1
+
+
 def id_helpers() -> dict[str, str | None]:
     """Where newuidmap and newgidmap are (None: not installed)."""
     search = os.pathsep.join([os.environ.get("PATH", ""), "/usr/bin", "/bin"])
     return {name: shutil.which(name, path=search) for name in ("newuidmap", "newgidmap")}
 
 
-@cache
 def choose_idmap() -> IdMap:
-    """The id map template of this process's cells (hold_ids gives each its slot)."""
-    euid, egid = os.geteuid(), os.getegid()
+    """The id map template of this process's cells (hold_ids gives each its slot).
+    Chosen once per set of credentials: a process that took no_new_privs since
+    (a forked child, say) can no longer use the setuid helpers."""
+    return _choose_idmap(os.geteuid(), os.getegid(), no_new_privs())
+
+
+@cache
+def _choose_idmap(euid: int, egid: int, without_setuid: bool) -> IdMap:
     if euid == 0:
         uid_range = _read_subid("/etc/subuid", (SUBID_OWNER,), RANGE_SIZE) or DEFAULT_ROOT_RANGE
         gid_range = _read_subid("/etc/subgid", (SUBID_OWNER,), RANGE_SIZE) or DEFAULT_ROOT_RANGE
@@ -197,6 +208,7 @@ def choose_idmap() -> IdMap:
         os.environ.get("CELLBLOCK_SUBUID") != "0"
         and subids is not None
         and all(id_helpers().values())
+        and not without_setuid
     ):
         (uid_start, uid_count), (gid_start, gid_count) = subids
         return IdMap(
@@ -231,6 +243,11 @@ def why_shared(idmap: IdMap) -> str | None:
         why = "CELLBLOCK_SUBUID=0"
     elif subordinate_range(os.geteuid()) is None:
         why = f"{name} has no subordinate id range; sudo cellblock setup --user {name} adds one"
+    elif no_new_privs():
+        why = (
+            "this process runs with no_new_privs (a container's or a service's "
+            "NoNewPrivileges=), which voids the setuid newuidmap/newgidmap"
+        )
     else:
         why = "newuidmap/newgidmap are not installed (Debian package uidmap)"
     return f"program shares the worker's uid ({why})"

@@ -956,6 +956,7 @@ def test_environment_not_leaked(cell, program, bare, monkeypatch):
 # --- 17. one host id range per live cell (cells started as root) --------------------------
 
 
+@pytest.mark.needs_root
 def test_live_cells_never_share_host_ids():
     # SECURITY.md rule 11: two cells alive at once run as different host uids, so a program
     # that got out of its cell with its host uid would own nothing of another's.

@@ -319,6 +319,7 @@ def test_command_not_found(cell):
 
 
 @pytest.mark.parametrize("warm", [False, True], ids=["cold", "warm"])
+@pytest.mark.needs_root  # it reads the inits' /proc files
 def test_the_init_shows_no_command_line_of_the_caller(warm):
     # The init is a copy of the caller (or of the cell maker), and a caller's
     # command line may name secrets. The cell's /proc hides the init from the
@@ -514,6 +515,7 @@ def test_channel_survives_a_request_crossing_the_inits_exit():
     host.close()
 
 
+@pytest.mark.needs_root
 def test_a_root_started_cell_holds_its_id_range_only_while_it_lives():
     # Each live cell started as root has a host id range of its own (userns.hold_ids):
     # held by a lock while the cell waits or runs, free for the next cell after.

@@ -269,6 +269,7 @@ def test_stale_run_cgroups_of_a_dead_worker_are_removed(hierarchy, tmp_path):
     assert not os.path.exists(left)
 
 
+@pytest.mark.needs_root
 def test_setup_delegates_and_removes(tmp_path):
     user = "cellblock-setup"
     subprocess.run(
@@ -295,6 +296,7 @@ def test_setup_delegates_and_removes(tmp_path):
     assert bad.returncode == 1 and "no such user" in bad.stderr
 
 
+@pytest.mark.needs_root
 def test_undelegated_user_gets_rlimits_and_is_told(scratch_dir):
     # A user with no subtree still runs cells; the result says the figures are degraded.
     user = "cellblock-nocg"

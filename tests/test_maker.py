@@ -77,6 +77,7 @@ def test_warm_cells_come_from_the_maker(warm_with_maker):
     assert children_of_this_process() == [warm_with_maker.process.pid]
 
 
+@pytest.mark.needs_root  # it reads the inits' /proc files
 def test_the_makers_cells_hold_nothing_of_the_callers_environment(monkeypatch):
     # The inits are copies of the maker, not of us: a worker's secrets stay out.
     monkeypatch.setenv("CELLBLOCK_TEST_SECRET", "hunter2")

@@ -587,3 +587,38 @@ def test_the_caller_s_private_entries_are_found_again_after_a_change(tmp_path):
     assert set(images.private_entries(str(top))) == {"sub/key", "late"}
     (top / "sub").chmod(0o700)  # a directory others may not enter hides what is in it
     assert set(images.private_entries(str(top))) == {"sub", "late"}
+
+
+def test_under_no_new_privs_the_program_shares_the_worker_s_uid_and_it_is_said(test_user):
+    """A worker started with no_new_privs (a container's, or a systemd service's
+    NoNewPrivileges=) cannot use the setuid newuidmap: its cells fall back to the
+    size-1 map, run, and say why, instead of failing."""
+    from conftest import VENV
+
+    done = subprocess.run(
+        [
+            "runuser",
+            "-u",
+            test_user.pw_name,
+            "--",
+            "setpriv",
+            "--no-new-privs",
+            "env",
+            f"PYTHONPATH={REPO}",
+            str(VENV / "bin" / "python"),
+            str(REPO / "cli.py"),
+            "run",
+            "--json",
+            "--",
+            "id",
+            "-u",
+        ],
+        capture_output=True,
+        text=True,
+        cwd="/",
+        check=False,
+        timeout=60,
+    )
+    result = json.loads(done.stdout)
+    assert (result["status"], result["stdout"]) == ("OK", "0\n"), (result, done.stderr)
+    assert any("no_new_privs" in entry for entry in result["degraded"]), result["degraded"]
