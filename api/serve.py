@@ -141,7 +141,7 @@ def start_workers(url: str, cells: int | None, log_level: str, grace: float) -> 
     command = [
         sys.executable,
         "-c",
-        "import sys; from cli import main; sys.exit(main())",
+        "import sys; from cellblock.cli import main; sys.exit(main())",
         "worker",
         "--redis-url",
         url,

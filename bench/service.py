@@ -60,7 +60,7 @@ def run(cells: int, count: int) -> dict:
         [
             sys.executable,
             "-c",
-            "import sys; from cli import main; sys.exit(main())",
+            "import sys; from cellblock.cli import main; sys.exit(main())",
             "serve",
             "--port",
             str(port),

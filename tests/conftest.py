@@ -247,7 +247,7 @@ class CellRunner:
             else:
                 args += [f"--{key.replace('_', '-')}", str(value)]
         if _user_can_read_repo(self.user.pw_name):
-            command = [str(VENV / "bin" / "python"), str(REPO / "cli.py")]
+            command = [str(VENV / "bin" / "python"), "-m", "cellblock"]
             env = {"PYTHONPATH": str(REPO)}
         else:  # the checkout is private: use the copy installed into the venv
             command = [str(VENV / "bin" / "cellblock")]

@@ -50,7 +50,7 @@ def judge_one(
 
 def cli(*args: str, user: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     """`cellblock ARGS` from this checkout (as root, or as `user` with the installed venv)."""
-    command = [sys.executable, str(REPO / "cli.py"), *args]
+    command = [sys.executable, "-m", "cellblock", *args]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     if user is not None:
         venv = Path(os.environ.get("CELLBLOCK_VENV", "/opt/cellblock/venv"))
@@ -71,7 +71,8 @@ def cli(*args: str, user: str | None = None, timeout: float = 120) -> subprocess
                 "env",
                 f"PYTHONPATH={REPO}",
                 str(venv / "bin" / "python"),
-                str(REPO / "cli.py"),
+                "-m",
+                "cellblock",
                 *args,
             ]
             if readable

@@ -113,7 +113,7 @@ def worker_command(url: str, cells: int, user: str | None) -> list[str]:
     command = [
         python,
         "-c",
-        "import sys; from cli import main; sys.exit(main())",
+        "import sys; from cellblock.cli import main; sys.exit(main())",
         "worker",
         "--redis-url",
         url,

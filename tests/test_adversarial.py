@@ -126,12 +126,13 @@ def cli_as_user(
         args += ["--copy-out", path]
     readable = (
         subprocess.run(
-            ["runuser", "-u", user.pw_name, "--", "test", "-r", str(REPO / "cli.py")], check=False
+            ["runuser", "-u", user.pw_name, "--", "test", "-r", str(REPO / "cellblock" / "cli.py")],
+            check=False,
         ).returncode
         == 0
     )
     if readable:
-        command = ["env", f"PYTHONPATH={REPO}", str(VENV / "bin" / "python"), str(REPO / "cli.py")]
+        command = ["env", f"PYTHONPATH={REPO}", str(VENV / "bin" / "python"), "-m", "cellblock"]
     else:
         command = [str(VENV / "bin" / "cellblock")]
     done = subprocess.run(

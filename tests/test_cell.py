@@ -444,7 +444,7 @@ def test_unreadable_profile_is_a_clear_error(test_user, tmp_path):
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "cli.py", *args],
+        [sys.executable, "-m", "cellblock", *args],
         capture_output=True,
         text=True,
         cwd=Path(__file__).resolve().parent.parent,

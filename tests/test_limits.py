@@ -277,7 +277,7 @@ def test_setup_delegates_and_removes(tmp_path):
         check=True,
     )
     try:
-        cli = [sys.executable, str(Path(__file__).resolve().parent.parent / "cli.py")]
+        cli = [sys.executable, "-m", "cellblock"]
         done = subprocess.run([*cli, "setup", "--user", user], capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
         for path in delegated_path(user):
@@ -316,7 +316,8 @@ def test_undelegated_user_gets_rlimits_and_is_told(scratch_dir):
                 "env",
                 f"PYTHONPATH={repo}",
                 str(venv_python),
-                str(repo / "cli.py"),
+                "-m",
+                "cellblock",
                 "run",
                 "--json",
                 "--",

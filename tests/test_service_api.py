@@ -345,7 +345,7 @@ def test_without_keys_only_loopback_is_served(service):
     for host, expected in (("10.1.2.3", 403), ("192.0.2.7", 403), ("127.0.0.1", 200)):
         with TestClient(app, client=(host, 1234)) as client:
             assert client.get("/v1/languages").status_code == expected, host
-    from cli import main
+    from cellblock.cli import main
 
     assert main(["serve", "--host", "0.0.0.0", "--port", "1"]) == 2
 

@@ -37,7 +37,7 @@ def serve(user: str | None, port: int, run_dir: Path, env: dict[str, str] | None
         *[f"{k}={v}" for k, v in (env or {}).items()],
         python,
         "-c",
-        "import sys; from cli import main; sys.exit(main())",
+        "import sys; from cellblock.cli import main; sys.exit(main())",
         "serve",
         "--port",
         str(port),

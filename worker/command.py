@@ -1,4 +1,4 @@
-"""The `cellblock judge` and `cellblock languages` commands (cli.py adds the parsers).
+"""The `cellblock judge` and `cellblock languages` commands (cellblock/cli.py adds the parsers).
 
 Exit codes of `cellblock judge`: 0 the verdict is AC, 1 another verdict
 (WA, TLE, MLE, OLE, RE, CE), 2 bad input (nothing was judged), 125 IE (the

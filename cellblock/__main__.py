@@ -1,0 +1,5 @@
+import sys
+
+from cellblock.cli import main
+
+sys.exit(main())
