@@ -220,7 +220,9 @@ def to_request(
         "wall_time": "wall_time_limit",
         "memory": "memory_limit",
         "pids": "max_processes_and_or_threads",
+        "file_size": "max_file_size",
     }
+    file_kb = sub.max_file_size if sub.max_file_size is not None else DEFAULTS["max_file_size"]
     try:
         limits = limits_dict(
             LimitsIn(
@@ -228,6 +230,7 @@ def to_request(
                 wall_time=wall,
                 memory=int(memory_kb * 1024),
                 pids=sub.max_processes_and_or_threads or DEFAULTS["max_processes_and_or_threads"],
+                file_size=int(file_kb) * 1024,
             ),
             settings,
             ("limits",),

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 
-from sandbox.spec import MIN_MEMORY, SpecError, parse_size
+from sandbox.spec import SpecError, read_limit, show_default
 from worker.checkers import CheckerError, get_checker
 from worker.jobs import BUILTIN_CHECKER
+from worker.pipeline import JUDGE_DEFAULTS, judge_limit_fields, request_name
 from worker.results import DEFAULT_FEEDBACK, FEEDBACK_LEVELS
 
 from .settings import Settings
@@ -46,12 +47,26 @@ class TestIn(Strict):
     score: Number = Field(1.0, ge=0, le=1e9)
 
 
-class LimitsIn(Strict):
-    time: Number | None = Field(None, gt=0, description="CPU seconds per test (default 2)")
-    wall_time: Number | None = Field(None, gt=0, description="wall seconds (default 2*time+1)")
-    memory: Size | None = Field(None, description="bytes or K/M/G (default 256M)")
-    pids: int | None = Field(None, ge=1, description="processes + threads (default 64)")
-    output: Size | None = Field(None, description="stdout/stderr cap per test (default 64M)")
+def _limits_model() -> type[BaseModel]:
+    """LimitsIn: a judged test's limits as a request names them, made from
+    sandbox.spec.Limits's fields and the judge's defaults (worker/pipeline.py)."""
+    types: dict[str, Any] = {"seconds": Number, "cores": Number, "size": Size, "count": int}
+    bounds: dict[str, dict[str, float]] = {"seconds": {"gt": 0}, "count": {"ge": 1}}
+    fields: dict[str, Any] = {}
+    for limit in judge_limit_fields():
+        kind = limit.metadata["kind"]
+        default = show_default(limit, JUDGE_DEFAULTS[limit.name])
+        description = f"{limit.metadata['help']} (default {default})"
+        if kind == "size":
+            description += "; bytes or K/M/G"
+        fields[request_name(limit)] = (
+            types[kind] | None,
+            Field(None, description=description, **bounds.get(kind, {})),
+        )
+    return create_model("LimitsIn", __base__=Strict, **fields)
+
+
+LimitsIn = _limits_model()
 
 
 class CheckerProgram(Strict):
@@ -68,7 +83,7 @@ class SubmissionIn(Strict):
     checker: Text | CheckerProgram | None = Field(
         None, description="exact, lines (default), tokens, float[:EPS], or {language, source}"
     )
-    limits: LimitsIn | None = None
+    limits: LimitsIn | None = None  # type: ignore[valid-type]
     callback_url: Text | None = Field(None, max_length=2048)
     stop_on_failure: bool = False
     feedback: Literal[FEEDBACK_LEVELS] = Field(  # type: ignore[valid-type]
@@ -115,40 +130,28 @@ class RequestInvalid(ValueError):
 
 
 def limits_dict(
-    limits: LimitsIn | None, settings: Settings, loc: tuple[str | int, ...] = ("body", "limits")
+    limits: BaseModel | None, settings: Settings, loc: tuple[str | int, ...] = ("body", "limits")
 ) -> dict[str, Any]:
-    """Limits checked against the caps; sizes in bytes."""
+    """Limits checked against the caps of this service; sizes in bytes. Keyed
+    by their request names (`output`), as the job's request keeps them."""
     out: dict[str, Any] = {}
     if limits is None:
         return out
-    if limits.time is not None:
-        if limits.time > settings.max_time:
-            raise RequestInvalid((*loc, "time"), f"at most {settings.max_time:g} seconds here")
-        out["time"] = limits.time
-    if limits.wall_time is not None:
-        if limits.wall_time > settings.max_wall_time:
-            raise RequestInvalid(
-                (*loc, "wall_time"), f"at most {settings.max_wall_time:g} seconds here"
-            )
-        out["wall_time"] = limits.wall_time
-    for name, cap, low in (
-        ("memory", settings.max_memory, MIN_MEMORY),
-        ("output", settings.max_output, 1),
-    ):
+    caps = settings.limit_caps()
+    for limit in judge_limit_fields():
+        name = request_name(limit)
         value = getattr(limits, name)
         if value is None:
             continue
         try:
-            size = parse_size(value, name)
+            checked = read_limit(limit, value)
         except SpecError as error:
             raise RequestInvalid((*loc, name), str(error)) from None
-        if not low <= size <= cap:
-            raise RequestInvalid((*loc, name), f"between {low} and {cap} bytes here")
-        out[name] = size
-    if limits.pids is not None:
-        if limits.pids > settings.max_pids:
-            raise RequestInvalid((*loc, "pids"), f"at most {settings.max_pids} here")
-        out["pids"] = limits.pids
+        cap = caps[limit.name]
+        if checked > cap:
+            unit = " seconds" if limit.metadata["kind"] == "seconds" else ""
+            raise RequestInvalid((*loc, name), f"at most {cap:g}{unit} here")
+        out[name] = checked
     return out
 
 

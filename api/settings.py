@@ -53,6 +53,7 @@ class Settings:
     max_memory: int = 2 << 30
     max_pids: int = 256
     max_output: int = 64 << 20
+    max_file_size: int = 1 << 30
     wait_timeout: float = 30.0
     callback_allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     callback_allow_any: bool = False
@@ -60,6 +61,17 @@ class Settings:
     callback_timeout: float = 5.0
     callback_backoff: float = 2.0
     extra: dict[str, str] = field(default_factory=dict)
+
+    def limit_caps(self) -> dict[str, float]:
+        """The largest value of each judged-test limit this service accepts."""
+        return {
+            "time": self.max_time,
+            "wall_time": self.max_wall_time,
+            "memory": self.max_memory,
+            "pids": self.max_pids,
+            "output_limit": self.max_output,
+            "file_size": self.max_file_size,
+        }
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -90,6 +102,9 @@ class Settings:
             "max_memory": parse_size(_env("CELLBLOCK_MAX_MEMORY", "2G"), "CELLBLOCK_MAX_MEMORY"),
             "max_pids": int(_env("CELLBLOCK_MAX_PIDS", "256")),
             "max_output": parse_size(_env("CELLBLOCK_MAX_OUTPUT", "64M"), "CELLBLOCK_MAX_OUTPUT"),
+            "max_file_size": parse_size(
+                _env("CELLBLOCK_MAX_FILE_SIZE", "1G"), "CELLBLOCK_MAX_FILE_SIZE"
+            ),
             "wait_timeout": float(_env("CELLBLOCK_WAIT_TIMEOUT", "30")),
             "callback_allow": tuple(
                 ipaddress.ip_network(a, strict=False) for a in allow_raw if a != "any"

@@ -24,6 +24,8 @@ EXIT_INTERNAL = 125
 
 
 def _run_parser(sub: argparse._SubParsersAction) -> None:
+    from sandbox.spec import limit_fields, limit_flag
+
     p = sub.add_parser(
         "run",
         help="run one command in a fresh cell",
@@ -33,16 +35,9 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
         "the exit code is the program's (128+N for signal N), 124 on TLE, 125 on IE.",
     )
     p.add_argument("--json", action="store_true", help="print one RunResult as JSON, nothing else")
-    p.add_argument("--time", metavar="S", help="CPU-time limit of the whole cell (default 10)")
-    p.add_argument("--wall-time", metavar="S", help="wall-clock limit (default 2*time+1)")
-    p.add_argument("--memory", metavar="SIZE", help="memory limit (default 512M)")
-    p.add_argument("--pids", metavar="N", help="processes + threads alive at once (default 64)")
-    p.add_argument("--output-limit", metavar="SIZE", help="cap on stdout and on stderr (16M)")
-    p.add_argument("--file-size", metavar="SIZE", help="largest file the program may write (64M)")
-    p.add_argument("--open-files", metavar="N", help="open file descriptors (default 256)")
-    p.add_argument("--stack", metavar="SIZE", help="stack size (default: the memory limit)")
-    p.add_argument("--tmpfs-size", metavar="SIZE", help="writable space (default: memory limit)")
-    p.add_argument("--cpus", metavar="N", help="CPU quota in cores, e.g. 0.5 (default: none)")
+    for limit in limit_fields():  # one flag per limit of sandbox.spec.Limits
+        flag, metavar, help_text = limit_flag(limit)
+        p.add_argument(flag, metavar=metavar, help=help_text)
     p.add_argument("--stdin", metavar="FILE", help="file fed to standard input (default: empty)")
     p.add_argument(
         "--copy-in",
@@ -80,7 +75,7 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from sandbox import RunSpec, SpecError, Status, keep_warm, run_spec
-    from sandbox.spec import Limits
+    from sandbox.spec import Limits, limit_fields
 
     keep_warm(False)  # one cell per process: a warm successor would only be thrown away
 
@@ -98,18 +93,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             if not sep or not src or not dest:
                 raise SpecError(f"--copy-in: {item!r} is not SRC:DEST")
             copy_in[dest] = src
-        limits = Limits.build(
-            time=args.time,
-            wall_time=args.wall_time,
-            memory=args.memory,
-            pids=args.pids,
-            output_limit=args.output_limit,
-            file_size=args.file_size,
-            open_files=args.open_files,
-            stack=args.stack,
-            tmpfs_size=args.tmpfs_size,
-            cpus=args.cpus,
-        )
+        limits = Limits.build(**{limit.name: getattr(args, limit.name) for limit in limit_fields()})
         spec = RunSpec(
             argv=tuple(command),
             limits=limits,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from .spec import CopyInSource, Limits, RunResult, RunSpec, SpecError, Status
+from .spec import CopyInSource, Limits, RunResult, RunSpec, SpecError, Status, limit_fields
 
 __all__ = [
     "run",
@@ -23,20 +23,6 @@ __all__ = [
     "SpecError",
     "Status",
 ]
-
-_LIMIT_OPTIONS = (
-    "time",
-    "wall_time",
-    "memory",
-    "pids",
-    "output_limit",
-    "file_size",
-    "open_files",
-    "stack",
-    "tmpfs_size",
-    "tmpfs_inodes",
-    "cpus",
-)
 
 
 def run(
@@ -59,7 +45,7 @@ def run(
     Bad options raise SpecError (a ValueError) before anything starts; a failure
     of the sandbox itself comes back as a result with status IE.
     """
-    unknown = set(limits) - set(_LIMIT_OPTIONS)
+    unknown = set(limits) - {limit.name for limit in limit_fields()}
     if unknown:
         raise SpecError(f"unknown option(s): {', '.join(sorted(unknown))}")
     if isinstance(argv, str):

@@ -11,8 +11,9 @@ import math
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 
 class SpecError(ValueError):
@@ -78,25 +79,74 @@ MIN_MEMORY = 1 << 20
 MAX_CPUS = 1024
 
 
+PHYSICAL = -1  # as a high bound: the machine's memory
+
+
+def _limit(
+    default: object, kind: str, low: float, high: float, help: str, shown: str | None = None
+) -> Any:
+    """A field of Limits with what every surface needs to know of it: how its
+    value is read (kind: seconds, cores, size or count), its bounds, a help text,
+    and its default as people read it (`shown`, for a default that is not a value)."""
+    return field(
+        default=default,
+        metadata={"kind": kind, "low": low, "high": high, "help": help, "shown": shown},
+    )
+
+
 @dataclass(frozen=True)
 class Limits:
-    """Resource limits of one run. Defaults suit a judged test case.
+    """Resource limits of one run: the one definition of each limit. The CLI's
+    flags, the judge's options, the HTTP API's and the batch's `limits` are made
+    from these fields (`limit_fields`); a judged test has defaults of its own
+    (worker/request.py).
 
     `wall_time` defaults to `2 * time + 1` seconds: enough for a program that
     waits on I/O now and then, short enough that a sleeping one is caught.
     """
 
-    time: float = 10.0
-    wall_time: float | None = None
-    memory: int = 512 << 20
-    pids: int = 64
-    output_limit: int = 16 << 20
-    file_size: int = 64 << 20
-    open_files: int = 256
-    stack: int | None = None  # default: the memory limit (deep recursion runs into MLE)
-    tmpfs_size: int | None = None  # default: the memory limit
-    tmpfs_inodes: int = 16384
-    cpus: float | None = None  # CPU quota in cores (cgroup cpu.max); None: unthrottled
+    time: float = _limit(
+        10.0,
+        "seconds",
+        0,
+        MAX_SECONDS,
+        "CPU time of the whole cell: every process and thread together",
+    )
+    wall_time: float | None = _limit(
+        None, "seconds", 0, MAX_SECONDS, "wall-clock time", "2 * time + 1"
+    )
+    memory: int = _limit(
+        512 << 20,
+        "size",
+        MIN_MEMORY,
+        PHYSICAL,
+        "memory of the whole cell (its memory cgroup; swap is never used)",
+    )
+    pids: int = _limit(64, "count", 1, MAX_PIDS, "processes and threads alive at once")
+    output_limit: int = _limit(
+        16 << 20, "size", 0, MAX_OUTPUT, "captured stdout, and captured stderr, each"
+    )
+    file_size: int = _limit(
+        64 << 20, "size", 0, MAX_FILE_SIZE, "the largest file the program may write"
+    )
+    open_files: int = _limit(256, "count", 1, 1 << 20, "open file descriptors per process")
+    # Deep recursion runs into MLE, not a stack overflow.
+    stack: int | None = _limit(
+        None, "size", 64 << 10, PHYSICAL, "stack of each process", "the memory limit"
+    )
+    tmpfs_size: int | None = _limit(
+        None,
+        "size",
+        1 << 20,
+        PHYSICAL,
+        "the cell's writable files (/box, /tmp, the root's writes)",
+        "the memory limit",
+    )
+    tmpfs_inodes: int = _limit(16384, "count", 1, 1 << 24, "files the cell may make")
+    # A CPU quota (cgroup cpu.max); None: unthrottled.
+    cpus: float | None = _limit(
+        None, "cores", 0.01, MAX_CPUS, "a CPU quota, in cores (0.5: half of one)", "none"
+    )
 
     @property
     def effective_wall_time(self) -> float:
@@ -112,49 +162,83 @@ class Limits:
 
     @classmethod
     def build(cls, **options: object) -> Limits:
-        """Validated limits from user-facing option values (strings or numbers)."""
-        values: dict[str, object] = {}
-        for name in ("time", "wall_time"):
-            if options.get(name) is not None:
-                seconds = parse_seconds(options[name], name)  # type: ignore[arg-type]
-                if not 0 < seconds <= MAX_SECONDS:
-                    raise SpecError(f"{name}: {seconds:g} s is out of range (0, {MAX_SECONDS:g}]")
-                values[name] = seconds
-        if options.get("cpus") is not None:
-            cpus = parse_seconds(options["cpus"], "cpus")  # type: ignore[arg-type]
-            if not 0.01 <= cpus <= MAX_CPUS:
-                raise SpecError(f"cpus: {cpus:g} is out of range [0.01, {MAX_CPUS}]")
-            values["cpus"] = cpus
-        physical = _physical_memory()
-        size_bounds = {
-            "memory": (MIN_MEMORY, physical),
-            "output_limit": (0, MAX_OUTPUT),
-            "file_size": (0, MAX_FILE_SIZE),
-            "stack": (64 << 10, physical),
-            "tmpfs_size": (1 << 20, physical),
+        """Validated limits from user-facing option values (strings or numbers);
+        None is the default."""
+        unknown = set(options) - {f.name for f in fields(cls)}
+        if unknown:
+            raise SpecError(f"unknown limit(s): {', '.join(sorted(unknown))}")
+        values: dict[str, Any] = {
+            f.name: read_limit(f, options[f.name])
+            for f in fields(cls)
+            if options.get(f.name) is not None
         }
-        for name, (low, high) in size_bounds.items():
-            if options.get(name) is not None:
-                size = parse_size(options[name], name)  # type: ignore[arg-type]
-                if not low <= size <= high:
-                    raise SpecError(
-                        f"{name}: {size} bytes is out of range [{low}, {high}]"
-                        + (" (the machine's memory)" if high == physical else "")
-                    )
-                values[name] = size
-        for name, high in (("pids", MAX_PIDS), ("open_files", 1 << 20), ("tmpfs_inodes", 1 << 24)):
-            if options.get(name) is not None:
-                raw = options[name]
-                if isinstance(raw, bool) or not isinstance(raw, int | str):
-                    raise SpecError(f"{name}: expected a whole number, got {raw!r}")
-                try:
-                    number = int(raw)
-                except ValueError:
-                    raise SpecError(f"{name}: {raw!r} is not a whole number") from None
-                if not 1 <= number <= high:
-                    raise SpecError(f"{name}: {number} is out of range [1, {high}]")
-                values[name] = number
-        return cls(**values)  # type: ignore[arg-type]
+        return cls(**values)
+
+
+def limit_fields() -> tuple[Field[Any], ...]:
+    """Every limit, with its metadata (kind, low, high, help, shown)."""
+    return fields(Limits)
+
+
+def show_default(limit: Field[Any], default: object = MISSING) -> str:
+    """A limit's default as people read it: "10", "512M", "2 * time + 1"."""
+    value: Any = limit.default if default is MISSING else default
+    if value is None:
+        return str(limit.metadata["shown"])
+    if limit.metadata["kind"] == "size":
+        return format_size(int(value))
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+_METAVAR = {"seconds": "S", "cores": "N", "size": "SIZE", "count": "N"}
+
+
+def limit_flag(limit: Field[Any], default: object = MISSING) -> tuple[str, str, str]:
+    """(--flag, metavar, help) of a limit, for a command line; `default` when
+    the command's differs from a run's (the judge's)."""
+    help_text = f"{limit.metadata['help']} (default {show_default(limit, default)})"
+    return "--" + limit.name.replace("_", "-"), _METAVAR[limit.metadata["kind"]], help_text
+
+
+def format_size(size: int) -> str:
+    """512M, 64K, 1G, or plain bytes."""
+    for suffix, unit in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if size and size % unit == 0:
+            return f"{size // unit}{suffix}"
+    return str(size)
+
+
+def read_limit(limit: Field[Any], raw: object) -> float | int:
+    """One limit's value from what a user gave (a string or a number), checked."""
+    name, kind = limit.name, limit.metadata["kind"]
+    low, high = limit.metadata["low"], limit.metadata["high"]
+    if high == PHYSICAL:
+        high = _physical_memory()
+    if kind in ("seconds", "cores"):
+        number = parse_seconds(raw, name)  # type: ignore[arg-type]
+        inside = low < number <= high if kind == "seconds" else low <= number <= high
+        if not inside:
+            left = "(" if kind == "seconds" else "["
+            unit = " s" if kind == "seconds" else ""
+            raise SpecError(f"{name}: {number:g}{unit} is out of range {left}{low:g}, {high:g}]")
+        return number
+    if kind == "size":
+        size = parse_size(raw, name)  # type: ignore[arg-type]
+        if not low <= size <= high:
+            raise SpecError(
+                f"{name}: {size} bytes is out of range [{low}, {high}]"
+                + (" (the machine's memory)" if limit.metadata["high"] == PHYSICAL else "")
+            )
+        return size
+    if isinstance(raw, bool) or not isinstance(raw, int | str):
+        raise SpecError(f"{name}: expected a whole number, got {raw!r}")
+    try:
+        count = int(raw)
+    except ValueError:
+        raise SpecError(f"{name}: {raw!r} is not a whole number") from None
+    if not low <= count <= high:
+        raise SpecError(f"{name}: {count} is out of range [{low}, {high}]")
+    return count
 
 
 # The whole environment of a cell, unless the caller adds to it with `env`.

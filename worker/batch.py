@@ -103,13 +103,9 @@ def _judge(item: dict[str, Any], defaults: dict[str, Any], deadline: float):
         tests = [TestCase("1", stdin.encode(), None if expected is None else expected.encode())]
     if not tests:
         raise ItemError("no tests")
-    limits_in = {**defaults.get("limits", {}), **(item.get("limits") or {})}
-    if "output" in limits_in:
-        limits_in["output_limit"] = limits_in.pop("output")
-    unknown = set(limits_in) - {"time", "wall_time", "memory", "pids", "output_limit", "file_size"}
-    if unknown:
-        raise ItemError(f"unknown limit(s): {', '.join(sorted(unknown))}")
-    limits = RunLimits.build(**limits_in)
+    if not isinstance(item.get("limits") or {}, dict):
+        raise ItemError("'limits' must be an object")
+    limits = RunLimits.from_request({**defaults.get("limits", {}), **(item.get("limits") or {})})
     checker_spec = item.get("checker", defaults.get("checker"))
     if isinstance(checker_spec, dict):
         checker = _program_checker(checker_spec, load_program)

@@ -19,6 +19,9 @@ EXIT_INTERNAL = 125
 
 
 def add_judge_parser(sub: argparse._SubParsersAction) -> None:
+    from sandbox.spec import limit_flag
+
+    from .pipeline import JUDGE_DEFAULTS, judge_limit_fields
     from .results import FEEDBACK_LEVELS
 
     p = sub.add_parser(
@@ -46,12 +49,9 @@ def add_judge_parser(sub: argparse._SubParsersAction) -> None:
         metavar="PROG",
         help="interactive problem: the interactor's source or executable",
     )
-    p.add_argument("--time", metavar="S", help="CPU seconds per test (default 2)")
-    p.add_argument("--wall-time", metavar="S", help="wall seconds per test (default 2*time+1)")
-    p.add_argument("--memory", metavar="SIZE", help="memory per test (default 256M)")
-    p.add_argument("--pids", metavar="N", help="processes + threads (default 64)")
-    p.add_argument("--output-limit", metavar="SIZE", help="stdout/stderr cap per test (64M)")
-    p.add_argument("--file-size", metavar="SIZE", help="largest file a test may write (64M)")
+    for limit in judge_limit_fields():  # sandbox.spec.Limits's, with a test's defaults
+        flag, metavar, help_text = limit_flag(limit, JUDGE_DEFAULTS[limit.name])
+        p.add_argument(flag, metavar=metavar, help=f"per test: {help_text}")
     p.add_argument(
         "--stop-on-failure",
         action="store_true",
@@ -125,14 +125,7 @@ def judge_main(args: argparse.Namespace) -> int:
         if not args.tests:
             raise SpecError("give --tests DIR")
         tests = load_dir(Path(args.tests), answers_required=not args.interactor)
-        limits = RunLimits.build(
-            time=args.time,
-            wall_time=args.wall_time,
-            memory=args.memory,
-            pids=args.pids,
-            output_limit=args.output_limit,
-            file_size=args.file_size,
-        )
+        limits = RunLimits.build(**_limit_args(args))
         if args.interactor and args.checker:
             raise SpecError("--interactor decides the verdict itself: drop --checker")
         checker = get_checker(args.checker)
@@ -171,24 +164,25 @@ def judge_main(args: argparse.Namespace) -> int:
     return EXIT_INTERNAL if result.verdict == Verdict.IE else EXIT_FAILED
 
 
+def _limit_args(args: argparse.Namespace) -> dict[str, object]:
+    """The judged test's limits given on the command line (None: the default)."""
+    from .pipeline import judge_limit_fields
+
+    return {limit.name: getattr(args, limit.name) for limit in judge_limit_fields()}
+
+
 def _batch(args: argparse.Namespace) -> int:
     from sandbox import SpecError
 
     from .batch import run_batch
     from .checkers import CheckerError, get_checker
-    from .pipeline import RunLimits
+    from .pipeline import RunLimits, judge_limit_fields, request_name
 
+    given = _limit_args(args)
     limits = {
-        k: v
-        for k, v in {
-            "time": args.time,
-            "wall_time": args.wall_time,
-            "memory": args.memory,
-            "pids": args.pids,
-            "output_limit": args.output_limit,
-            "file_size": args.file_size,
-        }.items()
-        if v is not None
+        request_name(limit): given[limit.name]
+        for limit in judge_limit_fields()
+        if given[limit.name] is not None
     }
     try:
         if args.source or args.tests or args.interactor:
@@ -196,7 +190,7 @@ def _batch(args: argparse.Namespace) -> int:
                 "--batch takes its programs and tests from the JSONL file: "
                 "drop SOURCE, --tests and --interactor"
             )
-        RunLimits.build(**limits)
+        RunLimits.from_request(limits)
         get_checker(args.checker)
         if args.jobs is not None and args.jobs < 1:
             raise SpecError("--jobs must be at least 1")

@@ -103,10 +103,7 @@ def judge_request(
 
     language = get_language(_text(request, "language"))
     source = _text(request, "source").encode()
-    limits_in = dict(request.get("limits") or {})
-    if "output" in limits_in:
-        limits_in["output_limit"] = limits_in.pop("output")
-    limits = RunLimits.build(**limits_in)
+    limits = RunLimits.from_request(dict(request.get("limits") or {}))
     checker = _checker(request.get("checker"))
     options = JudgeOptions(
         limits=limits,

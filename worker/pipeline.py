@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import contextlib
 import time
+import typing
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import Field, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import sandbox
-from sandbox import Limits, RunResult, Status, warm
+from sandbox import Limits, RunResult, SpecError, Status, warm
+from sandbox.spec import limit_fields
 
 from .checkers import Checker, LinesChecker, Outcome, ProgramChecker
 from .compiler import Program, compile_program
@@ -37,43 +40,65 @@ from .results import (
 from .testsets import TestCase
 
 # Defaults of a judged test (the contract leaves them to us): what online
-# judges give a typical problem, with room for the slower interpreters.
-DEFAULT_TIME = 2.0
-DEFAULT_MEMORY = 256 << 20
-DEFAULT_OUTPUT = 64 << 20
+# judges give a typical problem, with room for the slower interpreters. The
+# limits themselves (kinds, bounds, help) are sandbox.spec.Limits's fields.
+JUDGE_DEFAULTS: dict[str, object] = {
+    "time": 2.0,
+    "wall_time": None,  # 2 * time + 1, as a cell's
+    "memory": 256 << 20,
+    "pids": 64,
+    "output_limit": 64 << 20,
+    "file_size": 64 << 20,
+}
+# What a judged test's limits are called in a request (HTTP, batch items): the
+# output limit is `output` there.
+REQUEST_NAMES = {"output_limit": "output"}
+
+
+def judge_limit_fields() -> list[Field[Any]]:
+    """The limits a judged test has, in Limits's order."""
+    return [limit for limit in limit_fields() if limit.name in JUDGE_DEFAULTS]
+
+
+def request_name(limit: Field[Any]) -> str:
+    return REQUEST_NAMES.get(limit.name, limit.name)
 
 
 @dataclass(frozen=True)
 class RunLimits:
     """The problem's limits for one test run (a language may add to memory and pids)."""
 
-    time: float = DEFAULT_TIME
+    time: float = typing.cast(float, JUDGE_DEFAULTS["time"])
     wall_time: float | None = None  # default: 2 * time + 1 (the cell's default)
-    memory: int = DEFAULT_MEMORY
-    pids: int = 64
-    output_limit: int = DEFAULT_OUTPUT
-    file_size: int = 64 << 20
+    memory: int = typing.cast(int, JUDGE_DEFAULTS["memory"])
+    pids: int = typing.cast(int, JUDGE_DEFAULTS["pids"])
+    output_limit: int = typing.cast(int, JUDGE_DEFAULTS["output_limit"])
+    file_size: int = typing.cast(int, JUDGE_DEFAULTS["file_size"])
 
     @classmethod
     def build(cls, **options: object) -> RunLimits:
-        """Validated limits from user input; raises sandbox.SpecError naming the bad one."""
+        """Validated limits from user input (by their Limits names); raises
+        sandbox.SpecError naming the bad one."""
+        unknown = set(options) - set(JUDGE_DEFAULTS)
+        if unknown:
+            raise SpecError(f"unknown limit(s): {', '.join(sorted(unknown))}")
         given = {k: v for k, v in options.items() if v is not None}
-        defaults = {
-            "time": DEFAULT_TIME,
-            "memory": DEFAULT_MEMORY,
-            "output_limit": DEFAULT_OUTPUT,
-            "pids": 64,
-            "file_size": 64 << 20,
-        }
-        checked = Limits.build(**{**defaults, **given})
-        return cls(
-            time=checked.time,
-            wall_time=checked.wall_time,
-            memory=checked.memory,
-            pids=checked.pids,
-            output_limit=checked.output_limit,
-            file_size=checked.file_size,
-        )
+        checked = Limits.build(**{**JUDGE_DEFAULTS, **given})
+        return cls(**{name: getattr(checked, name) for name in JUDGE_DEFAULTS})
+
+    @classmethod
+    def from_request(cls, limits: dict[str, object]) -> RunLimits:
+        """From a request's `limits` (HTTP, batch items: `output` for the output limit)."""
+        if not isinstance(limits, dict):
+            raise SpecError("limits: expected an object")
+        by_request_name = {request_name(limit): limit.name for limit in judge_limit_fields()}
+        unknown = set(limits) - set(by_request_name)
+        if unknown:
+            raise SpecError(
+                f"unknown limit(s): {', '.join(sorted(unknown))} (known: "
+                f"{', '.join(by_request_name)})"
+            )
+        return cls.build(**{by_request_name[name]: value for name, value in limits.items()})
 
     @property
     def effective_wall_time(self) -> float:
