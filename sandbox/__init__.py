@@ -84,7 +84,7 @@ def keep_warm(enabled: bool | None = True) -> None:
     process and its mount namespace) until `keep_warm(False)` or exit. From
     outside: CELLBLOCK_WARM=1 (on) or CELLBLOCK_WARM=0 (off).
     """
-    from .cell import reap_finished
+    from .making import reap_finished
     from .warm import enabled as _enabled
     from .warm import keep_warm as _keep_warm
 

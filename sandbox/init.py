@@ -1,4 +1,6 @@
-"""The cell's PID 1: reap every process, notice the program's end, end the rest.
+"""The cell's PID 1: what a cell is made of (Birth), what it receives for its run
+(Launch), and the init's life (run_init): build the cell, wait for the run,
+start the program, reap every process, notice the program's end, end the rest.
 
 The init is our code, cloned from the supervisor (or from the cell maker,
 maker.py, which makes warm cells), and it outlives the program
@@ -19,15 +21,19 @@ import _signal
 import contextlib
 import ctypes
 import os
+import pickle
 import resource
 import select
 import selectors
 import signal
 import time
+import typing
 from dataclasses import dataclass
 
+from . import files, libc, locks, mounts, net, spawn, userns
 from .channel import Channel, ChannelClosed
 from .locks import LockSupervisor
+from .spec import cell_path
 
 
 def reset_signals(keep_sigchld_wakeup: bool = False) -> None:
@@ -190,3 +196,131 @@ def _reap_all() -> None:
             os.waitpid(-1, 0)
         except ChildProcessError:
             return
+
+
+HOSTNAME = "cellblock"
+
+
+@dataclass(frozen=True)
+class Birth:
+    """What a cell needs from its first instant: known before any run is (a warm
+    cell is made from it ahead of time), and the key of the warm pool. The id
+    map is a template: each cell gets a slot of its own (userns.hold_ids)."""
+
+    plan: mounts.RootPlan
+    idmap: userns.IdMap
+
+
+@dataclass
+class Launch:
+    """One run, sent to a made cell's init (channel.send_launch) with its fds in
+    this order: stdin, stdout, stderr, cgroup.procs fds, the cgroup dir, copy-ins."""
+
+    program: spawn.ProgramStart
+    copy_in: list[tuple[str, int]]  # (path under /box, mode), one fd each
+    readonly: tuple[str, ...]
+    copy_out: tuple[str, ...]
+    file_size: int
+    cgroup_fds: int  # how many cgroup.procs fds
+    cgroup_dir: bool  # whether a cgroup dir fd follows them
+
+
+def run_init(birth: Birth, cell: Channel, alive_r: int | None) -> None:
+    """The init's life, from the moment its ids are mapped: build the cell, wait
+    for the run, start the program, supervise it, copy out, report, exit.
+    `alive_r` (forked by an outer process): EOF once the outer process died."""
+    code = 1
+    try:
+        libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)
+        if alive_r is not None:  # forked by an outer process
+            if select.select([alive_r], [], [], 0)[0]:  # EOF: the outer one already died
+                return
+            os.close(alive_r)
+        libc.prctl(libc.PR_SET_DUMPABLE, 0)
+        hide_command_line()
+        reset_signals(keep_sigchld_wakeup=True)
+
+        # The cell, before any run is known (a warm cell waits here).
+        bound = mounts.build_root(birth.plan)
+        libc.sethostname(HOSTNAME)
+        net.loopback_up()
+        if not select.select([cell], [], [], 0)[0]:  # no launch waiting yet: a warm cell
+            _rehearse_launch()
+        try:
+            launch, fds = cell.receive_launch()
+        except ChannelClosed:  # a warm cell nobody used: the supervisor has gone
+            code = 0
+            return
+        launch = typing.cast(Launch, launch)
+
+        # The program's process, made first (a C child that copies nothing of
+        # ours, spawn.py): it gets into the run's cgroup while we copy files in.
+        # Our copies of its fds go at once.
+        stdio, fds = fds[:3], fds[3:]
+        cgroup_fds, fds = fds[: launch.cgroup_fds], fds[launch.cgroup_fds :]
+        cgroup_dir, copy_in_fds = (fds[0], fds[1:]) if launch.cgroup_dir else (None, fds)
+        pending = spawn.prepare_program(launch.program, stdio, cgroup_fds, cgroup_dir)
+        for fd in [*stdio, *cgroup_fds, *([cgroup_dir] if cgroup_dir is not None else [])]:
+            os.close(fd)
+
+        box = files.open_box()
+        copy_in = [
+            files.CopyIn(path, fd, mode)
+            for (path, mode), fd in zip(launch.copy_in, copy_in_fds, strict=True)
+        ]
+        files.copy_into_box(box, copy_in, birth.idmap.run_uid, birth.idmap.run_gid)
+        for fd in copy_in_fds:
+            os.close(fd)
+        for path in launch.readonly:  # the init made these files a moment ago
+            mounts.bind_read_only(box, cell_path(path))
+
+        start = time.monotonic()
+        started = pending.go()
+        program_pid = started.pid
+        cell.send("started", start=start, pid=program_pid)
+
+        try:
+            done: ProgramExit = supervise(cell, program_pid, start, started.listener)
+        finally:
+            locks.close(started.listener)
+        files.send_box_files(box, cell, launch.copy_out, launch.file_size)
+        report: dict[str, object] = {
+            "wait_status": done.wait_status,
+            "start": done.start,
+            "end": done.end,
+            "cpu_time": done.cpu_time,
+            "max_rss": done.max_rss,
+        }
+        if bound:
+            report["bound_host_dirs"] = bound
+        if done.locks_refused:
+            report["locks_refused"] = done.locks_refused
+        if started.listener_error:
+            report["locks_unsupervised"] = started.listener_error
+        if started.internal_error:
+            report["internal_error"] = started.internal_error
+        elif started.exec_error:
+            report["exec_error"] = started.exec_error
+        cell.send("exited", **report)
+        code = 0
+    except BaseException as error:  # noqa: BLE001 - report anything, then die
+        report_error(cell, f"init: {error}")
+    finally:
+        os._exit(code)
+
+
+def _rehearse_launch() -> None:
+    """Handle a dummy launch while no run waits: this process is a copy-on-write
+    clone of the caller, and the first write to each page it shares costs a
+    fault. Unpickling a launch and building the program's start arguments
+    write pages that nothing wrote yet; doing it while a warm cell waits takes
+    those faults off the run's path: 0.5-1.5 ms of a warm run (bench/README)."""
+    start = spawn.ProgramStart(("true",), {"PATH": "/"}, [(0, 0, 0)], 0, 0, False, bytes(8))
+    dummy = Launch(start, [("a", 0o644)], ("a",), ("a",), 1, 0, False)
+    pickle.loads(pickle.dumps((dummy, 3)))
+    spawn.rehearse(start)
+
+
+def report_error(channel: Channel, message: str) -> None:
+    with contextlib.suppress(OSError):
+        channel.send("error", message=message)

@@ -39,30 +39,12 @@ LOCK_CAP = 4096  # byte-range locks a cell may hold: about 1 MiB of kernel memor
 DENY_RUN = 64  # requests refused at the cap before the locks are counted again
 
 
-class _Locks(ctypes.Structure):  # struct cb_locks in locks.c
-    _fields_ = [
-        ("listener", ctypes.c_int),
-        ("cap", ctypes.c_int),
-        ("deny_run", ctypes.c_int),
-        ("proc_locks", ctypes.c_char_p),
-        ("allowed", ctypes.c_long),
-        ("refused", ctypes.c_long),
-        ("counts", ctypes.c_long),
-        ("stop_r", ctypes.c_int),
-        ("stop_w", ctypes.c_int),
-        ("known", ctypes.c_long),
-        ("since", ctypes.c_long),
-        ("denying", ctypes.c_long),
-        ("thread", ctypes.c_ulong),
-    ]
-
-
 class LockSupervisor:
     """The thread that answers one cell's lock requests, from start to stop."""
 
     def __init__(self, listener: int, proc_locks: str = "/proc/locks") -> None:
         self._lib = spawn.load()
-        self._state = _Locks(
+        self._state = spawn.LockState(
             listener=listener, cap=LOCK_CAP, deny_run=DENY_RUN, proc_locks=proc_locks.encode()
         )
         error = self._lib.cb_locks_start(ctypes.byref(self._state))

@@ -12,7 +12,7 @@ environment (a worker's Redis password, API keys), should a program ever get
 at it.
 
 Used with warm cells: sandbox.keep_warm() starts it, and while warm cells are
-on it makes every cell of the caller (cell._make_cell, cell._make_warm_cell).
+on it makes every cell of the caller (cell._make_cell, cell._make_warm_cell ask it).
 Until it is up (~150 ms of imports, in the background), and wherever it cannot
 come up (it first checks that it may clone into new namespaces) or has died,
 the caller makes its cells itself: the maker is only ever faster. Children
@@ -184,7 +184,7 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 def serve(control_fd: int, caller: int) -> None:
     """The maker's main loop (run by a fresh interpreter, see Maker)."""
-    from . import cell, libc, spawn, userns  # the init's code: imported once, before any clone
+    from . import libc, making, spawn, userns  # the init's code: imported before any clone
     from .channel import Channel
 
     libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -214,7 +214,7 @@ def serve(control_fd: int, caller: int) -> None:
             return  # not usable: the caller makes its cells (with the helpers)
     signal.signal(signal.SIGCHLD, reap)
     own_pidfd = os.pidfd_open(os.getpid())  # readable once we are gone: for the inits
-    if not cell.can_clone_cells():
+    if not making.can_clone_cells():
         return  # a seccomp profile refuses it (Docker's): the caller makes its own
     control.send(b"ready")
     while True:
@@ -231,7 +231,7 @@ def serve(control_fd: int, caller: int) -> None:
             birth, idmap = pickle.loads(message)
             if holding is not None:
                 idmap = userns.seen_from(idmap, holding)
-            pid = cell.make_init(birth, idmap, cell_end, host_end, own_pidfd)
+            pid = making.make_init(birth, idmap, cell_end, host_end, own_pidfd)
             inits.add(pid)
             reap()  # one that ended before it was in the set had its SIGCHLD already
         except Exception as error:  # noqa: BLE001 - the caller hears of it, we go on

@@ -93,6 +93,27 @@ class _Spawn(ctypes.Structure):
     ]
 
 
+class LockState(ctypes.Structure):
+    """struct cb_locks of locks.c (the init's lock supervisor, locks.py): the
+    library is one, so load() checks both halves' structs at once."""
+
+    _fields_ = [
+        ("listener", ctypes.c_int),
+        ("cap", ctypes.c_int),
+        ("deny_run", ctypes.c_int),
+        ("proc_locks", ctypes.c_char_p),
+        ("allowed", ctypes.c_long),
+        ("refused", ctypes.c_long),
+        ("counts", ctypes.c_long),
+        ("stop_r", ctypes.c_int),
+        ("stop_w", ctypes.c_int),
+        ("known", ctypes.c_long),
+        ("since", ctypes.c_long),
+        ("denying", ctypes.c_long),
+        ("thread", ctypes.c_ulong),
+    ]
+
+
 class SpawnUnavailable(RuntimeError):
     """The compiled half of this module is missing (a source tree never built)."""
 
@@ -127,12 +148,10 @@ def load() -> ctypes.CDLL:
         lib.cb_locks_start.restype = ctypes.c_int  # locks.c: the init's lock supervisor
         lib.cb_locks_stop.restype = None
         # A stale build of spawn.c would read garbage: refuse it.
-        from .locks import _Locks
-
         if (lib.cb_struct_size(), lib.cb_struct_offset_of_go(), lib.cb_locks_struct_size()) != (
             ctypes.sizeof(_Spawn),
             _Spawn.go.offset,
-            ctypes.sizeof(_Locks),
+            ctypes.sizeof(LockState),
         ):
             raise SpawnUnavailable(f"{path} does not match spawn.py: rebuild it (scripts/install)")
         _lib = lib

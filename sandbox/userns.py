@@ -5,8 +5,9 @@ caller (the worker) or host root has. Three ways to map ids, chosen by who
 starts the cell:
 
 - started as root: cell ids 0..65535 map to an unprivileged host range of its
-  own, never to host root: one of the RANGE_SIZE-id ranges of the `cellblock`
-  entry of /etc/subuid (else of DEFAULT_ROOT_RANGE, 1024 ranges). The init is
+  own, never to host root: one of the RANGE_SIZE-id ranges of the
+  `cellblock-cells` entry of /etc/subuid (else of DEFAULT_ROOT_RANGE, 1024
+  ranges). The init is
   cell root; the program runs as cell uid 1000.
 - started unprivileged by a user with a subordinate id range (/etc/subuid and
   /etc/subgid; `cellblock setup --user` adds one, Debian's useradd makes one
@@ -58,7 +59,10 @@ RUN_ID = 1000  # the program's uid and gid inside a cell that has ids of its own
 # Far above any uid a distribution hands out, below 2^31 so no tool sees it as
 # negative: 1024 ranges, one per live cell started as root.
 DEFAULT_ROOT_RANGE = (1_500_000_000, 1024 * RANGE_SIZE)
-SUBID_OWNER = "cellblock"
+# Root's own pool in /etc/subuid and /etc/subgid, if an admin gives one: a name
+# no user has (a user's own range, say a worker named `cellblock`, serves that
+# user's cells; root's must not overlap it).
+SUBID_OWNER = "cellblock-cells"
 SLOT_LOCKS_ROOT = "/run/cellblock/id-ranges"  # root-started cells: one lock file per range
 # A user's cells: one lock file per slot of its range, in the first of these
 # directories that every user may make a directory in (sticky, world-writable):
@@ -272,7 +276,13 @@ def hold_ids(template: IdMap) -> HeldIds:
     """A slot of `template` that no live cell holds (a template of one slot,
     the size-1 map, is the caller's own uid: nothing to hold)."""
     if template.slots <= 1:
-        return HeldIds(template, None, why_shared(template))
+        shared = why_shared(template)
+        if shared is None and not template.use_newidmap and os.geteuid() == 0:
+            shared = (
+                "program may share its host uid with other cells (root's id pool has "
+                f"room for one cell: give {SUBID_OWNER} more in /etc/subuid)"
+            )
+        return HeldIds(template, None, shared)
     try:
         directory = slot_lock_dir()
     except OSError as error:

@@ -412,24 +412,49 @@ def test_batch_bad_file(tmp_path: Path) -> None:
 # --- rootless ----------------------------------------------------------------------------
 
 
-def test_judge_as_an_unprivileged_user(test_user: pwd.struct_passwd) -> None:
+@pytest.fixture(scope="session")
+def problems_for_users(scratch_dir: Path) -> Path:
+    """tests/problems where every user can read it: the checkout may be private
+    (a clone in /root), and the test user judges what is in it."""
+    import shutil
+
+    copy = scratch_dir / "problems"
+    if not copy.exists():
+        shutil.copytree(PROBLEMS, copy)
+        for entry in [copy, *copy.rglob("*")]:
+            entry.chmod(0o755 if entry.is_dir() else 0o644)
+    return copy
+
+
+def test_judge_as_an_unprivileged_user(
+    test_user: pwd.struct_passwd, problems_for_users: Path
+) -> None:
     """The main path: an ordinary user compiles and judges (rootless cells)."""
+    problems = problems_for_users
     done = cli(
-        "judge", str(BEHAVE / "behave.c"), "--tests", str(SUM), "--json", user=test_user.pw_name
+        "judge",
+        str(problems / "behave" / "solutions" / "behave.c"),
+        "--tests",
+        str(problems / "sum" / "tests"),
+        "--json",
+        user=test_user.pw_name,
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["verdict"] == "AC"
 
 
-def test_interactive_as_an_unprivileged_user(test_user: pwd.struct_passwd) -> None:
+def test_interactive_as_an_unprivileged_user(
+    test_user: pwd.struct_passwd, problems_for_users: Path
+) -> None:
     """Two rootless cells wired by pipes (RunSpec.stdin_fd / stdout_fd)."""
+    guess = problems_for_users / "guess"
     done = cli(
         "judge",
-        str(PROBLEMS / "guess" / "solutions" / "bsearch.py"),
+        str(guess / "solutions" / "bsearch.py"),
         "--tests",
-        str(PROBLEMS / "guess" / "tests"),
+        str(guess / "tests"),
         "--interactor",
-        str(PROBLEMS / "guess" / "interactor.py"),
+        str(guess / "interactor.py"),
         "--json",
         user=test_user.pw_name,
     )

@@ -233,9 +233,9 @@ def _many_runs(hog: bytes, burn: bytes, statuses: dict[str, int]) -> None:
 
 
 def _children() -> set[int]:
-    from sandbox import cell as cell_module
+    from sandbox import making
 
-    cell_module._reap_exiting(block=True)
+    making.reap_exiting(block=True)
     return set(children_of_this_process())
 
 

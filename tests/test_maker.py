@@ -71,7 +71,7 @@ def test_warm_cells_come_from_the_maker(warm_with_maker):
     assert parent_of(waiting.pid) == warm_with_maker.process.pid != os.getpid()
     # The caller's only child is the maker: it cloned no init itself (but for
     # those of the runs before the maker was up, reaped here).
-    from sandbox.cell import reap_finished
+    from sandbox.making import reap_finished
 
     reap_finished()
     assert children_of_this_process() == [warm_with_maker.process.pid]
@@ -238,12 +238,12 @@ def test_stopping_does_not_wait_for_children_that_hold_the_maker(warm_with_maker
 
 
 def test_a_miss_is_made_by_the_maker_too(warm_with_maker, monkeypatch):
-    from sandbox import cell
+    from sandbox import making
 
     cloned = []
-    real_clone = cell._clone_cell
+    real_clone = making.clone_cell
     monkeypatch.setattr(
-        cell, "_clone_cell", lambda birth: cloned.append(birth) or real_clone(birth)
+        making, "clone_cell", lambda birth: cloned.append(birth) or real_clone(birth)
     )
     for size in (32, 48, 64):  # each tmpfs size a birth of its own: no warm cell for it
         result = run(["df", "-k", "/tmp"], tmpfs_size=f"{size}M")

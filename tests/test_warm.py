@@ -139,7 +139,7 @@ sys.path.insert(0, "tests")
 from conftest import children_of_this_process
 import sandbox
 from sandbox import maker, warm
-from sandbox.cell import reap_finished
+from sandbox.making import reap_finished
 took = []
 real_take = warm.take
 def take(birth):

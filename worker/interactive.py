@@ -35,8 +35,8 @@ from sandbox import Limits, RunResult, Status
 from .checkers import Outcome, interpret_exit
 from .compiler import Program
 from .languages import Language
-from .pipeline import RunLimits, apply_outcome, cell_spec, from_run
 from .results import TestResult, Verdict, cell_summary
+from .runs import RunLimits, apply_outcome, cell_spec, from_run
 from .testsets import TestCase
 
 # The interactor's own limits: generous in CPU, and a wall clock that outlasts

@@ -20,7 +20,15 @@ import contextlib
 import os
 import pwd
 
-from . import CGROUP_ROOT, RUN_NAME, SUBTREE, CgroupError, is_v2_host, read_text, remove_dir
+from .common import (
+    CGROUP_ROOT,
+    RUN_NAME,
+    SUBTREE,
+    CgroupError,
+    is_v2_host,
+    read_text,
+    remove_dir,
+)
 
 V2_DELEGATED_FILES = ("cgroup.procs", "cgroup.threads", "cgroup.subtree_control")
 V1_DELEGATED_FILES = ("cgroup.procs", "tasks")

@@ -19,7 +19,7 @@ import contextlib
 import os
 
 from ..spec import Limits
-from . import (
+from .common import (
     SUBTREE,
     CellCgroup,
     CgroupError,

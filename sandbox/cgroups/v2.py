@@ -22,7 +22,7 @@ import errno
 import os
 
 from ..spec import Limits
-from . import (
+from .common import (
     CGROUP_ROOT,
     CONTROLLERS,
     SUBTREE,

@@ -1,0 +1,194 @@
+"""What the two cgroup backends share: the interface (Hierarchy, CellCgroup,
+Usage), names and paths, and file helpers. The package's find() picks a backend."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import pwd
+import re
+import signal
+import time
+from dataclasses import dataclass
+
+from ..libc import write_file
+from ..spec import Limits
+from ..watchdog import CpuMeter
+
+CGROUP_ROOT = "/sys/fs/cgroup"
+SUBTREE = "cellblock"
+CONTROLLERS = ("memory", "pids", "cpu")  # what a run needs; v1 adds cpuacct
+RUN_NAME = re.compile(r"^run-(\d+)-(\d+)-\d+$")
+REMOVE_TIMEOUT = 2.0  # seconds for an emptied cgroup to become removable
+
+
+class CgroupError(OSError):
+    """The cgroup could not be made or used as the run needs."""
+
+
+@dataclass
+class Usage:
+    """What the kernel counted for the whole cell."""
+
+    cpu_time: float  # seconds, every process and thread
+    memory_peak: int | None  # bytes; None when the kernel has no peak counter
+    oom_kills: int
+
+
+class CellCgroup(CpuMeter):
+    """One run's cgroup (one directory on v2, one per controller on v1)."""
+
+    controllers: tuple[str, ...]
+
+    def open_procs(self) -> list[int]:
+        """Write-only fds of the cgroup.procs files the program joins through."""
+        raise NotImplementedError
+
+    def open_dir(self) -> int | None:
+        """v2: a directory fd for clone3(CLONE_INTO_CGROUP); None where there is none."""
+        return None
+
+    def usage(self) -> Usage:
+        raise NotImplementedError
+
+    def remove(self) -> None:
+        raise NotImplementedError
+
+
+class Hierarchy:
+    """Where this process makes its runs' cgroups, and how."""
+
+    version: int
+    base: str  # the cellblock subtree used (on v1: the memory controller's)
+    controllers: tuple[str, ...]  # those a run gets
+
+    def create(self, limits: Limits) -> CellCgroup:
+        raise NotImplementedError
+
+    def clean_stale(self) -> None:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return f"cgroup v{self.version}: {', '.join(self.controllers)} in {self.base}"
+
+
+_counter = itertools.count(1)
+
+
+_namespace: tuple[int, int] | None = None  # (pid, its PID namespace): one stat per process
+
+
+def _pid_namespace() -> int:
+    global _namespace
+    if _namespace is None or _namespace[0] != os.getpid():
+        _namespace = (os.getpid(), os.stat("/proc/self/ns/pid").st_ino)
+    return _namespace[1]
+
+
+def run_prefix() -> str:
+    """The start of the names of this process's run cgroups."""
+    return f"run-{_pid_namespace()}-{os.getpid()}-"
+
+
+def run_name() -> str:
+    return f"{run_prefix()}{next(_counter)}"
+
+
+def user_name() -> str:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
+
+
+def is_v2_host() -> bool:
+    return os.path.exists(os.path.join(CGROUP_ROOT, "cgroup.controllers"))
+
+
+def read_text(path: str) -> str:
+    with open(path) as file:
+        return file.read()
+
+
+write_text = write_file  # one write(2) per control file
+
+
+class PolledFile:
+    """A control file read every few milliseconds (the CPU counter, by the
+    watchdog): opened once, then re-read from offset 0 with pread."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def read(self) -> str:
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        return os.pread(self._fd, 4096, 0).decode()
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def parse_keyed(text: str) -> dict[str, int]:
+    """A flat-keyed file's content, such as memory.events or cpu.stat."""
+    values: dict[str, int] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        with contextlib.suppress(ValueError):
+            values[key] = int(value)
+    return values
+
+
+def read_keyed(path: str) -> dict[str, int]:
+    return parse_keyed(read_text(path))
+
+
+def remove_dir(path: str, kill_members: bool) -> None:
+    """rmdir a cgroup whose processes are gone or going (it is EBUSY until then)."""
+    deadline = time.monotonic() + REMOVE_TIMEOUT
+    while True:
+        try:
+            os.rmdir(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError as error:
+            if error.errno != 16 or time.monotonic() > deadline:  # EBUSY
+                raise CgroupError(f"cannot remove {path}: {error.strerror}") from None
+        if kill_members:
+            kill_procs(path)
+        time.sleep(0.005)
+
+
+def kill_procs(path: str) -> None:
+    """SIGKILL every process listed in a cgroup (the v1 way; v2 has cgroup.kill)."""
+    with contextlib.suppress(OSError):
+        for pid in read_text(os.path.join(path, "cgroup.procs")).split():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(pid), signal.SIGKILL)
+
+
+def stale_runs(directory: str) -> list[str]:
+    """Run cgroups in `directory` whose supervisor, in our PID namespace, is gone."""
+    stale = []
+    namespace = _pid_namespace()
+    with contextlib.suppress(OSError):
+        for name in os.listdir(directory):
+            match = RUN_NAME.match(name)
+            if match and int(match.group(1)) == namespace and not _alive(int(match.group(2))):
+                stale.append(os.path.join(directory, name))
+    return stale
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
