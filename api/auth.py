@@ -6,7 +6,7 @@ header). With no keys configured the service is for this machine only:
 non-loopback peer is refused here too (a proxy in front would defeat that, so
 configure keys before putting one there).
 
-The rate limit is a fixed window per key in Redis (`cb:rl:{key}:{window}`),
+The rate limit is a fixed window per key in Redis (`rate_limit_key` in worker/store.py),
 shared by every API process, so it holds however many there are.
 """
 
@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
+
+from worker.store import rate_limit_key
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,7 @@ async def rate_limit(request: Request, principal: Principal, cost: int = 1) -> N
     if settings.rate_limit <= 0:
         return
     window = int(time.time() // settings.rate_window)
-    key = f"cb:rl:{principal.id}:{window}"
+    key = rate_limit_key(principal.id, window)
     redis = request.app.state.aredis
     async with redis.pipeline(transaction=True) as pipe:
         pipe.incrby(key, cost)

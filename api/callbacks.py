@@ -28,7 +28,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import redis.asyncio as aioredis
 
-from worker.store import CALLBACKS, CALLBACKS_RETRY, decode_record, sub_key
+from worker.store import CALLBACKS, CALLBACKS_RETRY, METRICS, decode_record, sub_key
 
 from .background import BackgroundLoop
 from .settings import Settings
@@ -179,7 +179,7 @@ class Dispatcher(BackgroundLoop):
                 await self.redis.hset(
                     key, "callback_status", f"failed after {tries} tries: {reason}"
                 )
-                await self.redis.hincrby("cb:metrics", "callbacks_failed", 1)
+                await self.redis.hincrby(METRICS, "callbacks_failed", 1)
             return
         await self.redis.hset(key, "callback_status", outcome)
-        await self.redis.hincrby("cb:metrics", "callbacks_delivered", 1)
+        await self.redis.hincrby(METRICS, "callbacks_delivered", 1)

@@ -13,9 +13,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 
 from sandbox.spec import SpecError, read_limit, show_default
-from worker.checkers import CheckerError, get_checker
-from worker.jobs import BUILTIN_CHECKER
-from worker.pipeline import JUDGE_DEFAULTS, judge_limit_fields, request_name
+from worker.checkers import CheckerError, build_checker
+from worker.pipeline import JUDGE_DEFAULTS, RunLimits, judge_limit_fields, request_name
 from worker.results import DEFAULT_FEEDBACK, FEEDBACK_LEVELS
 
 from .settings import Settings
@@ -172,12 +171,8 @@ def normalize(
         )
     checker: Any = None
     if isinstance(sub.checker, str):
-        if not BUILTIN_CHECKER.match(sub.checker):
-            raise RequestInvalid(
-                (*loc, "checker"), "exact, lines, tokens, float[:EPS] or {language, source}"
-            )
-        try:
-            get_checker(sub.checker)
+        try:  # a built-in's name: a path would name a file of the worker's machine
+            build_checker(sub.checker, host_paths=False)
         except CheckerError as error:
             raise RequestInvalid((*loc, "checker"), str(error)) from None
         checker = sub.checker
@@ -231,9 +226,7 @@ def normalize(
 
 def job_timeout(request: dict[str, Any]) -> int:
     """RQ's timeout of the job: compiles plus every test's wall limit, with room."""
-    limits = request.get("limits") or {}
-    time_limit = float(limits.get("time", 2.0))
-    wall = float(limits.get("wall_time") or 2 * time_limit + 1)
+    wall = RunLimits.from_request(request.get("limits") or {}).effective_wall_time
     tests = len(request.get("tests") or [None])
     compiles = 60 + (60 if isinstance(request.get("checker"), dict) else 0)
     return int(

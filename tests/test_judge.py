@@ -606,4 +606,4 @@ def test_batch_feedback(tmp_path: Path) -> None:
         test = by_id[name]["tests"][0]
         assert (test["verdict"], test["message"], test["stdout"]) == ("WA", "", "")
         assert "out-42" not in json.dumps(by_id[name]) and "in-7x35" not in json.dumps(by_id[name])
-    assert "'feedback' must be one of none, verdict, diff" in by_id["bad"]["error"]
+    assert "feedback 'all': expected one of none, verdict, diff" in by_id["bad"]["error"]

@@ -146,6 +146,15 @@ def test_single_run_keeps_the_whole_output(service):
     assert data["result"]["verdict"] == "AC"
     assert test["stdout"] == "x" * 5000 + "\nhello\n"
     assert test["stderr"] == "err\n"
+    assert (test["stdout_truncated"], test["stderr_truncated"]) == (False, False)
+    # Its progress event carries an excerpt: events are small, the result is whole.
+    events = service.client.get(f"/v1/submissions/{data['id']}/events").text
+    data_lines = [json.loads(line[6:]) for line in events.splitlines() if line.startswith("data: ")]
+    event = next(e for e in data_lines if e["type"] == "test")
+    assert (
+        event["test"]["stdout"].startswith("x" * 1000)
+        and "more characters cut" in event["test"]["stdout"]
+    )
     with_expected = submit_wait(
         service,
         {"language": "python3", "source": "print(2)", "stdin": "", "expected_output": "3\n"},

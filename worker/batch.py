@@ -44,110 +44,21 @@ DEFAULT_DEADLINE = 60.0
 GRACE = 30.0  # a checker program's cell may still be running when the deadline passes
 
 
-class ItemError(ValueError):
-    """An item that cannot be judged as given."""
-
-
 # --- one item, in a worker process -------------------------------------------
 
 
 def judge_item(item: Any, defaults: dict[str, Any]) -> dict[str, Any]:
-    """Judge one item; a bad item becomes an error line, never an exception."""
-    from sandbox import SpecError
-
-    from .checkers import CheckerError
-    from .languages import LanguageError
-    from .testsets import TestSetError
+    """Judge one item (a request of worker/request.py, files of this machine
+    allowed); a bad item becomes an error line, never an exception."""
+    from .request import JudgeRequest, RequestError
 
     started = time.monotonic()
     try:
-        if not isinstance(item, dict):
-            raise ItemError("an item must be a JSON object")
+        request = JudgeRequest.parse(item, defaults, host_paths=True)
         deadline = started + float(item.get("deadline", defaults.get("deadline", DEFAULT_DEADLINE)))
-        result = _judge(item, defaults, deadline)
-        return result.to_dict()
-    except (
-        ItemError,
-        SpecError,
-        CheckerError,
-        LanguageError,
-        TestSetError,
-        TypeError,
-        ValueError,
-    ) as error:
+        return request.judge(deadline=deadline).to_dict()
+    except (RequestError, TypeError, ValueError) as error:
         return {"verdict": None, "error": str(error)}
-
-
-def _judge(item: dict[str, Any], defaults: dict[str, Any], deadline: float):
-    from .checkers import get_checker, load_program
-    from .compiler import compile_program
-    from .languages import get_language
-    from .pipeline import JudgeOptions, RunLimits, judge_program
-    from .testsets import TestCase, from_data, load_dir
-
-    language = get_language(_string(item, "language"))
-    source = _string(item, "source")
-    if item.get("test") is not None:
-        source += "\n" + _string(item, "test") + "\n"
-    if "tests" in item and item["tests"] is not None:
-        if not isinstance(item["tests"], list):
-            raise ItemError("'tests' must be a list of {name, input, output, score}")
-        tests = from_data(item["tests"])
-    elif item.get("tests_dir"):
-        tests = load_dir(Path(_string(item, "tests_dir")))
-    else:
-        stdin = item.get("stdin") or ""
-        expected = item.get("expected_output")
-        if not isinstance(stdin, str) or not (expected is None or isinstance(expected, str)):
-            raise ItemError("'stdin' and 'expected_output' must be strings")
-        tests = [TestCase("1", stdin.encode(), None if expected is None else expected.encode())]
-    if not tests:
-        raise ItemError("no tests")
-    if not isinstance(item.get("limits") or {}, dict):
-        raise ItemError("'limits' must be an object")
-    limits = RunLimits.from_request({**defaults.get("limits", {}), **(item.get("limits") or {})})
-    checker_spec = item.get("checker", defaults.get("checker"))
-    if isinstance(checker_spec, dict):
-        checker = _program_checker(checker_spec, load_program)
-    elif checker_spec is None or isinstance(checker_spec, str):
-        checker = get_checker(checker_spec)
-    else:
-        raise ItemError("'checker' must be a name, a path or {language, source}")
-    program = compile_program(language, source.encode(), wall_time=deadline - time.monotonic())
-    from .results import DEFAULT_FEEDBACK, FEEDBACK_LEVELS
-
-    feedback = item.get("feedback", defaults.get("feedback")) or DEFAULT_FEEDBACK
-    if feedback not in FEEDBACK_LEVELS:
-        raise ItemError(f"'feedback' must be one of {', '.join(FEEDBACK_LEVELS)}")
-    options = JudgeOptions(
-        limits=limits,
-        checker=checker,
-        deadline=deadline,
-        feedback=feedback,
-        stop_on_failure=bool(item.get("stop_on_failure", defaults.get("stop_on_failure"))),
-    )
-    return judge_program(program, tests, options)
-
-
-def _program_checker(spec: dict[str, Any], load_program):
-    import tempfile
-
-    from .checkers import ProgramChecker
-    from .languages import get_language
-
-    language = get_language(_string(spec, "language"))
-    with tempfile.TemporaryDirectory() as scratch:
-        path = Path(scratch) / f"checker{Path(language.source).suffix}"
-        path.write_text(_string(spec, "source"))
-        program = load_program(path, "checker", language.id)
-    return ProgramChecker(program, f"{language.id} checker")
-
-
-def _string(item: dict[str, Any], key: str) -> str:
-    value = item.get(key)
-    if not isinstance(value, str):
-        raise ItemError(f"'{key}' must be a string")
-    return value
 
 
 def serve() -> None:

@@ -363,12 +363,25 @@ def load_program(path: Path, role: str, language_id: str | None = None) -> Progr
     return program
 
 
-def get_checker(spec: str | None) -> Checker:
-    """A checker by name (`lines`, `float:1e-4`, ...) or by the path of a program."""
-    spec = spec or "lines"
+def build_checker(spec: object, *, host_paths: bool = True) -> Checker:
+    """The one way a checker is made from what a user gives (the CLI, a batch
+    item, an HTTP request): None (lines), a built-in's name (`float:1e-4`),
+    {"language", "source"} (compiled once per process), or, where the caller
+    may name files of this machine (the CLI, a batch; never HTTP), the path
+    of a program. Raises CheckerError saying what is wrong."""
+    if spec is None or spec == "":
+        return LinesChecker()
+    if isinstance(spec, dict):
+        return _program_checker(spec)
+    if not isinstance(spec, str):
+        raise CheckerError("checker: a name, a path or {language, source}")
     builtin = _builtin(spec)
     if builtin is not None:
         return builtin
+    if not host_paths:
+        raise CheckerError(
+            f"checker {spec!r}: not a built-in checker (exact, lines, tokens, float[:EPS])"
+        )
     path = Path(spec)
     if not path.exists():
         raise CheckerError(
@@ -376,3 +389,25 @@ def get_checker(spec: str | None) -> Checker:
             "nor an existing file"
         )
     return ProgramChecker(load_program(path, "checker"), str(path))
+
+
+def get_checker(spec: str | None) -> Checker:
+    """A checker by name (`lines`, `float:1e-4`, ...) or by the path of a program."""
+    return build_checker(spec)
+
+
+def _program_checker(spec: dict[str, Any]) -> ProgramChecker:
+    language_id, source = spec.get("language"), spec.get("source")
+    if set(spec) != {"language", "source"} or not isinstance(language_id, str):
+        raise CheckerError("checker: {language, source}, both strings")
+    if not isinstance(source, str):
+        raise CheckerError("checker: {language, source}, both strings")
+    try:
+        language = get_language(language_id)
+    except ValueError as error:
+        raise CheckerError(f"checker: {error}") from None
+    program = _CACHE.get(language, source.encode(), {})
+    if not program.ok:
+        output = (program.compile.stderr + program.compile.stdout) if program.compile else ""
+        raise CheckerError(f"the checker does not compile: {program.error}\n{output[:2000]}")
+    return ProgramChecker(program, f"{language.id} checker")

@@ -71,6 +71,7 @@ class JudgeOptions:
     deadline: float | None = None  # time.monotonic() by which judging must end
     progress: Progress | None = None  # called after each test: (result, index, total)
     feedback: str = DEFAULT_FEEDBACK  # what results reveal of the tests (FEEDBACK_LEVELS)
+    whole_output: bool = False  # tests keep their whole stdout and stderr, not excerpts
 
 
 def judge(
@@ -155,6 +156,12 @@ def run_test(
         wall = remaining
     run = sandbox.run_spec(cell_spec(program, test.input, limits, wall))
     tested = from_run(test, run, wall < limits.effective_wall_time, program.language)
+    if options.whole_output:
+        tested.stdout, tested.stderr = run.stdout, run.stderr
+        tested.stdout_truncated, tested.stderr_truncated = (
+            run.stdout_truncated,
+            run.stderr_truncated,
+        )
     if tested.verdict != Verdict.AC or run.status != Status.OK:
         return tested
     if test.answer is None and not isinstance(options.checker, ProgramChecker):

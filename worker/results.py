@@ -79,6 +79,10 @@ class TestResult:
     stderr: str = ""
     checker: dict[str, Any] | None = None  # the checker program's or interactor's cell
     interactor: dict[str, Any] | None = None
+    # Set when stdout and stderr are the run's whole output (up to its output
+    # limit), not excerpts: a single run's, as Judge0's clients expect.
+    stdout_truncated: bool | None = None
+    stderr_truncated: bool | None = None
     # The message without test data, for feedback "verdict" (None: only the verdict).
     summary: str | None = field(default=None, repr=False)
 
@@ -86,7 +90,7 @@ class TestResult:
         data = asdict(self)
         data["verdict"] = self.verdict.value
         del data["summary"]
-        for key in ("checker", "interactor"):
+        for key in ("checker", "interactor", "stdout_truncated", "stderr_truncated"):
             if data[key] is None:
                 del data[key]
         return data
@@ -96,6 +100,7 @@ class TestResult:
         if feedback != "diff":
             self.message = (self.summary or "") if feedback == "verdict" else ""
             self.stdout = self.stderr = ""
+            self.stdout_truncated = self.stderr_truncated = None
             self.checker = self.interactor = None  # their output is about the test data
         return self
 

@@ -13,7 +13,8 @@ Keys (all under `cb:`):
     cb:evlog:{id}      list: the same events, for late subscribers (SSE replay)
     cb:callbacks       list: ids whose result is to be POSTed to their callback_url
     cb:callbacks:retry zset: "id" -> unix time of the next try
-    cb:metrics         hash: counters (submissions, verdicts, recoveries, ...)
+    cb:metrics         hash: counters (submissions, verdicts, runs, recoveries, callbacks...)
+    cb:rl:{key}:{win}  counter with a TTL: a key's requests in a rate-limit window
     cb:worker:{name}   string with a TTL: a live worker's info and self-check
     cb:judge0          zset: Judge0 tokens by creation time (GET /judge0/submissions)
 
@@ -67,6 +68,10 @@ def worker_key(name: str) -> str:
     return f"{PREFIX}worker:{name}"
 
 
+def rate_limit_key(principal: str, window: int) -> str:
+    return f"{PREFIX}rl:{principal}:{window}"
+
+
 @dataclass(frozen=True)
 class Timing:
     """How long things may take; overridable by environment for tests and big hosts."""
@@ -116,7 +121,8 @@ return 1
 
 # Finish attempt ARGV[1]: record the outcome, drop the lease, queue the callback,
 # count it. KEYS: sub, leases, callbacks, metrics.
-# ARGV: attempt, status, result-json, error, finished_at, ttl, id, verdict, bucket, duration.
+# ARGV: attempt, status, result-json, error, finished_at, ttl, id, verdict, bucket, duration,
+#       cell seconds ('' when not judged), runs (cells the judging ran).
 _FINISH = """
 if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then return 0 end
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -133,6 +139,10 @@ if ARGV[9] ~= '' then
   redis.call('HINCRBYFLOAT', KEYS[4], 'duration_sum', ARGV[10])
   redis.call('HINCRBY', KEYS[4], 'duration_count', 1)
 end
+if ARGV[11] ~= '' then
+  redis.call('HSET', KEYS[1], 'judge_seconds', ARGV[10], 'cell_seconds', ARGV[11])
+end
+if ARGV[12] ~= '0' then redis.call('HINCRBY', KEYS[4], 'runs', ARGV[12]) end
 return 1
 """
 
@@ -309,7 +319,12 @@ class Store:
         error: str = "",
         verdict: str = "",
         duration: float | None = None,
+        cell_seconds: float | None = None,
+        runs: int = 0,
     ) -> bool:
+        """Record attempt `attempt`'s outcome, once (False: not current, or
+        finished already). `duration`: the worker's seconds on it; `cell_seconds`
+        of those inside cells; `runs`: the cells it ran (compile, tests)."""
         bucket = ""
         if duration is not None:
             bucket = next((repr(b) for b in DURATION_BUCKETS if duration <= b), "+Inf")
@@ -327,6 +342,8 @@ class Store:
                     verdict,
                     bucket,
                     repr(duration or 0.0),
+                    "" if cell_seconds is None else repr(cell_seconds),
+                    runs,
                 ],
             )
         )

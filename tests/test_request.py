@@ -1,0 +1,92 @@
+"""The one request path of worker/ (worker/request.py): an HTTP submission and a
+batch item are parsed by the same code; only a batch may name host files.
+Pure logic: no cell runs here (built-in checkers only)."""
+
+from __future__ import annotations
+
+import pytest
+
+from worker.checkers import CheckerError, FloatChecker, LinesChecker, build_checker
+from worker.request import JudgeRequest, RequestError
+
+BASE = {"language": "python3", "source": "print(1)"}
+
+
+def test_a_request_without_tests_is_a_single_run_on_stdin():
+    request = JudgeRequest.parse({**BASE, "stdin": "5\n", "expected_output": "1\n"})
+    assert request.single_run
+    assert [(t.name, t.input, t.answer) for t in request.tests] == [("1", b"5\n", b"1\n")]
+    assert isinstance(request.checker, LinesChecker)
+    assert request.feedback == "diff"
+
+
+def test_tests_limits_and_the_appended_test():
+    request = JudgeRequest.parse(
+        {
+            **BASE,
+            "test": "assert True",
+            "tests": [{"name": "a", "input": "1", "output": "2", "score": 3}],
+            "limits": {"time": 1, "memory": "64M", "output": "1M"},
+            "checker": "float:1e-3",
+        }
+    )
+    assert not request.single_run and request.source == b"print(1)\nassert True\n"
+    assert (request.limits.time, request.limits.memory, request.limits.output_limit) == (
+        1.0,
+        64 << 20,
+        1 << 20,
+    )
+    assert request.limits.effective_wall_time == 3.0
+    assert isinstance(request.checker, FloatChecker)
+
+
+def test_a_batch_s_defaults_fill_what_an_item_leaves_out():
+    defaults = {"limits": {"time": 3, "memory": "128M"}, "feedback": "none", "checker": "tokens"}
+    request = JudgeRequest.parse({**BASE, "limits": {"time": 1}}, defaults)
+    assert (request.limits.time, request.limits.memory) == (1.0, 128 << 20)
+    assert request.feedback == "none"
+    own = JudgeRequest.parse({**BASE, "feedback": "verdict", "checker": "exact"}, defaults)
+    assert own.feedback == "verdict" and type(own.checker).__name__ == "ExactChecker"
+
+
+def test_only_a_request_from_this_machine_may_name_host_files(tmp_path):
+    (tmp_path / "1.in").write_text("1\n")
+    (tmp_path / "1.out").write_text("1\n")
+    item = {**BASE, "tests_dir": str(tmp_path)}
+    # Control: the batch (host_paths) reads the directory...
+    assert [t.name for t in JudgeRequest.parse(item, host_paths=True).tests] == ["1"]
+    # ...a request that came over HTTP may not.
+    with pytest.raises(RequestError, match="tests_dir"):
+        JudgeRequest.parse(item)
+    checker = tmp_path / "check.sh"
+    checker.write_text("#!/bin/sh\nexit 0\n")
+    with pytest.raises(CheckerError, match="not a built-in checker"):
+        build_checker(str(checker), host_paths=False)
+    with pytest.raises(RequestError, match="not a built-in checker"):
+        JudgeRequest.parse({**BASE, "checker": str(checker)})
+    assert type(build_checker(str(checker))).__name__ == "ProgramChecker"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"language": "cobol"}, "cobol"),
+        ({"source": 5}, "source: a string is required"),
+        ({"tests": []}, "tests: empty"),
+        ({"tests": "1"}, "tests: a list"),
+        ({"limits": {"cpu": 1}}, "unknown limit"),
+        ({"limits": [1]}, "limits: expected an object"),
+        ({"feedback": "all"}, "feedback 'all'"),
+        ({"checker": 7}, "checker: a name"),
+        ({"checker": {"language": "python3"}}, "checker: {language, source}"),
+        ({"stdin": 5}, "stdin and expected_output"),
+    ],
+)
+def test_bad_requests_say_which_field(change, message):
+    with pytest.raises(RequestError, match=message.replace("{", r"\{").replace("}", r"\}")):
+        JudgeRequest.parse({**BASE, **change})
+
+
+def test_a_request_is_an_object():
+    with pytest.raises(RequestError, match="JSON object"):
+        JudgeRequest.parse(["python3"])
