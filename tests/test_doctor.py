@@ -18,7 +18,18 @@ import pytest
 from conftest import children_of_this_process, under_a_refusing_profile
 
 from sandbox import doctor
-from sandbox.doctor import Check, Outcome, Report, check_host, format_report, probe, run_doctor
+from sandbox.doctor import (
+    Check,
+    Outcome,
+    Report,
+    check_host,
+    confinement,
+    format_report,
+    namespaces,
+    probe,
+    resources,
+    run_doctor,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The venv scripts/install makes (from Debian's python3, usable by every user).
@@ -236,21 +247,21 @@ def test_report_ok_ignores_optional_checks():
 
 
 def _fake_sysctls(monkeypatch, values):
-    real = doctor._read_int
-    monkeypatch.setattr(doctor, "_read_int", lambda p: values[p] if p in values else real(p))
+    real = namespaces.read_int
+    monkeypatch.setattr(namespaces, "read_int", lambda p: values[p] if p in values else real(p))
 
 
 def test_userns_fixes_name_the_blocking_knob(monkeypatch):
     monkeypatch.setattr(
-        doctor, "probe", lambda fn, timeout=0: Outcome(False, error="EPERM", errno=errno.EPERM)
+        namespaces, "probe", lambda fn, timeout=0: Outcome(False, error="EPERM", errno=errno.EPERM)
     )
-    monkeypatch.setattr(doctor, "_in_container", lambda: False)
+    monkeypatch.setattr(namespaces, "in_container", lambda: False)
     _fake_sysctls(
         monkeypatch,
         {
-            doctor.USERNS_SYSCTL: 15000,
-            doctor.DEBIAN_USERNS_SYSCTL: None,
-            doctor.APPARMOR_USERNS_SYSCTL: 1,
+            namespaces.USERNS_SYSCTL: 15000,
+            namespaces.DEBIAN_USERNS_SYSCTL: None,
+            namespaces.APPARMOR_USERNS_SYSCTL: 1,
         },
     )
     check = doctor.check_userns()
@@ -261,9 +272,9 @@ def test_userns_fixes_name_the_blocking_knob(monkeypatch):
     _fake_sysctls(
         monkeypatch,
         {
-            doctor.USERNS_SYSCTL: 0,
-            doctor.DEBIAN_USERNS_SYSCTL: 0,
-            doctor.APPARMOR_USERNS_SYSCTL: None,
+            namespaces.USERNS_SYSCTL: 0,
+            namespaces.DEBIAN_USERNS_SYSCTL: 0,
+            namespaces.APPARMOR_USERNS_SYSCTL: None,
         },
     )
     check = doctor.check_userns()
@@ -273,8 +284,8 @@ def test_userns_fixes_name_the_blocking_knob(monkeypatch):
 
 
 def test_userns_too_few_namespaces(monkeypatch):
-    monkeypatch.setattr(doctor, "probe", lambda fn, timeout=0: Outcome(True, 1000))
-    _fake_sysctls(monkeypatch, {doctor.USERNS_SYSCTL: 3})
+    monkeypatch.setattr(namespaces, "probe", lambda fn, timeout=0: Outcome(True, 1000))
+    _fake_sysctls(monkeypatch, {namespaces.USERNS_SYSCTL: 3})
     check = doctor.check_userns()
     assert not check.ok
     assert "user.max_user_namespaces=3 is too low" in check.detail
@@ -355,9 +366,11 @@ def test_pure_cgroup_v2_without_controllers():
 
 def test_landlock_missing_is_optional(monkeypatch):
     monkeypatch.setattr(
-        doctor, "probe", lambda fn, timeout=0: Outcome(False, error="x", errno=errno.EOPNOTSUPP)
+        confinement,
+        "probe",
+        lambda fn, timeout=0: Outcome(False, error="x", errno=errno.EOPNOTSUPP),
     )
-    monkeypatch.setattr(doctor, "_lsm_list", lambda: "lockdown,capability,yama")
+    monkeypatch.setattr(confinement, "_lsm_list", lambda: "lockdown,capability,yama")
     check = doctor.check_landlock()
     assert not check.ok and not check.required
     assert "without landlock" in check.detail
@@ -375,37 +388,68 @@ def _fake_v2_tree(tmp_path, controllers="cpuset cpu io memory pids", enabled="")
     return str(root), str(sub)
 
 
+def _as_alice(monkeypatch, root, own, writable):
+    """The cgroup discovery as an unprivileged alice whose process is in `own`."""
+    from sandbox.cgroups import v2
+
+    monkeypatch.delenv("CELLBLOCK_CGROUP", raising=False)
+    monkeypatch.setattr(v2, "is_root", lambda: False)
+    monkeypatch.setattr(v2, "user_name", lambda: "alice")
+    monkeypatch.setattr(v2, "own_cgroup", lambda root_=root: f"{root}{own}")
+    monkeypatch.setattr(v2, "writable", writable)
+    return v2
+
+
 def test_cgroup_v2_delegated_subtree(tmp_path, monkeypatch):
     root, sub = _fake_v2_tree(tmp_path)
-    monkeypatch.delenv("CELLBLOCK_CGROUP", raising=False)
-    monkeypatch.setattr(doctor, "_is_root", lambda: False)
-    monkeypatch.setattr(doctor, "_user_name", lambda: "alice")
-    monkeypatch.setattr(doctor, "_own_cgroup_v2", lambda: "/cellblock/alice/supervisor")
-    monkeypatch.setattr(doctor, "_writable", lambda p: p.startswith(sub))
-    check = doctor._check_cgroup_v2(root)
-    assert check.ok, check.detail
-    assert "memory, pids, cpu usable by alice" in check.detail
+    v2 = _as_alice(monkeypatch, root, "/cellblock/alice/supervisor", lambda p: p.startswith(sub))
+    placement = v2.inspect(root)
+    assert placement.ok, placement.detail
+    assert "memory, pids, cpu usable by alice" in placement.detail
+    assert placement.base == sub and v2.choose_base(root) == (sub, "cellblock setup")
 
     monkeypatch.setenv("CELLBLOCK_CGROUP", sub)
-    assert doctor._check_cgroup_v2(root).ok
+    assert v2.inspect(root).ok
 
 
 def test_cgroup_v2_not_delegated(tmp_path, monkeypatch):
     root, sub = _fake_v2_tree(tmp_path, controllers="memory pids")
-    monkeypatch.delenv("CELLBLOCK_CGROUP", raising=False)
-    monkeypatch.setattr(doctor, "_is_root", lambda: False)
-    monkeypatch.setattr(doctor, "_user_name", lambda: "alice")
-    monkeypatch.setattr(doctor, "_own_cgroup_v2", lambda: "/user.slice/session-1.scope")
-    monkeypatch.setattr(doctor, "_writable", lambda p: False)
-    check = doctor._check_cgroup_v2(root)
-    assert not check.ok and check.required
-    assert "not writable by alice" in check.detail
-    assert check.fix == "sudo cellblock setup --user alice"
+    # Nothing delegated, and alice's own cgroup is not hers to write.
+    (Path(sub) / "cgroup.procs").unlink()
+    shutil.rmtree(sub)
+    v2 = _as_alice(monkeypatch, root, "/user.slice/session-1.scope", lambda p: False)
+    placement = v2.inspect(root)
+    assert not placement.ok
+    assert "nothing is delegated to alice" in placement.detail
+    assert placement.fix == "sudo cellblock setup --user alice"
 
-    monkeypatch.setattr(doctor, "_writable", lambda p: p.startswith(sub))
-    check = doctor._check_cgroup_v2(root)
-    assert not check.ok
-    assert "controllers not delegated: cpu" in check.detail
+
+def test_cgroup_v2_delegated_but_the_worker_is_outside_it(tmp_path, monkeypatch):
+    # Right after `cellblock setup --user alice`, alice's login shell is outside
+    # her subtree and cannot move in: her cells get no cgroup, and the doctor
+    # says so (it once said "ok" while her runs said "nothing is delegated").
+    root, sub = _fake_v2_tree(tmp_path)
+    v2 = _as_alice(monkeypatch, root, "/user.slice/session-1.scope", lambda p: p.startswith(sub))
+    placement = v2.inspect(root)
+    assert not placement.ok
+    assert "is delegated to alice, but this process is outside it" in placement.detail
+    assert "Delegate=yes" in placement.detail
+    with pytest.raises(OSError, match="outside it"):  # what a run meets: the same words
+        v2.choose_base(root)
+    # Control: started inside it (as a systemd unit with Delegate=yes would be), it is usable.
+    v2 = _as_alice(monkeypatch, root, "/cellblock/alice/supervisor", lambda p: p.startswith(sub))
+    assert v2.inspect(root).ok
+
+
+def test_cgroup_v2_controllers_not_delegated(tmp_path, monkeypatch):
+    root, sub = _fake_v2_tree(tmp_path, controllers="memory pids")
+    v2 = _as_alice(monkeypatch, root, "/cellblock/alice/supervisor", lambda p: p.startswith(sub))
+    placement = v2.inspect(root)
+    assert not placement.ok
+    assert "controllers not delegated: cpu" in placement.detail
+    # Files alice may not write: named.
+    v2 = _as_alice(monkeypatch, root, "/cellblock/alice", lambda p: p == sub)
+    assert "not writable by alice" in v2.inspect(root).detail
 
 
 # --------------------------------------------------------------------------- unprivileged
@@ -537,8 +581,8 @@ def test_per_user_quotas_say_how_many_cells_fit(monkeypatch):
         "/proc/sys/fs/inotify/max_user_instances": "8\n",
         "/proc/sys/fs/inotify/max_user_watches": "8192\n",
     }
-    real_read = doctor._read
-    monkeypatch.setattr(doctor, "_read", lambda path: small.get(path) or real_read(path))
+    real_read = resources.read
+    monkeypatch.setattr(resources, "read", lambda path: small.get(path) or real_read(path))
     check = doctor.check_quotas()
     assert not check.ok and "1 cells at their quotas" in check.detail, check
     cores = os.cpu_count() or 1

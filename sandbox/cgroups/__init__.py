@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 
+from .. import mountinfo
 from . import v1, v2
 from .common import (
     CGROUP_ROOT,
@@ -39,6 +40,7 @@ from .common import (
     CellCgroup,
     CgroupError,
     Hierarchy,
+    Placement,
     PolledFile,
     Usage,
     is_v2_host,
@@ -62,9 +64,11 @@ __all__ = [
     "CellCgroup",
     "CgroupError",
     "Hierarchy",
+    "Placement",
     "PolledFile",
     "Usage",
     "find",
+    "inspect",
     "is_v2_host",
     "kill_procs",
     "parse_keyed",
@@ -98,3 +102,17 @@ def find() -> tuple[Hierarchy | None, str]:
         hierarchy, reason = None, str(error)
     _found = (os.getpid(), hierarchy, reason)
     return hierarchy, reason
+
+
+def inspect() -> Placement:
+    """Where this process's runs would go and what they would get, read
+    without creating, enabling or moving anything (`cellblock doctor`): the
+    same choice of backend and of base as find()."""
+    if is_v2_host():
+        return v2.inspect()
+    table = mountinfo.mounts()
+    if any(m.fstype == "cgroup" for m in table):
+        return v1.inspect(table)
+    problem = f"no cgroup filesystem at {CGROUP_ROOT}: no memory, pids or CPU limits"
+    fix = f"{'' if os.geteuid() == 0 else 'sudo '}mount -t cgroup2 none {CGROUP_ROOT}"
+    return Placement(0, "", (), problem, fix, [problem])

@@ -10,7 +10,7 @@ import pwd
 import re
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..libc import write_file
 from ..spec import Limits
@@ -73,6 +73,24 @@ class Hierarchy:
         return f"cgroup v{self.version}: {', '.join(self.controllers)} in {self.base}"
 
 
+@dataclass
+class Placement:
+    """Where this process's runs would go and what they would get, found
+    without changing anything. `cellblock doctor` shows it; find() acts on the
+    same decisions (each backend's choice of base is one function)."""
+
+    version: int  # 2, 1, or 0: no cgroup filesystem
+    base: str  # the subtree runs would go under ("" when there is none)
+    usable: tuple[str, ...]  # the controllers runs would get
+    detail: str  # what a reader needs: the kind, the place, what is wrong
+    fix: str | None = None  # the one command (or step) that mends it
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
 _counter = itertools.count(1)
 
 
@@ -93,6 +111,19 @@ def run_prefix() -> str:
 
 def run_name() -> str:
     return f"{run_prefix()}{next(_counter)}"
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def writable(path: str) -> bool:
+    return os.access(path, os.W_OK)
+
+
+def sudo() -> str:
+    """How a fix is prefixed for the one who reads it."""
+    return "" if is_root() else "sudo "
 
 
 def user_name() -> str:

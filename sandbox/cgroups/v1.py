@@ -18,40 +18,47 @@ from __future__ import annotations
 import contextlib
 import os
 
+from .. import mountinfo
 from ..spec import Limits
 from .common import (
+    CGROUP_ROOT,
+    CONTROLLERS,
     SUBTREE,
     CellCgroup,
     CgroupError,
     Hierarchy,
+    Placement,
     PolledFile,
     Usage,
+    is_root,
     kill_procs,
     read_keyed,
     read_text,
     remove_dir,
     run_name,
     stale_runs,
+    sudo,
     user_name,
+    writable,
     write_text,
 )
 
-V1_CONTROLLERS = ("memory", "pids", "cpuacct", "cpu")
+REQUIRED = ("memory", "pids", "cpuacct")  # cpu: only the optional quota needs it
+V1_CONTROLLERS = (*REQUIRED, "cpu")
 CFS_PERIOD_US = 100_000
 
 
-def controller_mounts() -> dict[str, str]:
-    """controller → mount point of its v1 hierarchy (from /proc/self/mountinfo)."""
+def controller_mounts(table: list[mountinfo.Mount] | None = None) -> dict[str, str]:
+    """controller → mount point of its v1 hierarchy (the canonical
+    /sys/fs/cgroup/<controller> where it is mounted more than once)."""
     where: dict[str, str] = {}
-    for line in read_text("/proc/self/mountinfo").splitlines():
-        left, _, right = line.partition(" - ")
-        fields = right.split()
-        if len(fields) < 3 or fields[0] != "cgroup":
+    for mount in mountinfo.mounts() if table is None else table:
+        if mount.fstype != "cgroup":
             continue
-        mount_point = left.split()[4]
-        for option in fields[2].split(","):
-            if option in V1_CONTROLLERS and option not in where:
-                where[option] = mount_point
+        for option in mount.super_options:
+            canonical = mount.mountpoint == f"{CGROUP_ROOT}/{option}"
+            if option in V1_CONTROLLERS and (option not in where or canonical):
+                where[option] = mount.mountpoint
     return where
 
 
@@ -61,30 +68,118 @@ def base_for(mount_point: str, user: str | None) -> str:
     return base if user is None else os.path.join(base, user)
 
 
+def choose_bases(mounts: dict[str, str]) -> dict[str, str]:
+    """controller → where its runs go (nothing changed): CELLBLOCK_CGROUP's
+    path in every hierarchy, else root's subtree or the user's in it."""
+    explicit = os.environ.get("CELLBLOCK_CGROUP")
+    user = None if is_root() else user_name()
+    return {
+        controller: os.path.join(mount_point, explicit.lstrip("/"))
+        if explicit
+        else base_for(mount_point, user)
+        for controller, mount_point in mounts.items()
+    }
+
+
 def locate() -> V1Hierarchy:
     mounts = controller_mounts()
-    missing = [c for c in ("memory", "pids", "cpuacct") if c not in mounts]
+    missing = [c for c in REQUIRED if c not in mounts]
     if missing:
         raise CgroupError(f"cgroup v1 without the {', '.join(missing)} controller(s)")
-    explicit = os.environ.get("CELLBLOCK_CGROUP")
-    user = None if os.geteuid() == 0 else user_name()
     bases: dict[str, str] = {}
-    for controller, mount_point in mounts.items():
-        if explicit:
-            base = os.path.join(mount_point, explicit.lstrip("/"))
-        else:
-            base = base_for(mount_point, user)
-        if os.geteuid() == 0:
+    for controller, base in choose_bases(mounts).items():
+        if is_root():
             os.makedirs(base, exist_ok=True)
-        if not os.access(base, os.W_OK):
-            if controller == "cpu":
-                continue  # only the optional quota needs it
+        if not writable(base):
+            if controller not in REQUIRED:
+                continue
             raise CgroupError(
                 f"cgroup v1: {base} is missing or not writable by {user_name()} "
                 f"(run `cellblock setup --user {user_name()}`)"
             )
         bases[controller] = base
     return V1Hierarchy(bases)
+
+
+def inspect(table: list[mountinfo.Mount] | None = None) -> Placement:
+    """What locate() would find and what it would lack, read only."""
+    table = mountinfo.mounts() if table is None else table
+    mounts = controller_mounts(table)
+    who = "root" if is_root() else user_name()
+    kind = "cgroup v1" + _hybrid(table)
+    unmounted = [c for c in REQUIRED if c not in mounts]
+    if unmounted:
+        fix = " && ".join(
+            f"{sudo()}mkdir -p {CGROUP_ROOT}/{c} && {sudo()}mount -t cgroup -o {c} cgroup "
+            f"{CGROUP_ROOT}/{c}"
+            for c in unmounted
+        )
+        problem = f"controllers not mounted or disabled: {', '.join(unmounted)}"
+        return Placement(1, "", (), f"{kind}: {problem}", fix, [problem])
+    usable, problems = [], []
+    bases = choose_bases(mounts)
+    for controller in REQUIRED:
+        base = bases[controller]
+        if is_root():  # root makes <controller>/cellblock on first use
+            where = base if os.path.isdir(base) else mounts[controller]
+            if writable(where):
+                usable.append(controller)
+            else:
+                problems.append(f"{where} is read-only")
+        elif not os.path.isdir(base):
+            problems.append(f"{base} missing")
+        elif not (writable(base) and writable(os.path.join(base, "cgroup.procs"))):
+            problems.append(f"{base} not writable")
+        else:
+            usable.append(controller)
+    fix = (
+        f"mount {CGROUP_ROOT} read-write (Docker: -v {CGROUP_ROOT}:{CGROUP_ROOT}:rw)"
+        if is_root()
+        else f"sudo cellblock setup --user {who}"
+    )
+    label = "not usable by root" if is_root() else f"not delegated to {who}"
+    swap_note = ""
+    if not os.path.exists(f"{mounts['memory']}/memory.memsw.limit_in_bytes"):
+        if _swap_on():
+            swap_fix = f"{sudo()}swapoff -a (or boot with swapaccount=1)"
+            fix = f"{fix} && {swap_fix}" if problems else swap_fix
+            if not problems:
+                label = "memory limits can be bypassed through swap"
+            problems.append("swap is on but memory.memsw.* (swap accounting) is missing")
+        else:
+            swap_note = "; no swap accounting (memory.memsw.*), harmless while swap is off"
+    base = bases["memory"]
+    if problems:
+        detail = f"{kind}: {label}: {'; '.join(problems)}" + (
+            f" (usable: {', '.join(usable)})" if usable else ""
+        )
+        return Placement(1, base, tuple(usable), detail, fix, problems)
+    place = f"{CGROUP_ROOT}/<controller>/{SUBTREE}" + ("" if is_root() else f"/{who}")
+    if os.environ.get("CELLBLOCK_CGROUP"):
+        place = f"{CGROUP_ROOT}/<controller>/{os.environ['CELLBLOCK_CGROUP'].lstrip('/')}"
+    detail = f"{kind}: {', '.join(usable)} usable by {who} under {place}{swap_note}"
+    return Placement(1, base, tuple(usable), detail)
+
+
+def _hybrid(table: list[mountinfo.Mount]) -> str:
+    """What a hybrid host's cgroup2 mount holds (a v1 host may have one)."""
+    unified = [m.mountpoint for m in table if m.fstype == "cgroup2"]
+    if not unified:
+        return ""
+    try:
+        controllers = read_text(f"{unified[0]}/cgroup.controllers").split()
+    except OSError:
+        controllers = []
+    held = f"controllers {', '.join(controllers)}" if controllers else "no controllers"
+    used = "" if set(controllers) & set(CONTROLLERS) else ", none of them used"
+    return f" (hybrid: {unified[0]} is cgroup2 with {held}{used})"
+
+
+def _swap_on() -> bool:
+    try:
+        return len(read_text("/proc/swaps").strip().splitlines()) > 1
+    except OSError:
+        return False
 
 
 class V1Hierarchy(Hierarchy):

@@ -29,8 +29,10 @@ from .common import (
     CellCgroup,
     CgroupError,
     Hierarchy,
+    Placement,
     PolledFile,
     Usage,
+    is_root,
     parse_keyed,
     read_keyed,
     read_text,
@@ -38,18 +40,20 @@ from .common import (
     run_name,
     stale_runs,
     user_name,
+    writable,
     write_text,
 )
 
 SUPERVISOR_LEAF = "supervisor"
 CPU_PERIOD_US = 100_000
+PEAK_KERNEL = (5, 19)  # memory.peak; before it the peak is sampled
 
 
-def own_cgroup() -> str:
-    """This process's cgroup as a path under CGROUP_ROOT."""
+def own_cgroup(root: str = CGROUP_ROOT) -> str:
+    """This process's cgroup as a path under `root`."""
     for line in read_text("/proc/self/cgroup").splitlines():
         if line.startswith("0::"):
-            return os.path.join(CGROUP_ROOT, line[3:].strip().lstrip("/")).rstrip("/")
+            return os.path.join(root, line[3:].strip().lstrip("/")).rstrip("/")
     raise CgroupError("this process is in no cgroup v2 (no 0:: line in /proc/self/cgroup)")
 
 
@@ -57,38 +61,110 @@ def _inside(path: str, ancestor: str) -> bool:
     return path == ancestor or path.startswith(ancestor + "/")
 
 
-def locate() -> V2Hierarchy:
-    """The base this process's runs go under, made ready to hold them."""
-    own = own_cgroup()
+def choose_base(root: str = CGROUP_ROOT) -> tuple[str, str]:
+    """Where this process's runs go, and why there, changing nothing; raises
+    CgroupError naming the cause and the fix. In order: CELLBLOCK_CGROUP;
+    root's subtree; the user's delegated subtree (`cellblock setup --user`)
+    when this process is inside it; this process's own cgroup when it was
+    delegated to it (systemd Delegate=, a container's cgroup namespace)."""
+    own = own_cgroup(root)
     explicit = os.environ.get("CELLBLOCK_CGROUP")
     if explicit:
-        base = (
-            explicit
-            if explicit.startswith(CGROUP_ROOT + "/")
-            else os.path.join(CGROUP_ROOT, explicit.lstrip("/"))
+        if _inside(explicit, root):
+            return explicit, "CELLBLOCK_CGROUP"
+        return os.path.join(root, explicit.lstrip("/")), "CELLBLOCK_CGROUP"
+    if is_root():
+        return os.path.join(root, SUBTREE), "root's subtree, made on first use"
+    user = user_name()
+    delegated = os.path.join(root, SUBTREE, user)
+    if _inside(own, delegated):
+        return delegated, "cellblock setup"
+    if writable(own) and writable(os.path.join(own, "cgroup.procs")):
+        base = own if os.path.basename(own) != SUPERVISOR_LEAF else os.path.dirname(own)
+        return base, "this process's delegated cgroup"
+    if os.path.isdir(delegated):
+        # A process moves only through a common ancestor it may write: from
+        # outside, it cannot enter the subtree that was delegated to it.
+        raise CgroupError(
+            f"cgroup v2: {delegated} is delegated to {user}, but this process is outside it "
+            f"({own}) and cannot move itself in: start it inside (a systemd unit with "
+            f"Delegate=yes, `systemd-run --user --scope -p Delegate=yes`, or root writing "
+            f"its pid to {delegated}/{SUPERVISOR_LEAF}/cgroup.procs)"
         )
-    elif os.geteuid() == 0:
-        base = os.path.join(CGROUP_ROOT, SUBTREE)
-    else:
-        delegated = os.path.join(CGROUP_ROOT, SUBTREE, user_name())
-        if _inside(own, delegated):
-            base = delegated
-        elif os.access(own, os.W_OK) and os.access(os.path.join(own, "cgroup.procs"), os.W_OK):
-            # Delegated to us some other way (systemd Delegate=, a container's cgroupns).
-            base = own if os.path.basename(own) != SUPERVISOR_LEAF else os.path.dirname(own)
-        else:
-            raise CgroupError(
-                f"cgroup v2, but nothing is delegated to {user_name()}: {delegated} does not "
-                f"hold this process and its own cgroup ({own}) is not writable"
-            )
-    if os.geteuid() == 0 and not explicit:
+    raise CgroupError(
+        f"cgroup v2, but nothing is delegated to {user}: {delegated} does not exist and "
+        f"this process's own cgroup ({own}) is not writable"
+    )
+
+
+def locate() -> V2Hierarchy:
+    """The base this process's runs go under, made ready to hold them."""
+    base, source = choose_base()
+    if is_root() and source != "CELLBLOCK_CGROUP":
         _enable_down_to(base)
     if not os.path.isdir(base):
         raise CgroupError(f"{base} does not exist (run `cellblock setup --user {user_name()}`)")
-    if own == base:
+    if own_cgroup() == base:
         _move_processes_to_leaf(base)
     controllers = _enable_for_children(base)
     return V2Hierarchy(base, controllers)
+
+
+def inspect(root: str = CGROUP_ROOT) -> Placement:
+    """What locate() would find and what it would lack, read only."""
+    user = "root" if is_root() else user_name()
+    fix = (
+        f"give this host or container the {', '.join(CONTROLLERS)} controllers and a "
+        f"writable {root} (Docker: --cgroupns=private on a cgroup v2 host)"
+        if is_root()
+        else f"sudo cellblock setup --user {user}"
+    )
+    try:
+        base, source = choose_base(root)
+    except CgroupError as error:
+        return Placement(2, "", (), str(error), fix, [str(error)])
+    # Root makes its subtree on first use: until then its parent is what counts.
+    probe = (
+        root
+        if is_root() and not os.path.isdir(base) and base == os.path.join(root, SUBTREE)
+        else base
+    )
+    problems = []
+    if not os.path.isdir(probe):
+        problems.append(f"{base} does not exist")
+        usable: list[str] = []
+    else:
+        files = [probe, f"{probe}/cgroup.procs", f"{probe}/cgroup.subtree_control"]
+        locked = [path for path in files if not (os.path.exists(path) and writable(path))]
+        if locked:
+            problems.append(f"not writable by {user}: {', '.join(locked)}")
+        available = _words(f"{probe}/cgroup.controllers")
+        enabled = _words(f"{probe}/cgroup.subtree_control")
+        can_enable = writable(f"{probe}/cgroup.subtree_control")
+        usable = [c for c in CONTROLLERS if c in enabled or (c in available and can_enable)]
+        missing = [c for c in CONTROLLERS if c not in usable]
+        if missing:
+            how = "available" if is_root() else "delegated"
+            problems.append(f"controllers not {how}: {', '.join(missing)}")
+    if problems:
+        detail = f"cgroup v2: {base} ({source}) is not usable by {user}: {'; '.join(problems)}"
+        return Placement(2, base, tuple(usable), detail, fix, problems)
+    detail = f"cgroup v2: {', '.join(usable)} usable by {user} in {base} ({source})"
+    if _kernel() < PEAK_KERNEL:
+        detail += "; note: no memory.peak before Linux 5.19, peak memory is sampled"
+    return Placement(2, base, tuple(usable), detail)
+
+
+def _words(path: str) -> list[str]:
+    try:
+        return read_text(path).split()
+    except OSError:
+        return []
+
+
+def _kernel() -> tuple[int, int]:
+    major, minor = (os.uname().release.split(".") + ["0"])[:2]
+    return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
 
 
 def _enable_down_to(base: str) -> None:
