@@ -46,6 +46,7 @@ def create_app(settings: Settings | None = None, timing: Timing | None = None) -
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = app.state
+        assert settings.redis_url is not None  # serve.py starts a Redis when none is given
         state.aredis = aioredis.from_url(settings.redis_url, health_check_interval=30)
         state.hub = EventHub(state.aredis)
         state.hub.start()

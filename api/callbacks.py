@@ -28,7 +28,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import redis.asyncio as aioredis
 
-from worker.store import CALLBACKS, CALLBACKS_RETRY, METRICS, decode_record, sub_key
+from worker.store import CALLBACKS, CALLBACKS_RETRY, METRICS, decode_record, sub_key, text
 
 from .background import BackgroundLoop
 from .settings import Settings
@@ -75,7 +75,7 @@ async def resolve_allowed(url: str, settings: Settings) -> str:
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as error:
         raise CallbackRefused(f"cannot resolve {host}: {error.strerror or error}") from None
-    addresses = [info[4][0] for info in infos]
+    addresses = [str(info[4][0]) for info in infos]
     if not addresses:
         raise CallbackRefused(f"cannot resolve {host}")
     refused = [a for a in addresses if not address_allowed(a, settings)]
@@ -139,7 +139,7 @@ class Dispatcher(BackgroundLoop):
                 if item is None:
                     continue
                 await self.slots.acquire()
-                task = asyncio.create_task(self._one(item[1].decode()))
+                task = asyncio.create_task(self._one(text(item[1])))
                 self.pending.add(task)
                 task.add_done_callback(self._done)
             except asyncio.CancelledError:
@@ -156,8 +156,8 @@ class Dispatcher(BackgroundLoop):
         for raw in await self.redis.zrangebyscore(
             CALLBACKS_RETRY, "-inf", time.time(), start=0, num=100
         ):
-            if await self.redis.zrem(CALLBACKS_RETRY, raw):
-                await self.redis.rpush(CALLBACKS, raw)
+            if await self.redis.zrem(CALLBACKS_RETRY, text(raw)):
+                await self.redis.rpush(CALLBACKS, text(raw))
 
     async def _one(self, sub_id: str) -> None:
         key = sub_key(sub_id)

@@ -20,7 +20,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from worker.store import PREFIX, events_log, sub_key
+from worker.store import PREFIX, events_log, sub_key, text
 
 from .background import BackgroundLoop
 
@@ -67,7 +67,7 @@ class EventHub(BackgroundLoop):
 
     async def status(self, sub_id: str) -> str | None:
         raw = await self.redis.hget(sub_key(sub_id), "status")
-        return raw.decode() if raw else None
+        return text(raw) if raw else None
 
     async def wait(self, sub_id: str, timeout: float) -> bool:
         """True once the submission is done or failed, False after `timeout`."""

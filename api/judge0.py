@@ -310,7 +310,7 @@ def render(record: dict[str, Any], fields: tuple[str, ...], b64: bool) -> dict[s
         "token": record["id"],
         "source_code": request.get("source"),
         "language_id": language_id,
-        "language": {"id": language_id, "name": LANGUAGES.get(language_id, ("", ""))[1]},
+        "language": {"id": language_id, "name": LANGUAGES.get(int(language_id or 0), ("", ""))[1]},
         "stdin": request.get("stdin"),
         "expected_output": request.get("expected_output"),
         "stdout": (test.get("stdout") if test else None) if done and result else None,
@@ -442,7 +442,7 @@ async def create_batch(
         except RequestInvalid as error:
             out.append({str(error.loc[-1]): [error.msg]})
         except ValueError as error:  # pydantic's ValidationError
-            errors = getattr(error, "errors", lambda: [])()
+            errors: list[dict[str, Any]] = getattr(error, "errors", lambda: [])()
             out.append(
                 {str((e.get("loc") or ["error"])[-1]): [str(e.get("msg"))] for e in errors}
                 or {"error": ["invalid submission"]}

@@ -58,9 +58,10 @@ def _limits_model() -> type[BaseModel]:
         description = f"{limit.metadata['help']} (default {default})"
         if kind == "size":
             description += "; bytes or K/M/G"
+        constraints: dict[str, Any] = bounds.get(kind, {})
         fields[request_name(limit)] = (
             types[kind] | None,
-            Field(None, description=description, **bounds.get(kind, {})),
+            Field(None, description=description, **constraints),
         )
     return create_model("LimitsIn", __base__=Strict, **fields)
 

@@ -71,3 +71,22 @@ def test_dependencies_point_one_way() -> None:
         allowed = set(PACKAGES[PACKAGES.index(layer) :]) | {"profiles"}
         wrong += [f"{name} imports {dep}" for dep in deps if dep.split(".")[0] not in allowed]
     assert not wrong, wrong
+
+
+def test_every_module_is_in_the_architecture_map() -> None:
+    # docs/architecture.md says where each behaviour lives: a new module is added there.
+    text = (REPO / "docs" / "architecture.md").read_text()
+    tables = text[text.index("## Where each behaviour lives") :]
+    missing = [
+        str(path.relative_to(REPO))
+        for package in PACKAGES
+        for path in sorted((REPO / package).rglob("*.py"))
+        if path.name != "__main__.py"
+        and f"`{path.parent.relative_to(REPO)}/`" in tables
+        and f"| `{path.name}` |" not in tables.split(f"`{path.parent.relative_to(REPO)}/`", 1)[1]
+    ]
+    packages = {
+        str(p.parent.relative_to(REPO)) for pk in PACKAGES for p in (REPO / pk).rglob("*.py")
+    }
+    unmapped = sorted(p for p in packages if f"`{p}/`" not in tables)
+    assert not missing and not unmapped, (missing, unmapped)

@@ -40,7 +40,7 @@ BUILTIN = ("exact", "lines", "tokens", "float")
 DEFAULT_EPS = 1e-6
 # A checker program's own cell: generous, and not the submission's limits.
 CHECKER_MEMORY = 512 << 20
-CHECKER_LIMITS: dict[str, object] = {
+CHECKER_LIMITS: dict[str, Any] = {
     "time": 10.0,
     "wall_time": 20.0,
     "memory": CHECKER_MEMORY,
@@ -209,7 +209,7 @@ class ProgramChecker(Checker):
         language = self.program.language
         limits = dict(CHECKER_LIMITS)
         limits["memory"] = CHECKER_MEMORY + language.memory_overhead
-        limits["pids"] = max(int(limits["pids"]), language.run_pids or 0)  # type: ignore[call-overload]
+        limits["pids"] = max(int(limits["pids"]), language.run_pids or 0)
         result = sandbox.run(
             [*self.program.argv(CHECKER_MEMORY), "input", "output", "answer"],
             copy_in=files,

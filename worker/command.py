@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -242,7 +243,7 @@ def languages_main(args: argparse.Namespace) -> int:
     except LanguageError as error:
         print(f"cellblock languages: error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    rows = []
+    rows: list[dict[str, Any]] = []
     for language in known.values():
         installed = language.installed()
         if not installed and not args.all:

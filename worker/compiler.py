@@ -81,7 +81,7 @@ def compile_program(
     files[language.source] = source
     limits = language.compile_limit_options()
     if wall_time is not None:
-        limits["wall_time"] = min(float(limits["wall_time"]), max(wall_time, 0.1))  # type: ignore[arg-type]
+        limits["wall_time"] = min(float(limits["wall_time"]), max(wall_time, 0.1))
     result = sandbox.run(
         ["sh", "-c", script, "compile", *language.compile],
         copy_in=files,

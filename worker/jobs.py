@@ -34,6 +34,7 @@ def run_submission(sub_id: str, attempt: int) -> None:
 
     _die_with_worker()
     job = get_current_job()
+    assert job is not None  # RQ calls this inside a job
     store = Store(job.connection)
     if not store.is_current(sub_id, attempt):
         return  # a stale attempt: another run owns the submission now

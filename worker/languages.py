@@ -36,6 +36,7 @@ import tomllib
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 from profiles import LANGUAGES_DIR
 from sandbox.spec import BASE_ENV, parse_size
@@ -104,7 +105,7 @@ class Language:
         """The toolchain's version line, or '' when it cannot be had."""
         return _version(self.version_command)
 
-    def compile_limit_options(self) -> dict[str, object]:
+    def compile_limit_options(self) -> dict[str, Any]:
         return {**COMPILE_LIMITS, **self.compile_limits}
 
 

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+from redis.typing import EncodableT, FieldT
 
 PREFIX = "cb:"
 QUEUE = "cellblock"
@@ -234,7 +235,7 @@ class Store:
         """Store a new submission and queue it; returns its id (a UUID4, as Judge0's tokens)."""
         sub_id = str(uuid.uuid4())
         now = time.time()
-        record = {
+        record: dict[FieldT, EncodableT] = {
             "id": sub_id,
             "kind": kind,
             "status": "queued",
@@ -244,8 +245,8 @@ class Store:
             "request": json.dumps(request),
             "owner": owner,
             "job_timeout": job_timeout,
-            **(extra or {}),
         }
+        record.update(extra or {})
         if callback_url:
             record["callback_url"] = callback_url
         with self.redis.pipeline() as pipe:
@@ -389,7 +390,7 @@ class Store:
         done = []
         now = time.time()
         for raw in self.redis.zrangebyscore(LEASES, "-inf", now):
-            sub_id = raw.decode()
+            sub_id = text(raw)
             outcome = self.recover(sub_id, "its worker stopped renewing the lease (killed or lost)")
             if outcome:
                 done.append((sub_id, outcome))
@@ -405,7 +406,7 @@ class Store:
         )
         done = []
         for raw in self.redis.lrange(limbo_key, 0, -1):
-            job_id = raw.decode()
+            job_id = text(raw)
             sub_id, _, attempt = job_id.rpartition("_")
             status, current = self.redis.hmget(sub_key(sub_id), "status", "attempt")
             if status != b"queued" or current != attempt.encode():
@@ -443,7 +444,12 @@ def connect(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, health_check_interval=30)
 
 
-def decode_record(raw: dict[bytes, bytes]) -> dict[str, Any]:
+def text(raw: Any) -> str:
+    """A Redis reply (bytes: this client does not decode) as text."""
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
+def decode_record(raw: dict[Any, Any]) -> dict[str, Any]:
     record: dict[str, Any] = {k.decode(): v.decode() for k, v in raw.items()}
     for key in ("attempt", "max_attempts", "job_timeout"):
         if key in record:
