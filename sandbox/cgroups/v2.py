@@ -33,6 +33,7 @@ from .common import (
     PolledFile,
     Usage,
     is_root,
+    kernel_version,
     parse_keyed,
     read_keyed,
     read_text,
@@ -150,7 +151,7 @@ def inspect(root: str = CGROUP_ROOT) -> Placement:
         detail = f"cgroup v2: {base} ({source}) is not usable by {user}: {'; '.join(problems)}"
         return Placement(2, base, tuple(usable), detail, fix, problems)
     detail = f"cgroup v2: {', '.join(usable)} usable by {user} in {base} ({source})"
-    if _kernel() < PEAK_KERNEL:
+    if kernel_version() < PEAK_KERNEL:
         detail += "; note: no memory.peak before Linux 5.19, peak memory is sampled"
     return Placement(2, base, tuple(usable), detail)
 
@@ -160,11 +161,6 @@ def _words(path: str) -> list[str]:
         return read_text(path).split()
     except OSError:
         return []
-
-
-def _kernel() -> tuple[int, int]:
-    major, minor = (os.uname().release.split(".") + ["0"])[:2]
-    return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
 
 
 def _enable_down_to(base: str) -> None:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
-import pwd
-import re
+
+# Who asks and on which kernel: the same answers the cgroup discovery uses.
+from sandbox.cgroups.common import is_root, kernel_version, sudo, user_name
+
+__all__ = ["in_container", "is_root", "kernel_version", "read", "read_int", "sudo", "user_name"]
 
 
 def read(path: str) -> str | None:
@@ -23,27 +26,7 @@ def read_int(path: str) -> int | None:
         return None
 
 
-def is_root() -> bool:
-    return os.geteuid() == 0
-
-
-def sudo() -> str:
-    return "" if is_root() else "sudo "
-
-
-def user_name() -> str:
-    try:
-        return pwd.getpwuid(os.geteuid()).pw_name
-    except KeyError:
-        return str(os.geteuid())
-
-
 def in_container() -> bool:
     if os.path.exists("/.dockerenv") or os.path.exists("/run/.containerenv"):
         return True
     return bool(os.environ.get("container"))  # noqa: SIM112 (systemd's name)
-
-
-def kernel_version() -> tuple[int, int]:
-    m = re.match(r"(\d+)\.(\d+)", os.uname().release)
-    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
