@@ -35,15 +35,9 @@ def _probe_pyseccomp() -> dict[str, Any]:
         return {"missing": "pyseccomp", "error": str(e)}
     except RuntimeError as e:  # pyseccomp raises this when libseccomp.so is missing
         return {"missing": "libseccomp", "error": str(e)}
-    filt = pyseccomp.SyscallFilter(pyseccomp.ERRNO(errno.EPERM))
-    filt.add_rule(pyseccomp.ALLOW, "read")
-    r, w = os.pipe()
-    with open(w, "wb") as f:
-        filt.export_bpf(f)
-    data = b""
-    while chunk := os.read(r, 65536):
-        data += chunk
-    os.close(r)
+    from sandbox import seccomp
+
+    data = seccomp.compile_profile("default")  # the cells' own profile, as a run compiles it
     if not data or len(data) % 8:
         raise ProbeFailed(f"libseccomp exported {len(data)} bytes, not a BPF program")
     return {
@@ -88,8 +82,8 @@ def check_seccomp() -> Check:
         name,
         True,
         f"the kernel accepts seccomp filters (no_new_privs + allow-all program) and "
-        f"{os.path.basename(str(lib.value['library']))} compiles them (pyseccomp "
-        f"{lib.value['version']}){inherited}",
+        f"{os.path.basename(str(lib.value['library']))} compiles the cells' default profile "
+        f"({lib.value['instructions']} instructions; pyseccomp {lib.value['version']}){inherited}",
     )
 
 
@@ -101,11 +95,16 @@ def _probe_landlock() -> int:
         ctypes.c_uint32(libc.LANDLOCK_CREATE_RULESET_VERSION),
         what="landlock_create_ruleset",
     )
-    attr = ctypes.create_string_buffer(struct.pack("Q", landlock.EXECUTE), 8)
+    # The cell's own ruleset for this ABI (its rights and scopes), enforced here:
+    # what the kernel refuses of it, a cell would meet.
+    ruleset = landlock.ruleset_for(abi)
+    if ruleset is None:
+        raise ProbeFailed(f"the kernel reports Landlock ABI {abi}")
+    attr = ctypes.create_string_buffer(ruleset.attr, len(ruleset.attr))
     fd = libc.syscall(
         libc.SYS_landlock_create_ruleset,
         attr,
-        ctypes.c_size_t(8),
+        ctypes.c_size_t(len(ruleset.attr)),
         ctypes.c_uint32(0),
         what="landlock_create_ruleset",
     )
@@ -135,7 +134,7 @@ def check_landlock() -> Check:
         return Check(
             name,
             True,
-            f"Landlock ABI {out.value}: a ruleset can be created and enforced (a cell's "
+            f"Landlock ABI {out.value}: the cells' ruleset is created and enforced (a cell's "
             "program opens nothing outside its cell, even through a descriptor)",
             required=False,
         )
