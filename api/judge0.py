@@ -184,15 +184,18 @@ def _decode(value: str | None, field: str, b64: bool, loc: tuple) -> str | None:
 def to_request(
     sub: Judge0Submission, settings: Settings, known: set[str], b64: bool, loc: tuple = ("body",)
 ) -> dict[str, Any]:
-    """A Judge0 submission as the request worker/jobs.py judges (a single run)."""
+    """A Judge0 submission as the request worker/request.py judges (a single run)."""
     if sub.language_id not in LANGUAGES or LANGUAGES[sub.language_id][0] not in known:
         raise RequestInvalid(
             (*loc, "language_id"), f"language with id {sub.language_id} doesn't exist"
         )
-    for name in ("enable_network", "redirect_stderr_to_stdout"):
-        if getattr(sub, name):
-            raise RequestInvalid((*loc, name), "not supported by this service")
-    for name in ("command_line_arguments", "compiler_options", "additional_files"):
+    for name in (
+        "enable_network",
+        "redirect_stderr_to_stdout",
+        "command_line_arguments",
+        "compiler_options",
+        "additional_files",
+    ):
         if getattr(sub, name):
             raise RequestInvalid((*loc, name), "not supported by this service")
     if (sub.number_of_runs or 1) > 1:

@@ -1,7 +1,7 @@
 """Request and response bodies of /v1 (docs/contract.md, section 4), and their checks.
 
 Pydantic checks shapes and types; `normalize` checks what depends on the
-configuration (caps) and turns a request into what worker/jobs.py judges.
+configuration (caps) and turns a request into what worker/request.py parses and judges.
 Every refusal names the field (`loc`), and nothing here echoes the input back
 (an echoed NaN or lone surrogate is what turns a 422 into a 500).
 """
@@ -161,7 +161,7 @@ def normalize(
     known_languages: set[str],
     loc: tuple[str | int, ...] = ("body",),
 ) -> dict[str, Any]:
-    """The stored request (see worker/jobs.py), or RequestInvalid naming the field."""
+    """The stored request (worker/request.py), or RequestInvalid naming the field."""
     if sub.language not in known_languages:
         raise RequestInvalid(
             (*loc, "language"), f"unknown language (known: {', '.join(sorted(known_languages))})"

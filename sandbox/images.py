@@ -84,8 +84,16 @@ class _PrivateEntries:
 
     # An entry made, removed or renamed in a watched directory, or its (or the
     # directory's) owner or mode changed.
-    _CHANGES = 0x4 | 0x40 | 0x80 | 0x100 | 0x200 | 0x400 | 0x800 | 0x4000
-    # IN_ATTRIB, IN_MOVED_FROM/TO, IN_CREATE, IN_DELETE(_SELF), IN_MOVE_SELF, IN_Q_OVERFLOW
+    _CHANGES = (
+        libc.IN_ATTRIB
+        | libc.IN_MOVED_FROM
+        | libc.IN_MOVED_TO
+        | libc.IN_CREATE
+        | libc.IN_DELETE
+        | libc.IN_DELETE_SELF
+        | libc.IN_MOVE_SELF
+        | libc.IN_Q_OVERFLOW
+    )
 
     def __init__(self) -> None:
         self._watch: int | None = None

@@ -52,7 +52,7 @@ import subprocess
 from dataclasses import dataclass, replace
 from functools import cache
 
-from .libc import PR_GET_NO_NEW_PRIVS, prctl, write_file
+from .libc import CLONE_NEWUSER, PR_GET_NO_NEW_PRIVS, prctl, unshare, write_file
 
 RANGE_SIZE = 65536  # ids of a root-started cell
 RUN_ID = 1000  # the program's uid and gid inside a cell that has ids of its own
@@ -398,8 +398,6 @@ def enter_holding_namespace(template: IdMap) -> IdMap:
             os._exit(code)
     os.close(go_r)
     try:
-        from .libc import CLONE_NEWUSER, unshare
-
         unshare(CLONE_NEWUSER)
         os.write(go_w, b"1")
     finally:

@@ -182,6 +182,11 @@ def as_user(user: str, command: list[str]) -> list[str]:
     return ["sh", "-c", f'echo $$ > {procs} && exec "$@"', "sh", *switch]
 
 
+def python_as(user: str, script: str) -> list[str]:
+    """A Python `script` of this checkout, run by the venv's interpreter as `user`."""
+    return as_user(user, ["env", f"PYTHONPATH={REPO}", str(VENV / "bin" / "python"), "-c", script])
+
+
 def _user_can_read_repo(user: str) -> bool:
     probe = subprocess.run(
         ["runuser", "-u", user, "--", "test", "-r", str(REPO / "sandbox" / "cell.py")],

@@ -16,11 +16,10 @@ from pathlib import Path
 import pytest
 from conftest import (
     REPO,
-    VENV,
-    as_user,
     children_of_this_process,
     parent_of,
     process_stat,
+    python_as,
     settle,
     under_a_refusing_profile,
 )
@@ -296,10 +295,7 @@ def test_unprivileged_caller_gets_the_makers_cells(test_user):
         sandbox.keep_warm(False)
     """)
     done = subprocess.run(
-        as_user(
-            test_user.pw_name,
-            ["env", f"PYTHONPATH={REPO}", str(VENV / "bin" / "python"), "-c", script],
-        ),
+        python_as(test_user.pw_name, script),
         capture_output=True,
         text=True,
         cwd="/",
@@ -329,10 +325,7 @@ def test_an_unprivileged_maker_maps_each_cell_to_a_subordinate_id_of_its_own(tes
         sandbox.keep_warm(False)
     """)
     caller = subprocess.Popen(
-        as_user(
-            test_user.pw_name,
-            ["env", f"PYTHONPATH={REPO}", str(VENV / "bin" / "python"), "-c", script],
-        ),
+        python_as(test_user.pw_name, script),
         cwd="/",
     )
     try:

@@ -10,7 +10,7 @@ import sys
 import textwrap
 
 import pytest
-from conftest import REPO, VENV, as_user, children_of_this_process, process_stat, settle
+from conftest import REPO, children_of_this_process, process_stat, python_as, settle
 
 import sandbox
 from sandbox import run, warm
@@ -116,10 +116,7 @@ def test_unprivileged_caller_with_warm_cells(test_user):
         print(len(set(outs)), outs[0].strip())
     """)
     done = subprocess.run(
-        as_user(
-            test_user.pw_name,
-            ["env", f"PYTHONPATH={REPO}", str(VENV / "bin" / "python"), "-c", script],
-        ),
+        python_as(test_user.pw_name, script),
         capture_output=True,
         text=True,
         cwd="/",

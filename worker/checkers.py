@@ -356,11 +356,7 @@ def load_program(path: Path, role: str, language_id: str | None = None) -> Progr
     header = path.parent / "testlib.h"
     if header.is_file() and language.compiled:
         extra["testlib.h"] = header.read_bytes()
-    program = _CACHE.get(language, data, extra)
-    if not program.ok:
-        output = (program.compile.stderr + program.compile.stdout) if program.compile else ""
-        raise CheckerError(f"{role} {path} does not compile: {program.error}\n{output[:4000]}")
-    return program
+    return _compiled(language, data, extra, f"{role} {path}")
 
 
 def build_checker(spec: object, *, host_paths: bool = True) -> Checker:
@@ -406,8 +402,14 @@ def _program_checker(spec: dict[str, Any]) -> ProgramChecker:
         language = get_language(language_id)
     except ValueError as error:
         raise CheckerError(f"checker: {error}") from None
-    program = _CACHE.get(language, source.encode(), {})
+    program = _compiled(language, source.encode(), {}, "the checker")
+    return ProgramChecker(program, f"{language.id} checker")
+
+
+def _compiled(language: Language, source: bytes, extra: dict[str, bytes], what: str) -> Program:
+    """A helper program compiled (once per process), or CheckerError with the compiler's words."""
+    program = _CACHE.get(language, source, extra)
     if not program.ok:
         output = (program.compile.stderr + program.compile.stdout) if program.compile else ""
-        raise CheckerError(f"the checker does not compile: {program.error}\n{output[:2000]}")
-    return ProgramChecker(program, f"{language.id} checker")
+        raise CheckerError(f"{what} does not compile: {program.error}\n{output[:4000]}")
+    return program

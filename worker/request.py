@@ -22,6 +22,7 @@ Without tests (neither `tests` nor `tests_dir`), the submission is one run on
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,8 +110,6 @@ class JudgeRequest:
         time.monotonic() by which compile and tests together must end;
         `whole_output`: tests keep their whole stdout and stderr (up to the
         output limit), not excerpts."""
-        import time
-
         options = JudgeOptions(
             limits=self.limits,
             checker=self.checker,
