@@ -67,22 +67,31 @@ async def authenticate(request: Request, cost: int = 1) -> Principal:
     return principal
 
 
+# Requests that only read (results, events, listings) have a budget of their
+# own: a client polling its submissions (Judge0's way) must not use up the
+# budget of the work it may queue, and a read costs one Redis lookup.
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 async def rate_limit(request: Request, principal: Principal, cost: int = 1) -> None:
     settings = request.app.state.settings
-    if settings.rate_limit <= 0:
+    reading = request.method in READ_METHODS
+    limit = settings.read_rate_limit if reading else settings.rate_limit
+    if limit <= 0:
         return
     window = int(time.time() // settings.rate_window)
-    key = rate_limit_key(principal.id, window)
+    key = rate_limit_key(principal.id + (":read" if reading else ""), window)
     redis = request.app.state.aredis
     async with redis.pipeline(transaction=True) as pipe:
         pipe.incrby(key, cost)
         pipe.expire(key, settings.rate_window * 2)
         used, _ = await pipe.execute()
-    if used > settings.rate_limit:
+    if used > limit:
         retry = settings.rate_window - int(time.time()) % settings.rate_window
+        what = "reads" if reading else "requests that queue work"
         raise HTTPException(
             429,
-            f"rate limit: {settings.rate_limit} requests per {settings.rate_window} s for this key",
+            f"rate limit: {limit} {what} per {settings.rate_window} s for this key",
             headers={"Retry-After": str(retry)},
         )
 

@@ -39,7 +39,7 @@ from worker.store import JUDGE0_INDEX
 from .auth import Caller, Principal, rate_limit
 from .models import LimitsIn, Number, RequestInvalid, Text, limits_dict, view
 from .settings import Settings
-from .v1 import ID_PATTERN, check_callback, enqueue, owned
+from .v1 import ID_PATTERN, admit, check_callback, enqueue, owned
 
 router = APIRouter(prefix="/judge0", tags=["judge0"])
 VERSION = "1.13.1"
@@ -393,7 +393,12 @@ Fields = Annotated[str | None, Query(description="comma-separated fields, or *")
 
 
 async def _create(
-    request: Request, sub: Judge0Submission, principal: Principal, b64: bool, loc: tuple = ("body",)
+    request: Request,
+    sub: Judge0Submission,
+    principal: Principal,
+    b64: bool,
+    loc: tuple = ("body",),
+    admitted: bool = False,
 ) -> str:
     state = request.app.state
     stored = to_request(sub, state.settings, state.languages, b64, loc)
@@ -405,6 +410,7 @@ async def _create(
         kind="judge0",
         callback_url=sub.callback_url,
         extra={"judge0_base64": "1" if b64 else "0"},
+        admitted=admitted,
     )
 
 
@@ -436,12 +442,14 @@ async def create_batch(
             ("body", "submissions"), f"between 1 and {settings.max_batch} submissions"
         )
     await rate_limit(request, principal, len(batch.submissions) - 1)  # one was counted
+    await admit(request, len(batch.submissions))
     out: list[dict[str, Any]] = []
     for index, raw in enumerate(batch.submissions):
         loc = ("body", "submissions", index)
         try:
             sub = Judge0Submission.model_validate(raw)
-            out.append({"token": await _create(request, sub, principal, base64_encoded, loc)})
+            token = await _create(request, sub, principal, base64_encoded, loc, admitted=True)
+            out.append({"token": token})
         except RequestInvalid as error:
             out.append({str(error.loc[-1]): [error.msg]})
         except ValueError as error:  # pydantic's ValidationError

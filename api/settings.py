@@ -5,7 +5,9 @@
 | `REDIS_URL` | (none: `cellblock serve` runs its own) | the queue |
 | `CELLBLOCK_API_KEYS` | (none: loopback only) | comma-separated keys |
 | `CELLBLOCK_API_KEYS_FILE` | | a file with one key per line |
-| `CELLBLOCK_RATE_LIMIT` | 600 | requests per key per minute (0: off) |
+| `CELLBLOCK_RATE_LIMIT` | 600 | requests that queue work (POST) per key per minute (0: off) |
+| `CELLBLOCK_READ_RATE_LIMIT` | 12000 | reads (GET) per key per minute (0: off) |
+| `CELLBLOCK_MAX_QUEUE` | 10000 | queued submissions before new ones get 429 (0: none) |
 | `CELLBLOCK_MAX_BODY` | 32M | largest request body |
 | `CELLBLOCK_MAX_SOURCE` | 1M | largest source (and checker source) |
 | `CELLBLOCK_MAX_TESTS` | 500 | tests per submission |
@@ -42,7 +44,9 @@ class Settings:
     redis_url: str | None = None
     api_keys: frozenset[str] = frozenset()
     rate_limit: int = 600
+    read_rate_limit: int = 12000
     rate_window: int = 60
+    max_queue: int = 10000
     max_body: int = 32 << 20
     max_source: int = 1 << 20
     max_tests: int = 500
@@ -90,6 +94,8 @@ class Settings:
             "redis_url": os.environ.get("REDIS_URL") or None,
             "api_keys": frozenset(keys),
             "rate_limit": int(_env("CELLBLOCK_RATE_LIMIT", "600")),
+            "read_rate_limit": int(_env("CELLBLOCK_READ_RATE_LIMIT", "12000")),
+            "max_queue": int(_env("CELLBLOCK_MAX_QUEUE", "10000")),
             "max_body": parse_size(_env("CELLBLOCK_MAX_BODY", "32M"), "CELLBLOCK_MAX_BODY"),
             "max_source": parse_size(_env("CELLBLOCK_MAX_SOURCE", "1M"), "CELLBLOCK_MAX_SOURCE"),
             "max_tests": int(_env("CELLBLOCK_MAX_TESTS", "500")),

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+
+from worker.store import METRICS, QUEUE_KEY
 
 from . import metrics
 from .auth import Caller, Principal, rate_limit
@@ -38,6 +41,35 @@ async def check_callback(request: Request, url: str | None, loc: tuple) -> None:
         raise RequestInvalid(loc, str(error)) from None
 
 
+async def admit(request: Request, count: int = 1) -> None:
+    """Refuse new work (429 with Retry-After) once the queue holds the configured
+    maximum: under overload a client waits and retries, instead of every
+    submission's latency growing without bound."""
+    state = request.app.state
+    most = state.settings.max_queue
+    if most <= 0:
+        return
+    queued = int(await state.aredis.llen(QUEUE_KEY))
+    if queued + count <= most:
+        return
+    raise HTTPException(
+        429,
+        f"the queue is full ({queued} submissions waiting, at most {most} here); "
+        "try again after Retry-After seconds",
+        headers={"Retry-After": str(await _drain_estimate(request, queued + count - most))},
+    )
+
+
+async def _drain_estimate(request: Request, excess: int) -> int:
+    """Seconds until `excess` queued submissions are likely done: their mean
+    judging time over the live workers, between 1 and 60."""
+    state = request.app.state
+    total, count = await state.aredis.hmget(METRICS, "duration_sum", "duration_count")
+    mean = float(total or 0) / int(count or 0) if count and int(count) else 1.0
+    workers = max(len(await live_workers(request)), 1)
+    return min(max(math.ceil(excess * mean / workers), 1), 60)
+
+
 async def enqueue(
     request: Request,
     stored: dict[str, Any],
@@ -46,7 +78,11 @@ async def enqueue(
     kind: str = "v1",
     callback_url: str | None = None,
     extra: dict[str, str] | None = None,
+    admitted: bool = False,
 ) -> str:
+    """Store and queue one submission (`admitted`: its batch was admitted whole)."""
+    if not admitted:
+        await admit(request)
     store = request.app.state.store
     return await run_in_threadpool(
         store.create,
@@ -112,8 +148,9 @@ async def create_batch(request: Request, principal: Caller, batch: BatchIn) -> A
         loc = ("body", "submissions", index)
         stored.append(normalize(submission, state.settings, state.languages, loc))
         await check_callback(request, submission.callback_url, (*loc, "callback_url"))
+    await admit(request, len(stored))
     ids = [
-        await enqueue(request, one, principal, callback_url=sub.callback_url)
+        await enqueue(request, one, principal, callback_url=sub.callback_url, admitted=True)
         for one, sub in zip(stored, batch.submissions, strict=True)
     ]
     return JSONResponse(

@@ -129,14 +129,16 @@ def test_every_verdict_over_http(service, verdict):
         assert "error" in data["result"]["compile"]["stderr"]
 
 
-def test_a_pipeline_crash_is_ie_with_a_message(service):
-    # A request the API would refuse, stored directly: the job must not crash silently.
+def test_a_request_no_attempt_can_judge_fails_at_once_with_the_reason(service):
+    # A request the API would refuse, stored directly: the job must not crash
+    # silently, must not be a verdict, and retrying it would change nothing.
     owner = "key:" + hashlib.sha256(KEY.encode()).hexdigest()[:16]
     sub_id = service.store.create({"language": "no-such-language", "source": "x"}, owner=owner)
     data = poll(service, sub_id)
-    assert data["status"] == "done"
-    assert data["result"]["verdict"] == "IE"
-    assert "no-such-language" in data["result"]["message"]
+    assert data["status"] == "failed"
+    assert data["result"] is None
+    assert "no-such-language" in data["error"] and "invalid" in data["error"]
+    assert data["attempt"] == 1
 
 
 def test_single_run_keeps_the_whole_output(service):
@@ -362,20 +364,27 @@ def test_without_keys_only_loopback_is_served(service):
 def test_rate_limit_per_key(service):
     app = create_app(
         Settings.from_env(
-            redis_url=service.url, api_keys=frozenset({"rate-a", "rate-b"}), rate_limit=5
+            redis_url=service.url,
+            api_keys=frozenset({"rate-a", "rate-b"}),
+            rate_limit=5,
+            read_rate_limit=3,
         ),
         TIMING,
     )
+    a, b = {"X-Auth-Token": "rate-a"}, {"X-Auth-Token": "rate-b"}
     with TestClient(app, client=("127.0.0.1", 1)) as client:
-        codes = [
-            client.get("/v1/languages", headers={"X-Auth-Token": "rate-a"}).status_code
-            for _ in range(7)
-        ]
-        assert codes == [200] * 5 + [429] * 2
-        limited = client.get("/v1/languages", headers={"X-Auth-Token": "rate-a"})
+        codes = [client.get("/v1/languages", headers=a).status_code for _ in range(5)]
+        assert codes == [200] * 3 + [429] * 2
+        limited = client.get("/v1/languages", headers=a)
         assert int(limited.headers["retry-after"]) >= 1
-        # Another key has its own budget.
-        assert client.get("/v1/languages", headers={"X-Auth-Token": "rate-b"}).status_code == 200
+        assert "reads" in limited.json()["detail"]
+        # Reads have a budget of their own: polling does not use up the
+        # budget of the work a key may queue (an invalid body still counts).
+        codes = [client.post("/v1/submissions", json={}, headers=a).status_code for _ in range(6)]
+        assert codes == [422] * 5 + [429]
+        # Another key has its own budgets.
+        assert client.get("/v1/languages", headers=b).status_code == 200
+        assert client.post("/v1/submissions", json={}, headers=b).status_code == 422
 
 
 BAD_INPUTS = [

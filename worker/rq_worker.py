@@ -1,19 +1,22 @@
 """One worker process of `cellblock worker` (worker/supervisor.py starts N of them).
 
-Each is an RQ worker whose work horse, forked per job, runs worker.jobs.
+Each is an RQ worker that runs its jobs (worker.jobs) in its own process, one
+after another: no work horse is forked per job, so a job pays neither a fork
+of this interpreter nor a fresh set of imports, and the warm cells this
+process keeps (and its cell maker, sandbox/maker.py) serve every job, not one.
 Beyond plain RQ, each worker:
-- claims the submission and takes its lease before forking the horse, and
-  renews the lease while the horse runs (RQ's monitoring loop);
-- runs the reaper (worker/store.py) every few seconds, idle or busy, so a
-  SIGKILLed worker's job is run again by another one within the lease time;
-- treats a horse that died without finishing its job as a lost run (bounded
-  retries, then `failed` with the reason);
-- keeps no threads: RQ's pubsub command thread is left off, because the
-  horse is forked from this process and forking a multi-threaded process is
-  unsafe;
+- has a lease keeper (a thread) that renews the lease of the submission being
+  judged while its cells run, runs the reaper (worker/store.py) every few
+  seconds, idle or busy, so a SIGKILLed worker's job is run again by another
+  one within the lease time, and publishes the worker's heartbeat for
+  GET /v1/health. The thread only talks to Redis: cells are made by the cell
+  maker, and a cold cell made here takes sandbox's way for a threaded caller
+  (an outer process forks, never this one's clone);
+- restarts nothing itself: a worker that dies (the OOM killer, a crash) is
+  restarted by the supervisor, and its submission's lease expires and is
+  queued again (bounded retries, then `failed` with the reason);
 - runs the escape self-check (worker/selfcheck.py) at start and every
-  `CELLBLOCK_SELFCHECK_INTERVAL` seconds (default 600), between jobs, and
-  publishes it with its heartbeat for GET /v1/health.
+  `CELLBLOCK_SELFCHECK_INTERVAL` seconds (default 600), between jobs.
 """
 
 from __future__ import annotations
@@ -22,139 +25,172 @@ import argparse
 import logging
 import os
 import sys
+import threading
 import time
 from typing import Any
 
-from rq import Queue, Worker
+from rq import Queue, SimpleWorker
 from rq.job import Job
 
 import sandbox
 
+from . import jobs
 from .store import QUEUE, Store, Timing, connect, worker_name
 
 log = logging.getLogger("cellblock.worker")
 
 
-class CellWorker(Worker):
-    """An RQ worker with leases, a reaper and an escape self-check."""
+class LeaseKeeper(threading.Thread):
+    """Renews the lease of the job being run, reaps lost runs, says the worker
+    is alive: what must go on while the main thread waits on a cell."""
+
+    def __init__(self, worker: CellWorker) -> None:
+        super().__init__(name="cellblock-lease", daemon=True)
+        self.worker = worker
+        self.store = worker.store
+        self.lock = threading.Lock()
+        self.current: tuple[str, int, float] | None = None  # id, attempt, renew until
+        self.stopping = threading.Event()
+        self._next_reap = 0.0
+        self._next_alive = 0.0
+
+    # jobs.LeaseHolder
+    def hold(self, sub_id: str, attempt: int, until: float) -> None:
+        with self.lock:
+            self.current = (sub_id, attempt, until)
+        self._next_alive = 0.0
+
+    def release(self) -> None:
+        with self.lock:
+            self.current = None
+        self._next_alive = 0.0
+
+    def busy(self) -> str | None:
+        current = self.current
+        return current[0] if current else None
+
+    def run(self) -> None:
+        timing = self.store.timing
+        tick = max(min(timing.renew, timing.reap / 2, 1.0), 0.05)
+        while not self.stopping.wait(tick):
+            try:
+                self.tick()
+            except Exception as error:  # noqa: BLE001 - Redis may be down a moment: go on
+                log.warning("lease keeper: %s", error)
+
+    def tick(self) -> None:
+        now = time.time()
+        with self.lock:
+            current = self.current
+        if current is not None and now < current[2]:
+            self.store.renew(current[0], current[1])
+        if now >= self._next_reap:
+            self._next_reap = now + self.store.timing.reap
+            for sub_id, outcome in self.store.reap():
+                log.warning("recovered submission %s: %s", sub_id, outcome)
+        if now >= self._next_alive:
+            self._next_alive = now + max(self.store.timing.reap / 2, 1.0)
+            self.worker.say_alive(now)
+
+
+class CellWorker(SimpleWorker):
+    """An RQ worker that runs jobs in its own process, with leases, a reaper
+    and an escape self-check."""
 
     def __init__(self, store: Store, selfcheck_interval: float = 600.0, **options: Any) -> None:
-        timing = store.timing
         self.store = store  # before RQ's constructor, which reads dequeue_timeout
         super().__init__(
             [Queue(QUEUE, connection=store.redis)],
             connection=store.redis,
             name=worker_name(),
-            job_monitoring_interval=max(1, int(timing.renew)),
-            worker_ttl=max(int(timing.reap) + 15, 20),
+            worker_ttl=max(int(store.timing.reap) + 15, 20),
             **options,
         )
-        self.store = store
         self.selfcheck_interval = selfcheck_interval
         self.started = time.time()
         self.jobs_done = 0
         self.last_selfcheck: dict[str, Any] | None = None
-        self._current: tuple[str, int] | None = None
-        self._next_reap = 0.0
-        self._next_alive = 0.0
         self._next_selfcheck = 0.0
+        self.keeper = LeaseKeeper(self)
         from .languages import all_languages
 
         self.languages = [lang.id for lang in all_languages().values() if lang.installed()]
 
-    # RQ's idle loop blocks on the queue for this long, then heartbeats (and we reap).
+    # RQ's idle loop blocks on the queue for this long, then heartbeats.
     @property
     def dequeue_timeout(self) -> int:
         return max(1, int(self.store.timing.reap))
 
     def subscribe(self) -> None:
-        """No pubsub thread: this process must stay single-threaded (see module doc)."""
+        """No RQ pubsub thread: its commands (kill a horse, stop a job) assume a forked horse."""
 
     def unsubscribe(self) -> None:
         pass
 
     def bootstrap(self, *args: Any, **kwargs: Any) -> None:
         super().bootstrap(*args, **kwargs)
-        # The first self-check also warms what every horse inherits (the
-        # sandbox's imports, the compiled seccomp filter).
-        self._tick(force_selfcheck=True)
+        self._selfcheck(force=True)
+        jobs.install(jobs.WorkerContext(self.store, self.name, self.keeper))
+        self.keeper.start()
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         sub_id, attempt = job.args[0], int(job.args[1])
-        claimed = self.store.claim(sub_id, attempt, self.name)
-        self._current = (sub_id, attempt) if claimed else None
-        os.environ["CELLBLOCK_WORKER_PID"] = str(os.getpid())
         try:
             super().execute_job(job, queue)
         finally:
-            self._current = None
-        if claimed and self.store.is_current(sub_id, attempt):
-            # The horse ended without finishing the submission: it was killed
-            # (OOM killer, a signal) or crashed outside the job's own handler.
-            self.store.recover(sub_id, "its job process died before finishing", force=True)
+            self.keeper.release()
+        if self.store.is_current(sub_id, attempt, self.name):
+            # The job ended without finishing its submission (RQ's job timeout
+            # cut it): an infrastructure failure, never a verdict.
+            self.store.recover(
+                sub_id, "its job ended before finishing", force=True, attempt=attempt
+            )
         self.jobs_done += 1
-        self._tick()
-
-    def maintain_heartbeats(self, job: Job, execution: Any) -> None:
-        super().maintain_heartbeats(job, execution)
-        if self._current:
-            self.store.renew(*self._current)
-        self._tick(busy=True)
-
-    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
-        super().heartbeat(timeout, pipeline)
-        if pipeline is None and not self.is_horse:
-            self._tick()
+        self._selfcheck()
 
     def register_death(self) -> None:
+        self.keeper.stopping.set()
         super().register_death()
         self.store.worker_gone(self.name)
 
-    def _tick(self, busy: bool = False, force_selfcheck: bool = False) -> None:
-        """Periodic duties of the main process, between or around jobs."""
-        now = time.time()
-        if not busy and (force_selfcheck or now >= self._next_selfcheck):
-            from .selfcheck import run_selfcheck
+    def say_alive(self, now: float) -> None:
+        self.store.worker_alive(
+            self.name,
+            {
+                "name": self.name,
+                "pid": os.getpid(),
+                "host": os.uname().nodename,
+                "started_at": self.started,
+                "seen_at": now,
+                "jobs": self.jobs_done,
+                "busy": self.keeper.busy(),
+                "languages": self.languages,
+                "selfcheck": self.last_selfcheck,
+            },
+            ttl=max(self.store.timing.reap * 3, 10.0),
+        )
 
-            self.last_selfcheck = run_selfcheck().to_dict()
-            self._next_selfcheck = now + self.selfcheck_interval
-            if not self.last_selfcheck["contained"]:
-                log.error("escape self-check failed: %s", self.last_selfcheck)
-            self._next_alive = 0.0
-        if now >= self._next_reap:
-            self._next_reap = now + self.store.timing.reap
-            try:
-                for sub_id, outcome in self.store.reap():
-                    log.warning("recovered submission %s: %s", sub_id, outcome)
-            except Exception:  # noqa: BLE001 - the reaper must never take the worker down
-                log.exception("reaper pass failed")
-        if now >= self._next_alive:
-            self._next_alive = now + max(self.store.timing.reap / 2, 1.0)
-            self.store.worker_alive(
-                self.name,
-                {
-                    "name": self.name,
-                    "pid": os.getpid(),
-                    "host": os.uname().nodename,
-                    "started_at": self.started,
-                    "seen_at": now,
-                    "jobs": self.jobs_done,
-                    "busy": self._current[0] if self._current else None,
-                    "languages": self.languages,
-                    "selfcheck": self.last_selfcheck,
-                },
-                ttl=max(self.store.timing.reap * 3, 10.0),
-            )
+    def _selfcheck(self, force: bool = False) -> None:
+        """Between jobs, when due: cells that try known escapes (worker/selfcheck.py)."""
+        now = time.time()
+        if not force and now < self._next_selfcheck:
+            return
+        from .selfcheck import run_selfcheck
+
+        self.last_selfcheck = run_selfcheck().to_dict()
+        self._next_selfcheck = now + self.selfcheck_interval
+        if not self.last_selfcheck["contained"]:
+            log.error("escape self-check failed: %s", self.last_selfcheck)
+        self.keeper._next_alive = 0.0
 
 
 def run_one(url: str, log_level: str) -> int:
     """One worker process (what the supervisor starts N of)."""
-    # Imported here, once, so that every forked horse has them already.
-    from . import checkers, compiler, jobs, languages, pipeline, testsets  # noqa: F401
+    # Everything a job needs, imported once, before the first job.
+    from . import checkers, compiler, languages, pipeline, request, testsets  # noqa: F401
 
-    # Warm cells, made by one cell maker started here: each job's work horse
-    # is forked from this process and asks that maker for its cells (a
-    # horse's own maker would cost it ~150 ms of imports per job).
+    # Warm cells and the cell maker from the first run: this process runs
+    # every job, so every cell after the first is made ahead of time.
     sandbox.keep_warm()
     store = Store(connect(url), Timing.from_env())
     interval = float(os.environ.get("CELLBLOCK_SELFCHECK_INTERVAL", "600"))

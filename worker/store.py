@@ -42,6 +42,7 @@ from redis.typing import EncodableT, FieldT
 
 PREFIX = "cb:"
 QUEUE = "cellblock"
+QUEUE_KEY = "rq:queue:" + QUEUE  # RQ's list of the queued jobs' ids
 LEASES = PREFIX + "leases"
 CALLBACKS = PREFIX + "callbacks"
 CALLBACKS_RETRY = PREFIX + "callbacks:retry"
@@ -65,12 +66,24 @@ def events_log(sub_id: str) -> str:
     return f"{PREFIX}evlog:{sub_id}"
 
 
+def events_counter(sub_id: str) -> str:
+    return f"{PREFIX}evseq:{sub_id}"
+
+
 def worker_key(name: str) -> str:
     return f"{PREFIX}worker:{name}"
 
 
 def rate_limit_key(principal: str, window: int) -> str:
     return f"{PREFIX}rl:{principal}:{window}"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A started run: what the API stored for it."""
+
+    request: dict[str, Any]
+    job_timeout: int
 
 
 @dataclass(frozen=True)
@@ -102,15 +115,36 @@ class Timing:
 
 # --- Lua: each a single atomic step -----------------------------------------
 
+# Append an event to a submission's stream: numbered, logged for replay (SSE),
+# published. `body` is the event's JSON object without its `seq`.
+_EVENT_FN = """
+local function publish_event(counter, log, channel, body, ttl)
+  local seq = redis.call('INCR', counter)
+  redis.call('EXPIRE', counter, ttl)
+  local event = '{"seq":' .. seq .. ',' .. string.sub(body, 2)
+  redis.call('RPUSH', log, event)
+  redis.call('EXPIRE', log, ttl)
+  redis.call('PUBLISH', channel, event)
+  return seq
+end
+"""
+
 # Claim attempt ARGV[1] for a worker: only the current attempt of a queued
-# submission may start. KEYS: sub, leases. ARGV: attempt, worker, now, lease-until, id.
-_CLAIM = """
+# submission may start; its `running` event goes out in the same step.
+# KEYS: sub, leases, event counter, event log.
+# ARGV: attempt, worker, now, lease-until, id, channel, event-json, ttl.
+# Returns the request (JSON) and the job's timeout, or 0.
+_CLAIM = (
+    _EVENT_FN
+    + """
 if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then return 0 end
 if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then return 0 end
 redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[2], 'started_at', ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[5])
-return 1
+publish_event(KEYS[3], KEYS[4], ARGV[6], ARGV[7], ARGV[8])
+return redis.call('HMGET', KEYS[1], 'request', 'job_timeout')
 """
+)
 
 # Renew a lease only while it is ours. KEYS: sub, leases. ARGV: attempt, until, id.
 _RENEW = """
@@ -121,10 +155,14 @@ return 1
 """
 
 # Finish attempt ARGV[1]: record the outcome, drop the lease, queue the callback,
-# count it. KEYS: sub, leases, callbacks, metrics.
+# count it, and send the `end` event: the result is written once, in one step.
+# KEYS: sub, leases, callbacks, metrics, event counter, event log.
 # ARGV: attempt, status, result-json, error, finished_at, ttl, id, verdict, bucket, duration,
-#       cell seconds ('' when not judged), runs (cells the judging ran).
-_FINISH = """
+#       cell seconds ('' when not judged), runs (cells the judging ran), channel,
+#       end event JSON.
+_FINISH = (
+    _EVENT_FN
+    + """
 if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then return 0 end
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'done' or status == 'failed' then return 0 end
@@ -144,14 +182,18 @@ if ARGV[11] ~= '' then
   redis.call('HSET', KEYS[1], 'judge_seconds', ARGV[10], 'cell_seconds', ARGV[11])
 end
 if ARGV[12] ~= '0' then redis.call('HINCRBY', KEYS[4], 'runs', ARGV[12]) end
+publish_event(KEYS[5], KEYS[6], ARGV[13], ARGV[14], ARGV[6])
 return 1
 """
+)
 
 # Recover a submission whose run is presumed dead. KEYS: sub, leases, callbacks, metrics.
 # ARGV: id, now, reason, force ('1': no lease needed, the job is stuck in limbo),
-#       grace (lease given to the re-queue until it is confirmed), ttl.
+#       grace (lease given to the re-queue until it is confirmed), ttl,
+#       attempt ('' for any: the one given up must still be the current one).
 # Returns 'requeue:<attempt>', 'failed', or '' when there is nothing to do.
 _RECOVER = """
+if ARGV[7] ~= '' and redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[7] then return '' end
 local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
 if ARGV[4] ~= '1' then
   if not score or tonumber(score) > tonumber(ARGV[2]) then return '' end
@@ -190,17 +232,13 @@ end
 return 1
 """
 
-# Append an event: numbered, logged for replay, published. KEYS: counter, log.
-# ARGV: channel, event-json-without-seq (an object), ttl.
-_PUBLISH = """
-local seq = redis.call('INCR', KEYS[1])
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-local event = '{"seq":' .. seq .. ',' .. string.sub(ARGV[2], 2)
-redis.call('RPUSH', KEYS[2], event)
-redis.call('EXPIRE', KEYS[2], ARGV[3])
-redis.call('PUBLISH', ARGV[1], event)
-return seq
+# Append an event. KEYS: counter, log. ARGV: channel, event-json-without-seq, ttl.
+_PUBLISH = (
+    _EVENT_FN
+    + """
+return publish_event(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3])
 """
+)
 
 
 class Store:
@@ -290,13 +328,29 @@ class Store:
 
     # --- running --------------------------------------------------------------
 
-    def claim(self, sub_id: str, attempt: int, worker: str) -> bool:
+    def claim(self, sub_id: str, attempt: int, worker: str) -> Claim | None:
+        """Start attempt `attempt` (None: stale, or another run has it). Its
+        lease runs `timing.lease` from now; its `running` event goes out."""
         now = time.time()
-        return bool(
-            self._claim(
-                keys=[sub_key(sub_id), LEASES],
-                args=[attempt, worker, repr(now), now + self.timing.lease, sub_id],
-            )
+        claimed = self._claim(
+            keys=[sub_key(sub_id), LEASES, events_counter(sub_id), events_log(sub_id)],
+            args=[
+                attempt,
+                worker,
+                repr(now),
+                now + self.timing.lease,
+                sub_id,
+                events_channel(sub_id),
+                json.dumps({"type": "status", "status": "running", "attempt": attempt}),
+                self.timing.result_ttl,
+            ],
+        )
+        if not claimed:
+            return None
+        request, job_timeout = claimed
+        return Claim(
+            request=json.loads(request) if request else {},
+            job_timeout=int(job_timeout or 600),
         )
 
     def renew(self, sub_id: str, attempt: int) -> bool:
@@ -307,9 +361,16 @@ class Store:
             )
         )
 
-    def is_current(self, sub_id: str, attempt: int) -> bool:
-        status, current = self.redis.hmget(sub_key(sub_id), "status", "attempt")
-        return status == b"running" and current == str(attempt).encode()
+    def is_current(self, sub_id: str, attempt: int, worker: str | None = None) -> bool:
+        """Whether attempt `attempt` is running (by `worker`, if given)."""
+        status, current, running_on = self.redis.hmget(
+            sub_key(sub_id), "status", "attempt", "worker"
+        )
+        return (
+            status == b"running"
+            and current == str(attempt).encode()
+            and (worker is None or running_on == worker.encode())
+        )
 
     def finish(
         self,
@@ -329,9 +390,16 @@ class Store:
         bucket = ""
         if duration is not None:
             bucket = next((repr(b) for b in DURATION_BUCKETS if duration <= b), "+Inf")
-        done = bool(
+        return bool(
             self._finish(
-                keys=[sub_key(sub_id), LEASES, CALLBACKS, METRICS],
+                keys=[
+                    sub_key(sub_id),
+                    LEASES,
+                    CALLBACKS,
+                    METRICS,
+                    events_counter(sub_id),
+                    events_log(sub_id),
+                ],
                 args=[
                     attempt,
                     status,
@@ -345,25 +413,34 @@ class Store:
                     repr(duration or 0.0),
                     "" if cell_seconds is None else repr(cell_seconds),
                     runs,
+                    events_channel(sub_id),
+                    json.dumps({"type": "end", "status": status}),
                 ],
             )
         )
-        if done:
-            self.publish(sub_id, {"type": "end", "status": status})
-        return done
 
     def publish(self, sub_id: str, event: dict[str, Any]) -> int:
-        return int(
-            self._publish(
-                keys=[f"{PREFIX}evseq:{sub_id}", events_log(sub_id)],
-                args=[events_channel(sub_id), json.dumps(event), self.timing.result_ttl],
-            )
-        )
+        return self.publish_many(sub_id, [event])[0]
+
+    def publish_many(self, sub_id: str, events: list[dict[str, Any]]) -> list[int]:
+        """Append events to a submission's stream in one round trip; their numbers."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for event in events:
+                self._publish(
+                    keys=[events_counter(sub_id), events_log(sub_id)],
+                    args=[events_channel(sub_id), json.dumps(event), self.timing.result_ttl],
+                    client=pipe,
+                )
+            return [int(seq) for seq in pipe.execute()]
 
     # --- recovery ---------------------------------------------------------------
 
-    def recover(self, sub_id: str, reason: str, force: bool = False) -> str:
-        """Queue a presumed-dead run again (or fail it after max_attempts)."""
+    def recover(
+        self, sub_id: str, reason: str, force: bool = False, attempt: int | None = None
+    ) -> str:
+        """Queue a presumed-dead run again (or fail it after max_attempts).
+        `force`: without waiting for its lease; `attempt`: only if it is still
+        that attempt (a worker giving up its own run)."""
         outcome = self._recover(
             keys=[sub_key(sub_id), LEASES, CALLBACKS, METRICS],
             args=[
@@ -373,6 +450,7 @@ class Store:
                 "1" if force else "0",
                 self.timing.lease,
                 self.timing.result_ttl,
+                "" if attempt is None else attempt,
             ],
         )
         outcome = outcome.decode() if isinstance(outcome, bytes) else str(outcome or "")
