@@ -86,6 +86,11 @@ class SubmissionIn(Strict):
     limits: LimitsIn | None = None  # type: ignore[valid-type]
     callback_url: Text | None = Field(None, max_length=2048)
     stop_on_failure: bool = False
+    recheck_tle: bool = Field(
+        False,
+        description="run a test once more when it ends just over its CPU limit (within 20%): "
+        "the second run decides; one still running at 1.2x the limit is TLE at once",
+    )
     feedback: Literal[FEEDBACK_LEVELS] = Field(  # type: ignore[valid-type]
         DEFAULT_FEEDBACK,
         description="what the result reveals of the tests: none (verdicts "
@@ -221,6 +226,7 @@ def normalize(
         "checker": checker,
         "limits": limits_dict(sub.limits, settings, (*loc, "limits")),
         "stop_on_failure": sub.stop_on_failure,
+        "recheck_tle": sub.recheck_tle,
         "feedback": sub.feedback,
     }
 

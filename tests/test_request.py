@@ -90,3 +90,44 @@ def test_bad_requests_say_which_field(change, message):
 def test_a_request_is_an_object():
     with pytest.raises(RequestError, match="JSON object"):
         JudgeRequest.parse(["python3"])
+
+
+# --- the TLE re-check (worker/pipeline.py, RECHECK_MARGIN) --------------------
+
+# Burns CPU until the process has used `{cpu}` s, then exits cleanly.
+BURN = "import time\nwhile time.process_time() < {cpu}:\n    pass\nprint('done')\n"
+
+
+def _judge_burner(cpu: float | None, recheck: bool) -> dict:
+    from worker.request import JudgeRequest
+
+    source = BURN.format(cpu=cpu) if cpu is not None else "while True:\n    pass\n"
+    request = {
+        "language": "python3",
+        "source": source,
+        "tests": [{"name": "1", "input": "", "output": "done\n"}],
+        "limits": {"time": 0.5},
+        "recheck_tle": recheck,
+    }
+    return JudgeRequest.parse(request).judge().to_dict()["tests"][0]
+
+
+def test_a_tle_just_over_the_limit_is_run_again():
+    # 0.55 s against a 0.5 s limit: within the 20% margin, so a second run decides.
+    test = _judge_burner(0.55, recheck=True)
+    assert test["verdict"] == "TLE"
+    assert test["rechecked"] is True
+    assert ", then " in test["message"]  # both runs' CPU times
+    # Control: without the re-check, the same program is TLE after one run.
+    control = _judge_burner(0.55, recheck=False)
+    assert control["verdict"] == "TLE" and control["rechecked"] is False
+
+
+def test_a_tle_far_over_the_limit_is_not_run_again():
+    test = _judge_burner(None, recheck=True)  # never ends: killed at 0.6 s
+    assert test["verdict"] == "TLE"
+    assert test["rechecked"] is False
+    assert "not re-run" in test["message"]
+    # Within the limit, the re-check changes nothing.
+    quick = _judge_burner(0.1, recheck=True)
+    assert quick["verdict"] == "AC" and quick["rechecked"] is False

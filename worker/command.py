@@ -59,6 +59,12 @@ def add_judge_parser(sub: argparse._SubParsersAction) -> None:
         help="stop at the first test that is not AC (default: run every test)",
     )
     p.add_argument(
+        "--recheck-tle",
+        action="store_true",
+        help="run a test once more when it ends just over its CPU limit (within 20%%); "
+        "the second run decides",
+    )
+    p.add_argument(
         "--feedback",
         choices=FEEDBACK_LEVELS,
         default=None,
@@ -141,6 +147,7 @@ def judge_main(args: argparse.Namespace) -> int:
         limits=limits,
         checker=checker,
         stop_on_failure=args.stop_on_failure,
+        recheck_tle=args.recheck_tle,
         interactor=interactor,
         progress=progress,
         feedback=args.feedback or DEFAULT_FEEDBACK,
@@ -205,6 +212,7 @@ def _batch(args: argparse.Namespace) -> int:
         "limits": limits,
         "checker": args.checker,
         "stop_on_failure": args.stop_on_failure,
+        "recheck_tle": args.recheck_tle,
         "feedback": args.feedback,
     }
     if args.deadline is not None:

@@ -14,6 +14,7 @@ verdict is the first non-AC test's; with `stop_on_failure` judging ends there.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -67,6 +68,7 @@ class JudgeOptions:
     limits: RunLimits = field(default_factory=RunLimits)
     checker: Checker = field(default_factory=LinesChecker)
     stop_on_failure: bool = False
+    recheck_tle: bool = False  # run a test once more when it ends just over the CPU limit
     interactor: Program | None = None
     deadline: float | None = None  # time.monotonic() by which judging must end
     progress: Progress | None = None  # called after each test: (result, index, total)
@@ -146,6 +148,44 @@ def _run_tests(
             break
 
 
+# The TLE re-check (Codeforces re-runs a solution that fails on time, as a
+# busy machine can push a program just over its limit): the cell's CPU limit
+# is raised by this fraction; a program that ends in that margin, over the
+# problem's limit, runs once more and the second run decides; one that is
+# still running at the raised limit is TLE at once, with no second run.
+RECHECK_MARGIN = 0.2
+
+
+def _run_rechecking_tle(
+    program: Program, test: TestCase, limits: RunLimits, wall: float
+) -> tuple[sandbox.RunResult, TestResult]:
+    raised = dataclasses.replace(limits, time=limits.time * (1 + RECHECK_MARGIN))
+    cut = wall < limits.effective_wall_time
+    first = None
+    for _ in range(2):
+        run = sandbox.run_spec(cell_spec(program, test.input, raised, wall))
+        tested = from_run(test, run, cut, program.language)
+        if run.status == Status.TLE:
+            if run.time >= raised.time:  # still running at the raised limit: far over
+                tested.message = tested.summary = (
+                    f"CPU time limit of {limits.time:g} s exceeded ({run.time:.3f} s used, "
+                    f"more than {raised.time:g} s: not re-run)"
+                )
+            break  # (or the wall-clock limit: not a matter of CPU time)
+        if run.time <= limits.time:  # within the problem's limit: the verdict is the run's
+            break
+        tested.verdict, tested.score = Verdict.TLE, 0.0
+        used = f"{run.time:.3f} s" if first is None else f"{first:.3f} s, then {run.time:.3f} s"
+        tested.message = tested.summary = (
+            f"CPU time limit of {limits.time:g} s exceeded ({used} used)"
+        )
+        if first is not None:
+            break
+        first = run.time
+    tested.rechecked = first is not None
+    return run, tested
+
+
 def run_test(
     program: Program, test: TestCase, options: JudgeOptions, remaining: float | None = None
 ) -> TestResult:
@@ -154,8 +194,11 @@ def run_test(
     wall = limits.effective_wall_time
     if remaining is not None and remaining < wall:
         wall = remaining
-    run = sandbox.run_spec(cell_spec(program, test.input, limits, wall))
-    tested = from_run(test, run, wall < limits.effective_wall_time, program.language)
+    if options.recheck_tle:
+        run, tested = _run_rechecking_tle(program, test, limits, wall)
+    else:
+        run = sandbox.run_spec(cell_spec(program, test.input, limits, wall))
+        tested = from_run(test, run, wall < limits.effective_wall_time, program.language)
     if options.whole_output:
         tested.stdout, tested.stderr = run.stdout, run.stderr
         tested.stdout_truncated, tested.stderr_truncated = (

@@ -38,7 +38,7 @@ from .runs import RunLimits
 from .testsets import TestCase, TestSetError, from_data, load_dir
 
 # The fields a batch's defaults may give (the CLI's flags of `cellblock judge --batch`).
-DEFAULTABLE = ("limits", "checker", "stop_on_failure", "feedback")
+DEFAULTABLE = ("limits", "checker", "stop_on_failure", "recheck_tle", "feedback")
 
 
 class RequestError(ValueError):
@@ -57,6 +57,7 @@ class JudgeRequest:
     limits: RunLimits
     checker: Checker
     stop_on_failure: bool = False
+    recheck_tle: bool = False
     feedback: str = DEFAULT_FEEDBACK
 
     @classmethod
@@ -97,6 +98,7 @@ class JudgeRequest:
             limits=limits,
             checker=checker,
             stop_on_failure=bool(given.get("stop_on_failure")),
+            recheck_tle=bool(given.get("recheck_tle")),
             feedback=feedback_level(given.get("feedback")),
         )
 
@@ -116,6 +118,7 @@ class JudgeRequest:
             deadline=deadline,
             progress=progress,
             stop_on_failure=self.stop_on_failure,
+            recheck_tle=self.recheck_tle,
             feedback=self.feedback,
             whole_output=whole_output,
         )

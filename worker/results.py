@@ -78,6 +78,7 @@ class TestResult:
     stdout: str = ""  # excerpts, for feedback
     stderr: str = ""
     checker: dict[str, Any] | None = None  # the checker program's or interactor's cell
+    rechecked: bool = False  # run twice: the first run ended just over the CPU limit
     interactor: dict[str, Any] | None = None
     # Set when stdout and stderr are the run's whole output (up to its output
     # limit), not excerpts: a single run's, as Judge0's clients expect.
