@@ -3,9 +3,11 @@ start, a Redis restart. Real redis-server, real unprivileged workers, real cells
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
+import subprocess
 import time
 
 import pytest
@@ -122,9 +124,77 @@ def test_redis_restart_loses_nothing_queued(redis_dir, test_user):
         workers.stop()
 
 
+def _nofile(user: str, pid: int, soft: int, hard: int) -> None:
+    from conftest import as_user
+
+    command = ["prlimit", f"--pid={pid}", f"--nofile={soft}:{hard}"]
+    subprocess.run(as_user(user, command), check=True)
+
+
+def _nofile_of(pid: int) -> tuple[int, int]:
+    with open(f"/proc/{pid}/limits") as limits:
+        line = next(line for line in limits if line.startswith("Max open files"))
+    soft, hard = line.split()[3:5]
+    return int(soft), int(hard)
+
+
 def _ppid(pid: int) -> int | None:
     try:
         with open(f"/proc/{pid}/stat") as stat:
             return int(stat.read().rsplit(")", 1)[1].split()[1])
     except (OSError, ValueError, IndexError):
         return None
+
+
+def test_redis_stopped_for_a_moment_mid_job_loses_nothing(redis_dir, test_user):
+    store = Store.from_url(redis_dir.url, TIMING)
+    workers = Workers(redis_dir.url, cells=1, user=test_user.pw_name)
+    try:
+        wait_for(lambda: len(store.workers()) == 1, 60, "a live worker")
+        sub_id = store.create(SLOW, job_timeout=120)
+        wait_for(lambda: (r := store.get(sub_id)) and r["status"] == "running", 60, "its start")
+        time.sleep(0.5)
+        redis_dir.stop()  # mid-job: the worker's events, lease and finish meet a closed door
+        time.sleep(2.0)
+        redis_dir.start()
+        store = Store.from_url(redis_dir.url, TIMING)
+        record = wait_for(lambda: finished(store, sub_id), 90, "the submission")
+        assert record["status"] == "done", record
+        assert record["result"]["verdict"] == "AC" and record["result"]["score"] == 4.0
+        events = [json.loads(e) for e in store.redis.lrange(events_log(sub_id), 0, -1)]
+        assert [e["index"] for e in events if e["type"] == "test"] == [0, 1, 2, 3]
+        assert events[-1] == {**events[-1], "type": "end", "status": "done"}
+    finally:
+        workers.stop()
+
+
+def test_a_cell_that_cannot_be_made_is_retried_then_failed_never_a_verdict(redis_dir, test_user):
+    # A worker out of file descriptors cannot make a cell (its pipes, sockets,
+    # cgroup fds): each attempt is an infrastructure failure, retried, then the
+    # submission is `failed` with the reason, never given a program's verdict.
+    store = Store.from_url(redis_dir.url, Timing(lease=4, renew=1, reap=1, limbo=4, max_attempts=2))
+    workers = Workers(redis_dir.url, cells=1, user=test_user.pw_name)
+    try:
+        wait_for(lambda: len(store.workers()) == 1, 60, "a live worker")
+        pid = store.workers()[0]["pid"]
+        before = _nofile_of(pid)
+        in_use = len(os.listdir(f"/proc/{pid}/fd"))
+        # As the worker's own user (root lacks CAP_SYS_RESOURCE on some hosts).
+        nofile = functools.partial(_nofile, test_user.pw_name, pid)
+        nofile(in_use + 2, before[1])
+        sub_id = store.create({"language": "python3", "source": "print(1)"})
+        record = wait_for(lambda: finished(store, sub_id), 60, "the failure")
+        assert record["status"] == "failed", record
+        assert record["result"] is None  # no verdict of the program's
+        assert "giving up" in record["error"] and "attempt 2 of 2" in record["error"]
+        assert record["attempt"] == 2
+        events = [json.loads(e) for e in store.redis.lrange(events_log(sub_id), 0, -1)]
+        assert [e["outcome"] for e in events if e["type"] == "recovered"] == ["requeue:2", "failed"]
+        # Control: the same worker judges once it has its file descriptors back.
+        nofile(*before)
+        sub_id = store.create({"language": "python3", "source": "print(1)"})
+        record = wait_for(lambda: finished(store, sub_id), 60, "the control")
+        assert record["status"] == "done" and record["result"]["verdict"] == "AC", record
+        assert store.workers()[0]["pid"] == pid  # the same worker, alive throughout
+    finally:
+        workers.stop()

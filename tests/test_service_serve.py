@@ -26,7 +26,13 @@ from service_support import (
 )
 
 
-def serve(user: str | None, port: int, run_dir: Path, env: dict[str, str] | None = None):
+def serve(
+    user: str | None,
+    port: int,
+    run_dir: Path,
+    env: dict[str, str] | None = None,
+    cells: int = 1,
+):
     from conftest import as_user
 
     python = str(VENV / "bin" / "python") if user else sys.executable
@@ -44,7 +50,7 @@ def serve(user: str | None, port: int, run_dir: Path, env: dict[str, str] | None
         "--run-dir",
         str(run_dir),
         "--cells",
-        "1",
+        str(cells),
         "--grace",
         "2",
     ]
@@ -126,7 +132,7 @@ def test_embedded_serve_as_a_user_judges_and_stops_cleanly(run_dir, test_user):
         os.kill(server, signal.SIGTERM)
         wait_for(lambda: not alive([server, *family]), 30, "serve and its children to stop")
     finally:
-        _stop(launcher)
+        stop(launcher)
 
 
 def test_a_killed_serve_leaves_nothing_running(run_dir, test_user):
@@ -139,7 +145,7 @@ def test_a_killed_serve_leaves_nothing_running(run_dir, test_user):
         os.kill(server, signal.SIGKILL)
         wait_for(lambda: not alive(family), 30, "serve's children to follow it")
     finally:
-        _stop(launcher)
+        stop(launcher)
 
 
 def test_with_redis_url_serve_is_the_api_alone(run_dir):
@@ -160,7 +166,7 @@ def test_with_redis_url_serve_is_the_api_alone(run_dir):
         assert children == []
         assert not (run_dir / "unused").exists()
     finally:
-        _stop(launcher)
+        stop(launcher)
         server.stop()
 
 
@@ -171,7 +177,7 @@ def _get(url: str):
         return None
 
 
-def _stop(launcher: subprocess.Popen) -> None:
+def stop(launcher: subprocess.Popen) -> None:
     if launcher.poll() is None:
         try:
             os.killpg(launcher.pid, signal.SIGTERM)
