@@ -1,0 +1,304 @@
+"""HumanEval through every door, against bare python3, interleaved in one run.
+
+    .venv/bin/python bench/doors.py [--rounds N] [--jobs N] [--clients N] [--json]
+
+The 164 canonical HumanEval programs (bench/data/humaneval, MIT, OpenAI), each
+`python3 -c PROGRAM`, run to completion by each door in turn; every round runs
+every door once, in an order rotated by one each round, so each door sees the
+same machine. A run counts only if the program exits 0 and prints the sentinel
+written after its asserts; a door that gets any other outcome fails the
+benchmark (exit 1). Timings are reported, never judged.
+
+    bare           `--jobs` threads, each running /usr/bin/python3 -c PROGRAM (subprocess)
+    sandbox.run    `--jobs` worker processes, each calling sandbox.run (warm cells)
+    cli            `--jobs` threads, each running `cellblock run --json -- python3 -c ...`
+    serve wait     `cellblock serve --cells JOBS` (its own Redis), `--clients` threads
+                   POSTing /v1/submissions?wait=true (verl's way)
+    serve poll     the same service, each client POSTs then GETs its submission
+                   every 20 ms until it is done (Judge0 clients' way)
+
+For each door: samples/s, the ratio to bare in the same round (median over
+rounds), and where the time goes: for the service, from the stored records,
+the queue wait, the judging outside cells, and the cells; for the CLI, the
+interpreter's start-up (`python -c pass`) apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench.humaneval import DATA, load, program  # noqa: E402
+
+PYTHON = "/usr/bin/python3"
+CLI = Path(sys.executable).with_name("cellblock")
+
+
+def programs(sentinel: str) -> list[str]:
+    return [program(p, p["canonical_solution"], sentinel) for p in load(DATA)]
+
+
+def passed(code: int, stdout: str, sentinel: str) -> bool:
+    return code == 0 and stdout.rstrip().endswith(sentinel)
+
+
+# --- the doors ----------------------------------------------------------------
+
+
+def door_bare(sources: list[str], jobs: int, sentinel: str) -> list[bool]:
+    def one(source: str) -> bool:
+        done = subprocess.run(
+            [PYTHON, "-c", source], capture_output=True, text=True, stdin=subprocess.DEVNULL
+        )
+        return passed(done.returncode, done.stdout, sentinel)
+
+    with ThreadPoolExecutor(jobs) as pool:
+        return list(pool.map(one, sources))
+
+
+def _in_cell(source: str) -> tuple[int, str, float]:
+    import sandbox
+
+    result = sandbox.run([PYTHON, "-c", source], time=10)
+    return (
+        (result.exit_code if result.exit_code is not None else -1),
+        result.stdout,
+        (result.wall_time),
+    )
+
+
+def door_sandbox(sources: list[str], pool: ProcessPoolExecutor, sentinel: str) -> list[bool]:
+    return [passed(code, out, sentinel) for code, out, _ in pool.map(_in_cell, sources)]
+
+
+def door_cli(sources: list[str], jobs: int, sentinel: str) -> list[bool]:
+    def one(source: str) -> bool:
+        done = subprocess.run(
+            [str(CLI), "run", "--json", "--time", "10", "--", PYTHON, "-c", source],
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
+        result = json.loads(done.stdout)
+        return passed(result["exit_code"] or 0, result["stdout"], sentinel)
+
+    with ThreadPoolExecutor(jobs) as pool:
+        return list(pool.map(one, sources))
+
+
+class Service:
+    """`cellblock serve` with its own Redis in a temporary directory."""
+
+    def __init__(self, cells: int) -> None:
+        import socket
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.dir = Path(tempfile.mkdtemp(prefix="cb-doors-"))
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "CELLBLOCK_RATE_LIMIT": "0", "CELLBLOCK_READ_RATE_LIMIT": "0"}
+        self.process = subprocess.Popen(
+            [str(CLI), "serve", "--port", str(self.port), "--cells", str(cells)]
+            + ["--run-dir", str(self.dir / "state"), "--log-level", "warning"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
+        import httpx
+
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/v1/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError("cellblock serve did not become healthy")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(60)
+        subprocess.run(["rm", "-rf", str(self.dir)], check=False)
+
+
+def _body(source: str) -> dict:
+    return {
+        "language": "python3",
+        "source": source,
+        "stdin": "",
+        "limits": {"time": 10, "wall_time": 30},
+    }
+
+
+def door_serve(
+    sources: list[str], service: Service, clients: int, sentinel: str, poll: bool
+) -> tuple[list[bool], list[dict]]:
+    import httpx
+
+    local = threading.local()
+
+    def client() -> httpx.Client:
+        if not hasattr(local, "client"):
+            local.client = httpx.Client(base_url=service.url, timeout=120)
+        return local.client
+
+    def one(source: str) -> tuple[bool, dict]:
+        http = client()
+        if not poll:
+            record = http.post("/v1/submissions?wait=true", json=_body(source)).json()
+        else:
+            sub_id = http.post("/v1/submissions", json=_body(source)).json()["id"]
+            while True:
+                record = http.get(f"/v1/submissions/{sub_id}").json()
+                if record["status"] in ("done", "failed"):
+                    break
+                time.sleep(0.02)
+        test = ((record.get("result") or {}).get("tests") or [{}])[0]
+        ok = passed(test.get("exit_code") or 0, test.get("stdout") or "", sentinel) and (
+            record["status"] == "done"
+        )
+        return ok, record
+
+    with ThreadPoolExecutor(clients) as pool:
+        outcomes = list(pool.map(one, sources))
+    return [ok for ok, _ in outcomes], [record for _, record in outcomes]
+
+
+# --- where the time goes -----------------------------------------------------
+
+
+def service_stages(records: list[dict]) -> dict[str, float]:
+    """Mean seconds per submission, from what GET shows: queued (created to
+    started), the worker's judging outside its cells, and the cells' wall time."""
+    queued, outside, cells = [], [], []
+    for r in records:
+        result = r.get("result") or {}
+        cell = sum(float(t.get("wall_time") or 0) for t in result.get("tests") or [])
+        cell += float((result.get("compile") or {}).get("wall_time") or 0)
+        if r.get("started_at") and r.get("created_at") and r.get("finished_at"):
+            queued.append(r["started_at"] - r["created_at"])
+            outside.append(max(r["finished_at"] - r["started_at"] - cell, 0.0))
+        cells.append(cell)
+    return {
+        "queued_s": statistics.mean(queued) if queued else 0.0,
+        "judging outside cells_s": statistics.mean(outside) if outside else 0.0,
+        "in cells_s": statistics.mean(cells),
+    }
+
+
+def interpreter_start(runs: int = 15) -> float:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--jobs", type=int, default=2, help="programs at a time (bare, cli)")
+    parser.add_argument("--clients", type=int, default=32, help="HTTP clients at a time")
+    parser.add_argument("--doors", default="bare,sandbox.run,cli,serve wait,serve poll")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    wanted = [d.strip() for d in args.doors.split(",")]
+    sentinel = "cellblock-" + secrets.token_hex(8)
+    sources = programs(sentinel)
+    service = Service(args.jobs) if any(d.startswith("serve") for d in wanted) else None
+    pool = ProcessPoolExecutor(args.jobs) if "sandbox.run" in wanted else None
+    rates: dict[str, list[float]] = {door: [] for door in wanted}
+    ratios: dict[str, list[float]] = {door: [] for door in wanted}
+    stages: dict[str, dict[str, float]] = {}
+    failures: dict[str, int] = {}
+    try:
+        if pool is not None:  # each worker process warms up (imports, its cell maker)
+            list(pool.map(_in_cell, sources[: 4 * args.jobs]))
+        for round_index in range(args.rounds):
+            order = wanted[round_index % len(wanted) :] + wanted[: round_index % len(wanted)]
+            seconds: dict[str, float] = {}
+            for door in order:
+                start = time.perf_counter()
+                if door == "bare":
+                    oks = door_bare(sources, args.jobs, sentinel)
+                elif door == "sandbox.run":
+                    assert pool is not None
+                    oks = door_sandbox(sources, pool, sentinel)
+                elif door == "cli":
+                    oks = door_cli(sources, args.jobs, sentinel)
+                elif door in ("serve wait", "serve poll"):
+                    assert service is not None
+                    oks, records = door_serve(
+                        sources, service, args.clients, sentinel, poll=door == "serve poll"
+                    )
+                    stages[door] = service_stages(records)
+                else:
+                    parser.error(f"unknown door {door!r}")
+                seconds[door] = time.perf_counter() - start
+                failures[door] = failures.get(door, 0) + oks.count(False)
+                rates[door].append(len(sources) / seconds[door])
+            if "bare" in seconds:
+                for door in wanted:
+                    ratios[door].append(seconds["bare"] / seconds[door])
+    finally:
+        if pool is not None:
+            pool.shutdown()
+        if service is not None:
+            service.stop()
+    start_up = interpreter_start() if "cli" in wanted else None
+    report = {
+        "programs": len(sources),
+        "rounds": args.rounds,
+        "jobs": args.jobs,
+        "clients": args.clients,
+        "doors": {
+            door: {
+                "samples_per_s": round(statistics.median(rates[door]), 2),
+                "ratio_to_bare": round(statistics.median(ratios[door]), 3)
+                if ratios[door]
+                else None,
+                "failures": failures.get(door, 0),
+                **({"stages": stages[door]} if door in stages else {}),
+            }
+            for door in wanted
+        },
+        "cli_interpreter_start_s": start_up,
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(
+            f"HumanEval, {len(sources)} canonical programs, {args.rounds} round(s), "
+            f"{args.jobs} at a time ({args.clients} HTTP clients)"
+        )
+        print(f"  {'door':<13} {'samples/s':>10} {'x bare':>8}  where the time goes")
+        for door, row in report["doors"].items():
+            ratio = "" if row["ratio_to_bare"] is None else f"{row['ratio_to_bare']:.2f}"
+            where = ""
+            if "stages" in row:
+                where = ", ".join(f"{k[:-2]} {v * 1000:.1f} ms" for k, v in row["stages"].items())
+            if door == "cli" and start_up is not None:
+                where = f"interpreter start {start_up * 1000:.1f} ms per run"
+            bad = f"  {row['failures']} FAILED" if row["failures"] else ""
+            print(f"  {door:<13} {row['samples_per_s']:>10.1f} {ratio:>8}  {where}{bad}")
+    return 1 if any(failures.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
