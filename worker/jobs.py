@@ -95,13 +95,13 @@ def run_submission(sub_id: str, attempt: int) -> None:
     events = EventBatch(store, sub_id)
     try:
         outcome = judge(claim.request, events.test, started + budget)
-        events.flush(final=True)
     finally:
         if context.lease is not None:
             context.lease.release()
     data, failure = outcome.result, outcome.failure
     if failure is not None and outcome.retry:
         log.warning("submission %s attempt %d: %s", sub_id, attempt, failure)
+        events.flush(final=True)
         _patiently(lambda: store.recover(sub_id, failure, force=True, attempt=attempt))
         return
     duration = time.monotonic() - started
@@ -116,6 +116,7 @@ def run_submission(sub_id: str, attempt: int) -> None:
             duration=duration,
             cell_seconds=cell_seconds(data),
             runs=len(data.get("tests") or []) + (1 if data.get("compile") else 0),
+            events=events.pending,  # the last tests' events go with the result
         )
     )
 

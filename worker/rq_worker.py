@@ -148,6 +148,15 @@ class CellWorker(SimpleWorker):
         self.jobs_done += 1
         self._selfcheck()
 
+    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        """RQ's heartbeat (three commands) in one round trip."""
+        if pipeline is not None:
+            super().heartbeat(timeout, pipeline)
+            return
+        with self.connection.pipeline() as pipe:
+            super().heartbeat(timeout, pipe)
+            pipe.execute()
+
     def register_death(self) -> None:
         self.keeper.stopping.set()
         super().register_death()

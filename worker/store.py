@@ -159,7 +159,7 @@ return 1
 # KEYS: sub, leases, callbacks, metrics, event counter, event log.
 # ARGV: attempt, status, result-json, error, finished_at, ttl, id, verdict, bucket, duration,
 #       cell seconds ('' when not judged), runs (cells the judging ran), channel,
-#       end event JSON.
+#       end event JSON, then any events still to send before it (the last tests').
 _FINISH = (
     _EVENT_FN
     + """
@@ -182,6 +182,7 @@ if ARGV[11] ~= '' then
   redis.call('HSET', KEYS[1], 'judge_seconds', ARGV[10], 'cell_seconds', ARGV[11])
 end
 if ARGV[12] ~= '0' then redis.call('HINCRBY', KEYS[4], 'runs', ARGV[12]) end
+for i = 15, #ARGV do publish_event(KEYS[5], KEYS[6], ARGV[13], ARGV[i], ARGV[6]) end
 publish_event(KEYS[5], KEYS[6], ARGV[13], ARGV[14], ARGV[6])
 return 1
 """
@@ -383,10 +384,12 @@ class Store:
         duration: float | None = None,
         cell_seconds: float | None = None,
         runs: int = 0,
+        events: list[dict[str, Any]] | None = None,
     ) -> bool:
         """Record attempt `attempt`'s outcome, once (False: not current, or
         finished already). `duration`: the worker's seconds on it; `cell_seconds`
-        of those inside cells; `runs`: the cells it ran (compile, tests)."""
+        of those inside cells; `runs`: the cells it ran (compile, tests);
+        `events`: progress events not sent yet, sent before the `end` event."""
         bucket = ""
         if duration is not None:
             bucket = next((repr(b) for b in DURATION_BUCKETS if duration <= b), "+Inf")
@@ -415,6 +418,7 @@ class Store:
                     runs,
                     events_channel(sub_id),
                     json.dumps({"type": "end", "status": status}),
+                    *(json.dumps(event) for event in events or ()),
                 ],
             )
         )
