@@ -148,6 +148,7 @@ def _run_cell(spec: RunSpec) -> RunResult:
             file_size=limits.file_size,
             cgroup_fds=len(cgroup_fds),
             cgroup_dir=bool(cgroup_dir),
+            recycle=warm.recycling(),
         )
         sent = [
             stdin_fd,
@@ -179,9 +180,18 @@ def _run_cell(spec: RunSpec) -> RunResult:
         for fd in sent:
             fds.close(fd)
         # While this cell's init starts the program, the next run's cell gets
-        # made (sandbox.warm; nothing happens unless warm cells are on).
-        warm.refill(birth, _make_warm_cell)
-        return _supervise(made, birth, limits, stdout_r, stderr_r, group, no_cgroup_reason)
+        # made (sandbox.warm; nothing happens unless warm cells are on); a
+        # recycled cell comes back instead, unless its run goes wrong.
+        if not launch.recycle:
+            warm.refill(birth, _make_warm_cell)
+        result, kept = _supervise(
+            made, birth, launch.recycle, limits, stdout_r, stderr_r, group, no_cgroup_reason
+        )
+        if launch.recycle and not kept:
+            warm.refill(birth, _make_warm_cell)
+        if kept:
+            made = None  # the pool's now: its channel stays open
+        return result
     finally:
         if made is not None:
             made.host.close()
@@ -219,12 +229,15 @@ def _maker() -> maker.Maker | None:
 def _supervise(
     made: MadeCell,
     birth: Birth,
+    recycle: bool,
     limits: Limits,
     stdout_r: int,
     stderr_r: int,
     group: cgroups.CellCgroup | None,
     no_cgroup_reason: str,
-) -> RunResult:
+) -> tuple[RunResult, bool]:
+    """Watch the run to its end; its result, and whether its cell was kept
+    (recycled: given back to the warm pool while its init renews it)."""
     host = made.host
     finished = False
     try:
@@ -243,17 +256,28 @@ def _supervise(
             limits.output_limit,
             meter=group,
         )
-        # Every process of the cell is dead now; the init is exiting (namespace
-        # teardown takes a millisecond or two). Reap it without waiting when it
-        # is done, else at the next run or at exit.
+        result = _result(limits, seen, group, no_cgroup_reason, made.ids.shared)
+        # Every process of the cell is dead now. A recycled cell's init renews
+        # it for the next run; any other init is exiting (namespace teardown
+        # takes a millisecond or two): reaped without waiting when it is
+        # done, else at the next run or at exit.
+        if recycle and result.status != Status.IE:
+            made.renewing = True
+            if warm.give_back(birth, made):
+                finished = True
+                return result, True
+            made.renewing = False
+            made.discard()  # its init would wait for a launch that never comes
+            finished = True
+            return result, False
         made.finished()
         if not made.by_maker:
             making.exiting(made.pid)
         finished = True
         making.reap_exiting(block=False)
-        return _result(limits, seen, group, no_cgroup_reason, made.ids.shared)
+        return result, False
     except (CellError, OSError, ValueError, TimeoutError) as error:
-        return RunResult(Status.IE, message=f"sandbox failure: {error}")
+        return RunResult(Status.IE, message=f"sandbox failure: {error}"), False
     finally:
         if not finished:
             # The init dies, and with it every process of its PID namespace.

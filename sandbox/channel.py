@@ -91,8 +91,14 @@ class Channel:
         self.sock.sendmsg([kind], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
 
     def receive_launch(self) -> tuple[Any, list[int]]:
-        """In the init: the launch and its fds (ChannelClosed if the host went away)."""
+        """In the init: the launch and its fds (ChannelClosed if the host went away).
+        A kill request still queued is skipped: it was sent for a run that had
+        already ended (a recycled cell's last run), never for one not launched."""
         kind, fds = self._receive_fds()
+        while kind == b"J":
+            for fd in fds:
+                os.close(fd)
+            kind, fds = self._receive_fds()
         if kind != b"P" or not fds:
             raise ValueError(f"expected a launch, got {kind!r}")
         with open(fds[0], "rb") as memfd:

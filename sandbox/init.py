@@ -118,6 +118,7 @@ def supervise(
         selector.register(listener, selectors.EVENT_READ, "locks")
     wait_status: int | None = None
     killed = False
+    usage = _Usage()
     while wait_status is None:
         for key, _ in selector.select():
             if key.data == "channel":
@@ -134,21 +135,21 @@ def supervise(
                 selector.unregister(key.fd)
                 if _pending(key.fd):  # not only the hang-up of a filter nobody uses any more
                     locks = LockSupervisor(key.fd)
-        wait_status = _reap(program_pid)
+        wait_status = _reap(program_pid, usage)
     kill_all()
-    _reap_all()
+    _reap_all(usage)
     end = time.monotonic()
     refused = locks.stop() if locks is not None else 0
     selector.close()
+    signal.set_wakeup_fd(-1)
     for fd in (pidfd, wake_r, wake_w):
         os.close(fd)
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return ProgramExit(
         wait_status=wait_status,
         start=start,
         end=end,
-        cpu_time=usage.ru_utime + usage.ru_stime,
-        max_rss=usage.ru_maxrss * 1024,
+        cpu_time=usage.cpu_time,
+        max_rss=usage.max_rss,
         killed_on_request=killed,
         locks_refused=refused,
     )
@@ -176,26 +177,42 @@ def _drain(fd: int) -> None:
         pass
 
 
-def _reap(program_pid: int) -> int | None:
+class _Usage:
+    """What this run's reaped processes used (wait4's figures, each with its
+    own reaped children): the fallback figures when there is no cgroup. Per
+    run, not RUSAGE_CHILDREN, which a recycled cell's init sums over all runs."""
+
+    def __init__(self) -> None:
+        self.cpu_time = 0.0
+        self.max_rss = 0
+
+    def add(self, usage: resource.struct_rusage) -> None:
+        self.cpu_time += usage.ru_utime + usage.ru_stime
+        self.max_rss = max(self.max_rss, usage.ru_maxrss * 1024)
+
+
+def _reap(program_pid: int, usage: _Usage) -> int | None:
     """Reap whatever has exited; the program's wait status once it has."""
     status = None
     while True:
         try:
-            pid, wait_status = os.waitpid(-1, os.WNOHANG)
+            pid, wait_status, rusage = os.wait4(-1, os.WNOHANG)
         except ChildProcessError:
             return status
         if pid == 0:
             return status
+        usage.add(rusage)
         if pid == program_pid:
             status = wait_status
 
 
-def _reap_all() -> None:
+def _reap_all(usage: _Usage) -> None:
     while True:
         try:
-            os.waitpid(-1, 0)
+            _, _, rusage = os.wait4(-1, 0)
         except ChildProcessError:
             return
+        usage.add(rusage)
 
 
 HOSTNAME = "cellblock"
@@ -223,11 +240,14 @@ class Launch:
     file_size: int
     cgroup_fds: int  # how many cgroup.procs fds
     cgroup_dir: bool  # whether a cgroup dir fd follows them
+    recycle: bool = False  # after the run, renew the cell and wait for another (warm.py)
 
 
 def run_init(birth: Birth, cell: Channel, alive_r: int | None) -> None:
     """The init's life, from the moment its ids are mapped: build the cell, wait
-    for the run, start the program, supervise it, copy out, report, exit.
+    for the run, start the program, supervise it, copy out, report; then exit,
+    or, when the launch asks for it (a recycled cell, warm.py), renew every
+    namespace but the user and PID ones and wait for the next run.
     `alive_r` (forked by an outer process): EOF once the outer process died."""
     code = 1
     try:
@@ -240,30 +260,52 @@ def run_init(birth: Birth, cell: Channel, alive_r: int | None) -> None:
         hide_command_line()
         reset_signals(keep_sigchld_wakeup=True)
 
-        # The cell, before any run is known (a warm cell waits here).
+        # The cell, before any run is known (a warm cell waits here). Its root
+        # is built in a copy of the mount namespace we were born with, which
+        # stays as it is: a recycled cell's next root is built from it too.
+        libc.mount(None, "/", None, libc.MS_REC | libc.MS_PRIVATE)
+        pristine = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+        libc.unshare(libc.CLONE_NEWNS)
         bound = mounts.build_root(birth.plan)
         libc.sethostname(HOSTNAME)
         net.loopback_up()
         if not select.select([cell], [], [], 0)[0]:  # no launch waiting yet: a warm cell
             _rehearse_launch()
-        try:
-            launch, fds = cell.receive_launch()
-        except ChannelClosed:  # a warm cell nobody used: the supervisor has gone
-            code = 0
-            return
-        launch = typing.cast(Launch, launch)
+        while True:
+            try:
+                launch, fds = cell.receive_launch()
+            except ChannelClosed:  # a warm cell nobody used: the supervisor has gone
+                code = 0
+                return
+            launch = typing.cast(Launch, launch)
+            cell.send("exited", **_run(birth, cell, launch, fds, bound))
+            if not launch.recycle:
+                code = 0
+                return
+            bound = renew(birth, pristine)
+            cell.send("ready")
+    except BaseException as error:  # noqa: BLE001 - report anything, then die
+        report_error(cell, f"init: {error}")
+    finally:
+        os._exit(code)
 
-        # The program's process, made first (a C child that copies nothing of
-        # ours, spawn.py): it gets into the run's cgroup while we copy files in.
-        # Our copies of its fds go at once.
-        stdio, fds = fds[:3], fds[3:]
-        cgroup_fds, fds = fds[: launch.cgroup_fds], fds[launch.cgroup_fds :]
-        cgroup_dir, copy_in_fds = (fds[0], fds[1:]) if launch.cgroup_dir else (None, fds)
-        pending = spawn.prepare_program(launch.program, stdio, cgroup_fds, cgroup_dir)
-        for fd in [*stdio, *cgroup_fds, *([cgroup_dir] if cgroup_dir is not None else [])]:
-            os.close(fd)
 
-        box = files.open_box()
+def _run(
+    birth: Birth, cell: Channel, launch: Launch, fds: list[int], bound: list[str]
+) -> dict[str, object]:
+    """One run in the cell as it is: the program, its supervision, copy-out; the report."""
+    # The program's process, made first (a C child that copies nothing of
+    # ours, spawn.py): it gets into the run's cgroup while we copy files in.
+    # Our copies of its fds go at once.
+    stdio, fds = fds[:3], fds[3:]
+    cgroup_fds, fds = fds[: launch.cgroup_fds], fds[launch.cgroup_fds :]
+    cgroup_dir, copy_in_fds = (fds[0], fds[1:]) if launch.cgroup_dir else (None, fds)
+    pending = spawn.prepare_program(launch.program, stdio, cgroup_fds, cgroup_dir)
+    for fd in [*stdio, *cgroup_fds, *([cgroup_dir] if cgroup_dir is not None else [])]:
+        os.close(fd)
+
+    box = files.open_box()
+    try:
         copy_in = [
             files.CopyIn(path, fd, mode)
             for (path, mode), fd in zip(launch.copy_in, copy_in_fds, strict=True)
@@ -284,29 +326,43 @@ def run_init(birth: Birth, cell: Channel, alive_r: int | None) -> None:
         finally:
             locks.close(started.listener)
         files.send_box_files(box, cell, launch.copy_out, launch.file_size)
-        report: dict[str, object] = {
-            "wait_status": done.wait_status,
-            "start": done.start,
-            "end": done.end,
-            "cpu_time": done.cpu_time,
-            "max_rss": done.max_rss,
-        }
-        if bound:
-            report["bound_host_dirs"] = bound
-        if done.locks_refused:
-            report["locks_refused"] = done.locks_refused
-        if started.listener_error:
-            report["locks_unsupervised"] = started.listener_error
-        if started.internal_error:
-            report["internal_error"] = started.internal_error
-        elif started.exec_error:
-            report["exec_error"] = started.exec_error
-        cell.send("exited", **report)
-        code = 0
-    except BaseException as error:  # noqa: BLE001 - report anything, then die
-        report_error(cell, f"init: {error}")
     finally:
-        os._exit(code)
+        os.close(box)
+    report: dict[str, object] = {
+        "wait_status": done.wait_status,
+        "start": done.start,
+        "end": done.end,
+        "cpu_time": done.cpu_time,
+        "max_rss": done.max_rss,
+    }
+    if bound:
+        report["bound_host_dirs"] = bound
+    if done.locks_refused:
+        report["locks_refused"] = done.locks_refused
+    if started.listener_error:
+        report["locks_unsupervised"] = started.listener_error
+    if started.internal_error:
+        report["internal_error"] = started.internal_error
+    elif started.exec_error:
+        report["exec_error"] = started.exec_error
+    return report
+
+
+def renew(birth: Birth, pristine: int) -> list[str]:
+    """After a run, for the next one (a recycled cell): every process of the
+    run is gone (supervise ended them all); the mount, network, IPC and UTS
+    namespaces are made anew and the root is built again (fresh tmpfs, fresh
+    /box, /tmp and /dev/shm: nothing the run wrote is left), and the PID
+    counter starts again at 1. What the next run shares with this one is the
+    user namespace (its ids; its per-user counts are back to zero with the
+    processes gone) and the PID namespace (empty, its counter reset): nothing
+    a program can write to. Returns the host directories bound (build_root)."""
+    libc.setns(pristine, libc.CLONE_NEWNS)
+    libc.unshare(libc.CLONE_NEWNS | libc.CLONE_NEWNET | libc.CLONE_NEWIPC | libc.CLONE_NEWUTS)
+    bound = mounts.build_root(birth.plan)
+    libc.sethostname(HOSTNAME)
+    net.loopback_up()
+    return bound
 
 
 def _rehearse_launch() -> None:

@@ -49,12 +49,22 @@ class MadeCell:
     owner: int = field(default_factory=os.getpid)  # the process that may use it
     by_maker: bool = False
     pidfd: int | None = None
+    renewing: bool = False  # recycled: its init renews it, then says "ready"
 
     def confirm(self) -> None:
         """Read the maker's answer (CellError if it failed); a no-op for our own."""
         if self.by_maker and self.pid == 0:
             self.host.sock.settimeout(SETUP_TIMEOUT)
             self.pid, self.pidfd = self.host.receive_made()
+
+    def ready(self) -> None:
+        """Wait for a recycled cell's init to say it is renewed (CellError if
+        it failed); a no-op for a new cell."""
+        if self.renewing:
+            self.host.sock.settimeout(SETUP_TIMEOUT)
+            self.host.expect("ready")
+            self.host.sock.settimeout(None)
+            self.renewing = False
 
     def discard(self) -> None:
         """Kill it (the init takes the whole PID namespace along) and reap it.

@@ -234,6 +234,9 @@ def _mount_proc(proc: str) -> None:
         "proc", proc, "proc", libc.MS_NOSUID | libc.MS_NODEV | libc.MS_NOEXEC, "hidepid=invisible"
     )
     limit_cell_namespace(proc)  # while /proc/sys is still writable for us
+    # The PID counter starts again: a recycled cell's next program gets the
+    # pids the last one got, so it cannot learn how many processes ran before.
+    libc.write_file(f"{proc}/sys/kernel/ns_last_pid", "1")
     for name in PROC_COVERED:
         path = f"{proc}/{name}"
         if os.path.exists(path):

@@ -7,22 +7,32 @@ would otherwise sit idle waiting for a program, and the next `take` with the
 same birth (image, tmpfs size, id map) uses it. A run then costs sending its
 launch instead of cloning a process and building a root.
 
-Each warm cell serves exactly one run; nothing of one run is ever seen by
-another. Automatic by default: a process's second run turns warm cells on (a
-process that runs cells again will likely run more: a harness, a judge, a
-benchmark), so a one-cell process (`cellblock run`) never starts what it
-would throw away, and a long-lived one pays a cold cell once. Being on costs a
-waiting process and mount namespace until exit, and no CPU (a warm cell is
-made as a cold one would be, only earlier). The cell maker is a fixed cost
-(~90 ms of CPU to start, ~16 MiB) that saves ~1 ms per run, so automatically
-it starts only at a process's MAKER_FROM_RUN-th run; until then the caller
-makes its warm cells itself. `sandbox.keep_warm()` turns both on at once,
-`sandbox.keep_warm(False)` off, `keep_warm(None)` back to automatic; from
-outside, CELLBLOCK_WARM=1 / CELLBLOCK_WARM=0 (unset: automatic).
-One cell is kept per birth, for the last BIRTHS births used (a judge
-alternates between the program's cells and the checker's); an older birth's
-cell is ended. Warm cells are made by the cell maker (maker.py) once it is up,
-so the caller never clones itself to make them; it stops with them.
+Each warm cell serves exactly one run, unless cells are recycled (below);
+nothing of one run is ever seen by another. Automatic by default: a process's
+second run turns warm cells on (a process that runs cells again will likely
+run more: a harness, a judge, a benchmark), so a one-cell process (`cellblock
+run`) never starts what it would throw away, and a long-lived one pays a cold
+cell once. Being on costs a waiting process and mount namespace until exit,
+and no CPU (a warm cell is made as a cold one would be, only earlier). The
+cell maker is a fixed cost (~90 ms of CPU to start, ~16 MiB) that saves ~1 ms
+per run, so automatically it starts only at a process's MAKER_FROM_RUN-th run;
+until then the caller makes its warm cells itself. `sandbox.keep_warm()` turns
+both on at once, `sandbox.keep_warm(False)` off, `keep_warm(None)` back to
+automatic; from outside, CELLBLOCK_WARM=1 / CELLBLOCK_WARM=0 (unset:
+automatic). One cell is kept per birth, for the last BIRTHS births used (a
+judge alternates between the program's cells and the checker's); an older
+birth's cell is ended. Warm cells are made by the cell maker (maker.py) once
+it is up, so the caller never clones itself to make them; it stops with them.
+
+Recycled cells (`sandbox.recycle_cells()`, CELLBLOCK_RECYCLE=1; off by
+default, on in the service's workers): a cell whose run ended cleanly is not
+ended but renewed by its init (init.renew: every process of the run gone; new
+mount, network, IPC and UTS namespaces; a new root with a fresh tmpfs; the PID
+counter reset) and comes back here for the next run of the same birth. A run
+then costs no clone, no id maps, no new user and PID namespaces and no init
+start-up: about half a cell's CPU (bench/README.md). What consecutive runs of
+a recycled cell share is its user namespace (the same ids) and its emptied PID
+namespace, nothing a program can write to (SECURITY.md).
 """
 
 from __future__ import annotations
@@ -47,6 +57,8 @@ class _Cell(Protocol):
 
     def finished(self) -> None: ...
 
+    def ready(self) -> None: ...
+
 
 BIRTHS = 2
 AUTOMATIC_FROM_RUN = 2  # the run that turns warm cells on when nobody chose
@@ -62,6 +74,20 @@ def _setting_from_environment() -> bool | None:
 
 
 _chosen: bool | None = _setting_from_environment()  # None: automatic
+_recycle: bool = os.environ.get("CELLBLOCK_RECYCLE", "") not in ("", "0")
+
+
+def recycle_cells(choice: bool = True) -> None:
+    """Recycle cells (see the module's doc): on also turns warm cells on."""
+    global _recycle
+    _recycle = choice
+    if choice and not enabled():
+        keep_warm(True)
+
+
+def recycling() -> bool:
+    """Whether this run's cell is to be renewed and kept after it."""
+    return _recycle and enabled()
 
 
 def keep_warm(choice: bool | None = True) -> None:
@@ -104,6 +130,7 @@ def take(birth: Any) -> _Cell | None:
     try:
         if cell.owner == os.getpid():
             cell.confirm()  # a maker's cell: its answer (CellError if it failed)
+            cell.ready()  # a recycled cell: its init says it is renewed
             if not _has_news(cell):
                 return cell
     except (RuntimeError, OSError, ValueError, EOFError):
@@ -137,6 +164,23 @@ def refill(birth: Any, make: Callable[[Any], _Cell]) -> None:
             _ready[birth] = cell
             return
     _drop(cell)  # another thread was quicker
+
+
+def give_back(birth: Any, cell: _Cell) -> bool:
+    """Keep a recycled cell (its init is renewing it) for the next run of
+    `birth`; False if it cannot be kept (then the caller ends it)."""
+    if not recycling() or cell.owner != os.getpid():
+        return False
+    with _lock:
+        if birth in _ready:
+            return False
+        stale = []
+        while len(_ready) >= BIRTHS:
+            stale.append(_ready.pop(next(iter(_ready))))
+        _ready[birth] = cell
+    for old in stale:
+        _drop(old)
+    return True
 
 
 def release() -> None:

@@ -1,0 +1,196 @@
+"""Recycled cells (sandbox.recycle_cells, init.renew): one cell serves runs one
+after another, and nothing one run leaves is seen by the next.
+
+Each attack is a program that leaves something behind in run A (files in every
+writable place, SysV IPC objects, a daemon, a used-up PID counter, network
+state) and a run B in the same cell (the same init: asserted) that looks for
+it. The control is the same look from within run A, after the leaving process
+has exited: the primitive works, and only the cell's renewal between runs
+stops it."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+from conftest import python_as
+
+import sandbox
+from sandbox import warm
+
+PYTHON = "/usr/bin/python3"
+
+
+@pytest.fixture
+def recycled():
+    sandbox.recycle_cells()
+    yield
+    sandbox.recycle_cells(False)
+    sandbox.keep_warm(False)
+
+
+def _cell_pid() -> int:
+    (cell,) = warm._ready.values()
+    return cell.pid
+
+
+def _python(source: str, **options) -> sandbox.RunResult:
+    result = sandbox.run([PYTHON, "-c", textwrap.dedent(source)], **options)
+    assert result.status == "OK", (result.message, result.stderr)
+    return result
+
+
+def _two_runs(leave: str, look: str) -> tuple[str, str]:
+    """Run `leave` then `look` in one recycled cell; their outputs."""
+    _python("pass")  # the cell, in the pool from now on
+    cell = _cell_pid()
+    left = _python(leave).stdout
+    assert _cell_pid() == cell
+    seen = _python(look).stdout
+    assert _cell_pid() == cell  # the same init served both runs
+    return left, seen
+
+
+FILES = ["/tmp/left", "/box/left", "/dev/shm/left", "/var/tmp/left"]
+WRITE_FILES = f"""
+    import os, subprocess
+    for path in {FILES!r}:
+        if os.path.isdir(os.path.dirname(path)) and os.access(os.path.dirname(path), os.W_OK):
+            open(path, "w").write("secret")
+    # Control: a later process of the same run reads them.
+    print(subprocess.run(["cat", *[p for p in {FILES!r} if os.path.exists(p)]],
+                         capture_output=True, text=True).stdout)
+"""
+LOOK_FILES = f"""
+    import os
+    print([p for p in {FILES!r} if os.path.exists(p)])
+"""
+
+
+def test_files_a_run_writes_are_gone_in_the_next(recycled):
+    left, seen = _two_runs(WRITE_FILES, LOOK_FILES)
+    assert left.count("secret") >= 3  # /tmp, /box, /dev/shm at least
+    assert seen.strip() == "[]"
+
+
+SYSV = """
+    import ctypes, os, sys
+    libc = ctypes.CDLL(None, use_errno=True)
+    KEY, IPC_CREAT = 0x0CE11B10C, 0o1000
+    if sys.argv[1:] == ["leave"]:
+        pid = os.fork()
+        if pid == 0:  # a process that makes the objects and exits
+            libc.shmget(KEY, 4096, IPC_CREAT | 0o666)
+            libc.semget(KEY, 1, IPC_CREAT | 0o666)
+            libc.msgget(KEY, IPC_CREAT | 0o666)
+            os._exit(0)
+        os.waitpid(pid, 0)
+    print(libc.shmget(KEY, 0, 0) >= 0, libc.semget(KEY, 0, 0) >= 0, libc.msgget(KEY, 0) >= 0)
+"""
+
+
+def test_sysv_ipc_objects_do_not_survive_their_run(recycled):
+    _python("pass")
+    cell = _cell_pid()
+    left = sandbox.run([PYTHON, "-c", textwrap.dedent(SYSV), "leave"])
+    seen = sandbox.run([PYTHON, "-c", textwrap.dedent(SYSV), "look"])
+    assert _cell_pid() == cell
+    assert left.stdout.split() == ["True", "True", "True"], left.stderr  # control
+    assert seen.stdout.split() == ["False", "False", "False"], seen.stderr
+
+
+DAEMON = """
+    import os, subprocess, time
+    subprocess.Popen(["sleep", "1000"], start_new_session=True)
+    time.sleep(0.2)
+    # Control: the daemon is there, outliving nothing yet but alive.
+    print(sorted(int(p) for p in os.listdir("/proc") if p.isdigit()))
+"""
+LOOK_PROCESSES = """
+    import os
+    print(sorted(int(p) for p in os.listdir("/proc") if p.isdigit()))
+"""
+
+
+def test_no_process_of_a_run_lives_on_into_the_next(recycled):
+    left, seen = _two_runs(DAEMON, LOOK_PROCESSES)
+    assert len(eval(left)) >= 2  # the program and its daemon
+    assert eval(seen) == [2]  # only the program itself (hidepid hides the init)
+
+
+FORKS = """
+    import os
+    pids = []
+    for _ in range(50):
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+        pids.append(pid)
+    print(os.getpid(), pids[-1])
+"""
+
+
+def test_the_pid_counter_tells_nothing_of_the_run_before(recycled):
+    left, seen = _two_runs(FORKS, "import os; print(os.getpid())")
+    me, last_child = map(int, left.split())
+    assert last_child >= me + 50  # control: forks advance the counter within a run
+    assert int(seen) == me  # the next run starts where the first did
+
+
+NETWORK = """
+    import socket
+    server = socket.socket(); server.bind(("127.0.0.1", 5000)); server.listen()
+    client = socket.create_connection(("127.0.0.1", 5000))
+    peer, _ = server.accept()
+    client.close(); peer.close()  # the client closed first: its end waits in TIME_WAIT
+    abstract = socket.socket(socket.AF_UNIX); abstract.bind("\\0cellblock-left")
+    states = [line.split()[3] for line in open("/proc/net/tcp").readlines()[1:]]
+    print("06" in states)  # control: TIME_WAIT is there, in this network namespace
+"""
+LOOK_NETWORK = """
+    import socket
+    states = [line.split()[3] for line in open("/proc/net/tcp").readlines()[1:]]
+    socket.socket().bind(("127.0.0.1", 5000))
+    socket.socket(socket.AF_UNIX).bind("\\0cellblock-left")
+    print(states)
+"""
+
+
+def test_network_state_of_a_run_is_not_in_the_next(recycled):
+    left, seen = _two_runs(NETWORK, LOOK_NETWORK)
+    assert left.strip() == "True"
+    assert seen.strip() == "[]"
+
+
+def test_a_run_that_goes_wrong_ends_its_cell(recycled):
+    _python("pass")
+    cell = _cell_pid()
+    # Over its wall-clock limit: killed by the host; the cell is still renewed.
+    assert sandbox.run(["sleep", "10"], wall_time=0.2).status == "TLE"
+    assert _cell_pid() == cell
+    assert sandbox.run(["true"]).status == "OK"
+    assert _cell_pid() == cell
+
+
+def test_an_unprivileged_caller_recycles_too(test_user):
+    script = textwrap.dedent(f"""
+        import sandbox, textwrap
+        from sandbox import warm
+        sandbox.recycle_cells()
+        sandbox.run(["true"])
+        (cell,) = warm._ready.values()
+        first = cell.pid
+        left = sandbox.run([{PYTHON!r}, "-c", textwrap.dedent({WRITE_FILES!r})]).stdout
+        seen = sandbox.run([{PYTHON!r}, "-c", textwrap.dedent({LOOK_FILES!r})]).stdout
+        (cell,) = warm._ready.values()
+        print(left.count("secret") >= 3, seen.strip(), cell.pid == first)
+        sandbox.keep_warm(False)
+    """)
+    import subprocess
+
+    done = subprocess.run(
+        python_as(test_user.pw_name, script), capture_output=True, text=True, cwd="/", timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "[]", "True"], done.stdout
