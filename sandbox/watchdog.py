@@ -101,6 +101,10 @@ def watch(
                         selector.unregister(channel.sock)
                         continue
                     pending_file = _take(message, seen, pending_file)
+                    if seen.report is not None:
+                        # The init's last word on this run; what it says next
+                        # (a recycled cell's "ready") is for the next run.
+                        selector.unregister(channel.sock)
                     continue
                 stream = key.fileobj
                 assert isinstance(stream, int)
