@@ -45,6 +45,11 @@ from bench.humaneval import DATA, load, program  # noqa: E402
 
 PYTHON = "/usr/bin/python3"
 CLI = Path(sys.executable).with_name("cellblock")
+# The CLI and the service run this working tree's code (the installed copy may be older).
+ENV = {
+    **os.environ,
+    "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+}
 
 
 def programs(sentinel: str) -> list[str]:
@@ -91,6 +96,7 @@ def door_cli(sources: list[str], jobs: int, sentinel: str) -> list[bool]:
             capture_output=True,
             text=True,
             stdin=subprocess.DEVNULL,
+            env=ENV,
         )
         result = json.loads(done.stdout)
         return passed(result["exit_code"] or 0, result["stdout"], sentinel)
@@ -110,7 +116,7 @@ class Service:
             self.port = probe.getsockname()[1]
         self.dir = Path(tempfile.mkdtemp(prefix="cb-doors-"))
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "CELLBLOCK_RATE_LIMIT": "0", "CELLBLOCK_READ_RATE_LIMIT": "0"}
+        env = {**ENV, "CELLBLOCK_RATE_LIMIT": "0", "CELLBLOCK_READ_RATE_LIMIT": "0"}
         self.process = subprocess.Popen(
             [str(CLI), "serve", "--port", str(self.port), "--cells", str(cells)]
             + ["--run-dir", str(self.dir / "state"), "--log-level", "warning"],
