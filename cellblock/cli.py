@@ -209,6 +209,7 @@ _COMMANDS = ("run", "run-server", "doctor", "setup", "judge", "languages", "serv
 
 
 def main(argv: list[str] | None = None) -> int:
+    entry = argv is None  # the process's own command line, not a caller's list
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["run"]:
         # A run server takes the run before anything heavy is imported (argparse
@@ -217,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
 
         code = client.run(argv[1:])
         if code is not None:
+            if entry:
+                client.exit_now(code)
             return code
     import argparse
 

@@ -115,7 +115,6 @@ class Server:
     def serve(self) -> int:
         from sandbox import keep_warm
 
-        os.chdir("/")  # hold no directory of the user's; nothing is resolved here
         keep_warm()  # the cell maker, and a warm cell for every run after the first
         listener, inode = self._listen()
         previous = {
