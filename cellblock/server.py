@@ -15,11 +15,10 @@ socket itself 0600, and serves a connection only if the kernel says the
 process at the other end has its own euid (SO_PEERCRED; SECURITY.md, rule 26):
 another user's process is told no and nothing of the request is read. Each
 run is made by cellblock/runcmd.py, as the CLI would make it in-process, from
-the client's options and the files the client opened (passed as descriptors,
-reopened through /proc/self/fd, so the files are those the client could open
-and no path is resolved in the server's directory), and answered with the
-exact text to print. One thread per connection: runs do not wait for each
-other.
+the client's options and the files the client opened (passed as descriptors
+and reopened through /proc/self/fd: the very files the client opened, no
+path resolved anew), and answered with the exact text to print. One thread
+per connection: runs do not wait for each other.
 
 The run is the server's child: its cgroup, nice value and CPU affinity, not
 the client's. A client whose CELLBLOCK_* environment differs, or that is
@@ -127,6 +126,10 @@ class Server:
         except _Stop:
             pass
         finally:
+            # A second SIGINT or SIGTERM during what follows ends us the usual way
+            # (a stale socket is no harm: clients and the next server see it is).
+            for number, handler in previous.items():
+                signal.signal(number, handler)
             listener.close()
             with contextlib.suppress(OSError):
                 if os.stat(protocol.SOCKET_NAME, dir_fd=self.directory).st_ino == inode:
@@ -134,8 +137,6 @@ class Server:
             for thread in list(self.threads):  # the runs under way end at their limits
                 thread.join()
             keep_warm(False)  # end the warm cell and the cell maker
-            for number, handler in previous.items():
-                signal.signal(number, handler)
         return 0
 
     def _listen(self) -> tuple[socket.socket, int]:

@@ -224,6 +224,22 @@ def test_what_the_client_cannot_open_runs_in_process(server: Server, runtime: Pa
         assert in_process and code == 2 and err.startswith("cellblock run: error:"), (args, err)
 
 
+def test_runs_do_not_wait_for_each_other(server: Server, runtime: Path) -> None:
+    clients = [
+        subprocess.Popen(
+            [PYTHON, "-m", "cellblock", "run", "--", "sh", "-c", "sleep 1; echo slept"],
+            env=_environment(runtime),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(3)
+    ]
+    start = time.monotonic()
+    outputs = [process.communicate()[0] for process in clients]
+    assert outputs == [b"slept\n"] * 3
+    assert time.monotonic() - start < 2.5  # not 3 s one after the other
+
+
 def test_another_user_is_refused() -> None:
     """SO_PEERCRED: a client of another uid gets no run, however it reached the
     socket. Here the filesystem's walls (a 0700 directory, a 0600 socket) are
@@ -307,6 +323,22 @@ def test_a_stale_socket_falls_back(runtime: Path) -> None:
 def test_no_server_falls_back(runtime: Path) -> None:
     out, _, code, in_process = cellblock_run(runtime, CASES["ok"])
     assert in_process and code == 0 and out == "hello\n"
+
+
+@pytest.mark.parametrize("served", [True, False])
+def test_an_interpreter_without_site_packages(runtime: Path, served: bool) -> None:
+    """`python -S` (a launcher that spares the hand-off site's ~2 ms): the
+    in-process path still finds site-packages (pyseccomp, on a cache miss)."""
+    env = _environment(runtime, CELLBLOCK_SECCOMP_CACHE="")  # compile: import pyseccomp
+    with serving(runtime) if served else contextlib.nullcontext():
+        done = subprocess.run(
+            [PYTHON, "-S", "-m", "cellblock", "run", "--", "sh", "-c", "echo hi"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    assert (done.returncode, done.stdout) == (0, "hi\n"), done.stderr
 
 
 def test_another_environment_runs_in_process(server: Server, runtime: Path) -> None:
