@@ -129,7 +129,8 @@ def hand_off(options: RunOptions) -> int | None:
         sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
         sock.connect(protocol.through(directory, protocol.SOCKET_NAME))
         if protocol.peer_uid(sock) != os.geteuid():
-            return None  # a socket nobody but we should have made: not ours to talk to
+            # A socket nobody but we should have made: not ours to talk to.
+            raise ProtocolError("the server is another user's")
         request = Request(
             options,
             stdin_fd=options.stdin is not None,

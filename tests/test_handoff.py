@@ -274,15 +274,16 @@ try:
     while True:
         reply = Reply.from_wire(protocol.receive(sock)[0])
         replies.append(reply.kind + ("(" + reply.stdout.strip() + ")" if reply.stdout else ""))
-except (OSError, protocol.ProtocolError):
-    pass
+except (OSError, protocol.ProtocolError) as error:
+    replies.append(type(error).__name__)
 print(" ".join(replies))
 """
     env = {k: v for k, v in os.environ.items() if not k.startswith("CELLBLOCK_")}
     as_root = subprocess.run(
         [PYTHON, "-c", script], env=env, capture_output=True, text=True, check=True
     )
-    assert as_root.stdout.split() == ["accepted", "done(it", "ran)"]  # control: its own user
+    # Control: the server's own user is served (then the server closes: EOF).
+    assert as_root.stdout.split() == ["accepted", "done(it", "ran)", "ProtocolError"]
     as_nobody = subprocess.run(
         ["runuser", "-u", "nobody", "--", PYTHON, "-c", script],
         env=env,
@@ -290,7 +291,14 @@ print(" ".join(replies))
         text=True,
         check=True,
     )
-    assert as_nobody.stdout.split() == ["refused"], as_nobody.stderr
+    # Refused and closed, its request unread: the client sees the refusal, or
+    # (closed first) a broken pipe or the reset a unix socket closed with
+    # unread data gives its peer. Either way, nothing ran.
+    assert as_nobody.stdout.split() in (
+        ["refused", "ProtocolError"],
+        ["ConnectionResetError"],
+        ["BrokenPipeError"],
+    ), as_nobody.stderr
 
 
 def test_a_client_checks_the_directory(server: Server, runtime: Path) -> None:
@@ -339,6 +347,30 @@ def test_an_interpreter_without_site_packages(runtime: Path, served: bool) -> No
             check=False,
         )
     assert (done.returncode, done.stdout) == (0, "hi\n"), done.stderr
+
+
+def test_a_server_lost_during_the_run_is_an_internal_error(runtime: Path) -> None:
+    """Once the server has taken the run, the client does not make it again
+    (it may have done things already): it says the server was lost, exit 125."""
+    started = start_server(runtime)
+    client_run = subprocess.Popen(
+        [PYTHON, "-m", "cellblock", "run", "--", "sh", "-c", "sleep 3"],
+        env=_environment(runtime),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    time.sleep(1)  # well into the run
+    below = started.descendants()
+    started.process.kill()
+    started.process.wait()
+    out, err = client_run.communicate(timeout=30)
+    assert client_run.returncode == 125, err
+    assert b"the run server was lost during the run" in err and out == b""
+    deadline = time.monotonic() + 10  # its cell maker and cells die with it
+    while (left := below & _alive()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not left
+    assert cellblock_run(runtime, CASES["ok"])[3]  # its socket is stale: in-process
 
 
 def test_another_environment_runs_in_process(server: Server, runtime: Path) -> None:
