@@ -1,4 +1,4 @@
-"""The `cellblock` command (cellblock/cli.py): run, judge, serve, worker, doctor, setup.
+"""The `cellblock` command (cellblock/cli.py): run, run-server, judge, serve, worker, doctor, setup.
 
 `python -m cellblock` is the same command, for a checkout on PYTHONPATH.
 """

@@ -1,6 +1,7 @@
 """`cellblock`: the command line. Each subcommand imports only what it needs.
 
 cellblock run [OPTIONS] -- COMMAND [ARGS...]   one command in a fresh cell
+cellblock run-server [--idle-exit S]            serve `cellblock run` from one process
 cellblock doctor [--json]                       what this host allows
 cellblock judge SOURCE --tests DIR [OPTIONS]    compile once, run tests, verdicts
 cellblock languages [--json]                    the languages installed here
@@ -10,20 +11,19 @@ cellblock worker [--redis-url URL] [--cells N]  RQ workers judging queued submis
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import json
 import os
 import sys
-from pathlib import Path
 
-# Exit codes of `cellblock run` without --json (like timeout(1) and env(1)):
-EXIT_USAGE = 2  # bad options: nothing ran
-EXIT_TLE = 124
-EXIT_INTERNAL = 125
+# Not typing.TYPE_CHECKING: importing typing costs ~8 ms that `cellblock run` does
+# not spend. mypy takes any name TYPE_CHECKING as true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # argparse is imported when a command needs it: `cellblock run` may not
+    import argparse
 
 
 def _run_parser(sub: argparse._SubParsersAction) -> None:
+    import argparse
+
     from sandbox.spec import limit_fields, limit_flag
 
     p = sub.add_parser(
@@ -74,96 +74,52 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from sandbox import RunSpec, SpecError, Status, keep_warm, run_spec
-    from sandbox.spec import Limits, limit_fields
+    """Handed to a run server if one is up (cellblock/client.py), else run here."""
+    from cellblock import client
+    from cellblock.protocol import RunOptions
+    from sandbox.spec import limit_fields
 
-    keep_warm(False)  # one cell per process: a warm successor would only be thrown away
-
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
-    try:
-        env = {}
-        for item in args.env:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise SpecError(f"--env: {item!r} is not K=V")
-            env[key] = value
-        copy_in: dict[str, str] = {}
-        for item in args.copy_in:
-            src, sep, dest = item.rpartition(":")
-            if not sep or not src or not dest:
-                raise SpecError(f"--copy-in: {item!r} is not SRC:DEST")
-            copy_in[dest] = src
-        limits = Limits.build(**{limit.name: getattr(args, limit.name) for limit in limit_fields()})
-        spec = RunSpec(
-            argv=tuple(command),
-            limits=limits,
-            stdin=Path(args.stdin) if args.stdin else None,
-            copy_in=copy_in,
-            copy_out=tuple(args.copy_out),
-            image=args.image,
-            seccomp=args.seccomp,
-            env=env,
-            readonly=tuple(args.readonly),
-        )
-        out_dir = Path(args.out_dir)
-        if spec.copy_out and not out_dir.is_dir():
-            raise SpecError(f"--out-dir: {out_dir} is not a directory")
-        result = run_spec(spec)
-    except SpecError as error:
-        print(f"cellblock run: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
-
-    for path, data in result.files.items():
-        _write_out(out_dir, path, data)
-    missing = [p for p in spec.copy_out if p not in result.files]
-    if args.json:
-        print(json.dumps(result.to_dict()))
-        return 0
-    sys.stdout.write(result.stdout)
-    sys.stdout.flush()
-    sys.stderr.write(result.stderr)
-    summary = (
-        f"cellblock: {result.status} · {result.message} · time {result.time:.3f} s · "
-        f"wall {result.wall_time:.3f} s · memory {result.memory / (1 << 20):.1f} MiB"
+    options = RunOptions(
+        command=args.command,
+        json=args.json,
+        limits={
+            limit.name: getattr(args, limit.name)
+            for limit in limit_fields()
+            if getattr(args, limit.name) is not None
+        },
+        stdin=args.stdin,
+        copy_in=args.copy_in,
+        copy_out=args.copy_out,
+        readonly=args.readonly,
+        out_dir=args.out_dir,
+        image=args.image,
+        seccomp=args.seccomp,
+        env=args.env,
     )
-    print(summary, file=sys.stderr)
-    for entry in result.degraded:  # the isolation's shortcomings (the figures' are in the message)
-        if entry not in result.message:
-            print(f"cellblock: degraded: {entry}", file=sys.stderr)
-    for path in missing:
-        print(
-            f"cellblock: --copy-out {path}: not copied (missing or not a regular file)",
-            file=sys.stderr,
-        )
-    if result.status == Status.IE:
-        return EXIT_INTERNAL
-    if result.status == Status.TLE:
-        return EXIT_TLE
-    if result.signal is not None:
-        return 128 + result.signal
-    if result.exit_code:
-        return result.exit_code
-    return 0 if result.status == Status.OK else 1
+    code = client.hand_off(options)
+    if code is not None:
+        return code
+    from cellblock.runcmd import run_in_process
+
+    return run_in_process(options)
 
 
-def _write_out(out_dir: Path, relative: str, data: bytes) -> None:
-    """Write a copied-out file under out_dir without following symlinks in its path."""
-    parts = relative.split("/")
-    current = os.open(out_dir, os.O_PATH | os.O_DIRECTORY)
-    try:
-        for part in parts[:-1]:
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(part, 0o755, dir_fd=current)
-            child = os.open(part, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=current)
-            os.close(current)
-            current = child
-        fd = os.open(
-            parts[-1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644, dir_fd=current
-        )
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-    finally:
-        os.close(current)
+def _run_server_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run-server",
+        help="serve `cellblock run` for this user from one long-lived process (warm cells)",
+        description="Listen on a socket of this user's own; `cellblock run` then hands its "
+        "run here (to a warm cell, without starting the sandbox) and prints exactly what it "
+        "would have printed. Runs in the foreground until SIGTERM/SIGINT or --idle-exit "
+        "(cellblock/server.py).",
+    )
+    p.add_argument(
+        "--idle-exit",
+        metavar="SECONDS",
+        type=float,
+        default=0.0,
+        help="exit after this many seconds without a run (default 0: never)",
+    )
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
@@ -249,11 +205,30 @@ def _cmd_service(args: argparse.Namespace) -> int:
     return worker_main(args)
 
 
-_COMMANDS = ("run", "doctor", "setup", "judge", "languages", "serve", "worker")
+_COMMANDS = ("run", "run-server", "doctor", "setup", "judge", "languages", "serve", "worker")
 
 
 def main(argv: list[str] | None = None) -> int:
+    entry = argv is None  # the process's own command line, not a caller's list
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["run"]:
+        # A run server takes the run before anything heavy is imported (argparse
+        # included): its whole cost is then the interpreter and one round trip.
+        from cellblock import client
+
+        code = client.run(argv[1:])
+        if code is not None:
+            if entry:
+                client.exit_now(code)
+            return code
+    if sys.flags.no_site and "site" not in sys.modules:
+        # Started with -S, which spares the hand-off ~2 ms of site-packages it
+        # does not need: everything else does (pyseccomp, .pth files).
+        import site
+
+        site.main()
+    import argparse
+
     parser = argparse.ArgumentParser(prog="cellblock", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
     # The judge's and the service's parsers import worker/ and api/ (tens of ms):
@@ -263,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     doctor = sub.add_parser("doctor", help="check what this host allows and how to fix it")
     doctor.add_argument("--json", action="store_true", help="print the report as JSON")
     _setup_parser(sub)
+    _run_server_parser(sub)
     for names, build in (
         (("judge", "languages"), _judge_parsers),
         (("serve", "worker"), _service_parsers),
@@ -279,6 +255,10 @@ def main(argv: list[str] | None = None) -> int:
         return _cmd_run(args)
     if args.subcommand == "setup":
         return _cmd_setup(args)
+    if args.subcommand == "run-server":
+        from cellblock.server import main as run_server_main
+
+        return run_server_main(args)
     if args.subcommand in ("serve", "worker"):
         return _cmd_service(args)
     try:

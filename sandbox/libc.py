@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
 import signal
 
-if platform.machine() != "x86_64":  # pragma: no cover - the numbers below are x86_64's
+if os.uname().machine != "x86_64":  # pragma: no cover - the numbers below are x86_64's
     raise ImportError("cellblock's sandbox supports x86_64 Linux only")
 
 _libc = ctypes.CDLL(None, use_errno=True)

@@ -36,7 +36,6 @@ import os
 import pickle
 import signal
 import socket
-import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -61,6 +60,8 @@ class Maker:
     worker, gets its cells from it)."""
 
     def __init__(self) -> None:
+        import subprocess  # here, not at the top: a process that starts no maker never needs it
+
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self.process = subprocess.Popen(

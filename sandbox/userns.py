@@ -48,7 +48,6 @@ import os
 import pwd
 import shutil
 import stat
-import subprocess
 from dataclasses import dataclass, replace
 from functools import cache
 
@@ -359,6 +358,8 @@ def add_subordinate_range(user: str) -> str | None:
             break
         start = max(start, high)
     ids = f"{start}-{start + SUBID_COUNT - 1}"
+    import subprocess  # `cellblock setup` only
+
     subprocess.run(
         ["usermod", "--add-subuids", ids, "--add-subgids", ids, user],
         check=True,
@@ -437,6 +438,10 @@ def seen_from(idmap: IdMap, holding: IdMap) -> IdMap:
 def write_idmap(pid: int, idmap: IdMap) -> None:
     """Map ids of the user namespace that process `pid` has just unshared."""
     if idmap.use_newidmap:
+        # Imported here: a cell that needs no setuid helper (root's, the maker's)
+        # never pays for the module (~3 ms at a process's start).
+        import subprocess
+
         for tool, lines in (("newuidmap", idmap.uid_lines), ("newgidmap", idmap.gid_lines)):
             args = [tool, str(pid)] + [str(n) for line in lines for n in line]
             done = subprocess.run(args, capture_output=True, text=True, check=False)
