@@ -112,9 +112,11 @@ class Server:
         self.threads: set[threading.Thread] = set()
 
     def serve(self) -> int:
-        from sandbox import keep_warm
+        from sandbox import for_many_runs, keep_warm
 
-        keep_warm()  # the cell maker, and a warm cell for every run after the first
+        # The cell maker, a warm cell for every run after the first, recycled
+        # cells (unless CELLBLOCK_RECYCLE=0).
+        for_many_runs()
         listener, inode = self._listen()
         previous = {
             number: signal.signal(number, _stop) for number in (signal.SIGTERM, signal.SIGINT)

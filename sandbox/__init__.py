@@ -16,6 +16,7 @@ from .spec import CopyInSource, Limits, RunResult, RunSpec, SpecError, Status, l
 __all__ = [
     "run",
     "run_spec",
+    "for_many_runs",
     "keep_warm",
     "recycle_cells",
     "Limits",
@@ -103,3 +104,14 @@ def recycle_cells(enabled: bool = True) -> None:
     from .warm import recycle_cells as _recycle_cells
 
     _recycle_cells(enabled)
+
+
+def for_many_runs() -> None:
+    """How a long-lived caller that runs cell after cell (the service's
+    workers, `cellblock run-server`) sets up: warm cells and the cell maker
+    from the first run, and recycled cells unless CELLBLOCK_RECYCLE=0."""
+    import os
+
+    keep_warm()
+    if os.environ.get("CELLBLOCK_RECYCLE", "1") != "0":
+        recycle_cells()

@@ -202,9 +202,7 @@ def run_one(url: str, log_level: str) -> int:
     # every job, so every cell after the first is made ahead of time; and
     # recycled (sandbox/warm.py): a cell renewed after its run serves the next
     # one, at about half a new cell's CPU. CELLBLOCK_RECYCLE=0 turns that off.
-    sandbox.keep_warm()
-    if os.environ.get("CELLBLOCK_RECYCLE", "1") != "0":
-        sandbox.recycle_cells()
+    sandbox.for_many_runs()
     store = Store(connect(url), Timing.from_env())
     interval = float(os.environ.get("CELLBLOCK_SELFCHECK_INTERVAL", "600"))
     worker = CellWorker(store, selfcheck_interval=interval)
