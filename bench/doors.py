@@ -11,6 +11,8 @@ benchmark (exit 1). Timings are reported, never judged.
 
     bare           `--jobs` threads, each running /usr/bin/python3 -c PROGRAM (subprocess)
     sandbox.run    `--jobs` worker processes, each calling sandbox.run (warm cells)
+    recycled       the same, each having called sandbox.for_many_runs() (recycled
+                   cells, as the service's workers and the run server have)
     cli            `--jobs` threads, each running `cellblock run --json -- python3 -c ...`
     serve wait     `cellblock serve --cells JOBS` (its own Redis), `--clients` threads
                    POSTing /v1/submissions?wait=true (verl's way)
@@ -83,6 +85,12 @@ def _in_cell(source: str) -> tuple[int, str, float]:
         result.stdout,
         (result.wall_time),
     )
+
+
+def _recycle() -> None:
+    import sandbox
+
+    sandbox.for_many_runs()
 
 
 def door_sandbox(sources: list[str], pool: ProcessPoolExecutor, sentinel: str) -> list[bool]:
@@ -221,7 +229,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--jobs", type=int, default=2, help="programs at a time (bare, cli)")
     parser.add_argument("--clients", type=int, default=32, help="HTTP clients at a time")
-    parser.add_argument("--doors", default="bare,sandbox.run,cli,serve wait,serve poll")
+    parser.add_argument("--doors", default="bare,sandbox.run,recycled,cli,serve wait,serve poll")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     wanted = [d.strip() for d in args.doors.split(",")]
@@ -229,13 +237,17 @@ def main() -> int:
     sources = programs(sentinel)
     service = Service(args.jobs) if any(d.startswith("serve") for d in wanted) else None
     pool = ProcessPoolExecutor(args.jobs) if "sandbox.run" in wanted else None
+    recycling = (
+        ProcessPoolExecutor(args.jobs, initializer=_recycle) if "recycled" in wanted else None
+    )
     rates: dict[str, list[float]] = {door: [] for door in wanted}
     ratios: dict[str, list[float]] = {door: [] for door in wanted}
     stages: dict[str, dict[str, float]] = {}
     failures: dict[str, int] = {}
     try:
-        if pool is not None:  # each worker process warms up (imports, its cell maker)
-            list(pool.map(_in_cell, sources[: 4 * args.jobs]))
+        for warming in (pool, recycling):  # each process warms up (imports, its cell maker)
+            if warming is not None:
+                list(warming.map(_in_cell, sources[: 4 * args.jobs]))
         for round_index in range(args.rounds):
             order = wanted[round_index % len(wanted) :] + wanted[: round_index % len(wanted)]
             seconds: dict[str, float] = {}
@@ -246,6 +258,9 @@ def main() -> int:
                 elif door == "sandbox.run":
                     assert pool is not None
                     oks = door_sandbox(sources, pool, sentinel)
+                elif door == "recycled":
+                    assert recycling is not None
+                    oks = door_sandbox(sources, recycling, sentinel)
                 elif door == "cli":
                     oks = door_cli(sources, args.jobs, sentinel)
                 elif door in ("serve wait", "serve poll"):
@@ -263,8 +278,9 @@ def main() -> int:
                 for door in wanted:
                     ratios[door].append(seconds["bare"] / seconds[door])
     finally:
-        if pool is not None:
-            pool.shutdown()
+        for executor in (pool, recycling):
+            if executor is not None:
+                executor.shutdown()
         if service is not None:
             service.stop()
     start_up = interpreter_start() if "cli" in wanted else None

@@ -10,7 +10,11 @@ A+B, half a Python A+B, 10 tests each), and waits for every verdict. Reported:
 - p50 / p95 latency from POST to done (the server's created_at -> finished_at);
 - share of time outside cells: of a worker's time on a submission (judge_seconds),
   what is not inside a cell's wall time (cell_seconds: compile + tests); and of
-  the end-to-end latency, what is not in cells (queueing included).
+  the end-to-end latency, what is not in cells (queueing included);
+- x bare: the same submissions judged bare right after, with as many threads
+  as workers, each compiling (the C language's own gcc command) and running the
+  10 tests as plain processes and comparing the output: submissions/s through
+  the service over submissions/s bare.
 """
 
 from __future__ import annotations
@@ -130,6 +134,35 @@ def run(cells: int, count: int) -> dict:
         subprocess.run(["rm", "-rf", str(run_dir)], check=False)
 
 
+C_COMPILE = ["gcc", "-std=gnu11", "-O2", "-pipe", "-o", "main", "main.c", "-lm"]
+
+
+def bare(cells: int, count: int) -> float:
+    """Submissions/s of the same work done bare by `cells` threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(index: int) -> None:
+        with tempfile.TemporaryDirectory(prefix="cb-bare-") as work:
+            if index % 2 == 0:
+                Path(work, "main.c").write_text(C_SOURCE)
+                subprocess.run(C_COMPILE, cwd=work, check=True)
+                argv = ["./main"]
+            else:
+                Path(work, "main.py").write_text(PY_SOURCE)
+                argv = ["python3", "main.py"]
+            for test in TESTS:
+                done = subprocess.run(
+                    argv, cwd=work, input=test["input"], capture_output=True, text=True
+                )
+                if done.stdout != test["output"]:
+                    raise RuntimeError(f"bare run gave {done.stdout!r}")
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(cells) as pool:
+        list(pool.map(one, range(count)))
+    return count / (time.monotonic() - started)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=20, help="submissions per run (default 20)")
@@ -137,17 +170,21 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     rows = [run(cells, args.n) for cells in args.cells]
+    for row in rows:
+        row["bare_per_second"] = round(bare(row["cells"], args.n), 2)
+        row["ratio_to_bare"] = round(row["per_second"] / row["bare_per_second"], 3)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
     print(
-        "| workers | submissions/s | p50 latency | p95 latency | worker time outside cells "
-        "| latency outside cells |"
+        "| workers | submissions/s | bare | x bare | p50 latency | p95 latency "
+        "| worker time outside cells | latency outside cells |"
     )
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for row in rows:
         print(
-            f"| {row['cells']} | {row['per_second']} | {row['p50_latency_s']} s "
+            f"| {row['cells']} | {row['per_second']} | {row['bare_per_second']} "
+            f"| {row['ratio_to_bare']:.2f} | {row['p50_latency_s']} s "
             f"| {row['p95_latency_s']} s | {row['worker_time_outside_cells']:.0%} "
             f"| {row['latency_outside_cells']:.0%} |"
         )
