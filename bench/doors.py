@@ -14,10 +14,11 @@ benchmark (exit 1). Timings are reported, never judged.
     recycled       the same, each having called sandbox.for_many_runs() (recycled
                    cells, as the service's workers and the run server have)
     cli            `--jobs` threads, each running `cellblock run --json -- python3 -c ...`
+    cli served     the same with `cellblock run-server` up (the CLI hands the run over)
     serve wait     `cellblock serve --cells JOBS` (its own Redis), `--clients` threads
                    POSTing /v1/submissions?wait=true (verl's way)
     serve poll     the same service, each client POSTs then GETs its submission
-                   every 20 ms until it is done (Judge0 clients' way)
+                   every 50 ms until it is done (Judge0 clients' way)
 
 For each door: samples/s, the ratio to bare in the same round (median over
 rounds), and where the time goes: for the service, from the stored records,
@@ -97,14 +98,41 @@ def door_sandbox(sources: list[str], pool: ProcessPoolExecutor, sentinel: str) -
     return [passed(code, out, sentinel) for code, out, _ in pool.map(_in_cell, sources)]
 
 
-def door_cli(sources: list[str], jobs: int, sentinel: str) -> list[bool]:
+class RunServer:
+    """`cellblock run-server` in a runtime directory of its own."""
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="cb-doors-run-"))
+        self.env = {**ENV, "XDG_RUNTIME_DIR": str(self.dir)}
+        self.process = subprocess.Popen(
+            [str(CLI), "run-server"],
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stderr is not None
+        line = self.process.stderr.readline()
+        if "serving on" not in line:
+            self.stop()
+            raise RuntimeError(f"cellblock run-server did not start: {line}")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(60)
+        subprocess.run(["rm", "-rf", str(self.dir)], check=False)
+
+
+def door_cli(
+    sources: list[str], jobs: int, sentinel: str, env: dict[str, str] | None = None
+) -> list[bool]:
     def one(source: str) -> bool:
         done = subprocess.run(
             [str(CLI), "run", "--json", "--time", "10", "--", PYTHON, "-c", source],
             capture_output=True,
             text=True,
             stdin=subprocess.DEVNULL,
-            env=ENV,
+            env=env or ENV,
         )
         result = json.loads(done.stdout)
         return passed(result["exit_code"] or 0, result["stdout"], sentinel)
@@ -159,29 +187,42 @@ def _body(source: str) -> dict:
     }
 
 
+POLL_INTERVAL = 0.05  # a polling client's pause between GETs
+
+
 def door_serve(
     sources: list[str], service: Service, clients: int, sentinel: str, poll: bool
 ) -> tuple[list[bool], list[dict]]:
-    import httpx
+    """The service door. The clients are http.client connections kept open
+    (one per thread): the cheapest client Python has, since they share the
+    machine with the service; their own CPU is reported apart."""
+    import http.client
+    from urllib.parse import urlsplit
 
+    address = urlsplit(service.url)
     local = threading.local()
 
-    def client() -> httpx.Client:
-        if not hasattr(local, "client"):
-            local.client = httpx.Client(base_url=service.url, timeout=120)
-        return local.client
+    def call(method: str, path: str, body: dict | None = None) -> dict:
+        if not hasattr(local, "connection"):
+            local.connection = http.client.HTTPConnection(
+                address.hostname, address.port, timeout=120
+            )
+        payload = json.dumps(body).encode() if body is not None else None
+        headers = {"Content-Type": "application/json"} if payload else {}
+        local.connection.request(method, path, body=payload, headers=headers)
+        response = local.connection.getresponse()
+        return json.loads(response.read())
 
     def one(source: str) -> tuple[bool, dict]:
-        http = client()
         if not poll:
-            record = http.post("/v1/submissions?wait=true", json=_body(source)).json()
+            record = call("POST", "/v1/submissions?wait=true", _body(source))
         else:
-            sub_id = http.post("/v1/submissions", json=_body(source)).json()["id"]
+            sub_id = call("POST", "/v1/submissions", _body(source))["id"]
             while True:
-                record = http.get(f"/v1/submissions/{sub_id}").json()
+                record = call("GET", f"/v1/submissions/{sub_id}")
                 if record["status"] in ("done", "failed"):
                     break
-                time.sleep(0.02)
+                time.sleep(POLL_INTERVAL)
         test = ((record.get("result") or {}).get("tests") or [{}])[0]
         ok = passed(test.get("exit_code") or 0, test.get("stdout") or "", sentinel) and (
             record["status"] == "done"
@@ -229,13 +270,16 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--jobs", type=int, default=2, help="programs at a time (bare, cli)")
     parser.add_argument("--clients", type=int, default=32, help="HTTP clients at a time")
-    parser.add_argument("--doors", default="bare,sandbox.run,recycled,cli,serve wait,serve poll")
+    parser.add_argument(
+        "--doors", default="bare,sandbox.run,recycled,cli,cli served,serve wait,serve poll"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     wanted = [d.strip() for d in args.doors.split(",")]
     sentinel = "cellblock-" + secrets.token_hex(8)
     sources = programs(sentinel)
     service = Service(args.jobs) if any(d.startswith("serve") for d in wanted) else None
+    run_server = RunServer() if "cli served" in wanted else None
     pool = ProcessPoolExecutor(args.jobs) if "sandbox.run" in wanted else None
     recycling = (
         ProcessPoolExecutor(args.jobs, initializer=_recycle) if "recycled" in wanted else None
@@ -263,12 +307,20 @@ def main() -> int:
                     oks = door_sandbox(sources, recycling, sentinel)
                 elif door == "cli":
                     oks = door_cli(sources, args.jobs, sentinel)
+                elif door == "cli served":
+                    assert run_server is not None
+                    oks = door_cli(sources, args.jobs, sentinel, run_server.env)
                 elif door in ("serve wait", "serve poll"):
                     assert service is not None
+                    before = os.times()
                     oks, records = door_serve(
                         sources, service, args.clients, sentinel, poll=door == "serve poll"
                     )
+                    after = os.times()
                     stages[door] = service_stages(records)
+                    stages[door]["clients' own CPU_s"] = (
+                        after.user + after.system - before.user - before.system
+                    ) / len(sources)
                 else:
                     parser.error(f"unknown door {door!r}")
                 seconds[door] = time.perf_counter() - start
@@ -283,6 +335,8 @@ def main() -> int:
                 executor.shutdown()
         if service is not None:
             service.stop()
+        if run_server is not None:
+            run_server.stop()
     start_up = interpreter_start() if "cli" in wanted else None
     report = {
         "programs": len(sources),

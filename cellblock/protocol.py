@@ -46,9 +46,10 @@ _MAX_REPLY = 1 << 40  # two outputs and the copied-out files
 _SO_PEERCRED = 17  # asm-generic/socket.h (x86_64)
 _UNSAFE_MODE = stat.S_IWGRP | stat.S_IWOTH
 # The environment a run reads (cgroup base, subordinate ids, images, ...):
-# a request is served only where it is the server's too. CELLBLOCK_WARM and
-# CELLBLOCK_HANDOFF choose how the CLI runs, not what a run gets.
-_NOT_COMPARED = ("CELLBLOCK_WARM", "CELLBLOCK_HANDOFF")
+# a request is served only where it is the server's too. CELLBLOCK_WARM,
+# CELLBLOCK_RECYCLE and CELLBLOCK_HANDOFF choose how the CLI and the server
+# run, not what a run gets (a recycled cell is renewed: SECURITY.md rule 27).
+_NOT_COMPARED = ("CELLBLOCK_WARM", "CELLBLOCK_RECYCLE", "CELLBLOCK_HANDOFF")
 
 
 class ProtocolError(Exception):

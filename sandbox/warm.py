@@ -65,6 +65,10 @@ AUTOMATIC_FROM_RUN = 2  # the run that turns warm cells on when nobody chose
 MAKER_FROM_RUN = 10  # and the run that starts the cell maker then
 _lock = threading.Lock()
 _ready: dict[Any, _Cell] = {}  # birth -> a cell waiting for its launch
+# Recycled cells beyond the one in _ready, for a caller that runs several
+# cells of a birth at once (the run server's threads): up to SPARES per birth.
+_spares: dict[Any, list[_Cell]] = {}
+SPARES = max((os.cpu_count() or 1) - 1, 1)
 _runs = 0  # runs of this process so far (take() counts them)
 
 
@@ -125,6 +129,8 @@ def take(birth: Any) -> _Cell | None:
         return None
     with _lock:
         cell = _ready.pop(birth, None)
+        if cell is None and _spares.get(birth):
+            cell = _spares[birth].pop()
     if cell is None:
         return None
     try:
@@ -148,9 +154,7 @@ def refill(birth: Any, make: Callable[[Any], _Cell]) -> None:
     with _lock:
         if birth in _ready:
             return
-        stale = []
-        while len(_ready) >= BIRTHS:  # dicts keep insertion order: the oldest first
-            stale.append(_ready.pop(next(iter(_ready))))
+        stale = _evict_births()
     for cell in stale:
         _drop(cell)
     if _wants_maker():  # turned on automatically or by CELLBLOCK_WARM, not keep_warm()
@@ -172,23 +176,39 @@ def give_back(birth: Any, cell: _Cell) -> bool:
     if not recycling() or cell.owner != os.getpid():
         return False
     with _lock:
-        if birth in _ready:
-            return False
         stale = []
-        while len(_ready) >= BIRTHS:
-            stale.append(_ready.pop(next(iter(_ready))))
-        _ready[birth] = cell
+        if birth not in _ready:
+            stale = _evict_births()
+            _ready[birth] = cell
+        elif len(_spares.setdefault(birth, [])) < SPARES:
+            _spares[birth].append(cell)
+        else:
+            return False
     for old in stale:
         _drop(old)
     return True
+
+
+def _evict_births() -> list[_Cell]:
+    """(Under _lock) make room for one more birth: the oldest births' cells
+    (dicts keep insertion order), to be dropped by the caller."""
+    stale = []
+    while len(_ready) >= BIRTHS:
+        birth = next(iter(_ready))
+        stale.append(_ready.pop(birth))
+        stale.extend(_spares.pop(birth, []))
+    for birth in [b for b in _spares if b not in _ready]:
+        stale.extend(_spares.pop(birth))
+    return stale
 
 
 def release() -> None:
     """End every warm cell and the maker (cell.py calls it at exit; also when
     turned off)."""
     with _lock:
-        cells = list(_ready.values())
+        cells = list(_ready.values()) + [c for spare in _spares.values() for c in spare]
         _ready.clear()
+        _spares.clear()
     for cell in cells:
         _drop(cell)
     maker.stop()
@@ -220,9 +240,10 @@ def _forget_after_fork() -> None:
     # A forked child must never launch into its parent's cell (both would).
     global _lock
     _lock = threading.Lock()
-    for cell in _ready.values():
+    for cell in [*_ready.values(), *(c for spare in _spares.values() for c in spare)]:
         _forget(cell)
     _ready.clear()
+    _spares.clear()
 
 
 os.register_at_fork(after_in_child=_forget_after_fork)
