@@ -134,7 +134,7 @@ def run(cells: int, count: int) -> dict:
         subprocess.run(["rm", "-rf", str(run_dir)], check=False)
 
 
-C_COMPILE = ["gcc", "-std=gnu11", "-O2", "-pipe", "-o", "main", "main.c", "-lm"]
+C_COMPILE = ["/usr/bin/gcc", "-std=gnu11", "-O2", "-pipe", "-o", "main", "main.c", "-lm"]
 
 
 def bare(cells: int, count: int) -> float:
@@ -149,7 +149,7 @@ def bare(cells: int, count: int) -> float:
                 argv = ["./main"]
             else:
                 Path(work, "main.py").write_text(PY_SOURCE)
-                argv = ["python3", "main.py"]
+                argv = ["/usr/bin/python3", "main.py"]  # the cells' python3, not a PATH shim
             for test in TESTS:
                 done = subprocess.run(
                     argv, cwd=work, input=test["input"], capture_output=True, text=True
