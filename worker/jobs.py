@@ -92,12 +92,23 @@ def run_submission(sub_id: str, attempt: int) -> None:
     budget = max(float(claim.job_timeout) - TIMEOUT_MARGIN, 1.0)
     if context.lease is not None:
         context.lease.hold(sub_id, attempt, time.time() + claim.job_timeout)
-    events = EventBatch(store, sub_id)
-    try:
-        outcome = judge(claim.request, events.test, started + budget)
+    try:  # the lease is renewed until the outcome is stored
+        _judge_and_store(store, sub_id, attempt, claim.request, started, started + budget)
     finally:
         if context.lease is not None:
             context.lease.release()
+
+
+def _judge_and_store(
+    store: Store,
+    sub_id: str,
+    attempt: int,
+    request: dict[str, Any],
+    started: float,
+    deadline: float,
+) -> None:
+    events = EventBatch(store, sub_id)
+    outcome = judge(request, events.test, deadline)
     data, failure = outcome.result, outcome.failure
     if failure is not None and outcome.retry:
         log.warning("submission %s attempt %d: %s", sub_id, attempt, failure)
