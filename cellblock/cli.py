@@ -20,6 +20,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # argparse is imported when a command needs it: `cellblock run` may not
     import argparse
 
+    from cellblock.protocol import RunOptions
+
 
 def _run_parser(sub: argparse._SubParsersAction) -> None:
     import argparse
@@ -76,10 +78,22 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
 def _cmd_run(args: argparse.Namespace) -> int:
     """Handed to a run server if one is up (cellblock/client.py), else run here."""
     from cellblock import client
+
+    options = run_options(args)
+    code = client.hand_off(options)
+    if code is not None:
+        return code
+    from cellblock.runcmd import run_in_process
+
+    return run_in_process(options)
+
+
+def run_options(args: argparse.Namespace) -> RunOptions:
+    """`cellblock run`'s parsed arguments as the options both paths take."""
     from cellblock.protocol import RunOptions
     from sandbox.spec import limit_fields
 
-    options = RunOptions(
+    return RunOptions(
         command=args.command,
         json=args.json,
         limits={
@@ -96,12 +110,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
         seccomp=args.seccomp,
         env=args.env,
     )
-    code = client.hand_off(options)
-    if code is not None:
-        return code
-    from cellblock.runcmd import run_in_process
-
-    return run_in_process(options)
 
 
 def _run_server_parser(sub: argparse._SubParsersAction) -> None:

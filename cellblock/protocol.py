@@ -128,7 +128,23 @@ def package() -> str:
 # Messages
 
 
-class RunOptions:
+class _Flat:
+    """A message whose wire form is its slots, as they are."""
+
+    __slots__: tuple[str, ...] = ()
+
+    def to_wire(self) -> dict[str, object]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    @classmethod
+    def _fields(cls, data: object, what: str) -> dict[str, object]:
+        """`data` if it has exactly our slots (ProtocolError naming `what` if not)."""
+        if not isinstance(data, dict) or set(data) != set(cls.__slots__):
+            raise ProtocolError(f"malformed {what}")
+        return data
+
+
+class RunOptions(_Flat):
     """`cellblock run`'s options, as its parser gives them (argparse's or the
     client's own): strings as typed, checked only when the run is made
     (cellblock/runcmd.py), so that both paths say the same about a bad one."""
@@ -173,14 +189,9 @@ class RunOptions:
         self.seccomp = seccomp
         self.env = env or []  # "K=V" items
 
-    def to_wire(self) -> dict[str, object]:
-        return {name: getattr(self, name) for name in self.__slots__}
-
     @classmethod
     def from_wire(cls, data: object) -> RunOptions:
-        if not isinstance(data, dict) or set(data) != set(cls.__slots__):
-            raise ProtocolError("malformed run options")
-        options = cls(**data)
+        options = cls(**cls._fields(data, "run options"))  # type: ignore[arg-type]
         strings = (options.command, options.copy_in, options.copy_out, options.readonly)
         if not all(isinstance(v, list) and all(isinstance(s, str) for s in v) for v in strings):
             raise ProtocolError("malformed run options")
@@ -263,7 +274,7 @@ class Request:
         )
 
 
-class Reply:
+class Reply(_Flat):
     """The server's answer: `refused` (nothing ran: the client runs it
     in-process), `accepted` (the run is the server's from here on), or `done`:
     the stdout and stderr text the in-process path would print, its exit code,
@@ -287,14 +298,9 @@ class Reply:
         self.code = code
         self.files = files or {}
 
-    def to_wire(self) -> dict[str, object]:
-        return {name: getattr(self, name) for name in self.__slots__}
-
     @classmethod
     def from_wire(cls, data: object) -> Reply:
-        if not isinstance(data, dict) or set(data) != set(cls.__slots__):
-            raise ProtocolError("malformed reply")
-        reply = cls(**data)
+        reply = cls(**cls._fields(data, "reply"))  # type: ignore[arg-type]
         if reply.kind not in ("refused", "accepted", "done"):
             raise ProtocolError(f"unknown reply {reply.kind!r}")
         if not all(isinstance(v, str) for v in (reply.reason, reply.stdout, reply.stderr)):

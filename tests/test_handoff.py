@@ -380,8 +380,9 @@ def test_another_environment_runs_in_process(server: Server, runtime: Path) -> N
     assert cellblock_run(runtime, CASES["ok"], CELLBLOCK_SUBUID="0")[3]
 
 
-def test_one_server_per_directory(server: Server, runtime: Path) -> None:
-    second = subprocess.run(
+def _run_server_once(runtime: Path) -> subprocess.CompletedProcess:
+    """`cellblock run-server` where it is expected not to start."""
+    return subprocess.run(
         [PYTHON, "-m", "cellblock", "run-server"],
         env=_environment(runtime),
         capture_output=True,
@@ -389,6 +390,10 @@ def test_one_server_per_directory(server: Server, runtime: Path) -> None:
         timeout=60,
         check=False,
     )
+
+
+def test_one_server_per_directory(server: Server, runtime: Path) -> None:
+    second = _run_server_once(runtime)
     assert second.returncode == 1 and "already running" in second.stderr
     assert not cellblock_run(runtime, CASES["ok"])[3]  # the first still serves
 
@@ -402,14 +407,7 @@ def test_idle_exit_removes_the_socket(runtime: Path) -> None:
 def test_a_server_in_a_directory_others_may_write_does_not_start(runtime: Path) -> None:
     (runtime / "cellblock").mkdir(mode=0o777)
     (runtime / "cellblock").chmod(0o777)
-    done = subprocess.run(
-        [PYTHON, "-m", "cellblock", "run-server"],
-        env=_environment(runtime),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = _run_server_once(runtime)
     assert done.returncode == 1 and "nobody else may write" in done.stderr
 
 
@@ -439,7 +437,6 @@ def _argparse_options(argv: list[str]) -> protocol.RunOptions | None:
     import argparse
 
     from cellblock import cli
-    from sandbox.spec import limit_fields
 
     parser = argparse.ArgumentParser(exit_on_error=False)
     cli._run_parser(parser.add_subparsers(dest="subcommand"))
@@ -448,23 +445,7 @@ def _argparse_options(argv: list[str]) -> protocol.RunOptions | None:
             args = parser.parse_args(["run", *argv])
     except (argparse.ArgumentError, SystemExit):
         return None
-    return protocol.RunOptions(
-        command=args.command,
-        json=args.json,
-        limits={
-            f.name: getattr(args, f.name)
-            for f in limit_fields()
-            if getattr(args, f.name) is not None
-        },
-        stdin=args.stdin,
-        copy_in=args.copy_in,
-        copy_out=args.copy_out,
-        readonly=args.readonly,
-        out_dir=args.out_dir,
-        image=args.image,
-        seccomp=args.seccomp,
-        env=args.env,
-    )
+    return cli.run_options(args)
 
 
 @pytest.mark.parametrize(

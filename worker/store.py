@@ -428,10 +428,14 @@ class Store:
 
     def publish_many(self, sub_id: str, events: list[dict[str, Any]]) -> list[int]:
         """Append events to a submission's stream in one round trip; their numbers."""
+        keys = [events_counter(sub_id), events_log(sub_id)]
+        if len(events) == 1:  # no pipeline: it would ask whether the script is loaded first
+            channel, ttl = events_channel(sub_id), self.timing.result_ttl
+            return [int(self._publish(keys=keys, args=[channel, json.dumps(events[0]), ttl]))]
         with self.redis.pipeline(transaction=False) as pipe:
             for event in events:
                 self._publish(
-                    keys=[events_counter(sub_id), events_log(sub_id)],
+                    keys=keys,
                     args=[events_channel(sub_id), json.dumps(event), self.timing.result_ttl],
                     client=pipe,
                 )
