@@ -261,15 +261,13 @@ def _supervise(
         # it for the next run; any other init is exiting (namespace teardown
         # takes a millisecond or two): reaped without waiting when it is
         # done, else at the next run or at exit.
-        if recycle and result.status != Status.IE:
+        if recycle:
             made.renewing = True
-            if warm.give_back(birth, made):
-                finished = True
-                return result, True
-            made.renewing = False
-            made.discard()  # its init would wait for a launch that never comes
+            kept = result.status != Status.IE and warm.give_back(birth, made)
+            if not kept:
+                made.discard()  # its init renews the cell for a launch that never comes
             finished = True
-            return result, False
+            return result, kept
         made.finished()
         if not made.by_maker:
             making.exiting(made.pid)
