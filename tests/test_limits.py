@@ -195,20 +195,23 @@ def _mount_count() -> int:
 LEAK_RUNS = int(os.environ.get("CELLBLOCK_LEAK_RUNS", "1000"))
 
 
-@pytest.mark.parametrize("warm", [False, True], ids=["cold", "warm"])
+@pytest.mark.parametrize("warm", [False, True, "recycled"], ids=["cold", "warm", "recycled"])
 def test_a_thousand_runs_leave_nothing_behind(hierarchy, cc, warm):
     # Warm: every run's successor is made ahead (two births alternate: the
-    # memory bomb's smaller tmpfs is a birth of its own); turned off at the end.
+    # memory bomb's smaller tmpfs is a birth of its own); recycled: each cell is
+    # renewed after its run and serves the next (a killed run's too); off at the end.
     hog, burn = cc(MEMORY_HOG), cc(THREAD_BURN, "-pthread")
     sandbox.keep_warm(False)  # from nothing of warm cells (the tests before had them)
     fds_before = set(os.listdir("/proc/self/fd"))
     mounts_before = _mount_count()
     children_before = _children()
     statuses: dict[str, int] = {}
-    sandbox.keep_warm(warm)
+    sandbox.keep_warm(bool(warm))
+    sandbox.recycle_cells(warm == "recycled")
     try:
         _many_runs(hog, burn, statuses)
     finally:
+        sandbox.recycle_cells(False)
         sandbox.keep_warm(False)
     hundreds = LEAK_RUNS // 100
     expected = {"OK": LEAK_RUNS - 3 * hundreds, "MLE": hundreds, "TLE": 2 * hundreds}
