@@ -67,8 +67,12 @@ MAX_DEPTH = 128  # components of a member's name
 _CHUNK = 1 << 20
 
 _RESOLVE = libc.RESOLVE_BENEATH | libc.RESOLVE_NO_SYMLINKS | libc.RESOLVE_NO_MAGICLINKS
-_DIR_PATH = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_DIR_READ = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# With openat2: no O_NOFOLLOW, so that RESOLVE_NO_SYMLINKS refuses a final
+# symlink too (ELOOP) rather than opening the link itself (then ENOTDIR).
+_DIR_PATH = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
+_DIR_READ = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+# With plain openat (dest itself, directories being removed).
+_DIR_NOFOLLOW = _DIR_READ | os.O_NOFOLLOW
 
 _WHITEOUT = ".wh."
 _OPAQUE = ".wh..wh..opq"
@@ -254,7 +258,7 @@ class _Unpacker:
 
     def _remove_tree(self, parent: int, name: str) -> None:
         """Remove a directory and all beneath it, through descriptors only."""
-        fd = os.open(name, _DIR_READ, dir_fd=parent)
+        fd = os.open(name, _DIR_NOFOLLOW, dir_fd=parent)
         try:
             with os.scandir(fd) as entries:
                 for entry in entries:
@@ -366,7 +370,10 @@ class _Unpacker:
             assert data is not None  # a regular member always has a reader
             written = 0
             while written < member.size:
-                chunk = data.read(min(_CHUNK, member.size - written))
+                try:
+                    chunk = data.read(min(_CHUNK, member.size - written))
+                except tarfile.TarError:  # "unexpected end of data": the header lied
+                    chunk = b""
                 if not chunk:
                     break
                 view = memoryview(chunk)
@@ -488,17 +495,17 @@ def unpack_layer(
     touched). Setuid/setgid bits are kept: cells mount lowers nosuid, and the
     store keeps its directory 0700.
     """
-    root = os.open(dest, _DIR_READ)
+    root = os.open(dest, _DIR_NOFOLLOW)
     try:
         if os.listdir(root):
             raise ValueError(f"{dest} is not empty")
         stream = _open_stream(source, limits)
         unpacker = _Unpacker(root, limits)
-        entries = 0
+        entries, last = 0, "(none)"
         try:
             with tarfile.open(fileobj=stream, mode="r|", errorlevel=2) as tar:  # type: ignore[call-overload]
                 for member in tar:
-                    entries += 1
+                    entries, last = entries + 1, member.name
                     if entries > limits.max_entries:
                         raise LayerError(
                             f"entry {member.name!r}: more than {limits.max_entries} entries"
@@ -506,7 +513,7 @@ def unpack_layer(
                     unpacker.entry(tar, member)
         except tarfile.TarError as e:
             raise LayerError(
-                f"layer stream: not a valid tar after {entries} entries ({e})"
+                f"layer stream: not a valid tar after {entries} entries, the last {last!r} ({e})"
             ) from None
         stream.drain()
         unpacker.finish()
