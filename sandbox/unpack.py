@@ -63,8 +63,18 @@ MAX_BYTES = 8 << 30  # uncompressed tar stream, headers included
 MAX_ENTRIES = 1_000_000
 MAX_PATH = 4096  # bytes of a member's name (Linux's PATH_MAX)
 MAX_DEPTH = 128  # components of a member's name
+MAX_HEADER = 1 << 20  # what tarfile reads whole to make one member: pax records, long names
+MAX_COMPONENT = 255  # bytes of one component (NAME_MAX): said as a rule, not as ENAMETOOLONG
 
 _CHUNK = 1 << 20
+# tarfile reads ahead of what it parsed by up to one buffer (20 blocks).
+_READ_AHEAD = 64 << 10
+
+# Errors of the host, not of the layer: they propagate as OSError.
+_HOST_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.ENOMEM, errno.EROFS, errno.EMFILE,
+     errno.ENFILE, errno.EOPNOTSUPP, errno.EACCES}
+)  # fmt: skip
 
 _RESOLVE = libc.RESOLVE_BENEATH | libc.RESOLVE_NO_SYMLINKS | libc.RESOLVE_NO_MAGICLINKS
 # With openat2: no O_NOFOLLOW, so that RESOLVE_NO_SYMLINKS refuses a final
@@ -96,6 +106,7 @@ class UnpackLimits:
     max_entries: int = MAX_ENTRIES
     max_path: int = MAX_PATH
     max_depth: int = MAX_DEPTH
+    max_header: int = MAX_HEADER
 
 
 DEFAULT_LIMITS = UnpackLimits()
@@ -130,13 +141,18 @@ class _Counted:
     """The uncompressed stream: hashed and counted as tarfile reads it.
 
     The limit is checked on every read, so decompression stops within one
-    read of `max_bytes` however well the data compresses.
+    read of `max_bytes` however well the data compresses. `budget`, when set,
+    bounds what tarfile may read before it hands over the next member: it
+    keeps a pax header, a GNU long name or a sparse map in memory whole, so a
+    header claiming gigabytes would otherwise cost gigabytes of memory.
     """
 
-    def __init__(self, inner: typing.Any, max_bytes: int) -> None:
+    def __init__(self, inner: typing.Any, limits: UnpackLimits) -> None:
         self._inner = inner
-        self._max = max_bytes
+        self._max = limits.max_bytes
+        self._max_header = limits.max_header
         self.total = 0
+        self.budget: int | None = None
         self.digest = hashlib.sha256()
 
     def read(self, size: int = -1) -> bytes:
@@ -144,11 +160,18 @@ class _Counted:
             size = _CHUNK  # tarfile asks in small blocks; never decompress unbounded
         try:
             data = self._inner.read(size)
-        except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+        except (gzip.BadGzipFile, EOFError, zlib.error) as e:
             raise LayerError(f"layer stream: corrupt compressed data ({e})") from None
         self.total += len(data)
         if self.total > self._max:
             raise LayerError(f"layer stream: more than {self._max} uncompressed bytes")
+        if self.budget is not None:
+            self.budget -= len(data)
+            if self.budget < 0:
+                raise LayerError(
+                    f"layer stream: a header (pax, long name, sparse map) of more than "
+                    f"{self._max_header} bytes"
+                )
         self.digest.update(data)
         return data
 
@@ -171,7 +194,7 @@ def _open_stream(source: typing.BinaryIO, limits: UnpackLimits) -> _Counted:
     stream: typing.Any = _Prefixed(head, source)
     if head.startswith(_GZIP_MAGIC):
         stream = gzip.GzipFile(fileobj=stream, mode="rb")
-    return _Counted(stream, limits.max_bytes)
+    return _Counted(stream, limits)
 
 
 def _components(name: str, what: str, limits: UnpackLimits) -> list[str]:
@@ -187,6 +210,8 @@ def _components(name: str, what: str, limits: UnpackLimits) -> list[str]:
     parts = [part for part in name.split("/") if part not in ("", ".")]
     if ".." in parts:
         raise LayerError(f"{what} {name!r}: '..' component")
+    if any(len(os.fsencode(part)) > MAX_COMPONENT for part in parts):
+        raise LayerError(f"{what} {name[:64]!r}...: a component longer than {MAX_COMPONENT} bytes")
     if len(parts) > limits.max_depth:
         raise LayerError(f"{what} {name!r}: deeper than {limits.max_depth} components")
     return parts
@@ -361,6 +386,14 @@ class _Unpacker:
         self.dirs[tuple(parts)] = _DirMeta(ino, member.mode & 0o7777, self._mtime(member), uid, gid)
 
     def _file(self, tar: tarfile.TarFile, member: tarfile.TarInfo, parent: int, leaf: str) -> None:
+        # The stream's limit bounds the data of plain members; a sparse one
+        # expands (its holes are written as zeros), so the data written is
+        # bounded by the same figure.
+        if member.size > self.limits.max_bytes - self.size:
+            raise LayerError(
+                f"entry {member.name!r}: {member.size} bytes would pass the limit of "
+                f"{self.limits.max_bytes} bytes of data"
+            )
         fd = os.open(
             leaf, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
             dir_fd=parent,
@@ -503,18 +536,38 @@ def unpack_layer(
         unpacker = _Unpacker(root, limits)
         entries, last = 0, "(none)"
         try:
+            stream.budget = limits.max_header + _READ_AHEAD
             with tarfile.open(fileobj=stream, mode="r|", errorlevel=2) as tar:  # type: ignore[call-overload]
-                for member in tar:
+                while True:
+                    # What tarfile reads for the next member: the rest of the last
+                    # one's data (skipped, not kept) and the next header (kept).
+                    stream.budget = (
+                        limits.max_header + _READ_AHEAD + max(0, tar.offset - tar.fileobj.tell())
+                    )
+                    member = tar.next()
+                    stream.budget = None
+                    if member is None:
+                        break
                     entries, last = entries + 1, member.name
                     if entries > limits.max_entries:
                         raise LayerError(
                             f"entry {member.name!r}: more than {limits.max_entries} entries"
                         )
-                    unpacker.entry(tar, member)
-        except tarfile.TarError as e:
+                    try:
+                        unpacker.entry(tar, member)
+                    except OSError as e:
+                        if e.errno in _HOST_ERRNOS:
+                            raise
+                        # What the layer asked cannot be made (a name too long for
+                        # the file system, too many links, ...): the layer's fault.
+                        raise LayerError(f"entry {member.name!r}: {e.strerror or e}") from e
+        except (tarfile.TarError, ValueError, IndexError, OverflowError, EOFError) as e:
+            # tarfile on malformed input: mostly TarError, but a bad number or
+            # a header cut short can surface as ValueError or IndexError.
             raise LayerError(
                 f"layer stream: not a valid tar after {entries} entries, the last {last!r} ({e})"
             ) from None
+        stream.budget = None
         stream.drain()
         unpacker.finish()
     finally:

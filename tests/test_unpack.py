@@ -257,21 +257,27 @@ def test_unknown_entry_type(world: Path) -> None:
     refuse(layer((_info("odd", b"Z"), None)), world, "unknown entry type")
 
 
-def _bomb(zeros: int) -> bytes:
-    """A gzip'd tar of one file of `zeros` zero bytes, built without holding them."""
+def _bomb(zeros: int, shape: str) -> bytes:
+    """A gzip'd tar of `zeros` zero bytes, built without holding them: one file
+    (its header says how big), files of 1 MiB, or padding after the archive's end."""
     out = io.BytesIO()
+    block = bytes(1 << 20)
     with gzip.GzipFile(fileobj=out, mode="wb", compresslevel=9, mtime=0) as gz:
-        info = _info("zeros", tarfile.REGTYPE, size=zeros)
-        gz.write(info.tobuf(tarfile.PAX_FORMAT))
-        block = bytes(1 << 20)
-        for _ in range(zeros >> 20):
+        if shape == "one file":
+            gz.write(_info("zeros", tarfile.REGTYPE, size=zeros).tobuf(tarfile.PAX_FORMAT))
+        for i in range(zeros >> 20):
+            if shape == "files":
+                gz.write(_info(f"z{i}", tarfile.REGTYPE, size=1 << 20).tobuf(tarfile.PAX_FORMAT))
+            elif shape == "padding" and i == 0:
+                gz.write(bytes(2 * tarfile.RECORDSIZE))  # the end of the archive, then zeros
             gz.write(block)
         gz.write(bytes(2 * tarfile.RECORDSIZE))
     return out.getvalue()
 
 
-def test_gzip_bomb_stops_at_the_limit(world: Path) -> None:
-    blob = _bomb(200 << 20)
+@pytest.mark.parametrize("shape", ["one file", "files", "padding"])
+def test_gzip_bomb_stops_at_the_limit(world: Path, shape: str) -> None:
+    blob = _bomb(200 << 20, shape)
     assert len(blob) < 1 << 20
     # Control: the small blob really is 200 MB of data.
     expanded, stream = 0, zlib.decompressobj(wbits=31)
@@ -280,9 +286,13 @@ def test_gzip_bomb_stops_at_the_limit(world: Path) -> None:
     assert expanded > 200 << 20
     limits = UnpackLimits(max_bytes=4 << 20)
     started = time.monotonic()
-    refuse(blob, world, "more than 4194304 uncompressed bytes", limits)
+    message = "more than 4194304 uncompressed bytes"
+    if shape == "one file":  # its header says so: refused before any data is read
+        message = "209715200 bytes would pass the limit of 4194304"
+    refuse(blob, world, message, limits)
     assert time.monotonic() - started < 2.0
-    assert (world / "dest" / "zeros").stat().st_size <= 4 << 20
+    written = sum(path.stat().st_size for path in (world / "dest").iterdir())
+    assert written <= 4 << 20
 
 
 def test_too_many_entries(world: Path) -> None:
@@ -321,6 +331,96 @@ def test_truncated_stream(world: Path) -> None:
     refuse(whole[:700], world, "stream|big")  # cut inside the pax header
     shutil.rmtree(world / "dest")
     refuse(gzip.compress(whole)[:5000], world, "stream")  # cut inside the gzip stream
+
+
+def _huge_header(kind: bytes, size: int) -> bytes:
+    """A gzip'd tar whose first header (pax or GNU long name) claims `size` bytes."""
+    out = io.BytesIO()
+    with gzip.GzipFile(fileobj=out, mode="wb", mtime=0) as gz:
+        gz.write(_info("././@header", kind, size=size).tobuf(tarfile.GNU_FORMAT))
+        block = b"9" * (1 << 20)  # "9999...": one long pax record length, never parsed whole
+        for _ in range(size >> 20):
+            gz.write(block)
+        gz.write(_info("after", tarfile.REGTYPE).tobuf(tarfile.GNU_FORMAT) + bytes(1024))
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("kind", [tarfile.XHDTYPE, tarfile.GNUTYPE_LONGNAME])
+def test_huge_headers_are_not_read_into_memory(world: Path, kind: bytes) -> None:
+    """tarfile reads a pax header or a GNU long name whole: bounded by max_header."""
+    blob = _huge_header(kind, 64 << 20)
+
+    class Counting(io.BytesIO):
+        most = 0
+
+        def read(self, size: int | None = -1) -> bytes:
+            data = super().read(size)
+            Counting.most = max(Counting.most, self.tell())
+            return data
+
+    # Control: tarfile reads the whole 64 MiB header before the first member.
+    try:
+        with tarfile.open(fileobj=Counting(gzip.decompress(blob)), mode="r|") as tar:
+            tar.next()
+    except tarfile.TarError:
+        pass  # a pax header of "999..." is no valid record, but it was read whole first
+    assert Counting.most >= 64 << 20
+    started = time.monotonic()
+    refuse(blob, world, r"a header \(pax, long name, sparse map\) of more than 1048576 bytes")
+    assert time.monotonic() - started < 2.0
+
+
+def test_a_file_s_data_is_not_a_header(world: Path) -> None:
+    """Data skipped unread (a whiteout's) counts against max_bytes, not max_header."""
+    limits = UnpackLimits(max_header=64 << 10)
+    result = unpack(
+        layer(f(".wh.gone", bytes(1 << 20)), f("big", bytes(1 << 20))), world / "dest", limits
+    )
+    assert result.entries == 2 and result.size == 1 << 20
+
+
+def _gnu_tar(world: Path, files: dict[str, list[tuple[int, bytes]]], size: int, fmt: str) -> bytes:
+    """A tar made by GNU tar --sparse of files with data at the given offsets."""
+    src = world / "sparse-src"
+    src.mkdir(exist_ok=True)
+    for name, pieces in files.items():
+        with open(src / name, "wb") as out:
+            out.truncate(size)
+            for offset, data in pieces:
+                out.seek(offset)
+                out.write(data)
+    return subprocess.run(
+        ["tar", "-C", str(src), "--sparse", f"--format={fmt}", "-cf", "-", *files],
+        capture_output=True, check=True,
+    ).stdout  # fmt: skip
+
+
+@pytest.mark.parametrize("fmt", ["gnu", "posix"])
+def test_sparse_files(world: Path, fmt: str) -> None:
+    pieces = [(0, b"start"), (50 << 20, b"middle"), ((100 << 20) - 3, b"end")]
+    blob = _gnu_tar(world, {"holes": pieces}, 100 << 20, fmt)
+    assert len(blob) < 64 << 10
+    result = unpack(blob, world / "dest")
+    written = (world / "dest" / "holes").read_bytes()
+    assert written == (world / "sparse-src" / "holes").read_bytes()
+    assert result.size == 100 << 20
+    # A sparse file expands: the data written is bounded like the stream.
+    shutil.rmtree(world / "dest")
+    refuse(blob, world, "would pass the limit", UnpackLimits(max_bytes=10 << 20))
+
+
+def test_truncated_sparse_header(world: Path) -> None:
+    """Cut inside a GNU sparse member's extension blocks (more than 4 pieces)."""
+    pieces = [(i << 16, b"x") for i in range(30)]
+    blob = _gnu_tar(world, {"many": pieces}, 30 << 16, "gnu")
+    # Control: tarfile raises IndexError there, not one of its own errors.
+    with pytest.raises(IndexError), tarfile.open(fileobj=io.BytesIO(blob[:512]), mode="r|"):
+        pass
+    refuse(blob[:512], world, "not a valid tar")
+
+
+def test_component_longer_than_name_max(world: Path) -> None:
+    refuse(layer(f("d/" + "x" * 256)), world, "component longer than 255 bytes")
 
 
 def test_unsupported_compression(world: Path) -> None:
@@ -546,7 +646,7 @@ def test_as_an_unprivileged_user(shared_test_user) -> None:
             "symlink": layer(sym("a", victim), f("a/secret", b"pwned")),
             "hardlink": layer(hard("h", victim + "/secret"), f("h", b"pwned")),
             "device": layer(dev("null", 1, 3)),
-            "bomb": _bomb(64 << 20),
+            "bomb": _bomb(64 << 20, "files"),
         }
         good = {"layer0": LOWER, "layer1": MIDDLE, "layer2": UPPER}
         for name, blob in {**hostile, **good}.items():
