@@ -7,6 +7,7 @@ cellblock judge SOURCE --tests DIR [OPTIONS]    compile once, run tests, verdict
 cellblock languages [--json]                    the languages installed here
 cellblock serve [--host H] [--port P]           the HTTP API (+ its own Redis and workers)
 cellblock worker [--redis-url URL] [--cells N]  RQ workers judging queued submissions
+cellblock image pull|ls|inspect|rm|prune        OCI images in the layer store
 """
 
 from __future__ import annotations
@@ -202,6 +203,12 @@ def _service_parsers(sub: argparse._SubParsersAction) -> None:
     add_worker_parser(sub)
 
 
+def _image_parser(sub: argparse._SubParsersAction) -> None:
+    from cellblock.imagecmd import add_parser
+
+    add_parser(sub)
+
+
 def _cmd_service(args: argparse.Namespace) -> int:
     """`cellblock serve` (api/serve.py) and `cellblock worker` (worker/rq_worker.py)."""
     if args.subcommand == "serve":
@@ -213,7 +220,9 @@ def _cmd_service(args: argparse.Namespace) -> int:
     return worker_main(args)
 
 
-_COMMANDS = ("run", "run-server", "doctor", "setup", "judge", "languages", "serve", "worker")
+_COMMANDS = (
+    "run", "run-server", "doctor", "setup", "judge", "languages", "serve", "worker", "image"
+)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -250,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     for names, build in (
         (("judge", "languages"), _judge_parsers),
         (("serve", "worker"), _service_parsers),
+        (("image",), _image_parser),
     ):
         if chosen in (None, *names) or chosen not in _COMMANDS:
             build(sub)
@@ -269,6 +279,10 @@ def main(argv: list[str] | None = None) -> int:
         return run_server_main(args)
     if args.subcommand in ("serve", "worker"):
         return _cmd_service(args)
+    if args.subcommand == "image":
+        from cellblock.imagecmd import main as image_main
+
+        return image_main(args)
     try:
         if args.subcommand in ("judge", "languages"):
             return _cmd_judge(args)
