@@ -1,0 +1,607 @@
+"""The layer store and pulls (sandbox/imagestore.py, sandbox/pull.py, `cellblock image`).
+
+Real parts only: a local registry (Debian's docker-registry on a free port),
+images built here by hand as OCI layouts (busybox-static and small text
+files), pushed and pulled with skopeo, unpacked by sandbox/unpack.py. The
+end-to-end cases use the CLI as users would; the detailed checks use the
+Python API. The CLI cases run as root and as unprivileged users (a store in
+each user's XDG data directory).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import tarfile
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from sandbox.imagestore import ImageError, LayerStore
+from sandbox.pull import PullError, PullOptions, pull
+
+REPO = Path(__file__).resolve().parent.parent
+PYTHON = os.environ.get("CELLBLOCK_VENV", "/opt/cellblock/venv") + "/bin/python"
+BUSYBOX = Path("/bin/busybox")
+USERS = ("cbsub", "cbshared")  # with and without subordinate ids; the store needs neither
+
+pytestmark = pytest.mark.skipif(
+    not shutil.which("skopeo") or not shutil.which("docker-registry") or not BUSYBOX.exists(),
+    reason="needs skopeo, docker-registry and busybox-static (scripts/install)",
+)
+
+
+# -- images built by hand ---------------------------------------------------------------
+
+
+@dataclass
+class Entry:
+    """One tar member: a file (data), a directory (data None, dir=True) or a symlink."""
+
+    name: str
+    data: bytes | None = None
+    mode: int = 0o644
+    link: str | None = None
+
+    @property
+    def is_dir(self) -> bool:
+        return self.data is None and self.link is None
+
+
+@dataclass
+class Layout:
+    path: Path
+    ref: str
+    manifest_digest: str
+    config_digest: str
+    diff_ids: list[str]
+    layer_digests: list[str] = field(default_factory=list)
+
+    def oci(self) -> str:
+        return f"oci:{self.path}:{self.ref}"
+
+
+def layer_tar(entries: list[Entry]) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for entry in entries:
+            info = tarfile.TarInfo(entry.name)
+            info.mtime = 1_700_000_000
+            info.mode = entry.mode
+            if entry.link is not None:
+                info.type, info.linkname = tarfile.SYMTYPE, entry.link
+                tar.addfile(info)
+            elif entry.is_dir:
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                tar.addfile(info)
+            else:
+                assert entry.data is not None
+                info.size = len(entry.data)
+                tar.addfile(info, io.BytesIO(entry.data))
+    return out.getvalue()
+
+
+def _blob(layout: Path, data: bytes) -> tuple[str, int]:
+    digest = hashlib.sha256(data).hexdigest()
+    (layout / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+    (layout / "blobs" / "sha256" / digest).write_bytes(data)
+    return f"sha256:{digest}", len(data)
+
+
+def make_layout(
+    path: Path,
+    ref: str,
+    layers: list[list[Entry]],
+    config: dict | None = None,
+    *,
+    compress: bool = True,
+    diff_ids: list[str] | None = None,
+) -> Layout:
+    """An OCI image layout at `path` (one image, `ref`); `diff_ids` overrides
+    the config's (to make one that lies)."""
+    path.mkdir(parents=True, exist_ok=True)
+    descriptors, real_diff_ids, digests = [], [], []
+    for entries in layers:
+        raw = layer_tar(entries)
+        real_diff_ids.append(f"sha256:{hashlib.sha256(raw).hexdigest()}")
+        blob = gzip.compress(raw, mtime=0) if compress else raw
+        digest, size = _blob(path, blob)
+        digests.append(digest)
+        media = "application/vnd.oci.image.layer.v1.tar" + ("+gzip" if compress else "")
+        descriptors.append({"mediaType": media, "digest": digest, "size": size})
+    config_doc = {
+        "architecture": "amd64",
+        "os": "linux",
+        "config": config or {},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids or real_diff_ids},
+    }
+    config_digest, config_size = _blob(path, json.dumps(config_doc).encode())
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": config_digest,
+            "size": config_size,
+        },
+        "layers": descriptors,
+    }
+    manifest_digest, manifest_size = _blob(path, json.dumps(manifest).encode())
+    index = {
+        "schemaVersion": 2,
+        "manifests": [
+            {
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": manifest_digest,
+                "size": manifest_size,
+                "annotations": {"org.opencontainers.image.ref.name": ref},
+            }
+        ],
+    }
+    (path / "index.json").write_text(json.dumps(index))
+    (path / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    subprocess.run(["chmod", "-R", "a+rX", str(path)], check=True)
+    return Layout(path, ref, manifest_digest, config_digest, diff_ids or real_diff_ids, digests)
+
+
+BASE = [
+    Entry("bin/"),
+    Entry("bin/busybox", BUSYBOX.read_bytes() if BUSYBOX.exists() else b"", 0o755),
+    Entry("bin/sh", link="busybox"),
+    Entry("etc/"),
+    Entry("etc/hostname", b"cell\n"),
+]
+ADD = [Entry("data/"), Entry("data/added.txt", b"one\n"), Entry("opq/"), Entry("opq/old.txt", b"o")]
+CHANGE = [Entry("data/"), Entry("data/added.txt", b"two\n")]
+DELETE = [
+    Entry("data/"),
+    Entry("data/.wh.added.txt", b""),
+    Entry("opq/"),
+    Entry("opq/.wh..wh..opq", b""),
+    Entry("opq/new.txt", b"n"),
+]
+CONFIG = {
+    "Env": ["PATH=/bin", "GREETING=hello world"],
+    "WorkingDir": "/data",
+    "User": "1000:1000",
+    "Entrypoint": ["/bin/sh", "-c"],
+    "Cmd": ["echo $GREETING"],
+}
+
+
+def four_layers(path: Path, ref: str = "base:1") -> Layout:
+    """busybox; a file and a directory added; the file changed; the file
+    deleted by a whiteout and the directory made opaque."""
+    return make_layout(path, ref, [BASE, ADD, CHANGE, DELETE], CONFIG)
+
+
+def tree(root: str) -> dict[str, str]:
+    """Every entry beneath `root`: what it is (file content's start, a link's
+    target, 'dir' with an opaque mark, 'whiteout')."""
+    found = {}
+    for parent, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = os.path.join(parent, name)
+            rel = os.path.relpath(path, root)
+            st = os.lstat(path)
+            if stat.S_ISLNK(st.st_mode):
+                found[rel] = "-> " + os.readlink(path)
+            elif stat.S_ISDIR(st.st_mode):
+                try:
+                    opaque = os.getxattr(path, "user.overlay.opaque")
+                except OSError:
+                    opaque = b""
+                found[rel] = "dir opaque" if opaque == b"y" else "dir"
+            elif stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+                found[rel] = "whiteout"
+            else:
+                data = Path(path).read_bytes()
+                found[rel] = "busybox" if data == BUSYBOX.read_bytes() else data.decode()
+    return found
+
+
+# -- a registry, a store, the CLI -------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def registry() -> Iterator[str]:
+    """docker-registry on 127.0.0.1 (plain HTTP), its storage in a temporary directory."""
+    work = Path(tempfile.mkdtemp(prefix="cellblock-registry-"))
+    port = _free_port()
+    (work / "config.yml").write_text(
+        "version: 0.1\n"
+        "log:\n  level: error\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {work / 'data'}\n"
+        "  delete:\n    enabled: true\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n"
+    )
+    server = subprocess.Popen(
+        ["docker-registry", "serve", str(work / "config.yml")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1).close()
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"docker-registry did not start: {server.stderr}") from None
+                time.sleep(0.1)
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(10)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def push(layout: Layout, target: str) -> str:
+    """Push to the registry; returns the registry's manifest digest (as it says it)."""
+    subprocess.run(
+        [
+            "skopeo",
+            "copy",
+            "--quiet",
+            "--dest-tls-verify=false",
+            layout.oci(),
+            f"docker://{target}",
+        ],
+        check=True,
+    )
+    repository, tag = target.split("/", 1)[1].rsplit(":", 1)
+    request = urllib.request.Request(
+        f"http://{target.split('/')[0]}/v2/{repository}/manifests/{tag}",
+        method="HEAD",
+        headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
+    )
+    with urllib.request.urlopen(request) as answer:
+        return answer.headers["Docker-Content-Digest"]
+
+
+@pytest.fixture
+def scratch() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="cellblock-images-"))
+    path.chmod(0o755)  # layouts and archives are read by the unprivileged users too
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def store(scratch: Path, monkeypatch: pytest.MonkeyPatch) -> LayerStore:
+    root = scratch / "store"
+    monkeypatch.setenv("CELLBLOCK_STORE", str(root))
+    return LayerStore(root)
+
+
+def cli(*args: str, user: str | None = None, env: dict[str, str] | None = None):
+    """`python -m cellblock image ARGS` from this checkout, as `user` if given."""
+    command = [PYTHON, "-m", "cellblock", "image", *args]
+    environment = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", **(env or {})}
+    if user is None:
+        environment = {**os.environ, **environment}
+    prefix = ["runuser", "-u", user, "--"] if user else []
+    return subprocess.run(
+        [*prefix, "env", "-i", *[f"{k}={v}" for k, v in environment.items()], *command],
+        capture_output=True,
+        text=True,
+        cwd="/",
+        check=False,
+    )
+
+
+def ok(done: subprocess.CompletedProcess) -> str:
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def store_is_empty(root: Path) -> None:
+    """Nothing kept (a pull that fails before its copy has not made the store)."""
+    for sub in ("layers", "images", "tmp"):
+        left = list((root / sub).iterdir()) if (root / sub).exists() else []
+        assert not left, (sub, left)
+
+
+# -- pulls ------------------------------------------------------------------------------
+
+
+def test_pull_by_tag_and_by_digest(registry: str, scratch: Path, store: LayerStore) -> None:
+    layout = four_layers(scratch / "base")
+    digest = push(layout, f"{registry}/base:1")
+    out = ok(cli("pull", "--no-tls-verify", f"{registry}/base:1"))
+    assert layout.config_digest in out
+    image = json.loads(ok(cli("inspect", f"{registry}/base:1")))
+    assert image["id"] == layout.config_digest
+    assert image["names"] == [f"{registry}/base:1"]
+    assert image["repo_digests"] == [f"{registry}/base@{digest}"]
+    assert [layer["diff_id"] for layer in image["layers"]] == layout.diff_ids
+    assert image["layers"][0]["size"] == BUSYBOX.stat().st_size + len(b"cell\n")
+    # The same image by the digest users write after @: the registry's.
+    assert json.loads(ok(cli("inspect", f"{registry}/base@{digest}")))["id"] == image["id"]
+    ok(cli("rm", f"{registry}/base:1"))
+    ok(cli("prune"))
+    store_is_empty(store.root)
+    ok(cli("pull", "--no-tls-verify", f"{registry}/base@{digest}"))
+    pulled = store.resolve(f"{registry}/base@{digest}")
+    assert pulled.id == layout.config_digest
+    assert pulled.names == () and pulled.repo_digests == (f"{registry}/base@{digest}",)
+    listed = json.loads(ok(cli("ls", "--json")))
+    assert [i["id"] for i in listed] == [layout.config_digest]
+    assert f"{registry}/base@{digest}" in ok(cli("ls"))  # no name: listed by its digest
+    assert not list((store.root / "tmp").iterdir())
+
+
+def test_layers_are_stored_exactly(registry: str, scratch: Path, store: LayerStore) -> None:
+    layout = four_layers(scratch / "base")
+    push(layout, f"{registry}/exact:1")
+    image = pull(f"{registry}/exact:1", PullOptions(tls_verify=False), store)
+    assert image.layers == tuple(layout.diff_ids)
+    expected = [
+        {"bin": "dir", "bin/busybox": "busybox", "bin/sh": "-> busybox", "etc": "dir",
+         "etc/hostname": "cell\n"},
+        {"data": "dir", "data/added.txt": "one\n", "opq": "dir", "opq/old.txt": "o"},
+        {"data": "dir", "data/added.txt": "two\n"},
+        {"data": "dir", "data/added.txt": "whiteout", "opq": "dir opaque", "opq/new.txt": "n"},
+    ]  # fmt: skip
+    dirs = [store.layer_dir(diff_id) for diff_id in image.layers]
+    assert [tree(d) for d in dirs] == expected
+    assert os.stat(Path(dirs[0]) / "bin/busybox").st_mode & 0o777 == 0o755
+    # Nothing beside the layers: the store's own files, no leftovers of the pull.
+    assert sorted(p.name for p in (store.root / "layers").iterdir()) == sorted(
+        d.split(":")[1] for d in layout.diff_ids
+    )
+    for diff_id in layout.diff_ids:
+        assert sorted(os.listdir(store.root / "layers" / diff_id.split(":")[1])) == [
+            "diff",
+            "layer.json",
+        ]
+    assert image.size == sum(store.layer(d).size for d in image.layers)  # type: ignore[union-attr]
+    assert not list((store.root / "tmp").iterdir())
+    assert stat.S_IMODE(store.root.stat().st_mode) == 0o700
+
+
+def test_config_is_recorded(registry: str, scratch: Path, store: LayerStore) -> None:
+    push(four_layers(scratch / "base"), f"{registry}/config:1")
+    image = pull(f"{registry}/config:1", PullOptions(tls_verify=False), store)
+    assert image.config.env == ("PATH=/bin", "GREETING=hello world")
+    assert image.config.working_dir == "/data"
+    assert image.config.user == "1000:1000"
+    assert image.config.entrypoint == ("/bin/sh", "-c")
+    assert image.config.cmd == ("echo $GREETING",)
+    assert image.source == f"docker://{registry}/config:1"
+    assert store.resolve(f"{registry}/config:1") == image  # as read back from its record
+
+
+def test_a_shared_base_layer_is_stored_once(
+    registry: str, scratch: Path, store: LayerStore
+) -> None:
+    one = make_layout(scratch / "one", "one", [BASE, [Entry("one.txt", b"1")]])
+    two = make_layout(scratch / "two", "two", [BASE, [Entry("two.txt", b"2")]])
+    assert one.diff_ids[0] == two.diff_ids[0]
+    push(one, f"{registry}/one:1")
+    push(two, f"{registry}/two:1")
+    first = pull(f"{registry}/one:1", PullOptions(tls_verify=False), store)
+    base = store.layer_dir(first.layers[0])
+    inode = os.stat(Path(base) / "bin/busybox").st_ino
+    second = pull(f"{registry}/two:1", PullOptions(tls_verify=False), store)
+    assert store.layer_dir(second.layers[0]) == base
+    assert os.stat(Path(base) / "bin/busybox").st_ino == inode  # not unpacked again
+    assert len(list((store.root / "layers").iterdir())) == 3
+    copies = [p for p in store.root.rglob("busybox") if p.is_file()]
+    assert len(copies) == 1
+    # Each image counts its own layers; the store counts the shared one once.
+    assert first.size == second.size == BUSYBOX.stat().st_size + 5 + 1
+    assert store.usage() == BUSYBOX.stat().st_size + 5 + 2
+    on_disk = sum(p.lstat().st_size for p in (store.root / "layers").rglob("*") if p.is_file())
+    assert on_disk < 2 * BUSYBOX.stat().st_size
+
+
+def test_docker_archive_and_oci_layout(scratch: Path, store: LayerStore) -> None:
+    layout = four_layers(scratch / "base", "arch:1")
+    archive = scratch / "base.tar"
+    subprocess.run(
+        ["skopeo", "copy", "--quiet", layout.oci(), f"docker-archive:{archive}:arch/base:2"],
+        check=True,
+    )
+    archive.chmod(0o644)
+    ok(cli("pull", f"docker-archive:{archive}:arch/base:2"))
+    from_archive = store.resolve("arch/base:2")
+    assert from_archive.layers == tuple(layout.diff_ids)  # uncompressed in the archive
+    ok(cli("pull", layout.oci()))
+    from_layout = store.resolve("arch:1")
+    # skopeo writes the archive's config in Docker's form: another image id, the same layers.
+    assert from_layout.id == layout.config_digest
+    assert from_layout.layers == from_archive.layers
+    # No reference inside: --name gives the image its name; without one, refused.
+    failed = cli("pull", f"docker-archive:{archive}")
+    assert failed.returncode == 1 and "--name" in failed.stderr
+    ok(cli("pull", "--name", "named", f"docker-archive:{archive}"))
+    assert store.resolve("named:latest").id == from_archive.id
+    assert store.resolve("named").names == ("arch/base:2", "named:latest")
+    assert len(list((store.root / "layers").iterdir())) == 4  # one copy of each layer
+    assert not list((store.root / "tmp").iterdir())
+
+
+# -- failures: clear, non-zero, nothing kept ---------------------------------------------
+
+
+def test_a_missing_tag_is_a_clear_error(registry: str, store: LayerStore) -> None:
+    done = cli("pull", "--no-tls-verify", f"{registry}/nothing:here")
+    assert done.returncode == 1
+    assert "manifest unknown" in done.stderr and "nothing" in done.stderr
+    assert "Traceback" not in done.stderr
+    store_is_empty(store.root)
+
+
+def test_an_unreachable_registry_is_a_clear_error(store: LayerStore) -> None:
+    done = cli("pull", "--no-tls-verify", f"127.0.0.1:{_free_port()}/base:1")
+    assert done.returncode == 1 and "connection refused" in done.stderr.lower()
+    store_is_empty(store.root)
+
+
+def test_tls_is_verified_unless_told(registry: str, scratch: Path, store: LayerStore) -> None:
+    push(four_layers(scratch / "base"), f"{registry}/tls:1")
+    done = cli("pull", f"{registry}/tls:1")  # localhost gets no exception
+    assert done.returncode == 1 and "HTTPS" in done.stderr
+    store_is_empty(store.root)
+
+
+def test_a_tampered_blob_is_refused(scratch: Path, store: LayerStore) -> None:
+    layout = four_layers(scratch / "base")
+    blob = layout.path / "blobs" / "sha256" / layout.layer_digests[1].split(":")[1]
+    data = bytearray(blob.read_bytes())
+    data[-9] ^= 0xFF  # the gzip trailer's CRC: still a blob of the same size
+    blob.write_bytes(bytes(data))
+    done = cli("pull", layout.oci())
+    assert done.returncode == 1 and "did not match" in done.stderr.lower()
+    store_is_empty(store.root)
+
+
+def test_a_layer_unlike_its_diff_id_is_refused(scratch: Path, store: LayerStore) -> None:
+    # Every blob matches its descriptor, but the config lies about a layer's content.
+    liar = "sha256:" + hashlib.sha256(b"something else").hexdigest()
+    layout = make_layout(
+        scratch / "liar", "liar", [BASE, ADD], diff_ids=[layer_diff_id(BASE), liar]
+    )
+    with pytest.raises(PullError, match="the config says"):
+        pull(layout.oci(), store=store)
+    store_is_empty(store.root)
+
+
+def layer_diff_id(entries: list[Entry]) -> str:
+    return "sha256:" + hashlib.sha256(layer_tar(entries)).hexdigest()
+
+
+# -- names, rm, prune -------------------------------------------------------------------
+
+
+def test_rm_then_prune_frees_the_layers(registry: str, scratch: Path, store: LayerStore) -> None:
+    one = make_layout(scratch / "one", "one", [BASE, [Entry("one.txt", b"1")]])
+    two = make_layout(scratch / "two", "two", [BASE, [Entry("two.txt", b"2")]])
+    push(one, f"{registry}/rm-one:1")
+    push(two, f"{registry}/rm-two:1")
+    ok(cli("pull", "--no-tls-verify", f"{registry}/rm-one:1"))
+    ok(cli("pull", "--no-tls-verify", "--name", "second", f"{registry}/rm-two:1"))
+    # A crashed pull's leftovers: nobody holds them.
+    (store.root / "tmp" / "pull-crashed" / "oci").mkdir(parents=True)
+    out = ok(cli("rm", f"{registry}/rm-one:1"))
+    assert f"deleted {one.config_digest}" in out
+    assert len(list((store.root / "layers").iterdir())) == 3  # rm leaves layers to prune
+    out = ok(cli("prune"))
+    assert f"deleted layer {one.diff_ids[1]}" in out and "1 stale pulls" in out
+    assert sorted(p.name for p in (store.root / "layers").iterdir()) == sorted(
+        d.split(":")[1] for d in two.diff_ids
+    )
+    ok(cli("rm", f"{registry}/rm-two:1"))  # one name of two: the image stays
+    assert store.resolve("second").id == two.config_digest
+    assert ok(cli("prune")).startswith("freed 0 B")
+    ok(cli("rm", "second"))
+    pruned = store.prune()
+    assert set(pruned.layers) == set(two.diff_ids)
+    assert pruned.bytes == BUSYBOX.stat().st_size + 5 + 1
+    store_is_empty(store.root)
+    assert cli("rm", "second").returncode == 1
+
+
+def test_a_name_moves_to_the_image_pulled_last(
+    registry: str, scratch: Path, store: LayerStore
+) -> None:
+    old = make_layout(scratch / "old", "old", [BASE, [Entry("v", b"1")]])
+    new = make_layout(scratch / "new", "new", [BASE, [Entry("v", b"2")]])
+    push(old, f"{registry}/moving:1")
+    pull(f"{registry}/moving:1", PullOptions(tls_verify=False), store)
+    push(new, f"{registry}/moving:1")
+    pull(f"{registry}/moving:1", PullOptions(tls_verify=False), store)
+    assert store.resolve(f"{registry}/moving:1").id == new.config_digest
+    left = store.resolve(old.config_digest)
+    assert left.names == () and left.repo_digests == ()  # dangling: prune takes it
+    assert "<none>" in ok(cli("ls"))
+    pruned = store.prune()
+    assert pruned.images == (old.config_digest,) and pruned.layers == (old.diff_ids[1],)
+
+
+def test_references_resolve(registry: str, scratch: Path, store: LayerStore) -> None:
+    layout = make_layout(scratch / "ref", "ref", [BASE])
+    push(layout, f"{registry}/ref:latest")
+    pull(f"{registry}/ref", PullOptions(tls_verify=False), store)  # tag latest by default
+    full = layout.config_digest
+    for reference in (f"{registry}/ref", f"{registry}/ref:latest", full, full[:19], full[7:19]):
+        assert store.resolve(reference).id == full, reference
+    for reference in ("ref", f"{registry}/ref:2", full[:18], "sha256:" + "0" * 64):
+        with pytest.raises(ImageError, match="no image"):
+            store.resolve(reference)
+    assert "ref:2" in cli("inspect", f"{registry}/ref:2").stderr
+
+
+def test_an_open_store_is_refused(scratch: Path) -> None:
+    root = scratch / "open"
+    root.mkdir(mode=0o755)
+    root.chmod(0o755)
+    with pytest.raises(ImageError, match="open to other users"):
+        LayerStore(root).images()
+    fresh = LayerStore(scratch / "deep" / "fresh")
+    assert fresh.images() == []
+    assert stat.S_IMODE((scratch / "deep" / "fresh").stat().st_mode) == 0o700
+
+
+# -- as unprivileged users --------------------------------------------------------------
+
+
+@pytest.mark.needs_root
+@pytest.mark.parametrize("user", USERS)
+def test_as_an_unprivileged_user(registry: str, scratch: Path, user: str) -> None:
+    import pwd
+
+    entry = pwd.getpwnam(user)
+    home = scratch / f"home-{user}"
+    home.mkdir()
+    os.chown(home, entry.pw_uid, entry.pw_gid)
+    env = {"HOME": str(home), "XDG_DATA_HOME": str(home / "data")}
+    layout = four_layers(scratch / "base")
+    digest = push(layout, f"{registry}/user-{user}:1")
+
+    ok(cli("pull", "--no-tls-verify", f"{registry}/user-{user}:1", user=user, env=env))
+    root = home / "data" / "cellblock" / "store"
+    st = root.stat()
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (entry.pw_uid, 0o700)
+    image = json.loads(ok(cli("inspect", f"{registry}/user-{user}@{digest}", user=user, env=env)))
+    assert image["id"] == layout.config_digest
+    layers = [layer["path"] for layer in image["layers"]]
+    assert [tree(path) for path in layers][3] == {
+        "data": "dir",
+        "data/added.txt": "whiteout",
+        "opq": "dir opaque",
+        "opq/new.txt": "n",
+    }
+    assert tree(layers[0])["bin/busybox"] == "busybox"
+    assert all(Path(path).stat().st_uid == entry.pw_uid for path in layers)
+    assert json.loads(ok(cli("ls", "--json", user=user, env=env)))[0]["config"]["cmd"] == [
+        "echo $GREETING"
+    ]
+    ok(cli("pull", "--name", "local:1", layout.oci(), user=user, env=env))
+    assert f"{registry}/user-{user}:1" in ok(cli("ls", user=user, env=env))
+    failed = cli("pull", "--no-tls-verify", f"{registry}/user-{user}:2", user=user, env=env)
+    assert failed.returncode == 1 and "manifest unknown" in failed.stderr
+    ok(cli("rm", layout.config_digest[:19], user=user, env=env))
+    out = ok(cli("prune", user=user, env=env))
+    assert "4 layers" in out
+    store_is_empty(root)
