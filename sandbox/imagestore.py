@@ -72,7 +72,9 @@ def default_root() -> Path:
         return Path(env)
     if os.geteuid() == 0:
         return Path(ROOT_STORE)
-    data = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local/share")
+    data = os.environ.get("XDG_DATA_HOME", "")
+    if not os.path.isabs(data):  # the XDG spec: a relative path is to be ignored
+        data = os.path.join(os.path.expanduser("~"), ".local", "share")
     return Path(data) / "cellblock" / "store"
 
 

@@ -196,13 +196,13 @@ class _Layout:
             raise PullError(f"image pull: {what}: not a JSON object")
         return value
 
-    def manifest(self) -> tuple[dict, dict, str]:
-        """(manifest, config, config digest)."""
+    def manifest_named(self, ref: str) -> tuple[dict, dict, str]:
+        """(manifest, config, config digest) of the image `ref` of the layout."""
         index = json.loads((self.path / "index.json").read_text())
         found = [
             m
             for m in index.get("manifests", ())
-            if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == _LAYOUT_REF
+            if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == ref
         ]
         if len(found) != 1 or found[0].get("mediaType") != _MANIFEST:
             raise PullError("image pull: skopeo's layout has no single OCI manifest for the image")
@@ -235,7 +235,7 @@ def pull(
     with store.staging() as staged:
         layout = _Layout(staged.path / "oci")
         _skopeo(["copy", "--quiet", *tls, copy_from, f"oci:{layout.path}:{_LAYOUT_REF}"])
-        manifest, config, config_digest = layout.manifest()
+        manifest, config, config_digest = layout.manifest_named(_LAYOUT_REF)
         image = _unpack(store, staged, layout, manifest, config, options.limits)
         record = StoredImage(
             id=config_digest,

@@ -487,6 +487,60 @@ def test_a_layer_unlike_its_diff_id_is_refused(scratch: Path, store: LayerStore)
     store_is_empty(store.root)
 
 
+def test_pulls_own_checks_of_what_skopeo_wrote(scratch: Path, store: LayerStore) -> None:
+    """skopeo checks blobs on its copy; pull.py checks the layout again, not
+    trusting it: a blob changed after the copy, a manifest unlike its digest."""
+    from sandbox.pull import _Layout, _unpack
+
+    layout = four_layers(scratch / "base")
+    blob = layout.path / "blobs" / "sha256" / layout.layer_digests[2].split(":")[1]
+    blob.write_bytes(gzip.compress(layer_tar([Entry("data/added.txt", b"evil")]), mtime=0))
+    read = _Layout(layout.path)
+    manifest, config, config_digest = read.manifest_named(layout.ref)
+    assert config_digest == layout.config_digest
+    with store.staging() as staged, pytest.raises(PullError, match="not what its descriptor says"):
+        _unpack(store, staged, read, manifest, config, PullOptions().limits)
+    manifest_blob = layout.path / "blobs" / "sha256" / layout.manifest_digest.split(":")[1]
+    manifest_blob.write_bytes(
+        manifest_blob.read_bytes().replace(b'"schemaVersion": 2', b'"schemaVersion":2')
+    )
+    with pytest.raises(PullError, match="does not match its digest"):
+        read.manifest_named(layout.ref)
+    store_is_empty(store.root)
+
+
+def test_two_pulls_at_once(registry: str, scratch: Path, store: LayerStore) -> None:
+    one = make_layout(scratch / "one", "one", [BASE, [Entry("one.txt", b"1")]])
+    two = make_layout(scratch / "two", "two", [BASE, [Entry("two.txt", b"2")]])
+    push(one, f"{registry}/both-one:1")
+    push(two, f"{registry}/both-two:1")
+    command = [PYTHON, "-m", "cellblock", "image", "pull", "--no-tls-verify"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    running = [
+        subprocess.Popen([*command, f"{registry}/both-{n}:1"], env=env, stderr=subprocess.PIPE)
+        for n in ("one", "two")
+    ]
+    for process in running:
+        assert process.wait(60) == 0, process.stderr.read() if process.stderr else ""
+    assert store.resolve(f"{registry}/both-one:1").layers[0] == one.diff_ids[0]
+    assert store.resolve(f"{registry}/both-two:1").layers[0] == one.diff_ids[0]
+    assert len(list((store.root / "layers").iterdir())) == 3
+    assert not list((store.root / "tmp").iterdir())
+
+
+def test_prune_leaves_a_pull_in_progress(scratch: Path, store: LayerStore) -> None:
+    with store.staging() as staged:
+        (staged.path / "oci").mkdir()
+        assert store.prune().tmp == 0
+        assert staged.path.exists()
+    crashed = store.root / "tmp" / "pull-crashed"
+    (crashed / "layers" / "x" / "diff" / "ro").mkdir(parents=True)
+    (crashed / "layers" / "x" / "diff" / "ro" / "f").write_text("f")
+    (crashed / "layers" / "x" / "diff" / "ro").chmod(0o555)  # as the unpacker leaves some
+    assert store.prune().tmp == 1
+    store_is_empty(store.root)
+
+
 def layer_diff_id(entries: list[Entry]) -> str:
     return "sha256:" + hashlib.sha256(layer_tar(entries)).hexdigest()
 
