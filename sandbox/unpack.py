@@ -73,7 +73,7 @@ _READ_AHEAD = 64 << 10
 # Errors of the host, not of the layer: they propagate as OSError.
 _HOST_ERRNOS = frozenset(
     {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.ENOMEM, errno.EROFS, errno.EMFILE,
-     errno.ENFILE, errno.EOPNOTSUPP, errno.EACCES}
+     errno.ENFILE, errno.EOPNOTSUPP, errno.EACCES, errno.EPERM}
 )  # fmt: skip
 
 _RESOLVE = libc.RESOLVE_BENEATH | libc.RESOLVE_NO_SYMLINKS | libc.RESOLVE_NO_MAGICLINKS
