@@ -548,6 +548,52 @@ def test_diff_id_covers_the_whole_stream(world: Path) -> None:
     assert result.entries == 1 and result.size == 1
 
 
+def test_later_entries_win(world: Path) -> None:
+    dest = world / "dest"
+    unpack(
+        layer(
+            d("merged"),
+            f("merged/x", b"x"),
+            d("merged", 0o700),  # a directory over a directory: merged, its mode the later one
+            d("gone"),
+            f("gone/y", b"y"),
+            sym("gone/l", str(world / "victim")),
+            f("gone", b"now a file"),  # a file over a directory: the directory is removed
+            f("link", b"first"),
+            hard("link2", "link"),
+            f("link", b"second"),  # the name is replaced, not written through to link2
+        ),
+        dest,
+    )
+    assert (dest / "merged" / "x").read_bytes() == b"x"
+    assert stat.S_IMODE((dest / "merged").stat().st_mode) == 0o700
+    assert (dest / "gone").read_bytes() == b"now a file"
+    assert (dest / "link2").read_bytes() == b"first"
+    assert (dest / "link").read_bytes() == b"second"
+    assert sorted(os.listdir(world / "victim")) == ["keep", "secret"]
+
+
+def test_the_tar_s_xattrs_are_not_applied(world: Path) -> None:
+    """pax SCHILY.xattr.*: overlayfs's own user.overlay.* would steer the mount."""
+    info, data = f("x", b"x")
+    info.pax_headers = {
+        "SCHILY.xattr.user.overlay.redirect": "/etc",
+        "SCHILY.xattr.user.overlay.opaque": "y",
+    }
+    dest = world / "dest"
+    unpack(
+        layer((info, data), d("dir", pax_headers={"SCHILY.xattr.user.overlay.opaque": "y"})), dest
+    )
+    assert os.listxattr(dest / "x") == [] and os.listxattr(dest / "dir") == []
+
+
+def test_dest_is_not_followed(world: Path) -> None:
+    (world / "dest").symlink_to(world / "victim")
+    with pytest.raises(OSError):
+        unpack_layer(io.BytesIO(layer(f("planted", b"pwned"))), str(world / "dest"))
+    assert not (world / "victim" / "planted").exists()
+
+
 def test_whiteouts_and_opaque(world: Path) -> None:
     dest = world / "dest"
     unpack(
