@@ -155,6 +155,8 @@ def layer_fs() -> Iterator[Path]:
     with open(image, "wb") as out:
         out.truncate(1 << 30)  # sparse: what the tests write, not a GiB
     subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True)
+    # mount(8) does not load the loop driver (a VM's fresh kernel may not have it yet).
+    subprocess.run(["modprobe", "loop"], check=False, capture_output=True)
     subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], check=True)
     try:
         mnt.chmod(0o1777)
