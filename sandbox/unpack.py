@@ -16,20 +16,34 @@ read member by member (`mode="r|"`: no seeking, one pass) and every entry is
 made by its own system call relative to a directory descriptor:
 
 * each entry's parent is opened with openat2(RESOLVE_BENEATH |
-  RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS) from the descriptor of `dest`,
-  so a symlink anywhere in the path (planted by an earlier member) or a way
-  out of `dest` is an error of the kernel's, not a check of ours that a race
-  or an oversight could get wrong; missing parents are made one component at
-  a time the same way;
+  RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV) from the
+  descriptor of `dest`, so a symlink anywhere in the path (planted by an
+  earlier member) or a way out of `dest` is an error of the kernel's, not a
+  check of ours that a race or an oversight could get wrong; missing parents
+  are made one component at a time the same way (mode 0755);
 * the entry itself is made with O_CREAT|O_EXCL|O_NOFOLLOW, mkdirat, symlinkat,
   mknodat, linkat without AT_SYMLINK_FOLLOW: nothing follows a final symlink;
 * a hardlink's target is resolved the same way beneath `dest`. `dest` starts
   empty, so whatever is found there was made from this layer;
+* a name that is there already is replaced (the later entry wins, as in
+  tar): a directory is removed through descriptors, its symlinks unfollowed;
 * the uncompressed stream is counted (and hashed, for the diff_id) as it is
   read, so a gzip bomb stops at `max_bytes`, not when the disk is full.
 
+Whiteouts (the OCI image spec's, Docker's): `DIR/.wh.NAME` becomes a 0/0
+character device at `DIR/NAME` (anyone may make that one device, Linux >=
+5.8), `DIR/.wh..wh..opq` the xattr `user.overlay.opaque=y` on DIR (user.*:
+cells mount with `userxattr`, Linux >= 5.11; a mount without it would read
+trusted.*). Other `.wh..wh.` names are aufs's bookkeeping and are skipped.
+xattrs the tar carries (pax SCHILY.xattr.*) are never applied: a layer could
+otherwise set overlayfs's own user.overlay.* (redirect, metacopy, origin)
+and steer the mount. So the store's file system must hold user.* xattrs and
+0/0 devices as files: ext4, xfs, btrfs; not tmpfs before Linux 6.6, not an
+overlayfs (it refuses to make a 0/0 device: EPERM).
+
 What is refused raises LayerError naming the entry and the rule; the caller
 then deletes `dest`. Nothing outside `dest` has been touched at that point.
+The host's own errors (ENOSPC, EIO, EPERM, ...) stay OSError.
 
 Kept from the layer: file modes with their setuid/setgid bits, mtimes, and
 (only when unpacking as root) owners. That is safe because cells mount lowers
@@ -39,9 +53,12 @@ their own modes only at the end, so a 0555 directory can still be filled; a
 store that removes a layer may therefore meet directories it cannot write
 and must chmod them first.
 
-Limits (UnpackLimits): uncompressed bytes, entries, bytes of a name, depth.
-Not bounded here: tarfile reads a pax or GNU long-name header into memory in
-one piece, so such a header may take up to `max_bytes` of memory.
+Limits (UnpackLimits, defaults in the MAX_* constants): uncompressed bytes
+of the stream, which also bound the file data written (a sparse member
+expands: its holes are written as zeros); entries; bytes of a name, and
+depth; and `max_header`, what tarfile may read to hand over one member: it
+keeps a pax header, a GNU long name or a sparse map in memory whole, so
+without it a header claiming gigabytes would cost gigabytes of memory.
 """
 
 from __future__ import annotations
@@ -73,10 +90,16 @@ _READ_AHEAD = 64 << 10
 # Errors of the host, not of the layer: they propagate as OSError.
 _HOST_ERRNOS = frozenset(
     {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.ENOMEM, errno.EROFS, errno.EMFILE,
-     errno.ENFILE, errno.EOPNOTSUPP, errno.EACCES}
+     errno.ENFILE, errno.EOPNOTSUPP, errno.EACCES, errno.EPERM}
 )  # fmt: skip
 
-_RESOLVE = libc.RESOLVE_BENEATH | libc.RESOLVE_NO_SYMLINKS | libc.RESOLVE_NO_MAGICLINKS
+# Nothing is mounted beneath dest; if something were, it is not the layer's.
+_RESOLVE = (
+    libc.RESOLVE_BENEATH
+    | libc.RESOLVE_NO_SYMLINKS
+    | libc.RESOLVE_NO_MAGICLINKS
+    | libc.RESOLVE_NO_XDEV
+)
 # With openat2: no O_NOFOLLOW, so that RESOLVE_NO_SYMLINKS refuses a final
 # symlink too (ELOOP) rather than opening the link itself (then ENOTDIR).
 _DIR_PATH = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
@@ -221,7 +244,7 @@ def _ns(mtime: float) -> int:
     return int(mtime * 1_000_000_000)
 
 
-@dataclass
+@dataclass(slots=True)
 class _DirMeta:
     ino: int  # the directory this was recorded for (a later entry may replace it)
     mode: int
@@ -249,7 +272,9 @@ class _Unpacker:
             if e.errno == errno.ELOOP:
                 raise LayerError(f"{what}: {path!r} goes through a symlink") from None
             if e.errno == errno.EXDEV:
-                raise LayerError(f"{what}: {path!r} leaves the layer's directory") from None
+                raise LayerError(
+                    f"{what}: {path!r} leaves the layer's directory or file system"
+                ) from None
             if e.errno == errno.ENOTDIR:
                 raise LayerError(f"{what}: {path!r} goes through a non-directory") from None
             raise

@@ -117,11 +117,61 @@ def tree(top: Path, skip: Path | None = None) -> dict[str, tuple]:
     return seen
 
 
+def _holds_layers(directory: str) -> str | None:
+    """Why layers cannot be unpacked in `directory` as the store needs, or None.
+
+    The store's file system must keep a 0/0 device as a file (an overlayfs
+    such as scripts/vm-test's /tmp takes it for a whiteout of its own) and
+    user.* xattrs (tmpfs has them only from Linux 6.6)."""
+    probe = tempfile.mkdtemp(prefix="cellblock-unpack-probe-", dir=directory)
+    try:
+        os.mknod(os.path.join(probe, "w"), stat.S_IFCHR, os.makedev(0, 0))
+        st = os.lstat(os.path.join(probe, "w"))
+        if not (stat.S_ISCHR(st.st_mode) and st.st_rdev == 0):
+            return "a 0/0 device does not stay a file"
+        os.setxattr(probe, "user.overlay.opaque", b"y")
+        return None
+    except OSError as error:
+        return f"{error.strerror} ({error.filename or 'setxattr user.*'})"
+    finally:
+        shutil.rmtree(probe, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def layer_fs() -> Iterator[Path]:
+    """Where the tests unpack: the temp directory if its file system holds
+    layers, else (as root) an ext4 image mounted on a loop device."""
+    base = tempfile.gettempdir()
+    why = _holds_layers(base)
+    if why is None:
+        yield Path(base)
+        return
+    if os.geteuid() != 0:
+        pytest.skip(f"{base} cannot hold layers ({why}) and only root can mount one that can")
+    top = Path(tempfile.mkdtemp(prefix="cellblock-unpack-fs-"))
+    top.chmod(0o755)  # the unprivileged test's user goes through it
+    image, mnt = top / "ext4.img", top / "mnt"
+    mnt.mkdir()
+    with open(image, "wb") as out:
+        out.truncate(1 << 30)  # sparse: what the tests write, not a GiB
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True)
+    # mount(8) does not load the loop driver (a VM's fresh kernel may not have it yet).
+    subprocess.run(["modprobe", "loop"], check=False, capture_output=True)
+    subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], check=True)
+    try:
+        mnt.chmod(0o1777)
+        assert _holds_layers(str(mnt)) is None
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+        shutil.rmtree(top, ignore_errors=True)
+
+
 @pytest.fixture
-def world() -> Iterator[Path]:
+def world(layer_fs: Path) -> Iterator[Path]:
     """A throwaway tree: `victim/` (a directory and a secret file an attack
     aims at), `dest/` (ours) and `scratch/` (the control's)."""
-    top = Path(tempfile.mkdtemp(prefix="cellblock-unpack-"))
+    top = Path(tempfile.mkdtemp(prefix="cellblock-unpack-", dir=layer_fs))
     (top / "victim").mkdir()
     (top / "victim" / "secret").write_bytes(b"secret\n")
     (top / "victim" / "keep").write_bytes(b"keep\n")
@@ -397,13 +447,13 @@ def _gnu_tar(world: Path, files: dict[str, list[tuple[int, bytes]]], size: int, 
 
 @pytest.mark.parametrize("fmt", ["gnu", "posix"])
 def test_sparse_files(world: Path, fmt: str) -> None:
-    pieces = [(0, b"start"), (50 << 20, b"middle"), ((100 << 20) - 3, b"end")]
-    blob = _gnu_tar(world, {"holes": pieces}, 100 << 20, fmt)
+    pieces = [(0, b"start"), (16 << 20, b"middle"), ((32 << 20) - 3, b"end")]
+    blob = _gnu_tar(world, {"holes": pieces}, 32 << 20, fmt)
     assert len(blob) < 64 << 10
     result = unpack(blob, world / "dest")
     written = (world / "dest" / "holes").read_bytes()
     assert written == (world / "sparse-src" / "holes").read_bytes()
-    assert result.size == 100 << 20
+    assert result.size == 32 << 20
     # A sparse file expands: the data written is bounded like the stream.
     shutil.rmtree(world / "dest")
     refuse(blob, world, "would pass the limit", UnpackLimits(max_bytes=10 << 20))
@@ -498,6 +548,52 @@ def test_diff_id_covers_the_whole_stream(world: Path) -> None:
     result = unpack(blob, world / "dest")
     assert result.diff_id == "sha256:" + hashlib.sha256(blob).hexdigest()
     assert result.entries == 1 and result.size == 1
+
+
+def test_later_entries_win(world: Path) -> None:
+    dest = world / "dest"
+    unpack(
+        layer(
+            d("merged"),
+            f("merged/x", b"x"),
+            d("merged", 0o700),  # a directory over a directory: merged, its mode the later one
+            d("gone"),
+            f("gone/y", b"y"),
+            sym("gone/l", str(world / "victim")),
+            f("gone", b"now a file"),  # a file over a directory: the directory is removed
+            f("link", b"first"),
+            hard("link2", "link"),
+            f("link", b"second"),  # the name is replaced, not written through to link2
+        ),
+        dest,
+    )
+    assert (dest / "merged" / "x").read_bytes() == b"x"
+    assert stat.S_IMODE((dest / "merged").stat().st_mode) == 0o700
+    assert (dest / "gone").read_bytes() == b"now a file"
+    assert (dest / "link2").read_bytes() == b"first"
+    assert (dest / "link").read_bytes() == b"second"
+    assert sorted(os.listdir(world / "victim")) == ["keep", "secret"]
+
+
+def test_the_tar_s_xattrs_are_not_applied(world: Path) -> None:
+    """pax SCHILY.xattr.*: overlayfs's own user.overlay.* would steer the mount."""
+    info, data = f("x", b"x")
+    info.pax_headers = {
+        "SCHILY.xattr.user.overlay.redirect": "/etc",
+        "SCHILY.xattr.user.overlay.opaque": "y",
+    }
+    dest = world / "dest"
+    unpack(
+        layer((info, data), d("dir", pax_headers={"SCHILY.xattr.user.overlay.opaque": "y"})), dest
+    )
+    assert os.listxattr(dest / "x") == [] and os.listxattr(dest / "dir") == []
+
+
+def test_dest_is_not_followed(world: Path) -> None:
+    (world / "dest").symlink_to(world / "victim")
+    with pytest.raises(OSError):
+        unpack_layer(io.BytesIO(layer(f("planted", b"pwned"))), str(world / "dest"))
+    assert not (world / "victim" / "planted").exists()
 
 
 def test_whiteouts_and_opaque(world: Path) -> None:
@@ -630,9 +726,9 @@ print(json.dumps(report))
 """
 
 
-def test_as_an_unprivileged_user(shared_test_user) -> None:
+def test_as_an_unprivileged_user(shared_test_user, layer_fs: Path) -> None:
     user = shared_test_user.pw_name
-    top = Path(tempfile.mkdtemp(prefix="cellblock-unpack-user-"))
+    top = Path(tempfile.mkdtemp(prefix="cellblock-unpack-user-", dir=layer_fs))
     try:
         top.chmod(0o755)
         (top / "victim").mkdir()
