@@ -617,6 +617,35 @@ def test_an_open_store_is_refused(scratch: Path) -> None:
     assert stat.S_IMODE((scratch / "deep" / "fresh").stat().st_mode) == 0o700
 
 
+@pytest.mark.needs_root
+def test_another_user_cannot_reach_a_layer(scratch: Path, store: LayerStore) -> None:
+    """SECURITY.md rule 29: a setuid-root file of a layer root pulled, out of
+    another user's reach; with the store opened (the mechanism taken out)
+    it is reachable, and the store refuses to work."""
+    setuid = [Entry("bin/"), Entry("bin/busybox", BUSYBOX.read_bytes(), 0o4755)]
+    layout = make_layout(scratch / "suid", "suid", [setuid])
+    image = pull(layout.oci(), PullOptions(name="suid"), store)
+    path = Path(store.layer_dir(image.layers[0])) / "bin" / "busybox"
+    st = path.stat()
+    assert (st.st_uid, st.st_mode & 0o7777) == (0, 0o4755)
+
+    def reachable() -> bool:
+        probe = ["runuser", "-u", "cbshared", "--", "test", "-x", str(path)]
+        return subprocess.run(probe, check=False).returncode == 0
+
+    assert not reachable()
+    store.root.chmod(0o755)
+    (store.root / "layers").chmod(0o755)  # made 0700 too: both opened
+    try:
+        assert reachable()  # the attack works without the rule
+        with pytest.raises(ImageError, match="open to other users"):
+            LayerStore(store.root).resolve("suid")
+        assert cli("ls").returncode == 1
+    finally:
+        store.root.chmod(0o700)
+        (store.root / "layers").chmod(0o700)
+
+
 # -- as unprivileged users --------------------------------------------------------------
 
 
