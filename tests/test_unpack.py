@@ -533,6 +533,22 @@ def test_entries_modes_mtimes_links(world: Path) -> None:
     assert (dest / "bin" / "tool").lstat().st_uid == owner
 
 
+def test_modes_whatever_the_umask(world: Path) -> None:
+    """A service's umask 077 must not make a layer's directories 0700."""
+    old = os.umask(0o077)
+    try:
+        unpack(
+            layer(f("implied/deeper/file", b"x", 0o644), d("dir", 0o755), fifo("p", 0o644)),
+            world / "dest",
+        )
+    finally:
+        os.umask(old)
+    for path in ("implied", "implied/deeper", "dir"):
+        assert stat.S_IMODE((world / "dest" / path).stat().st_mode) == 0o755, path
+    for path in ("implied/deeper/file", "p"):
+        assert stat.S_IMODE((world / "dest" / path).lstat().st_mode) == 0o644, path
+
+
 def test_owners_are_kept_as_root(world: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("owners are kept only when unpacking as root")
