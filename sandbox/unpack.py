@@ -291,8 +291,12 @@ class _Unpacker:
                 try:
                     child = libc.openat2(fd, part, _DIR_PATH, _RESOLVE)
                 except FileNotFoundError:
-                    os.mkdir(part, 0o755, dir_fd=fd)
-                    child = libc.openat2(fd, part, _DIR_PATH, _RESOLVE)
+                    os.mkdir(part, 0o700, dir_fd=fd)
+                    child = libc.openat2(fd, part, _DIR_READ, _RESOLVE)
+                    # Explicitly, not through mkdir's mode: the caller's umask
+                    # (077 in a service, say) must not make a root-owned layer's
+                    # directories untraversable for a cell's users.
+                    os.fchmod(child, 0o755)
                 except OSError as e:
                     if e.errno in (errno.ELOOP, errno.ENOTDIR, errno.EXDEV):
                         os.close(self._open(parts[: i + 1], _DIR_PATH, what))  # says which
@@ -562,7 +566,8 @@ def unpack_layer(
         entries, last = 0, "(none)"
         try:
             stream.budget = limits.max_header + _READ_AHEAD
-            with tarfile.open(fileobj=stream, mode="r|", errorlevel=2) as tar:  # type: ignore[call-overload]
+            # (The ignore: typeshed wants a whole IO object; "r|" only reads.)
+            with tarfile.open(fileobj=stream, mode="r|") as tar:  # type: ignore[call-overload]
                 while True:
                     # What tarfile reads for the next member: the rest of the last
                     # one's data (skipped, not kept) and the next header (kept).

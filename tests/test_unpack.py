@@ -533,6 +533,33 @@ def test_entries_modes_mtimes_links(world: Path) -> None:
     assert (dest / "bin" / "tool").lstat().st_uid == owner
 
 
+def test_modes_whatever_the_umask(world: Path) -> None:
+    """A service's umask 077 must not make a layer's directories 0700."""
+    old = os.umask(0o077)
+    try:
+        unpack(
+            layer(f("implied/deeper/file", b"x", 0o644), d("dir", 0o755), fifo("p", 0o644)),
+            world / "dest",
+        )
+    finally:
+        os.umask(old)
+    for path in ("implied", "implied/deeper", "dir"):
+        assert stat.S_IMODE((world / "dest" / path).stat().st_mode) == 0o755, path
+    for path in ("implied/deeper/file", "p"):
+        assert stat.S_IMODE((world / "dest" / path).lstat().st_mode) == 0o644, path
+
+
+def test_names_that_are_not_utf8(world: Path) -> None:
+    """Bytes, not text: a Latin-1 name is made as the same bytes."""
+    name = os.fsdecode(b"caf\xe9")
+    unpack(
+        layer(f(name, b"x"), sym(os.fsdecode(b"l\xff"), name), fmt=tarfile.GNU_FORMAT),
+        world / "dest",
+    )
+    assert sorted(os.listdir(os.fsencode(world / "dest"))) == [b"caf\xe9", b"l\xff"]
+    assert os.readlink(os.fsencode(world / "dest") + b"/l\xff") == b"caf\xe9"
+
+
 def test_owners_are_kept_as_root(world: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("owners are kept only when unpacking as root")
