@@ -84,7 +84,8 @@ def layer_tar(entries: list[Entry]) -> bytes:
                 info.type, info.linkname = tarfile.SYMTYPE, entry.link
                 tar.addfile(info)
             elif entry.is_dir:
-                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                info.type = tarfile.DIRTYPE
+                info.mode = 0o755 if entry.mode == Entry.mode else entry.mode
                 tar.addfile(info)
             else:
                 assert entry.data is not None
@@ -163,7 +164,14 @@ BASE = [
     Entry("etc/"),
     Entry("etc/hostname", b"cell\n"),
 ]
-ADD = [Entry("data/"), Entry("data/added.txt", b"one\n"), Entry("opq/"), Entry("opq/old.txt", b"o")]
+ADD = [
+    Entry("data/"),
+    Entry("data/added.txt", b"one\n"),
+    Entry("opq/"),
+    Entry("opq/old.txt", b"o"),
+    Entry("ro/", mode=0o555),  # a directory its owner may not write: rm and prune still can
+    Entry("ro/file", b"r"),
+]
 CHANGE = [Entry("data/"), Entry("data/added.txt", b"two\n")]
 DELETE = [
     Entry("data/"),
@@ -358,13 +366,15 @@ def test_layers_are_stored_exactly(registry: str, scratch: Path, store: LayerSto
     expected = [
         {"bin": "dir", "bin/busybox": "busybox", "bin/sh": "-> busybox", "etc": "dir",
          "etc/hostname": "cell\n"},
-        {"data": "dir", "data/added.txt": "one\n", "opq": "dir", "opq/old.txt": "o"},
+        {"data": "dir", "data/added.txt": "one\n", "opq": "dir", "opq/old.txt": "o",
+         "ro": "dir", "ro/file": "r"},
         {"data": "dir", "data/added.txt": "two\n"},
         {"data": "dir", "data/added.txt": "whiteout", "opq": "dir opaque", "opq/new.txt": "n"},
     ]  # fmt: skip
     dirs = [store.layer_dir(diff_id) for diff_id in image.layers]
     assert [tree(d) for d in dirs] == expected
     assert os.stat(Path(dirs[0]) / "bin/busybox").st_mode & 0o777 == 0o755
+    assert stat.S_IMODE(os.stat(Path(dirs[1]) / "ro").st_mode) == 0o555
     # Nothing beside the layers: the store's own files, no leftovers of the pull.
     assert sorted(p.name for p in (store.root / "layers").iterdir()) == sorted(
         d.split(":")[1] for d in layout.diff_ids
@@ -677,6 +687,7 @@ def test_as_an_unprivileged_user(registry: str, scratch: Path, user: str) -> Non
     }
     assert tree(layers[0])["bin/busybox"] == "busybox"
     assert all(Path(path).stat().st_uid == entry.pw_uid for path in layers)
+    assert stat.S_IMODE((Path(layers[1]) / "ro").stat().st_mode) == 0o555  # prune must chmod
     assert json.loads(ok(cli("ls", "--json", user=user, env=env)))[0]["config"]["cmd"] == [
         "echo $GREETING"
     ]
