@@ -656,6 +656,25 @@ def test_another_user_cannot_reach_a_layer(scratch: Path, store: LayerStore) -> 
         (store.root / "layers").chmod(0o700)
 
 
+def test_cellblock_run_does_not_import_the_image_code(store: LayerStore) -> None:
+    def imported(*args: str) -> str:
+        done = subprocess.run(
+            [PYTHON, "-X", "importtime", "-m", "cellblock", *args],
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        return done.stderr
+
+    modules = ("cellblock.imagecmd", "sandbox.imagestore", "sandbox.pull", "sandbox.unpack")
+    run = imported("run")  # no command: exit 2 after parsing
+    assert "no command given" in run
+    assert not [m for m in modules if f" {m}\n" in run]
+    image = imported("image", "ls")  # the control: the image commands do import them
+    assert [m for m in modules if f" {m}\n" in image] == list(modules[:2])  # ls pulls nothing
+
+
 # -- as unprivileged users --------------------------------------------------------------
 
 
