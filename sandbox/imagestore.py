@@ -388,10 +388,6 @@ class LayerStore:
         except (OSError, ValueError, TypeError) as error:
             raise StoreError(f"image store: broken layer record {path}: {error}") from None
 
-    def has_layer(self, diff_id: str) -> bool:
-        self._prepare()
-        return self.layer(diff_id) is not None
-
     # -- pulling: work in tmp/, then one commit ---------------------------------------
 
     @contextlib.contextmanager

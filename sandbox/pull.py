@@ -227,7 +227,9 @@ def pull(
         # By the digest the tag names now: what is copied is what is recorded.
         inspect_tls = [] if options.tls_verify else ["--tls-verify=false"]
         name = source.reference.removeprefix("docker://")
-        digest = _skopeo(["inspect", *inspect_tls, "--format", "{{.Digest}}", source.reference])
+        # --no-tags: inspect would otherwise list every tag of the repository.
+        asked = ["inspect", "--no-tags", *inspect_tls, "--format", "{{.Digest}}"]
+        digest = _skopeo([*asked, source.reference])
         digest = check_digest(digest.strip(), f"image pull: the digest of {name}")
         repository = split_name(name)[0]
         repo_digest = f"{repository}@{digest}"

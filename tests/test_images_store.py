@@ -35,6 +35,8 @@ from sandbox.pull import PullError, PullOptions, pull
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = os.environ.get("CELLBLOCK_VENV", "/opt/cellblock/venv") + "/bin/python"
 BUSYBOX = Path("/bin/busybox")
+# The platform skopeo picks from a manifest list: this machine's, in Go's words.
+ARCH = {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine, os.uname().machine)
 USERS = ("cbsub", "cbshared")  # with and without subordinate ids; the store needs neither
 
 pytestmark = pytest.mark.skipif(
@@ -123,7 +125,7 @@ def make_layout(
         media = "application/vnd.oci.image.layer.v1.tar" + ("+gzip" if compress else "")
         descriptors.append({"mediaType": media, "digest": digest, "size": size})
     config_doc = {
-        "architecture": "amd64",
+        "architecture": ARCH,
         "os": "linux",
         "config": config or {},
         "rootfs": {"type": "layers", "diff_ids": diff_ids or real_diff_ids},
@@ -356,6 +358,39 @@ def test_pull_by_tag_and_by_digest(registry: str, scratch: Path, store: LayerSto
     assert [i["id"] for i in listed] == [layout.config_digest]
     assert f"{registry}/base@{digest}" in ok(cli("ls"))  # no name: listed by its digest
     assert not list((store.root / "tmp").iterdir())
+
+
+def test_a_manifest_list_by_its_digest(registry: str, scratch: Path, store: LayerStore) -> None:
+    """A multi-platform image: the digest users write after @ is the list's;
+    skopeo takes this platform's image from it."""
+    layout = make_layout(scratch / "list", "list", [BASE])
+    index = json.loads((layout.path / "index.json").read_text())
+    entry = index["manifests"][0]
+    del entry["annotations"]
+    entry["platform"] = {"architecture": ARCH, "os": "linux"}
+    image_index = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [entry],
+    }
+    digest, size = _blob(layout.path, json.dumps(image_index).encode())
+    index["manifests"] = [
+        {
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": digest,
+            "size": size,
+            "annotations": {"org.opencontainers.image.ref.name": "list"},
+        }
+    ]
+    (layout.path / "index.json").write_text(json.dumps(index))
+    subprocess.run(
+        ["skopeo", "copy", "--quiet", "--all", "--dest-tls-verify=false", layout.oci(),
+         f"docker://{registry}/list:1"],
+        check=True,
+    )  # fmt: skip
+    image = pull(f"{registry}/list:1", PullOptions(tls_verify=False), store)
+    assert image.repo_digests == (f"{registry}/list@{digest}",)
+    assert image.id == layout.config_digest
 
 
 def test_layers_are_stored_exactly(registry: str, scratch: Path, store: LayerStore) -> None:
