@@ -293,6 +293,8 @@ def scratch() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="cellblock-images-"))
     path.chmod(0o755)  # layouts and archives are read by the unprivileged users too
     yield path
+    # Layers keep their directories' modes (0555 ones too): writable again first.
+    subprocess.run(["chmod", "-R", "u+rwX", str(path)], check=False)
     shutil.rmtree(path, ignore_errors=True)
 
 
