@@ -64,7 +64,12 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
         help="a --copy-in DEST the program may not change (repeatable)",
     )
     p.add_argument("--out-dir", metavar="DIR", default=".", help="where --copy-out files go")
-    p.add_argument("--image", default="host", help="root filesystem image (default host)")
+    p.add_argument(
+        "--image",
+        default="host",
+        help="root filesystem: host (default), a pulled image (NAME[:TAG], NAME@sha256:..., "
+        "sha256:ID) or a root directory's absolute path; with no COMMAND, the image's own",
+    )
     p.add_argument("--seccomp", default="default", help="seccomp profile name or path")
     p.add_argument(
         "--env",
@@ -268,7 +273,9 @@ def main(argv: list[str] | None = None) -> int:
                 sub.add_parser(name)  # a name for argparse's list; never parsed
     args = parser.parse_args(argv)
     if args.subcommand == "run":
-        if not args.command or args.command == ["--"]:
+        if args.command[:1] == ["--"]:
+            args.command = args.command[1:]
+        if not args.command and args.image == "host":  # another image may have its own
             parser.error("run: no command given (cellblock run [OPTIONS] -- COMMAND [ARGS...])")
         return _cmd_run(args)
     if args.subcommand == "setup":

@@ -49,7 +49,7 @@ from .channel import CellError
 from .images import PRIVATE_SCAN, private_entries, resolve_image
 from .init import Birth, Launch
 from .making import MadeCell
-from .spec import Limits, RunResult, RunSpec, Status
+from .spec import BASE_ENV, Limits, RunResult, RunSpec, SpecError, Status
 from .verdict import Facts, decide
 from .watchdog import Observed, watch
 
@@ -77,6 +77,9 @@ def _run_cell(spec: RunSpec) -> RunResult:
     making.reap_exiting(block=False)
     # 1. Everything that can fail for the caller's reasons fails here, before fork.
     image = resolve_image(spec.image)
+    argv = image.command(spec.argv)
+    if not argv:
+        raise SpecError("command: nothing to run (give a command after --)")
     bpf = seccomp.compile_profile(spec.seccomp)
     try:
         spawn.load()
@@ -132,8 +135,8 @@ def _run_cell(spec: RunSpec) -> RunResult:
         controllers = group.controllers if group is not None else ()
         launch = Launch(
             program=spawn.ProgramStart(
-                argv=tuple(spec.argv),
-                env=spec.environment(),
+                argv=argv,
+                env=image.environment(BASE_ENV, spec.env),
                 rlimit_table=rlimits.rlimit_table(limits, controllers),
                 run_uid=idmap.run_uid,
                 run_gid=idmap.run_gid,
@@ -141,6 +144,7 @@ def _run_cell(spec: RunSpec) -> RunResult:
                 bpf=bpf,
                 landlock=landlock.cell_ruleset(),
                 notify=seccomp.notifies(bpf),
+                cwd=image.working_dir,
             ),
             copy_in=[(entry.path, entry.mode) for entry in copy_in],
             readonly=tuple(spec.readonly),

@@ -23,9 +23,13 @@ import stat
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import libc
 from .spec import SpecError
+
+if TYPE_CHECKING:
+    from .imagestore import ImageConfig
 
 # Host directories the `host` image shows. Absent ones are skipped; symlinks
 # (merged /usr: /bin -> usr/bin) are recreated as symlinks, not bound.
@@ -52,6 +56,32 @@ class Image:
     layers: tuple[str, ...]  # overlay lower dirs on the host, top first; () = skeleton only
     host_dirs: tuple[str, ...]  # host dirs shown read-only at the same path in the cell
     symlinks: tuple[tuple[str, str], ...]  # (cell path, target)
+    config: ImageConfig | None = None  # a pulled image's (imagestore.py); None: no defaults
+
+    def command(self, argv: tuple[str, ...]) -> tuple[str, ...]:
+        """What runs, by the rule container engines follow: the image's
+        Entrypoint, then the command given or else the image's Cmd."""
+        if self.config is None:
+            return argv
+        return (self.config.entrypoint or ()) + (argv or self.config.cmd or ())
+
+    def environment(self, base: dict[str, str], given: dict[str, str]) -> dict[str, str]:
+        """The program's environment: ours (`base`), under the image's `Env`,
+        under what the run gives."""
+        env = dict(base)
+        if self.config is not None:
+            for entry in self.config.env:
+                name, _, value = entry.partition("=")
+                env[name] = value
+        env.update(given)
+        return env
+
+    @property
+    def working_dir(self) -> str:
+        """The program's working directory: the image's WorkingDir, else /box."""
+        if self.config is not None and self.config.working_dir:
+            return self.config.working_dir
+        return "/box"
 
 
 def _host_image() -> Image:
@@ -173,14 +203,17 @@ def available_images() -> list[str]:
 
 
 def resolve_image(name: str) -> Image:
+    """`host`; an absolute path to a root directory; a root directory under the
+    images directory by name; else an image pulled into the layer store (by
+    name, `name@sha256:...` or its id, imagestore.py)."""
     if name == "host":
         return _host_image()
     if name.startswith("/"):
         path = Path(name)
-    elif _NAME_RE.match(name):
+    elif _NAME_RE.match(name) and (images_dir() / name).is_dir():
         path = images_dir() / name
     else:
-        raise SpecError(f"image: {name!r} is neither an image name nor an absolute path")
+        return _stored_image(name)
     if not path.is_dir():
         raise SpecError(
             f"image: no image {name!r} (looked for {path}); available: "
@@ -189,3 +222,16 @@ def resolve_image(name: str) -> Image:
     if not (path / "usr").is_dir() and not (path / "bin").exists():
         raise SpecError(f"image: {path} does not look like a root filesystem (no /usr or /bin)")
     return Image(name, (str(path.resolve()),), (), ())
+
+
+def _stored_image(ref: str) -> Image:
+    """A pulled image: its layers top first, as overlay lowers are listed."""
+    from .imagestore import LayerStore
+
+    store = LayerStore()
+    try:
+        stored = store.resolve(ref)
+        layers = tuple(store.layer_dir(diff_id) for diff_id in reversed(stored.layers))
+    except OSError as error:  # no store can be made here (no home directory, say)
+        raise SpecError(f"image: no image {ref!r}: the image store: {error}") from None
+    return Image(ref, layers, (), (), stored.config)

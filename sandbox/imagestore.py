@@ -271,9 +271,15 @@ class LayerStore:
         """Make the store if absent (0700), and refuse one that is not safe."""
         if self._ready:
             return
-        self.root.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(self.root, 0o700)  # the mode, not a later chmod: never readable
+        try:
+            self.root.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(self.root, 0o700)  # the mode, not a later chmod: never readable
+        except OSError as error:
+            raise StoreError(
+                f"image store: cannot make {self.root} ({error.strerror}); "
+                "set CELLBLOCK_STORE to a directory of your own"
+            ) from None
         st = os.lstat(self.root)
         if not stat.S_ISDIR(st.st_mode):
             raise StoreError(f"image store: {self.root} is not a directory (a symlink?)")

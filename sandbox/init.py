@@ -243,12 +243,13 @@ class Launch:
     recycle: bool = False  # after the run, renew the cell and wait for another (warm.py)
 
 
-def run_init(birth: Birth, cell: Channel, alive_r: int | None) -> None:
+def run_init(birth: Birth, cell: Channel, alive_r: int | None, layers: tuple[int, ...]) -> None:
     """The init's life, from the moment its ids are mapped: build the cell, wait
     for the run, start the program, supervise it, copy out, report; then exit,
     or, when the launch asks for it (a recycled cell, warm.py), renew every
     namespace but the user and PID ones and wait for the next run.
-    `alive_r` (forked by an outer process): EOF once the outer process died."""
+    `alive_r` (forked by an outer process): EOF once the outer process died.
+    `layers`: the image's layer directories (mounts.open_layers)."""
     code = 1
     try:
         libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -264,6 +265,7 @@ def run_init(birth: Birth, cell: Channel, alive_r: int | None) -> None:
         # is built in a copy of the mount namespace we were born with, which
         # stays as it is: a recycled cell's next root is built from it too.
         libc.mount(None, "/", None, libc.MS_REC | libc.MS_PRIVATE)
+        mounts.hold_layers(layers)
         pristine = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
         libc.unshare(libc.CLONE_NEWNS)
         bound = mounts.build_root(birth.plan)
@@ -304,6 +306,9 @@ def _run(
     for fd in [*stdio, *cgroup_fds, *([cgroup_dir] if cgroup_dir is not None else [])]:
         os.close(fd)
 
+    if launch.program.cwd != "/box":
+        # An image's WorkingDir need not exist in it: container engines make it.
+        os.makedirs(launch.program.cwd, 0o755, exist_ok=True)
     box = files.open_box()
     try:
         copy_in = [

@@ -19,7 +19,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import libc, userns
+from . import libc, mounts, userns
 from .channel import Channel
 from .init import Birth, note_command_line, report_error, run_init
 
@@ -236,6 +236,7 @@ def _outer(birth: Birth, cell: Channel, host: Channel, supervisor: int) -> None:
         host.close()
         _keep_only_fds([cell.fileno()])
         libc.unshare(NAMESPACES)
+        layers = mounts.open_layers(birth.plan.image)  # with our own rights, still
         cell.send("unshared")
         cell.expect("mapped")
         userns.become_cell_root(birth.idmap)
@@ -244,7 +245,7 @@ def _outer(birth: Birth, cell: Channel, host: Channel, supervisor: int) -> None:
         init_pid = os.fork()
         if init_pid == 0:
             os.close(alive_w)
-            run_init(birth, cell, alive_r)  # never returns
+            run_init(birth, cell, alive_r, layers)  # never returns
         os.close(alive_r)
         cell.close()
         _, status = os.waitpid(init_pid, 0)
@@ -270,11 +271,12 @@ def _cloned_init(
         # EOF here if the supervisor that cloned us died before PDEATHSIG was
         # armed (a maker's cell: see above; the caller holds the host end).
         cell.expect("mapped")
+        layers = mounts.open_layers(birth.plan.image)  # with our own rights, still
         userns.become_cell_root(birth.idmap)
     except BaseException as error:  # noqa: BLE001 - report anything, then die
         report_error(cell, f"init: {error}")
         os._exit(1)
-    run_init(birth, cell, alive_r=None)
+    run_init(birth, cell, None, layers)
 
 
 def _keep_only_fds(keep: list[int]) -> None:

@@ -40,6 +40,9 @@ from .images import MOUNT_POINTS, Image
 from .userns import limit_cell_namespace
 
 STAGING = "/tmp"
+# Where the init's first mount namespace holds the image's layers (hold_layers);
+# in each root's namespace the staging tmpfs covers it, once they are open.
+LAYER_HOLD = "/tmp"
 DEVICES = ("null", "zero", "full", "random", "urandom")
 DEV_SYMLINKS = (
     ("fd", "/proc/self/fd"),
@@ -64,13 +67,56 @@ class RootPlan:
     hidden: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
+def open_layers(image: Image) -> tuple[int, ...]:
+    """Open the image's layer directories (O_PATH, in the order of
+    `image.layers`): in the cell's first mount namespace, before the init takes
+    the cell's ids, so with the rights of the caller that makes the cell.
+
+    Why then: the layer store is a directory only its owner may enter (a
+    layer may hold a root-owned setuid file: no other host user may reach it),
+    and the init, once it is the cell's root, is not its owner."""
+    opened: list[int] = []
+    try:
+        for path in image.layers:
+            opened.append(os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
+    except BaseException:
+        for fd in opened:
+            os.close(fd)
+        raise
+    return tuple(opened)
+
+
+def hold_layers(layers: tuple[int, ...]) -> None:
+    """In the init's first mount namespace (the one every root of its life is
+    copied from): bind each layer opened by open_layers onto LAYER_HOLD/<i>, a
+    tmpfs of ours, and close the descriptors. In every copy of this namespace
+    the layers are then mounts reached by path without passing through the
+    store (an overlay takes only lower dirs of the mount namespace it is made
+    in, so a descriptor from another namespace would not do), and a layer is
+    the root of its mount: no submounts beneath it."""
+    if not layers:
+        return
+    libc.mount("cellblock-layers", LAYER_HOLD, "tmpfs", libc.MS_NOSUID | libc.MS_NODEV, "mode=0755")
+    for index, fd in enumerate(layers):
+        target = f"{LAYER_HOLD}/{index}"
+        os.mkdir(target, 0o755)
+        libc.mount(_fd_path(fd), target, None, libc.MS_BIND)
+        libc.mount_setattr(target, READ_ONLY, recursive=False)
+        os.close(fd)
+
+
 def build_root(plan: RootPlan) -> list[str]:
     """Build the cell's root and pivot into it; afterwards cwd is /box. Returns
     the host directories that had to be bound (their inodes are the host's)."""
-    # Pin the image's host directories by fd before the staging tmpfs can hide them.
+    # Pin the image's layers (held by hold_layers) and host directories by fd
+    # before the staging tmpfs can hide them.
+    layers = [
+        os.open(f"{LAYER_HOLD}/{index}", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        for index in range(len(plan.image.layers))
+    ]
     sources = {
         path: os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        for path in plan.image.layers + plan.image.host_dirs
+        for path in plan.image.host_dirs
     }
     libc.mount(None, "/", None, libc.MS_REC | libc.MS_PRIVATE)
     libc.mount(
@@ -85,7 +131,7 @@ def build_root(plan: RootPlan) -> list[str]:
         os.mkdir(directory, 0o755)
     _make_skeleton(skeleton, plan)
 
-    lowers = [skeleton] + [_fd_path(sources[layer]) for layer in plan.image.layers]
+    lowers = [skeleton] + [_fd_path(fd) for fd in layers]
     libc.mount(
         "cellblock-root",
         root,
@@ -104,7 +150,7 @@ def build_root(plan: RootPlan) -> list[str]:
             hidden.get(host_dir, ()),
         )
     ]
-    for fd in sources.values():
+    for fd in [*layers, *sources.values()]:
         os.close(fd)
 
     # /box is a mount point of its own: the program (cell root in a size-1 map

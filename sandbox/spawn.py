@@ -180,6 +180,7 @@ class ProgramStart:
     bpf: bytes
     landlock: landlock.Ruleset | None = None
     notify: bool = False  # the filter sends calls to the init (locks.py): load it with a listener
+    cwd: str = "/box"  # the working directory, in the cell's root (an image's WorkingDir)
 
 
 @dataclass
@@ -262,17 +263,16 @@ def prepare_program(
     fds: list[int],
     join_fds: list[int],
     cgroup_dir: int | None = None,
-    cwd: str = "/box",
 ) -> PendingProgram:
     """Make the program's process: it puts `fds` at 0..n-1, is born in `cgroup_dir`
     (v2, when the kernel lets us) or else writes itself into each of `join_fds`
     (cgroup.procs), empties its bounding set and waits. It holds copies of the fds:
-    the caller may close its own at once. After `go` it runs with cwd `cwd` (checked
-    to be in the root the caller has then, SECURITY.md rule 5)."""
+    the caller may close its own at once. After `go` it runs with cwd `start.cwd`
+    (checked to be in the root the caller has then, SECURITY.md rule 5)."""
     lib = _lib
     if lib is None:
         raise SpawnUnavailable("spawn.load() was not called before the cell was made")
-    args, keep = _arguments(start, fds, join_fds, cgroup_dir, cwd)
+    args, keep = _arguments(start, fds, join_fds, cgroup_dir, start.cwd)
     ours = None
     if start.notify:  # the child sends its seccomp listener on the other end
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)

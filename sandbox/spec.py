@@ -277,7 +277,7 @@ class RunSpec:
     readonly: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if not self.argv:
+        if not self.argv and self.image == "host":  # another image may have its own command
             raise SpecError("command: nothing to run (give a command after --)")
         if any(not isinstance(a, str) or "\0" in a for a in self.argv):
             raise SpecError("command: arguments must be strings without NUL bytes")
@@ -294,11 +294,6 @@ class RunSpec:
         for path in self.readonly:
             if cell_path(path) not in copied:
                 raise SpecError(f"readonly: {path!r} is not a copy-in destination")
-
-    def environment(self) -> dict[str, str]:
-        env = dict(BASE_ENV)
-        env.update(self.env)
-        return env
 
 
 def cell_path(path: str) -> str:

@@ -125,6 +125,28 @@ def test_image_is_read_only_and_writes_vanish(cell):
     assert lines[0] == "2" and lines[1:] == [], again.stdout  # two errors, empty /box
 
 
+def test_image_in_a_directory_only_its_owner_may_enter(cell, scratch_dir):
+    """A root filesystem beneath a directory only the caller may enter (as the
+    layer store is: mode 0700) runs: its layers are opened by the process that
+    makes the cell and handed to the init, which runs as the cell's ids."""
+    top = scratch_dir / f"private-{uuid.uuid4().hex}"
+    rootfs = top / "rootfs"
+    (rootfs / "bin").mkdir(parents=True)
+    (rootfs / "etc").mkdir()
+    (rootfs / "usr").mkdir()
+    (rootfs / "bin" / "busybox").write_bytes(Path("/bin/busybox").read_bytes())
+    (rootfs / "bin" / "busybox").chmod(0o755)
+    (rootfs / "bin" / "sh").symlink_to("busybox")
+    (rootfs / "etc" / "motd").write_text("from the image\n")
+    owner = (0, 0) if cell.user is None else (cell.user.pw_uid, cell.user.pw_gid)
+    for path in [top, *top.rglob("*")]:
+        os.chown(path, *owner, follow_symlinks=False)
+    top.chmod(0o700)
+    result = cell.run(["/bin/sh", "-c", "cat /etc/motd; ls /usr"], image=str(rootfs))
+    assert result.status == "OK", result.message
+    assert result.stdout == "from the image\n"
+
+
 def test_environment_is_fixed(cell, monkeypatch):
     monkeypatch.setenv("CELLBLOCK_WORKER_SECRET", "do-not-leak")
     result = cell.run(["env"], env={"EXTRA": "1"})
