@@ -59,11 +59,13 @@ class Image:
     config: ImageConfig | None = None  # a pulled image's (imagestore.py); None: no defaults
 
     def command(self, argv: tuple[str, ...]) -> tuple[str, ...]:
-        """What runs, by the rule container engines follow: the image's
-        Entrypoint, then the command given or else the image's Cmd."""
-        if self.config is None:
+        """What runs: the command given, exactly; with none, the image's own
+        (Entrypoint + Cmd). Unlike `docker run`, a command given does not go
+        after the Entrypoint: a judge's language says the whole argv, which
+        must mean the same in every image."""
+        if argv or self.config is None:
             return argv
-        return (self.config.entrypoint or ()) + (argv or self.config.cmd or ())
+        return (self.config.entrypoint or ()) + (self.config.cmd or ())
 
     def environment(self, base: dict[str, str], given: dict[str, str]) -> dict[str, str]:
         """The program's environment: ours (`base`), under the image's `Env`,

@@ -53,13 +53,12 @@ def image(cell, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
 
 def test_the_cell_sees_the_images_layers_merged(cell, image):
-    # The image's Entrypoint is `sh -c`: a command is that shell's script.
-    result = cell.run([LIST_VIEW], image=image)
+    result = cell.run(["sh", "-c", LIST_VIEW], image=image)
     assert result.status == "OK", result.message
     assert result.stdout == MERGED_VIEW
     # The host's directories are not there: the image has no /usr, and its
     # /etc is its own.
-    result = cell.run(["ls /usr; ls /etc"], image=image)
+    result = cell.run(["sh", "-c", "ls /usr; ls /etc"], image=image)
     assert "No such file" in result.stderr
     assert result.stdout == "hostname\n"
 
@@ -69,9 +68,11 @@ def test_the_images_config_applies(cell, image):
     own = cell.run([], image=image)
     assert own.status == "OK", own.message
     assert own.stdout == "hello world\n"
-    # A command replaces Cmd, after the Entrypoint; WorkingDir is the cwd; the
-    # run's --env wins over the image's.
-    given = cell.run(["pwd; echo $GREETING; echo $PATH"], image=image, env={"GREETING": "hi"})
+    # A command given runs as it is (Entrypoint and Cmd are the default
+    # command only); WorkingDir is the cwd; the run's --env wins over the image's.
+    given = cell.run(
+        ["sh", "-c", "pwd; echo $GREETING; echo $PATH"], image=image, env={"GREETING": "hi"}
+    )
     assert given.status == "OK", given.message
     assert given.stdout == "/data\nhi\n/bin\n"
 
@@ -81,11 +82,11 @@ def test_writes_vanish_with_the_run(cell, image):
     # the program runs as the caller's own (no subordinate ids), which may then
     # change them, in its run's upper layer only.
     first = cell.run(
-        ["echo changed > /etc/hostname || echo refused; echo t > /tmp/t; echo b > /box/b"],
+        ["sh", "-c", "echo new > /etc/hostname || echo refused; echo t > /tmp/t; echo b > /box/b"],
         image=image,
     )
     assert first.stdout == ("" if cell.mode == "user-shared" else "refused\n"), first.stderr
-    again = cell.run(["cat /etc/hostname; ls /tmp /box"], image=image)
+    again = cell.run(["sh", "-c", "cat /etc/hostname; ls /tmp /box"], image=image)
     assert again.stdout == "cell\n/box:\n\n/tmp:\n"
 
 
@@ -101,7 +102,7 @@ def test_recycled_cells_run_an_image_again_and_again(tmp_path, monkeypatch):
     try:
         for _ in range(4):
             result = sandbox.run(
-                [LIST_VIEW + "; echo x > /tmp/x; touch /box/y; ls /tmp /box"],
+                ["sh", "-c", LIST_VIEW + "; echo x > /tmp/x; touch /box/y; ls /tmp /box"],
                 image="recycled:1",
             )
             assert result.status == "OK", result.message
@@ -122,7 +123,6 @@ def test_an_image_of_sixty_layers(tmp_path, monkeypatch):
     layout = make_layout(tmp_path / "tall", "tall", layers, {"Env": ["PATH=/bin"]})
     ok(cli("pull", "--name", "tall:1", layout.oci()))
     result = sandbox.run(["/bin/sh", "-c", "ls /l | wc -l; cat /l/62"], image="tall:1")
-    # (no Entrypoint in this one: the command is the whole argv)
     assert result.status == "OK", result.message
     assert result.stdout.split() == ["63", "62"]
 
