@@ -15,6 +15,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 from sandbox.spec import SpecError, read_limit, show_default
 from worker.checkers import CheckerError, build_checker
 from worker.pipeline import JUDGE_DEFAULTS, RunLimits, judge_limit_fields, request_name
+from worker.request import RequestError, check_image
 from worker.results import DEFAULT_FEEDBACK, FEEDBACK_LEVELS
 
 from .settings import Settings
@@ -77,6 +78,11 @@ class CheckerProgram(Strict):
 class SubmissionIn(Strict):
     language: Text = Field(..., description="a language id (GET /v1/languages)")
     source: Text
+    image: Text | None = Field(
+        None,
+        description="run in this image instead of the language's: one of the operator's "
+        "allowed images (CELLBLOCK_ALLOWED_IMAGES), others are refused",
+    )
     stdin: Text | None = None
     expected_output: Text | None = None
     tests: list[TestIn] | None = None
@@ -175,6 +181,10 @@ def normalize(
         raise RequestInvalid(
             (*loc, "source"), f"larger than {settings.max_source} bytes", status=413
         )
+    try:
+        check_image(sub.image)
+    except RequestError as error:
+        raise RequestInvalid((*loc, "image"), str(error)) from None
     checker: Any = None
     if isinstance(sub.checker, str):
         try:  # a built-in's name: a path would name a file of the worker's machine
@@ -220,6 +230,7 @@ def normalize(
     return {
         "language": sub.language,
         "source": sub.source,
+        "image": sub.image,
         "tests": tests,
         "stdin": sub.stdin,
         "expected_output": sub.expected_output,

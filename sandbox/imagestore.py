@@ -125,6 +125,9 @@ class ImageConfig:
     user: str = ""
     entrypoint: tuple[str, ...] | None = None
     cmd: tuple[str, ...] | None = None
+    # (key, value) sorted: what the image says of itself (scripts/build-images
+    # lists its packages' versions here); pairs, not a dict, to stay hashable
+    labels: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_oci(cls, config: dict) -> ImageConfig:
@@ -150,7 +153,18 @@ class ImageConfig:
             user=string(config.get("User")),
             entrypoint=strings(config.get("Entrypoint")),
             cmd=strings(config.get("Cmd")),
+            labels=_labels(config.get("Labels")),
         )
+
+
+def _labels(value: object) -> tuple[tuple[str, str], ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ImageError(f"image config: Labels {value!r} is not an object of strings")
+    return tuple(sorted(value.items()))
 
 
 @dataclass(frozen=True)
@@ -171,7 +185,9 @@ class StoredImage:
         return self.id.split(":", 1)[1][:12]
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        data["config"]["labels"] = dict(self.config.labels)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> StoredImage:
@@ -179,9 +195,9 @@ class StoredImage:
         values: dict[str, Any] = {
             k: tuple(v) if isinstance(v, list) else v
             for k, v in data.get("config", {}).items()
-            if k in known
+            if k in known and k != "labels"
         }
-        config = ImageConfig(**values)
+        config = ImageConfig(**values, labels=_labels(data.get("config", {}).get("labels")))
         return cls(
             id=check_digest(data["id"], "image record"),
             layers=tuple(check_digest(d, "image record") for d in data["layers"]),

@@ -216,6 +216,7 @@ class ProgramChecker(Checker):
             readonly=self.program.readonly,
             seccomp=language.seccomp,
             env=language.run_env,
+            image=language.image,
             **limits,
         )
         return interpret_exit(result, "checker", self.program.language)

@@ -261,6 +261,7 @@ def languages_main(args: argparse.Namespace) -> int:
                 "id": language.id,
                 "name": language.name,
                 "installed": installed,
+                "image": language.image,
                 "version": language.version() if installed else "",
                 "source": language.source,
                 "compile": list(language.compile) if language.compile else None,
@@ -274,5 +275,6 @@ def languages_main(args: argparse.Namespace) -> int:
     name_width = max((len(row["name"]) for row in rows), default=4)
     for row in rows:
         version = row["version"] if row["installed"] else "(not installed)"
-        print(f"{row['id'].ljust(width)}  {row['name'].ljust(name_width)}  {version}")
+        where = "" if row["image"] == "host" else f"  [image {row['image']}]"
+        print(f"{row['id'].ljust(width)}  {row['name'].ljust(name_width)}  {version}{where}")
     return 0

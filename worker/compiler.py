@@ -87,6 +87,7 @@ def compile_program(
         copy_in=files,
         copy_out=[ARTIFACTS_TAR],
         env=language.compile_env,
+        image=language.image,
         **limits,
     )
     result = _cut(result)

@@ -75,6 +75,7 @@ def run_interactive(
         readonly=interactor.readonly,
         seccomp=interactor.language.seccomp,
         env=interactor.language.run_env,
+        image=interactor.language.image,
         stdin_fd=to_interactor_r,
         stdout_fd=to_solution_w,
     )

@@ -9,6 +9,8 @@ A language file (the file name is the language id, `cpp.toml` -> `cpp`):
     run = ["./main"]                    # argv of every test run
     version = ["g++", "-dumpfullversion"]  # first line of its output is the version
     seccomp = "default"                 # optional seccomp profile of the runs
+    image = "cellblock/python-sci:bookworm"  # optional: the image its compiler and runtime
+                                        # come from (`cellblock image pull`); default host
     oom_exit_code = 3                   # optional: the runtime's "my heap limit is full"
                                         # exit (the JVM's -XX:+ExitOnOutOfMemoryError): MLE
     crash_marker = "Traceback (most"    # optional: stderr text of an uncaught exception, which
@@ -39,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from profiles import LANGUAGES_DIR
-from sandbox.spec import BASE_ENV, parse_size
+from sandbox.spec import BASE_ENV, SpecError, parse_size
 
 
 class LanguageError(ValueError):
@@ -80,6 +82,7 @@ class Language:
     compile_limits: dict[str, object] = field(default_factory=dict)
     compile_env: dict[str, str] = field(default_factory=dict)
     run_env: dict[str, str] = field(default_factory=dict)
+    image: str = "host"  # where the toolchain is: the host's /usr, or a pulled image
     path: Path | None = None
 
     @property
@@ -91,18 +94,25 @@ class Language:
         return [arg.format(**values) for arg in self.run]
 
     def executables(self) -> list[str]:
-        """The host programs the language needs (the cell sees the host's /usr)."""
+        """The programs the language needs, by name (searched on the cell's PATH)."""
         wanted = [self.run[0]]
         if self.compile:
             wanted.insert(0, self.compile[0])
         return [name for name in wanted if "/" not in name]
 
     def installed(self) -> bool:
+        """Whether its cells can run: for the host image, its programs are on the
+        host; for another, the image is in the layer store (its programs are
+        what the image has: version() runs in it)."""
+        if self.image != "host":
+            return _image_present(self.image)
         path = BASE_ENV["PATH"]  # what the cell will search, not the caller's PATH
         return all(shutil.which(name, path=path) for name in self.executables())
 
     def version(self) -> str:
         """The toolchain's version line, or '' when it cannot be had."""
+        if self.image != "host":
+            return _version_in_image(self.image, self.version_command)
         return _version(self.version_command)
 
     def compile_limit_options(self) -> dict[str, Any]:
@@ -131,6 +141,33 @@ def _version(command: tuple[str, ...]) -> str:
     return ""
 
 
+def _image_present(image: str) -> bool:
+    from sandbox.images import resolve_image
+
+    try:
+        resolve_image(image)
+    except SpecError:
+        return False
+    return True
+
+
+@cache
+def _version_in_image(image: str, command: tuple[str, ...]) -> str:
+    """The version line of a toolchain in an image, asked in a cell of it."""
+    if not command:
+        return ""
+    import sandbox
+
+    try:
+        result = sandbox.run(list(command), image=image, time=10, wall_time=20, memory="1G")
+    except SpecError:
+        return ""
+    for line in (result.stdout + "\n" + result.stderr).splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
 def languages_dir() -> Path:
     return Path(os.environ.get("CELLBLOCK_LANGUAGES", LANGUAGES_DIR))
 
@@ -151,6 +188,13 @@ def _table(data: dict, key: str, path: Path) -> dict:
     if not isinstance(value, dict):
         raise LanguageError(f"{path}: [{key}] must be a table")
     return value
+
+
+def _image_ref(data: dict, path: Path) -> str:
+    image = data.get("image", "host")
+    if not isinstance(image, str) or not image or any(c.isspace() for c in image):
+        raise LanguageError(f"{path}: 'image' must be an image reference (default 'host')")
+    return image
 
 
 def load_language(path: Path) -> Language:
@@ -214,6 +258,7 @@ def load_language(path: Path) -> Language:
         compile_limits=dict(compile_limits),
         compile_env=envs["compile_env"],
         run_env=envs["run_env"],
+        image=_image_ref(data, path),
         path=path,
     )
 

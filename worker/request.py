@@ -6,6 +6,7 @@ and a batch item (worker/batch.py) are both this JSON object, parsed by
 sections 3 and 4):
 
     {"language": "python3", "source": "...",
+     "image": "name:tag" | null,                # an allowed image instead of the language's
      "test": "assert f() == 1",                 # appended to the source
      "tests": [{"name", "input", "output", "score"}] | null,
      "tests_dir": "path/to/tests",              # host paths only (a batch)
@@ -22,6 +23,8 @@ Without tests (neither `tests` nor `tests_dir`), the submission is one run on
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,8 +44,32 @@ from .testsets import TestCase, TestSetError, from_data, load_dir
 DEFAULTABLE = ("limits", "checker", "stop_on_failure", "recheck_tle", "feedback")
 
 
+# The images a submission may name (comma-separated references, exactly as
+# pulled); the default is none: a submission runs in its language's image. A
+# batch given by the operator may name any image.
+ALLOWED_IMAGES_VARIABLE = "CELLBLOCK_ALLOWED_IMAGES"
+
+
 class RequestError(ValueError):
     """A request that cannot be judged as given; the message names the field."""
+
+
+def allowed_images() -> frozenset[str]:
+    raw = os.environ.get(ALLOWED_IMAGES_VARIABLE, "")
+    return frozenset(ref.strip() for ref in raw.split(",") if ref.strip())
+
+
+def check_image(image: object, host_paths: bool = False) -> str | None:
+    """A submission's `image`: None, or a reference it may use (RequestError)."""
+    if image is None:
+        return None
+    if not isinstance(image, str) or not image:
+        raise RequestError("image: expected an image reference")
+    allowed = allowed_images()
+    if not host_paths and image not in allowed:
+        names = ", ".join(sorted(allowed)) or f"none: the operator sets {ALLOWED_IMAGES_VARIABLE}"
+        raise RequestError(f"image: {image!r} is not allowed here (allowed: {names})")
+    return image
 
 
 @dataclass
@@ -78,6 +105,9 @@ class JudgeRequest:
         given.update({key: data[key] for key in DEFAULTABLE if data.get(key) is not None})
         try:
             language = get_language(_text(data, "language"))
+            image = check_image(data.get("image"), host_paths)
+            if image is not None:
+                language = dataclasses.replace(language, image=image)
             source = _text(data, "source")
             if data.get("test") is not None:
                 source += "\n" + _text(data, "test") + "\n"

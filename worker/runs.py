@@ -112,6 +112,7 @@ def cell_spec(
         readonly=program.readonly,
         seccomp=program.language.seccomp,
         env=program.language.run_env,
+        image=program.language.image,
     )
 
 
