@@ -231,6 +231,11 @@ def _stored_image(ref: str) -> Image:
     from .imagestore import LayerStore
 
     store = LayerStore()
+    if not store.root.exists():  # asking must not make a store
+        raise SpecError(
+            f"image: no image {ref!r}: nothing pulled yet ({store.root} does not exist; "
+            "cellblock image pull REF)"
+        )
     try:
         stored = store.resolve(ref)
         layers = tuple(store.layer_dir(diff_id) for diff_id in reversed(stored.layers))
