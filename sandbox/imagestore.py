@@ -249,6 +249,32 @@ class Staged:
         return path
 
 
+def layers_unsupported(directory: str) -> str | None:
+    """Why layers cannot be unpacked in `directory`, or None. A layer's
+    whiteouts are 0/0 character devices, which an overlayfs (a container's
+    root, say) takes for whiteouts of its own instead of keeping them as
+    files; its opaque directories are `user.*` xattrs, which tmpfs has only
+    from Linux 6.6. ext4, xfs and btrfs have both."""
+    probe = os.path.join(directory, f".probe-{secrets.token_hex(4)}")
+    os.mkdir(probe, 0o700)
+    try:
+        whiteout = os.path.join(probe, "w")
+        try:
+            os.mknod(whiteout, stat.S_IFCHR, os.makedev(0, 0))
+        except OSError as error:
+            return f"a whiteout (a 0/0 device) cannot be made: {error.strerror}"
+        st = os.lstat(whiteout)
+        if not (stat.S_ISCHR(st.st_mode) and st.st_rdev == 0):
+            return "a whiteout (a 0/0 device) does not stay a file"
+        try:
+            os.setxattr(probe, "user.overlay.opaque", b"y")
+        except OSError as error:
+            return f"no user.* xattrs: {error.strerror}"
+        return None
+    finally:
+        shutil.rmtree(probe, ignore_errors=True)
+
+
 def _rmtree(path: Path) -> None:
     """Remove a tree that may hold directories without write permission (the
     unpacker gives directories their layer's modes, 0555 and the like): each
@@ -421,6 +447,13 @@ class LayerStore:
             self._clean_tmp()
             path = self.root / "tmp" / f"pull-{secrets.token_hex(8)}"
             os.mkdir(path, 0o700)
+            why = layers_unsupported(str(path))
+            if why is not None:
+                os.rmdir(path)
+                raise StoreError(
+                    f"image store: the file system of {self.root} cannot hold image layers "
+                    f"({why}); set CELLBLOCK_STORE to a directory on ext4, xfs or btrfs"
+                )
             fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             fcntl.flock(fd, fcntl.LOCK_EX)  # before anyone may look: the store lock is held
         try:

@@ -417,3 +417,36 @@ def bare(scratch_dir: Path, test_user) -> Bare:
     directory.mkdir(exist_ok=True)
     directory.chmod(0o755)
     return Bare(directory)
+
+
+@pytest.fixture(scope="session")
+def layer_fs() -> Iterator[Path]:
+    """Where tests unpack image layers: the temp directory if its file system
+    holds layers (imagestore.layers_unsupported), else (as root) an ext4 image
+    mounted on a loop device (scripts/vm-test's /tmp is an overlay; Debian
+    12's tmpfs has no user xattrs)."""
+    from sandbox.imagestore import layers_unsupported
+
+    base = tempfile.gettempdir()
+    why = layers_unsupported(base)
+    if why is None:
+        yield Path(base)
+        return
+    needs_root(f"{base} cannot hold layers ({why}) and only root can mount one that can")
+    top = Path(tempfile.mkdtemp(prefix="cellblock-layer-fs-"))
+    top.chmod(0o755)  # the unprivileged tests' users go through it
+    image, mnt = top / "ext4.img", top / "mnt"
+    mnt.mkdir()
+    with open(image, "wb") as out:
+        out.truncate(2 << 30)  # sparse: what the tests write, not 2 GiB
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True)
+    # mount(8) does not load the loop driver (a VM's fresh kernel may not have it yet).
+    subprocess.run(["modprobe", "loop"], check=False, capture_output=True)
+    subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], check=True)
+    try:
+        mnt.chmod(0o1777)
+        assert layers_unsupported(str(mnt)) is None
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+        shutil.rmtree(top, ignore_errors=True)

@@ -28,11 +28,19 @@ LIST_VIEW = "for d in etc opq data; do echo $d:$(ls /$d); done"
 
 
 @pytest.fixture
-def image(cell, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def work(layer_fs: Path) -> Iterator[Path]:
+    """A directory for layouts and stores, on a file system that holds layers."""
+    path = Path(tempfile.mkdtemp(prefix="cellblock-imgrun-", dir=layer_fs))
+    path.chmod(0o755)
+    yield path
+    subprocess.run(["chmod", "-R", "u+rwX", str(path)], check=False)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def image(cell, work: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """four_layers' image pulled (from an OCI layout) into the store the
     runner's cells use, under a name of its own; removed and pruned after."""
-    work = Path(tempfile.mkdtemp(prefix="cellblock-imgrun-"))
-    work.chmod(0o755)
     name = f"cellblock-test/base-{uuid.uuid4().hex[:8]}:1"
     layout = four_layers(work / "layout", ref="base")
     user = None if cell.user is None else cell.user.pw_name
@@ -48,8 +56,6 @@ def image(cell, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     finally:
         cli("rm", name, user=user, env=env)
         cli("prune", user=user, env=env)
-        subprocess.run(["chmod", "-R", "u+rwX", str(work)], check=False)
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def test_the_cell_sees_the_images_layers_merged(cell, image):
@@ -90,13 +96,12 @@ def test_writes_vanish_with_the_run(cell, image):
     assert again.stdout == "cell\n/box:\n\n/tmp:\n"
 
 
-def test_recycled_cells_run_an_image_again_and_again(tmp_path, monkeypatch):
+def test_recycled_cells_run_an_image_again_and_again(work, monkeypatch):
     """A recycled cell builds each run's root anew from the layers its init
     holds: the view is the image's every time, and a run's writes are gone."""
     needs_root("in-process cells as root; the unprivileged runs are the CLI's")
-    tmp_path.chmod(0o755)
-    monkeypatch.setenv("CELLBLOCK_STORE", str(tmp_path / "store"))
-    layout = four_layers(tmp_path / "layout", ref="base")
+    monkeypatch.setenv("CELLBLOCK_STORE", str(work / "store"))
+    layout = four_layers(work / "layout", ref="base")
     ok(cli("pull", "--name", "recycled:1", layout.oci()))
     sandbox.recycle_cells()
     try:
@@ -109,18 +114,16 @@ def test_recycled_cells_run_an_image_again_and_again(tmp_path, monkeypatch):
             assert result.stdout == MERGED_VIEW + "/box:\ny\n\n/tmp:\nx\n"
     finally:
         sandbox.recycle_cells(False)
-        subprocess.run(["chmod", "-R", "u+rwX", str(tmp_path)], check=False)
 
 
-def test_an_image_of_sixty_layers(tmp_path, monkeypatch):
+def test_an_image_of_sixty_layers(work, monkeypatch):
     """Each layer is its own overlay lower: 64 of them fit the mount's options."""
     needs_root("in-process cells as root")
-    tmp_path.chmod(0o755)
-    monkeypatch.setenv("CELLBLOCK_STORE", str(tmp_path / "store"))
+    monkeypatch.setenv("CELLBLOCK_STORE", str(work / "store"))
     layers = [[Entry("bin/"), Entry("bin/busybox", Path("/bin/busybox").read_bytes(), 0o755)]]
     layers[0].append(Entry("bin/sh", link="busybox"))
     layers += [[Entry("l/"), Entry(f"l/{index:02d}", f"{index}\n".encode())] for index in range(63)]
-    layout = make_layout(tmp_path / "tall", "tall", layers, {"Env": ["PATH=/bin"]})
+    layout = make_layout(work / "tall", "tall", layers, {"Env": ["PATH=/bin"]})
     ok(cli("pull", "--name", "tall:1", layout.oci()))
     result = sandbox.run(["/bin/sh", "-c", "ls /l | wc -l; cat /l/62"], image="tall:1")
     assert result.status == "OK", result.message

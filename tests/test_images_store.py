@@ -538,3 +538,24 @@ def test_as_an_unprivileged_user(registry: str, scratch: Path, user: str) -> Non
     out = ok(cli("prune", user=user, env=env))
     assert "4 layers" in out
     store_is_empty(root)
+
+
+@pytest.mark.needs_root  # mounts an overlay (in a mount namespace of its own)
+def test_a_store_that_cannot_hold_layers_is_refused_clearly(scratch: Path) -> None:
+    """On an overlayfs (a container's root) whiteouts cannot be kept as files:
+    the pull says so and what to do, instead of failing at the first one."""
+    layout = four_layers(scratch / "layout")
+    for name in ("lower", "upper", "work", "merged"):
+        (scratch / name).mkdir()
+    script = (
+        f"mount -t overlay overlay -o lowerdir={scratch}/lower,upperdir={scratch}/upper,"
+        f"workdir={scratch}/work {scratch}/merged && "
+        f'PYTHONPATH={REPO} CELLBLOCK_STORE={scratch}/merged/store "$0" -m cellblock image '
+        f"pull {layout.oci()}"
+    )
+    done = subprocess.run(
+        ["unshare", "-m", "sh", "-c", script, PYTHON], capture_output=True, text=True
+    )
+    assert done.returncode == 1, done.stderr
+    assert "cannot hold image layers" in done.stderr, done.stderr
+    assert "CELLBLOCK_STORE" in done.stderr

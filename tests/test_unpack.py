@@ -117,56 +117,6 @@ def tree(top: Path, skip: Path | None = None) -> dict[str, tuple]:
     return seen
 
 
-def _holds_layers(directory: str) -> str | None:
-    """Why layers cannot be unpacked in `directory` as the store needs, or None.
-
-    The store's file system must keep a 0/0 device as a file (an overlayfs
-    such as scripts/vm-test's /tmp takes it for a whiteout of its own) and
-    user.* xattrs (tmpfs has them only from Linux 6.6)."""
-    probe = tempfile.mkdtemp(prefix="cellblock-unpack-probe-", dir=directory)
-    try:
-        os.mknod(os.path.join(probe, "w"), stat.S_IFCHR, os.makedev(0, 0))
-        st = os.lstat(os.path.join(probe, "w"))
-        if not (stat.S_ISCHR(st.st_mode) and st.st_rdev == 0):
-            return "a 0/0 device does not stay a file"
-        os.setxattr(probe, "user.overlay.opaque", b"y")
-        return None
-    except OSError as error:
-        return f"{error.strerror} ({error.filename or 'setxattr user.*'})"
-    finally:
-        shutil.rmtree(probe, ignore_errors=True)
-
-
-@pytest.fixture(scope="session")
-def layer_fs() -> Iterator[Path]:
-    """Where the tests unpack: the temp directory if its file system holds
-    layers, else (as root) an ext4 image mounted on a loop device."""
-    base = tempfile.gettempdir()
-    why = _holds_layers(base)
-    if why is None:
-        yield Path(base)
-        return
-    if os.geteuid() != 0:
-        pytest.skip(f"{base} cannot hold layers ({why}) and only root can mount one that can")
-    top = Path(tempfile.mkdtemp(prefix="cellblock-unpack-fs-"))
-    top.chmod(0o755)  # the unprivileged test's user goes through it
-    image, mnt = top / "ext4.img", top / "mnt"
-    mnt.mkdir()
-    with open(image, "wb") as out:
-        out.truncate(1 << 30)  # sparse: what the tests write, not a GiB
-    subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True)
-    # mount(8) does not load the loop driver (a VM's fresh kernel may not have it yet).
-    subprocess.run(["modprobe", "loop"], check=False, capture_output=True)
-    subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], check=True)
-    try:
-        mnt.chmod(0o1777)
-        assert _holds_layers(str(mnt)) is None
-        yield mnt
-    finally:
-        subprocess.run(["umount", str(mnt)], check=False)
-        shutil.rmtree(top, ignore_errors=True)
-
-
 @pytest.fixture
 def world(layer_fs: Path) -> Iterator[Path]:
     """A throwaway tree: `victim/` (a directory and a secret file an attack
