@@ -21,6 +21,7 @@ import os
 import re
 import stat
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -67,7 +68,7 @@ class Image:
             return argv
         return (self.config.entrypoint or ()) + (self.config.cmd or ())
 
-    def environment(self, base: dict[str, str], given: dict[str, str]) -> dict[str, str]:
+    def environment(self, base: Mapping[str, str], given: Mapping[str, str]) -> dict[str, str]:
         """The program's environment: ours (`base`), under the image's `Env`,
         under what the run gives."""
         env = dict(base)
