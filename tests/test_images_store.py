@@ -46,7 +46,9 @@ from image_support import (
 from sandbox.imagestore import ImageError, LayerStore
 from sandbox.pull import PullError, PullOptions, pull
 
-USERS = ("cbsub", "cbshared")  # with and without subordinate ids; the store needs neither
+# The suite's unprivileged users (conftest.py), with and without subordinate
+# ids; the store needs neither.
+USERS = ("test_user", "shared_test_user")
 
 
 @pytest.fixture(autouse=True)
@@ -448,7 +450,9 @@ def test_an_open_store_is_refused(scratch: Path) -> None:
 
 
 @pytest.mark.needs_root
-def test_another_user_cannot_reach_a_layer(scratch: Path, store: LayerStore) -> None:
+def test_another_user_cannot_reach_a_layer(
+    scratch: Path, store: LayerStore, shared_test_user
+) -> None:
     """SECURITY.md rule 29: a setuid-root file of a layer root pulled, out of
     another user's reach; with the store opened (the mechanism taken out)
     it is reachable, and the store refuses to work."""
@@ -460,7 +464,7 @@ def test_another_user_cannot_reach_a_layer(scratch: Path, store: LayerStore) -> 
     assert (st.st_uid, st.st_mode & 0o7777) == (0, 0o4755)
 
     def reachable() -> bool:
-        probe = ["runuser", "-u", "cbshared", "--", "test", "-x", str(path)]
+        probe = ["runuser", "-u", shared_test_user.pw_name, "--", "test", "-x", str(path)]
         return subprocess.run(probe, check=False).returncode == 0
 
     assert not reachable()
@@ -499,11 +503,12 @@ def test_cellblock_run_does_not_import_the_image_code(store: LayerStore) -> None
 
 
 @pytest.mark.needs_root
-@pytest.mark.parametrize("user", USERS)
-def test_as_an_unprivileged_user(registry: str, scratch: Path, user: str) -> None:
-    import pwd
-
-    entry = pwd.getpwnam(user)
+@pytest.mark.parametrize("user_fixture", USERS)
+def test_as_an_unprivileged_user(
+    registry: str, scratch: Path, user_fixture: str, request: pytest.FixtureRequest
+) -> None:
+    entry = request.getfixturevalue(user_fixture)
+    user = entry.pw_name
     home = scratch / f"home-{user}"
     home.mkdir()
     os.chown(home, entry.pw_uid, entry.pw_gid)
