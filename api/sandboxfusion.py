@@ -70,16 +70,7 @@ from sandbox.spec import SpecError, cell_path
 
 from . import v1
 from .auth import Principal, authenticate
-from .models import (
-    FileIn,
-    LimitsIn,
-    Number,
-    RequestInvalid,
-    SubmissionIn,
-    Text,
-    job_timeout,
-    normalize,
-)
+from .models import Number, RequestInvalid, SubmissionIn, Text, job_timeout, normalize
 
 router = APIRouter(prefix="/sandboxfusion", tags=["sandboxfusion"])
 
@@ -129,7 +120,7 @@ LANGUAGES = {
     "bash": "bash",
     "rust": "rust",
 }
-# SandboxFusion's client skips a file whose name holds this (its datasets use it).
+# SandboxFusion skips a given file whose name holds this (its datasets use it).
 IGNORED_FILE_MARK = "IGNORE_THIS_FILE"
 
 # Where a refusal of the mapped submission points, in SandboxFusion's names.
@@ -197,21 +188,28 @@ SfCaller = Annotated[Principal, Depends(caller)]
 
 def _refused(error: RequestInvalid) -> RequestInvalid:
     """A refusal of the mapped submission, naming SandboxFusion's field."""
-    loc = [p for p in error.loc if p != "limits"] or ["body"]
-    if error.loc[-1] == "limits":
-        loc.append("limits")
+    loc = [p for i, p in enumerate(error.loc) if p != "limits" or i == len(error.loc) - 1]
     last = str(loc[-1])
     loc[-1] = FIELD_NAMES.get(last, last)
     return RequestInvalid(tuple(loc), error.msg, error.status)
 
 
-def to_submission(req: RunCodeRequest, memory_cap: int) -> SubmissionIn:
+def to_submission(
+    req: RunCodeRequest, memory_cap: int, source_names: dict[str, str]
+) -> SubmissionIn:
     """SandboxFusion's request as the one schema's submission (RequestInvalid
-    naming SandboxFusion's field when it cannot be one)."""
-    if req.language not in LANGUAGES:
-        offered = ", ".join(LANGUAGES)
+    naming SandboxFusion's field when it cannot be one). `source_names`:
+    language -> the file its source is written to."""
+    ours = LANGUAGES.get(req.language)
+    if ours is None or ours not in source_names:
+        offered = ", ".join(name for name, lang in LANGUAGES.items() if lang in source_names)
         raise RequestInvalid(
             ("body", "language"), f"{req.language!r} is not offered here (offered: {offered})"
+        )
+    if source_names[ours] in req.files:
+        # SandboxFusion writes the code under a random name; ours has a fixed one.
+        raise RequestInvalid(
+            ("body", "files"), f"{source_names[ours]!r} is the code's own file here"
         )
     for index, path in enumerate(req.fetch_files):
         try:
@@ -219,24 +217,26 @@ def to_submission(req: RunCodeRequest, memory_cap: int) -> SubmissionIn:
         except SpecError as error:
             raise RequestInvalid(("body", "fetch_files", index), str(error)) from None
     files = [
-        FileIn(path=path, content=content, encoding="base64")
+        {"path": path, "content": content, "encoding": "base64"}
         for path, content in req.files.items()
         if content is not None and IGNORED_FILE_MARK not in path
     ]
     memory = req.memory_limit_MB << 20 if req.memory_limit_MB > 0 else memory_cap
     try:
-        return SubmissionIn(
-            language=LANGUAGES[req.language],
-            source=req.code,
-            stdin=req.stdin or "",
-            limits=LimitsIn(
-                time=req.run_timeout,
-                wall_time=req.run_timeout,
-                memory=memory,
-                compile_time=req.compile_timeout,
-            ),
-            files=files,
-            output_files=req.fetch_files,
+        return SubmissionIn.model_validate(
+            {
+                "language": ours,
+                "source": req.code,
+                "stdin": req.stdin or "",
+                "limits": {
+                    "time": req.run_timeout,
+                    "wall_time": req.run_timeout,
+                    "memory": memory,
+                    "compile_time": req.compile_timeout,
+                },
+                "files": files,
+                "output_files": req.fetch_files,
+            }
         )
     except ValidationError as error:  # a count or size the schema caps
         first = error.errors()[0]
@@ -254,23 +254,19 @@ def _return_code(run: dict[str, Any]) -> int | None:
     return None
 
 
-def _command(
-    run: dict[str, Any], timed_out: bool, clean: bool, cpu: bool = True
-) -> dict[str, Any]:
+def _command(run: dict[str, Any], timed_out: bool, clean: bool) -> dict[str, Any]:
     """A run (the compile's RunResult or the test's result) as a CommandRunResult."""
     code = None if timed_out else _return_code(run)
     if not timed_out and code is None:
         code = 0 if clean else 1  # Finished always has a code (SandboxFusion's client asks)
-    out: dict[str, Any] = {
+    return {
         "status": "TimeLimitExceeded" if timed_out else "Finished",
         "execution_time": run.get("wall_time"),
         "return_code": code,
         "stdout": run.get("stdout") or "",
         "stderr": run.get("stderr") or "",
+        "cpu_time": run.get("time"),
     }
-    if cpu:
-        out["cpu_time"] = run.get("time")
-    return out
 
 
 def _sandbox_error(message: str) -> dict[str, Any]:
@@ -304,14 +300,12 @@ def render(record: dict[str, Any]) -> dict[str, Any]:
         return _sandbox_error(result.get("message") or "the sandbox failed to run the code")
     compile_result = None
     if compiled is not None:
-        compile_result = _command(
-            compiled, compiled.get("status") == "TLE", verdict != "CE", cpu=True
-        )
+        compile_result = _command(compiled, compiled.get("status") == "TLE", verdict != "CE")
         if verdict == "CE" and compile_result["return_code"] == 0:
             # The compiler exited 0 yet left no program: a failed compile all the same.
             compile_result["return_code"] = 1
             compile_result["stderr"] += (result.get("message") or "") + "\n"
-    if verdict == "CE" or test is None:
+    if verdict == "CE":
         return {
             "status": "Failed",
             "message": "",
@@ -336,7 +330,8 @@ def render(record: dict[str, Any]) -> dict[str, Any]:
 async def run_code(request: Request, principal: SfCaller, body: RunCodeRequest) -> Any:
     """Run code once and answer when it is done (SandboxFusion's /run_code)."""
     state = request.app.state
-    sub = to_submission(body, state.settings.max_memory)
+    sources = {lang.id: lang.source for lang in state.language_info.values()}
+    sub = to_submission(body, state.settings.max_memory, sources)
     try:
         stored = normalize(sub, state.settings, state.languages)
     except RequestInvalid as error:

@@ -21,6 +21,7 @@ from sandbox_fusion import (
 from service_support import ApiServer, RedisServer, Workers, remove, scratch, wait_for
 
 from api.app import create_app
+from api.sandboxfusion import render
 from api.settings import Settings
 from worker.store import Store, Timing
 
@@ -200,7 +201,9 @@ def test_compile_error_and_compile_timeout(endpoint):
 
 def test_time_out(endpoint):
     busy = run(
-        endpoint, code="print('started', flush=True)\nwhile True: pass", language="python",
+        endpoint,
+        code="print('started', flush=True)\nwhile True: pass",
+        language="python",
         run_timeout=1,
     )
     assert busy.status == RunStatus.Failed
@@ -317,6 +320,7 @@ def test_malformed_requests_are_4xx(endpoint):
         ({**ok, "files": {"/etc/passwd": "aGk="}}, "files"),
         ({**ok, "files": {"a.txt": "%%% not base64"}}, "files"),
         ({**ok, "files": ["a.txt"]}, "files"),
+        ({**ok, "files": {"main.py": "aGk="}}, "files"),  # the code's own file here
         ({**ok, "fetch_files": ["/etc/passwd"]}, "fetch_files"),
         ({**ok, "fetch_files": ["../x"]}, "fetch_files"),
         ({**ok, "fetch_files": "out.txt"}, "fetch_files"),
@@ -367,3 +371,23 @@ def test_keys_ping_and_languages(service, endpoint):
     assert all("version" in item for item in listed)
     assert httpx.post(f"{endpoint}/run_jupyter", json={"cells": ["1"]}).status_code == 404
     assert httpx.post(f"{endpoint}/submit", json={}).status_code == 404
+
+
+def test_infrastructure_failures_are_sandbox_errors():
+    """A submission the workers gave up on (failed after its attempts) or an
+    internal error is SandboxError with the reason, never a verdict of the code;
+    SandboxFusion's client raises on it (and retries)."""
+    failed = render({"id": "x", "status": "failed", "error": "lost worker (attempt 3 of 3)"})
+    assert failed["status"] == "SandboxError"
+    assert failed["message"] == "lost worker (attempt 3 of 3)"
+    assert failed["run_result"] is None and failed["compile_result"] is None
+    assert sandbox_fusion.RunCodeResponse(**failed).status == RunStatus.SandboxError
+    internal = render(
+        {
+            "id": "x",
+            "status": "done",
+            "result": {"verdict": "IE", "message": "the compile cell failed", "tests": []},
+        }
+    )
+    assert internal["status"] == "SandboxError"
+    assert internal["message"] == "the compile cell failed"
