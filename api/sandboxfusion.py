@@ -336,6 +336,15 @@ async def run_code(request: Request, principal: SfCaller, body: RunCodeRequest) 
         stored = normalize(sub, state.settings, state.languages)
     except RequestInvalid as error:
         raise _refused(error) from None
+    # Nothing would run it: say so now (SandboxFusion's client retries a
+    # SandboxError) rather than hold the request for the whole wait below.
+    workers = await v1.live_workers(request)
+    if not any(stored["language"] in (w.get("languages") or []) for w in workers):
+        return _sandbox_error(
+            f"no live worker has {stored['language']} (start `cellblock worker`)"
+            if workers
+            else "no live worker to run it (start `cellblock worker`)"
+        )
     sub_id = await v1.enqueue(request, stored, principal, kind="sandboxfusion")
     # SandboxFusion answers only when the run is over: wait as long as the job
     # itself may take (queue time included), not the /v1 wait's 30 s.

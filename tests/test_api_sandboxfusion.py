@@ -373,6 +373,27 @@ def test_keys_ping_and_languages(service, endpoint):
     assert httpx.post(f"{endpoint}/submit", json={}).status_code == 404
 
 
+def test_no_worker_is_a_sandbox_error_at_once():
+    """With no live worker the answer is SandboxError now, not after the wait."""
+    directory = scratch("cb-sf0-")
+    server = RedisServer(directory).start()
+    settings = Settings.from_env(redis_url=server.url, rate_limit=0)
+    api = ApiServer(create_app(settings, TIMING)).start()
+    try:
+        response = httpx.post(
+            f"{api.url}/sandboxfusion/run_code",
+            json={"code": "print(1)", "language": "python"},
+            timeout=20,
+        )
+        assert response.status_code == 200
+        assert response.json()["status"] == "SandboxError"
+        assert "no live worker" in response.json()["message"]
+    finally:
+        api.stop()
+        server.stop()
+        remove(directory)
+
+
 def test_infrastructure_failures_are_sandbox_errors():
     """A submission the workers gave up on (failed after its attempts) or an
     internal error is SandboxError with the reason, never a verdict of the code;
