@@ -7,10 +7,16 @@ functions with their sandbox URL set to http://HOST:PORT/sandboxfusion/run_code.
 `compile_timeout`, `run_timeout`, `memory_limit_MB`, `files`, `fetch_files`)
 and answers with its response (`status` Success/Failed/SandboxError,
 `message`, `compile_result` and `run_result` with `status`
-Finished/TimeLimitExceeded/Error, `execution_time`, `return_code`, `stdout`,
+Finished/TimeLimitExceeded, `execution_time`, `return_code`, `stdout`,
 `stderr`, and `files`), always 200 as SandboxFusion does; `GET /v1/ping` is
 "pong". A request that does not fit is a 422 in FastAPI's validation shape,
-which is what SandboxFusion itself answers; never a 5xx.
+which is what SandboxFusion itself answers; never a 5xx. A failure of the
+infrastructure is `SandboxError` with the reason (SandboxFusion's client
+raises on it, after its retries): no live worker with the language (at once,
+rather than holding the request), a submission the workers gave up on, an
+internal error, or no result within the job's own time-out plus the queue's
+slack. SandboxFusion's per-command `Error` status (its own runner failing)
+is never used: ours fails the whole run instead.
 
 The request becomes one submission of the one schema (api/models.py's
 SubmissionIn, checked by `normalize`): a single run on `stdin`, judged by a

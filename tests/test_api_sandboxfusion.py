@@ -4,6 +4,7 @@ reward functions post, against a real service (Redis, workers, the API)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from concurrent.futures import ThreadPoolExecutor
@@ -299,6 +300,25 @@ def test_twenty_at_once(endpoint):
         data = response.json()
         assert data["status"] == "Success", data
         assert data["run_result"]["stdout"] == f"{n * n}\n"
+
+
+def test_async_client_twenty_at_once(endpoint):
+    """The client's asyncio variant (aiohttp), 20 requests in flight together."""
+
+    async def all_of_them():
+        return await asyncio.gather(
+            *(
+                sandbox_fusion.run_code_async(
+                    RunCodeRequest(code=f"print({n} + int(input()))", language="python", stdin="1"),
+                    max_attempts=1,
+                )
+                for n in range(20)
+            )
+        )
+
+    results = asyncio.run(all_of_them())
+    assert [r.run_result.stdout for r in results] == [f"{n + 1}\n" for n in range(20)]
+    assert all(r.status == RunStatus.Success for r in results)
 
 
 def test_malformed_requests_are_4xx(endpoint):
