@@ -39,8 +39,9 @@ worker, whose result is then told the way SandboxFusion tells it.
   (and so SandboxFusion) reports it; after a time-out it is null.
 - `files` (path -> base64) go into the working directory for the compile and
   the run; `fetch_files` paths come back in `files` (base64) when the run left
-  them. Paths are relative to the working directory: an absolute or `..` path
-  is a 422 (SandboxFusion would reach outside its temporary directory).
+  them, keyed as the request named them. Paths are relative to the working
+  directory (/box, so `/box/x` is `x`): another absolute path or a `..` is a
+  422 (SandboxFusion would reach outside its temporary directory).
 - stdout and stderr are whole (up to the output limit, 64 MiB by default).
 - `executor_pod_name` is null; `cpu_time` (in SandboxFusion's client model)
   is the run's CPU seconds.
@@ -66,6 +67,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request
@@ -328,8 +330,19 @@ def render(record: dict[str, Any]) -> dict[str, Any]:
         "compile_result": compile_result,
         "run_result": run_result,
         "executor_pod_name": None,
-        "files": test.get("files") or {},
+        "files": _fetched(record, test.get("files") or {}),
     }
+
+
+def _fetched(record: dict[str, Any], files: dict[str, str]) -> dict[str, str]:
+    """The run's files keyed by the paths as the request gave them (a worker
+    keys them by their /box-relative form: "/box/out.txt" is "out.txt")."""
+    out = {}
+    for given in (record.get("request") or {}).get("output_files") or []:
+        with contextlib.suppress(SpecError):
+            if cell_path(given) in files:
+                out[given] = files[cell_path(given)]
+    return out
 
 
 @router.post("/run_code")

@@ -243,13 +243,13 @@ def test_files_in_and_fetch_files_out(endpoint):
             "input/data.bin": base64.b64encode(blob).decode(),
             "config.txt": base64.b64encode(b"mode=fast").decode(),
         },
-        fetch_files=["out.bin", "sub/note.txt", "never-written.txt"],
+        fetch_files=["out.bin", "/box/sub/note.txt", "never-written.txt"],
     )
     assert result.status == RunStatus.Success, result
     assert result.run_result.stdout == f"{len(blob)}\n"
-    assert set(result.files) == {"out.bin", "sub/note.txt"}
+    assert set(result.files) == {"out.bin", "/box/sub/note.txt"}  # as the request names them
     assert base64.b64decode(result.files["out.bin"]) == blob[::-1]
-    assert base64.b64decode(result.files["sub/note.txt"]) == b"MODE=FAST"
+    assert base64.b64decode(result.files["/box/sub/note.txt"]) == b"MODE=FAST"
     # A file given is there for the compile too.
     header = run(
         endpoint,
