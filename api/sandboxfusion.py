@@ -28,8 +28,9 @@ worker, whose result is then told the way SandboxFusion tells it.
   SandboxFusion's own `python` has many packages installed; ours is the
   host's plain python3.
 - Timeouts are wall-clock seconds, as SandboxFusion's: `run_timeout` is the
-  run's wall and CPU limit (`limits.wall_time` and `time`), `compile_timeout`
-  the compile's (`limits.compile_time`). Beyond the operator's caps is a 422.
+  run's wall-clock limit (`limits.wall_time`) and its CPU limit (`time`) up to
+  the operator's CPU cap, `compile_timeout` the compile's (`limits.compile_time`,
+  wall and CPU). A timeout beyond the operator's wall-clock cap is a 422.
 - `memory_limit_MB` is the run's memory (`limits.memory`); -1 (SandboxFusion's
   "no limit") is the operator's cap (CELLBLOCK_MAX_MEMORY). The compile keeps
   the language's own memory limit. A program over its memory is killed by the
@@ -79,6 +80,7 @@ from sandbox.spec import SpecError, cell_path
 from . import v1
 from .auth import Principal, authenticate
 from .models import Number, RequestInvalid, SubmissionIn, Text, job_timeout, normalize
+from .settings import Settings
 
 router = APIRouter(prefix="/sandboxfusion", tags=["sandboxfusion"])
 
@@ -203,7 +205,7 @@ def _refused(error: RequestInvalid) -> RequestInvalid:
 
 
 def to_submission(
-    req: RunCodeRequest, memory_cap: int, source_names: dict[str, str]
+    req: RunCodeRequest, settings: Settings, source_names: dict[str, str]
 ) -> SubmissionIn:
     """SandboxFusion's request as the one schema's submission (RequestInvalid
     naming SandboxFusion's field when it cannot be one). `source_names`:
@@ -213,11 +215,6 @@ def to_submission(
         offered = ", ".join(name for name, lang in LANGUAGES.items() if lang in source_names)
         raise RequestInvalid(
             ("body", "language"), f"{req.language!r} is not offered here (offered: {offered})"
-        )
-    if source_names[ours] in req.files:
-        # SandboxFusion writes the code under a random name; ours has a fixed one.
-        raise RequestInvalid(
-            ("body", "files"), f"{source_names[ours]!r} is the code's own file here"
         )
     for index, path in enumerate(req.fetch_files):
         try:
@@ -229,7 +226,14 @@ def to_submission(
         for path, content in req.files.items()
         if content is not None and IGNORED_FILE_MARK not in path
     ]
-    memory = req.memory_limit_MB << 20 if req.memory_limit_MB > 0 else memory_cap
+    for item in files:
+        with contextlib.suppress(SpecError):  # a bad path is refused by normalize
+            if cell_path(item["path"]) == source_names[ours]:
+                # SandboxFusion writes the code under a random name; ours has a fixed one.
+                raise RequestInvalid(
+                    ("body", "files"), f"{source_names[ours]!r} is the code's own file here"
+                )
+    memory = req.memory_limit_MB << 20 if req.memory_limit_MB > 0 else settings.max_memory
     try:
         return SubmissionIn.model_validate(
             {
@@ -237,7 +241,9 @@ def to_submission(
                 "source": req.code,
                 "stdin": req.stdin or "",
                 "limits": {
-                    "time": req.run_timeout,
+                    # SandboxFusion's timeout is wall-clock only: the CPU
+                    # limit (ours) follows it up to the operator's cap.
+                    "time": min(req.run_timeout, settings.max_time),
                     "wall_time": req.run_timeout,
                     "memory": memory,
                     "compile_time": req.compile_timeout,
@@ -350,7 +356,7 @@ async def run_code(request: Request, principal: SfCaller, body: RunCodeRequest) 
     """Run code once and answer when it is done (SandboxFusion's /run_code)."""
     state = request.app.state
     sources = {lang.id: lang.source for lang in state.language_info.values()}
-    sub = to_submission(body, state.settings.max_memory, sources)
+    sub = to_submission(body, state.settings, sources)
     try:
         stored = normalize(sub, state.settings, state.languages)
     except RequestInvalid as error:

@@ -214,6 +214,9 @@ def test_time_out(endpoint):
     assert summary_run_code_result(busy, SUMMARY) == "RunTimeout"
     asleep = run(endpoint, code="import time\ntime.sleep(60)", language="python", run_timeout=1)
     assert asleep.run_result.status == CommandRunStatus.TimeLimitExceeded  # wall clock
+    # A timeout beyond the CPU cap (20 s) but within the wall-clock cap (60 s) is taken.
+    long = run(endpoint, code="print('quick')", language="python", run_timeout=45)
+    assert long.status == RunStatus.Success and long.run_result.stdout == "quick\n"
 
 
 def test_memory_hog(endpoint):
@@ -341,6 +344,8 @@ def test_malformed_requests_are_4xx(endpoint):
         ({**ok, "files": {"a.txt": "%%% not base64"}}, "files"),
         ({**ok, "files": ["a.txt"]}, "files"),
         ({**ok, "files": {"main.py": "aGk="}}, "files"),  # the code's own file here
+        ({**ok, "files": {"/box/main.py": "aGk="}}, "files"),
+        ({**ok, "run_timeout": 61}, "run_timeout"),  # beyond the wall-clock cap
         ({**ok, "fetch_files": ["/etc/passwd"]}, "fetch_files"),
         ({**ok, "fetch_files": ["../x"]}, "fetch_files"),
         ({**ok, "fetch_files": "out.txt"}, "fetch_files"),
