@@ -26,7 +26,8 @@ worker, whose result is then told the way SandboxFusion tells it.
   `bash` and `rust` run with cellblock's toolchains (profiles/languages).
   SandboxFusion's other names are refused with a 422 naming `language`.
   SandboxFusion's own `python` has many packages installed; ours is the
-  host's plain python3.
+  host's plain python3. Its `java` runs with assertions on (`-ea`), ours
+  without: SubmissionIn has no way to add a JVM option.
 - Timeouts are wall-clock seconds, as SandboxFusion's: `run_timeout` is the
   run's wall-clock limit (`limits.wall_time`) and its CPU limit (`time`) up to
   the operator's CPU cap, `compile_timeout` the compile's (`limits.compile_time`,
@@ -372,7 +373,8 @@ async def run_code(request: Request, principal: SfCaller, body: RunCodeRequest) 
         )
     sub_id = await v1.enqueue(request, stored, principal, kind="sandboxfusion")
     # SandboxFusion answers only when the run is over: wait as long as the job
-    # itself may take (queue time included), not the /v1 wait's 30 s.
+    # itself may take, plus some time in the queue, not the /v1 wait's 30 s.
+    # (verl gives up after compile_timeout + run_timeout + 10 s of its own.)
     budget = job_timeout(stored) + max(QUEUE_SLACK, state.settings.wait_timeout)
     if not await state.hub.wait(sub_id, budget):
         return _sandbox_error(
