@@ -52,10 +52,11 @@ from fastapi.routing import APIRoute
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import v1
+from sandbox.spec import SpecError, cell_path
+
 from .auth import Caller
 from .models import RequestInvalid, SubmissionIn, normalize
-from .v1 import enqueue, live_workers
+from .v1 import enqueue, live_workers, versions_of
 
 VERSION = "3.1.1"  # the Piston release whose API this is
 
@@ -86,7 +87,10 @@ class PistonError(Exception):
 
 
 def _message(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"message": message}, status_code=status, headers=headers)
+    # A message may quote the request (a language's name): a lone surrogate there
+    # cannot be encoded and would turn the refusal into a 500.
+    text = message.encode("utf-8", "backslashreplace").decode()
+    return JSONResponse({"message": text}, status_code=status, headers=headers)
 
 
 class PistonRoute(APIRoute):
@@ -262,22 +266,20 @@ class Runtime:
         return out
 
 
-async def _versions(request: Request) -> dict[str, str | None]:
-    """cellblock language -> version line, for the languages live workers have."""
-    reported = getattr(v1, "language_versions", None)
-    if reported is not None:  # added by the schema's change (issue 16)
-        return dict(await reported(request))
-    out: dict[str, str | None] = {}
-    for worker in await live_workers(request):
-        for lang in worker.get("languages") or []:
-            out.setdefault(lang, None)
-    return out
+async def _installed(request: Request) -> dict[str, str | None]:
+    """cellblock language -> its version line, for every language a live worker has
+    (None: no worker could tell its version)."""
+    workers = await live_workers(request)
+    versions = versions_of(workers)  # what language_versions() answers, from one read
+    return {
+        lang: versions.get(lang) for worker in workers for lang in worker.get("languages") or []
+    }
 
 
 async def runtimes_of(request: Request) -> list[Runtime]:
     known = request.app.state.languages
     found = []
-    for ours, line in sorted((await _versions(request)).items()):
+    for ours, line in sorted((await _installed(request)).items()):
         if ours not in known:
             continue
         name, aliases, runtime = NAMES.get(ours, (ours, [], None))
@@ -394,21 +396,29 @@ def _files(body: dict[str, Any]) -> list[PistonFile]:
     return out
 
 
-def _number(body: dict[str, Any], name: str) -> float | None:
-    """A limit as Piston reads it: absent, 0 or false is its default."""
+def _number(body: dict[str, Any], name: str, cap: float) -> float | None:
+    """A limit as Piston reads it (absent, 0 or false: its default), at most `cap`."""
     value = body.get(name)
     if not value:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
         raise PistonError(f"If specified, {name} must be a number")
-    return float(value)
+    if value > cap:  # an int past float's range, or inf, is caught here too
+        raise PistonError(f"{name} cannot exceed the configured limit of {_js_string(cap)}")
+    return float(value) if value >= 0 else -1.0  # any negative: -1 (never past float's range)
 
 
-def _capped(body: dict[str, Any], name: str, cap: float) -> float | None:
-    value = _number(body, name)
-    if value is not None and value > cap:
-        raise PistonError(f"{name} cannot exceed the configured limit of {cap:g}")
+def _timeout(body: dict[str, Any], name: str, cap: float) -> float | None:
+    value = _number(body, name, cap)
+    if value is not None and value < 0:
+        raise PistonError(f"{name} must be non-negative")
     return value
+
+
+def _memory(body: dict[str, Any], name: str, cap: float) -> int:
+    """A memory limit in bytes; 0 for the service's default (-1 is Piston's "none")."""
+    value = _number(body, name, cap)
+    return 0 if value is None or value < 0 else int(value)
 
 
 @dataclass
@@ -420,7 +430,12 @@ class Execution:
 
 
 def to_submission(
-    body: dict[str, Any], runtimes: list[Runtime], max_time: float, max_wall: float, max_mem: int
+    body: dict[str, Any],
+    runtimes: list[Runtime],
+    sources: dict[str, str],
+    max_time: float,
+    max_wall: float,
+    max_mem: int,
 ) -> Execution:
     """A Piston execute request as one submission's fields, or PistonError."""
     language, version = body.get("language"), body.get("version")
@@ -448,28 +463,37 @@ def to_submission(
         isinstance(a, bool) or not isinstance(a, str | int | float) for a in args
     ):
         raise PistonError("args must be an array of strings")
-    for name in ("compile_memory_limit", "run_memory_limit"):
-        value = body.get(name)
-        if value and (isinstance(value, bool) or not isinstance(value, int | float)):
-            raise PistonError(f"If specified, {name} must be a number")
-    run_timeout = _capped(body, "run_timeout", max_wall * 1000)
-    run_cpu = _capped(body, "run_cpu_time", max_time * 1000)
-    compile_timeout = _number(body, "compile_timeout")
-    compile_cpu = _number(body, "compile_cpu_time")
-    run_memory = body.get("run_memory_limit") or 0
-    compile_memory = body.get("compile_memory_limit") or 0
-    if run_memory > max_mem:
-        raise PistonError(f"run_memory_limit cannot exceed the configured limit of {max_mem}")
+    if any(isinstance(a, str) and "\0" in a for a in args):
+        raise PistonError("args must not hold NUL bytes")
+    run_timeout = _timeout(body, "run_timeout", max_wall * 1000)
+    run_cpu = _timeout(body, "run_cpu_time", max_time * 1000)
+    compile_timeout = _timeout(body, "compile_timeout", max_wall * 1000)
+    compile_cpu = _timeout(body, "compile_cpu_time", max_wall * 1000)
+    run_memory = _memory(body, "run_memory_limit", max_mem)
+    compile_memory = _memory(body, "compile_memory_limit", max_mem)
 
     names = {"source": "files[0].content", "stdin": "stdin", "args": "args"}
     main_index = next(i for i, f in enumerate(files) if f.encoding == "utf8")
     names["source"] = f"files[{main_index}].content"
     extra: list[dict[str, str]] = []
+    seen: set[str] = set()
     for index, item in enumerate(files):
         if index == main_index:
             continue
+        try:
+            path = cell_path(item.name)
+        except SpecError as error:
+            raise PistonError(f"files[{index}].name: {error}") from None
+        if path == sources.get(runtime.ours):
+            raise PistonError(
+                f"files[{index}].name: {path} is the name the main file gets here "
+                "(the first utf8 file)"
+            )
+        if path in seen:
+            raise PistonError(f"files[{index}].name: {path} is given twice")
+        seen.add(path)
         names[f"files.{len(extra)}"] = f"files[{index}]"
-        extra.append({"path": item.name, **_content(item, index)})
+        extra.append({"path": path, **_content(item, index)})
 
     wall_s = (run_timeout or RUN_TIMEOUT) / 1000
     cpu_s = run_cpu / 1000 if run_cpu else min(wall_s, max_time)
@@ -601,6 +625,7 @@ async def execute(request: Request, principal: Caller) -> Any:
     execution = to_submission(
         body,
         await runtimes_of(request),
+        {lang.id: lang.source for lang in state.language_info.values()},
         settings.max_time,
         settings.max_wall_time,
         settings.max_memory,

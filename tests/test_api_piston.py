@@ -123,10 +123,10 @@ def test_runtimes_list_the_workers_languages_with_versions(piston):
     assert by_name["python"]["aliases"] == ["py", "py3", "python3"]
     assert by_name["c++"]["runtime"] == "gcc" and "cpp" in by_name["c++"]["aliases"]
     assert "runtime" not in by_name["python"]
-    host_python = subprocess.run(
-        ["python3", "--version"], capture_output=True, text=True, check=True
-    ).stdout
-    assert by_name["python"]["version"] == reduce_version(host_python)
+    # The version is the one the workers report (GET /v1/languages), as X.Y.Z.
+    ours = {lang["id"]: lang for lang in httpx.get(f"{piston.url}/v1/languages").json()}
+    assert ours["python3"]["version"].startswith("Python 3.")
+    assert by_name["python"]["version"] == reduce_version(ours["python3"]["version"])
     for rt in listed:
         assert satisfies(rt["version"], "*"), rt
     packages = httpx.get(f"{piston.url}/piston/api/v2/packages").json()
@@ -383,6 +383,71 @@ MALFORMED = [
         "not valid hex",
     ),
     ({"language": "python", "version": "*", "files": [{"content": "\ud800"}]}, "files[0]"),
+    ({"language": "\ud800", "version": "*", "files": [{"content": "x"}]}, "runtime is unknown"),
+    (
+        {
+            "language": "python",
+            "version": "*",
+            "files": [{"content": "x"}, {"name": "/etc/x", "content": "y"}],
+        },
+        "files[1].name",
+    ),
+    (
+        {
+            "language": "python",
+            "version": "*",
+            "files": [{"content": "x"}, {"name": "a", "content": ""}, {"name": "a", "content": ""}],
+        },
+        "files[2].name: a is given twice",
+    ),  # fmt: skip
+    (
+        {
+            "language": "python",
+            "version": "*",
+            "files": [{"name": "prog.py", "content": "x"}, {"name": "main.py", "content": ""}],
+        },
+        "files[1].name: main.py is the name the main file gets",
+    ),  # fmt: skip
+    (
+        {"language": "python", "version": "*", "files": [{"content": "x"}], "args": ["a\u0000"]},
+        "NUL",
+    ),  # fmt: skip
+    (
+        {"language": "python", "version": "*", "files": [{"content": "x"}], "run_timeout": -5},
+        "run_timeout must be non-negative",
+    ),  # fmt: skip
+    (
+        {
+            "language": "python",
+            "version": "*",
+            "files": [{"content": "x"}],
+            "run_memory_limit": 10**400,
+        },
+        "run_memory_limit cannot exceed",
+    ),  # fmt: skip
+    (
+        {
+            "language": "python",
+            "version": "*",
+            "files": [{"content": "x"}],
+            "compile_timeout": -(10**400),
+        },
+        "compile_timeout must be non-negative",
+    ),  # fmt: skip
+    (
+        {
+            "language": "python",
+            "version": "*",
+            "files": [{"content": "x"}],
+            "run_memory_limit": 1000,
+        },
+        "run_memory_limit",
+    ),  # fmt: skip
+    ({"language": "python", "version": "*", "files": [{"content": "x"}] * 300}, "files"),
+    (
+        {"language": "python", "version": "*", "files": [{"content": "x"}], "args": ["a"] * 300},
+        "args",
+    ),  # fmt: skip
 ]
 
 
@@ -392,7 +457,8 @@ def test_malformed_requests_are_piston_400s(piston, body, says):
     if isinstance(body, bytes):
         response = httpx.post(url, content=body, headers={"Content-Type": "application/json"})
     else:
-        # json.dumps keeps a lone surrogate as its escape (httpx would refuse to encode it)
+        # json.dumps keeps a lone surrogate as its escape (httpx would refuse to encode
+        # it); no Content-Type, as the npm client sends none of JSON's.
         response = httpx.post(url, content=json.dumps(body), timeout=60)
     assert response.status_code == 400, response.text
     data = response.json()
