@@ -49,7 +49,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from pydantic import ValidationError
+from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sandbox.spec import SpecError, cell_path
@@ -316,12 +316,19 @@ async def packages(request: Request, principal: Caller) -> Any:
     ]
 
 
-@router.api_route("/api/v2/packages", methods=["POST", "DELETE"])
-async def manage_packages(principal: Caller) -> Any:
-    raise PistonError(
-        "packages are installed by this service's operator (cellblock languages), "
-        "not through the API"
-    )
+PACKAGES_ARE_THE_OPERATORS = (
+    "packages are installed by this service's operator (cellblock languages), not through the API"
+)
+
+
+@router.post("/api/v2/packages")
+async def install_package(principal: Caller) -> Any:
+    raise PistonError(PACKAGES_ARE_THE_OPERATORS)
+
+
+@router.delete("/api/v2/packages")
+async def uninstall_package(principal: Caller) -> Any:
+    raise PistonError(PACKAGES_ARE_THE_OPERATORS)
 
 
 # --- execute -------------------------------------------------------------------------
@@ -617,7 +624,34 @@ def render(record: dict[str, Any], runtime: Runtime) -> dict[str, Any]:
     return out
 
 
-@router.post("/api/v2/execute")
+class ExecuteIn(BaseModel):
+    """Piston's execute request, for the OpenAPI page only: the endpoint reads the
+    body itself (JSON whatever its Content-Type, or a form) and answers Piston's 400s."""
+
+    language: str = Field(..., description="a runtime's language or alias")
+    version: str = Field(..., description="a node-semver range: 3.11.2, 3.x, *, ^3.9")
+    files: list[dict[str, str]] = Field(
+        ..., description="{name?, content, encoding?: utf8|base64|hex}; the first utf8 one runs"
+    )
+    stdin: str = ""
+    args: list[str] = []
+    run_timeout: float | None = Field(None, description="ms, wall clock (default 3000)")
+    run_cpu_time: float | None = Field(None, description="ms of CPU (default run_timeout)")
+    compile_timeout: float | None = Field(None, description="ms")
+    compile_cpu_time: float | None = Field(None, description="ms")
+    run_memory_limit: int | None = Field(None, description="bytes; -1: the default")
+    compile_memory_limit: int | None = Field(None, description="bytes; -1: the default")
+
+
+@router.post(
+    "/api/v2/execute",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": ExecuteIn.model_json_schema()}},
+        }
+    },
+)
 async def execute(request: Request, principal: Caller) -> Any:
     state = request.app.state
     settings = state.settings
@@ -647,6 +681,8 @@ async def execute(request: Request, principal: Caller) -> Any:
     return render(record, execution.runtime)
 
 
-@router.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+@router.api_route(
+    "/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False
+)
 async def not_found(path: str) -> Any:
     raise PistonError("Not Found", 404)

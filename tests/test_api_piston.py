@@ -472,6 +472,10 @@ def test_other_errors_in_piston_shape(piston):
         f"{piston.url}/piston/api/v2/packages", json={"language": "bash", "version": "5.x"}
     )
     assert install.status_code == 400 and list(install.json()) == ["message"]
+    uninstall = httpx.request(
+        "DELETE", f"{piston.url}/piston/api/v2/packages", json={"language": "bash", "version": "*"}
+    )
+    assert uninstall.status_code == 400 and "operator" in uninstall.json()["message"]
     # The contract's own shape stays everywhere else.
     other = httpx.post(f"{piston.url}/v1/submissions", json={"language": 1})
     assert other.status_code == 422 and "detail" in other.json()
