@@ -53,6 +53,7 @@ from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sandbox.spec import SpecError, cell_path
+from worker.languages import COMPILE_LIMITS
 
 from .auth import Caller
 from .models import RequestInvalid, SubmissionIn, normalize
@@ -303,12 +304,15 @@ async def about(principal: Caller) -> Any:
     return {"message": f"Piston v{VERSION}"}
 
 
+# Piston's router matches a path with or without a final slash; so do these.
 @router.get("/api/v2/runtimes")
+@router.get("/api/v2/runtimes/", include_in_schema=False)
 async def runtimes(request: Request, principal: Caller) -> Any:
     return [rt.listing() for rt in await runtimes_of(request)]
 
 
 @router.get("/api/v2/packages")
+@router.get("/api/v2/packages/", include_in_schema=False)
 async def packages(request: Request, principal: Caller) -> Any:
     return [
         {"language": rt.language, "language_version": rt.version, "installed": True}
@@ -530,7 +534,7 @@ def to_submission(
         submission["files"] = extra
     if args:
         submission["args"] = [a if isinstance(a, str) else _js_string(a) for a in args]
-    compile_s = limits.get("compile_time", 60.0)
+    compile_s = limits.get("compile_time", float(str(COMPILE_LIMITS["wall_time"])))
     return Execution(runtime, submission, names, wait=compile_s + wall_s + 30)
 
 
@@ -643,6 +647,7 @@ class ExecuteIn(BaseModel):
     compile_memory_limit: int | None = Field(None, description="bytes; -1: the default")
 
 
+@router.post("/api/v2/execute/", include_in_schema=False)
 @router.post(
     "/api/v2/execute",
     openapi_extra={

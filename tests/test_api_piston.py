@@ -133,6 +133,7 @@ def test_runtimes_list_the_workers_languages_with_versions(piston):
     assert {"language": "python", "language_version": by_name["python"]["version"],
             "installed": True} in packages  # fmt: skip
     assert httpx.get(f"{piston.url}/piston/").json()["message"].startswith("Piston v")
+    assert httpx.get(f"{piston.url}/piston/api/v2/runtimes/").json() == listed
 
 
 NODE_SCRIPT = """
@@ -227,6 +228,10 @@ def test_compile_error_time_out_and_memory_hog(piston):
     assert broken["compile"]["code"] not in (0, None)
     assert "error" in broken["compile"]["stderr"]
     assert broken["run"] == broken["compile"]  # Piston's answer when nothing ran
+    # compile_timeout is the compile's time: a C++ compile in 1 ms is stopped.
+    stopped = run(piston, "cpp", "int main() { return 0; }", compile_timeout=1)
+    assert stopped["compile"]["status"] == "TO" and stopped["compile"]["signal"] == "SIGKILL"
+    assert stopped["run"] == stopped["compile"]
     slow = run(piston, "python", "while True: pass", run_timeout=1000)
     assert slow["run"]["signal"] == "SIGKILL" and slow["run"]["code"] is None
     assert slow["run"]["status"] == "TO" and slow["run"]["stdout"] == ""
