@@ -73,6 +73,10 @@ NAMES: dict[str, tuple[str, list[str], str | None]] = {
     "bash": ("bash", ["sh"], None),
 }
 
+# Languages that are not programs in one language: Judge0's "Multi-file program"
+# (its run and compile scripts come as files) has no Piston counterpart.
+HIDDEN = {"multifile"}
+
 # Piston's defaults (its configuration's), in milliseconds.
 RUN_TIMEOUT = 3000
 ENCODINGS = ("utf8", "base64", "hex")
@@ -281,7 +285,7 @@ async def runtimes_of(request: Request) -> list[Runtime]:
     known = request.app.state.languages
     found = []
     for ours, line in sorted((await _installed(request)).items()):
-        if ours not in known:
+        if ours not in known or ours in HIDDEN:
             continue
         name, aliases, runtime = NAMES.get(ours, (ours, [], None))
         found.append(Runtime(name, reduce_version(line), list(aliases), runtime, ours))

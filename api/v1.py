@@ -238,10 +238,20 @@ def versions_of(workers: list[dict[str, Any]]) -> dict[str, str]:
     return versions
 
 
+# Versions change when workers do: asked of Redis at most this often.
+VERSIONS_TTL = 5.0
+
+
 async def language_versions(request: Request) -> dict[str, str]:
     """Language id -> the version line its live workers report (the listings of
     /v1, /judge0, /piston and /sandboxfusion all say what is installed)."""
-    return versions_of(await live_workers(request))
+    state = request.app.state
+    cached = getattr(state, "language_versions", None)
+    now = time.monotonic()
+    if cached is None or now - cached[0] > VERSIONS_TTL or not cached[1]:
+        cached = (now, versions_of(await live_workers(request)))
+        state.language_versions = cached
+    return cached[1]
 
 
 @router.get("/v1/health", tags=["v1"])

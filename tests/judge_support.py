@@ -25,7 +25,11 @@ BEHAVE = PROBLEMS / "behave" / "solutions"
 EXTENSION = {lang: ext.lstrip(".") for ext, lang in EXTENSIONS.items()}
 EXTENSION.update({"cpp": "cpp", "javascript": "js"})
 
-INSTALLED = [lang.id for lang in all_languages().values() if lang.installed()]
+# Languages whose program is one source file (multifile's is its `files`, a
+# run script and more: tests/test_api_judge0.py and test_request.py judge it).
+INSTALLED = [
+    lang.id for lang in all_languages().values() if lang.installed() and lang.id != "multifile"
+]
 COMPILED = [lang for lang in INSTALLED if get_language(lang).compiled]
 
 

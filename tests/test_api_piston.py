@@ -127,6 +127,8 @@ def test_runtimes_list_the_workers_languages_with_versions(piston):
     ours = {lang["id"]: lang for lang in httpx.get(f"{piston.url}/v1/languages").json()}
     assert ours["python3"]["version"].startswith("Python 3.")
     assert by_name["python"]["version"] == reduce_version(ours["python3"]["version"])
+    # Judge0's 89 (scripts, not one language) is on the workers but not a Piston runtime.
+    assert ours["multifile"]["workers"] > 0 and "multifile" not in by_name
     for rt in listed:
         assert satisfies(rt["version"], "*"), rt
     packages = httpx.get(f"{piston.url}/piston/api/v2/packages").json()

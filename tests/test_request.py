@@ -216,3 +216,28 @@ def test_runs_average_the_figures():
     assert request.runs == 3
     done = request.judge()
     assert done.verdict.value == "AC" and done.tests[0].memory > 0
+
+
+def test_a_multi_file_program_runs_its_compile_and_run_scripts():
+    files = [
+        {"path": "compile", "content": "gcc -o prog main.c\n"},
+        {"path": "run", "content": './prog "$@"\n'},
+        {
+            "path": "main.c",
+            "content": "#include <stdio.h>\nint main(int c, char **v){puts(v[1]);}\n",
+        },
+    ]
+    request = JudgeRequest.parse(
+        {
+            "language": "multifile",
+            "source": "",
+            "files": files,
+            "args": ["hi"],
+            "expected_output": "hi\n",
+        }
+    )
+    done = request.judge(whole_output=True)
+    assert done.verdict.value == "AC", done.to_dict()
+    assert done.compile is not None  # the compile script ran in a cell of its own
+    no_run = JudgeRequest.parse({"language": "multifile", "source": "", "files": files[2:]})
+    assert no_run.judge().verdict.value == "RE"  # bash: no file named run
