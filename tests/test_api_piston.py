@@ -97,6 +97,7 @@ def piston(test_user):
     api = ApiServer(create_app(settings, TIMING)).start()
     store = Store.from_url(server.url, TIMING)
     wait_for(lambda: len(store.workers()) == 2, 60, "two live workers")
+    api.redis_url = server.url  # for a second API on the same queue
     yield api
     api.stop()
     workers.stop()
@@ -486,3 +487,24 @@ def test_other_errors_in_piston_shape(piston):
     # The contract's own shape stays everywhere else.
     other = httpx.post(f"{piston.url}/v1/submissions", json={"language": 1})
     assert other.status_code == 422 and "detail" in other.json()
+
+
+def test_keys_refuse_in_piston_shape(piston):
+    # A second API on the same queue and workers, with keys: Piston's clients send
+    # none, so they are refused, in Piston's shape; a key in a header lets them in.
+    settings = Settings.from_env(
+        redis_url=piston.redis_url, api_keys=frozenset({"k"}), rate_limit=0, wait_timeout=30.0
+    )
+    keyed = ApiServer(create_app(settings, TIMING)).start()
+    try:
+        refused = httpx.get(f"{keyed.url}/piston/api/v2/runtimes")
+        assert refused.status_code == 401 and list(refused.json()) == ["message"]
+        assert "API key" in refused.json()["message"]
+        body = {"language": "bash", "version": "*", "files": [{"content": "echo ok"}]}
+        allowed = httpx.post(
+            f"{keyed.url}/piston/api/v2/execute", json=body, headers={"X-Auth-Token": "k"},
+            timeout=60,
+        )  # fmt: skip
+        assert allowed.status_code == 200 and allowed.json()["run"]["stdout"] == "ok\n"
+    finally:
+        keyed.stop()
