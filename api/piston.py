@@ -128,10 +128,11 @@ router = APIRouter(prefix="/piston", tags=["piston"], route_class=PistonRoute)
 
 # --- versions: node-semver's ranges, as far as Piston's users write them -------------
 
-Version = tuple[int, int, int]
+# (major, minor, patch, 1), or 0 last for a prerelease: just below its release.
+Version = tuple[int, int, int, int]
 _PARTIAL = re.compile(
     r"^v?(?P<major>\d+|[xX*])(?:\.(?P<minor>\d+|[xX*]))?(?:\.(?P<patch>\d+|[xX*]))?"
-    r"(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$"
+    r"(?:-(?P<pre>[0-9A-Za-z.-]+))?(?:\+[0-9A-Za-z.-]+)?$"
 )
 _COMPARATOR = re.compile(r"^(?P<op>\^|~>?|>=|<=|>|<|=)?\s*(?P<version>\S*)$")
 
@@ -147,7 +148,7 @@ def reduce_version(line: str | None) -> str:
 
 def _parse_version(text: str) -> Version | None:
     match = re.fullmatch(r"v?(\d+)\.(\d+)\.(\d+)", text.strip())
-    return (int(match[1]), int(match[2]), int(match[3])) if match else None
+    return (int(match[1]), int(match[2]), int(match[3]), 1) if match else None
 
 
 @dataclass(frozen=True)
@@ -165,33 +166,38 @@ class _Bound:
         }[self.op]
 
 
-def _partial(text: str) -> tuple[int | None, int | None, int | None]:
+def _partial(text: str) -> tuple[int | None, int | None, int | None, int]:
+    """A range's version: its parts (None for x, * or left out) and 0 for a prerelease."""
     match = _PARTIAL.match(text)
     if not match:
         raise ValueError(text)
-    parts = [match["major"], match["minor"], match["patch"]]
     out: list[int | None] = []
-    for part in parts:
+    for part in (match["major"], match["minor"], match["patch"]):
+        if part is not None and len(part) > 1 and part[0] == "0":
+            raise ValueError(text)  # 03: no leading zeros
         if part is None or part in "xX*" or (out and out[-1] is None):
-            out.append(None)
+            out.append(None)  # what follows a wildcard counts for nothing
         else:
             out.append(int(part))
-    return out[0], out[1], out[2]
+    if match["pre"] and out[2] is None and match["patch"] is None:
+        raise ValueError(text)  # a prerelease of a partial: 3.11-beta
+    return out[0], out[1], out[2], 0 if match["pre"] else 1
 
 
 def _next(major: int, minor: int | None) -> Version:
-    """The first version past a partial X or X.Y."""
-    return (major + 1, 0, 0) if minor is None else (major, minor + 1, 0)
+    """The first version past a partial X or X.Y (node-semver's X.Y.Z-0 is
+    the same bound for versions without a prerelease, which ours are)."""
+    return (major + 1, 0, 0, 0) if minor is None else (major, minor + 1, 0, 0)
 
 
-_NOTHING = [_Bound("<", (0, 0, 0))]
+_NOTHING = [_Bound("<", (0, 0, 0, 0))]
 
 
 def _comparator(op: str, text: str) -> list[_Bound]:
-    major, minor, patch = _partial(text)
+    major, minor, patch, release = _partial(text)
     if major is None:  # *, x: anything (or nothing, for > and <)
         return _NOTHING if op in (">", "<") else []
-    low: Version = (major, minor or 0, patch or 0)
+    low: Version = (major, minor or 0, patch or 0, release)
     exact = patch is not None
     if op in ("", "="):
         if exact:
@@ -201,17 +207,19 @@ def _comparator(op: str, text: str) -> list[_Bound]:
         return [_Bound(">=", low), _Bound("<", _next(major, minor))]
     if op == "^":
         if major > 0 or minor is None:
-            high: Version = (major + 1, 0, 0)
+            high: Version = (major + 1, 0, 0, 0)
         elif minor > 0 or patch is None:
-            high = (0, minor + 1, 0)
+            high = (0, minor + 1, 0, 0)
         else:
-            high = (0, 0, patch + 1)
+            high = (0, 0, patch + 1, 0)
         return [_Bound(">=", low), _Bound("<", high)]
     if op == ">":
         return [_Bound(">", low)] if exact else [_Bound(">=", _next(major, minor))]
     if op == "<=":
         return [_Bound("<=", low)] if exact else [_Bound("<", _next(major, minor))]
-    return [_Bound(op, low)]  # >= and < mean the same for a partial and its .0s
+    if op == "<" and not exact:
+        return [_Bound("<", (major, minor or 0, 0, 0))]
+    return [_Bound(op, low)]  # >= means the same for a partial and its .0s
 
 
 def _parse_set(text: str) -> list[_Bound]:
@@ -299,7 +307,7 @@ def pick(runtimes: list[Runtime], language: str, version: str) -> Runtime | None
         for rt in runtimes
         if (rt.language == language or language in rt.aliases) and satisfies(rt.version, version)
     ]
-    matching.sort(key=lambda rt: _parse_version(rt.version) or (0, 0, 0), reverse=True)
+    matching.sort(key=lambda rt: _parse_version(rt.version) or (0, 0, 0, 0), reverse=True)
     return matching[0] if matching else None
 
 
