@@ -241,6 +241,11 @@ def test_compile_error_time_out_and_memory_hog(piston):
     stopped = run(piston, "cpp", "int main() { return 0; }", compile_timeout=1)
     assert stopped["compile"]["status"] == "TO" and stopped["compile"]["signal"] == "SIGKILL"
     assert stopped["run"] == stopped["compile"]
+    # compile_memory_limit is the compile's memory: g++ on bits/stdc++.h needs more than 16 MiB.
+    starved = run(piston, "cpp", "#include <bits/stdc++.h>\nint main() {}",
+                  compile_memory_limit=16 << 20)  # fmt: skip
+    assert (starved["compile"]["code"], starved["compile"]["signal"]) != (0, None)
+    assert starved["run"] == starved["compile"]
     slow = run(piston, "python", "while True: pass", run_timeout=1000)
     assert slow["run"]["signal"] == "SIGKILL" and slow["run"]["code"] is None
     assert slow["run"]["status"] == "TO" and slow["run"]["stdout"] == ""
