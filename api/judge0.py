@@ -329,7 +329,8 @@ def to_request(
         field = str(next((x for x in first["loc"] if isinstance(x, str)), "body"))
         raise RequestInvalid((*loc, JUDGE0_NAMES.get(field, field)), first["msg"]) from None
     except RequestInvalid as error:
-        field = str(next((x for x in reversed(error.loc) if isinstance(x, str)), "body"))
+        inner = [x for x in error.loc[len(loc) :] if isinstance(x, str)]
+        field = (inner[1:] if inner[:1] == ["limits"] else inner or ["body"])[0]
         raise RequestInvalid(
             (*loc, JUDGE0_NAMES.get(field, field)), error.msg, status=error.status
         ) from None

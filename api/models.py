@@ -12,8 +12,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 
-from sandbox.spec import SpecError, read_limit, show_default
+from sandbox.spec import SpecError, cell_path, read_limit, show_default
 from worker.checkers import CheckerError, build_checker
+from worker.languages import all_languages
 from worker.pipeline import JUDGE_DEFAULTS, RunLimits, judge_limit_fields, request_name
 from worker.request import (
     MAX_ARGS,
@@ -226,6 +227,17 @@ def limits_dict(
     return out
 
 
+def _field_loc(field: str) -> tuple[str | int, ...]:
+    """'files[3].path' (a RequestError's field) as a loc: ('files', 3, 'path')."""
+    parts: list[str | int] = []
+    for name in field.split("."):
+        head, _, index = name.partition("[")
+        parts.append(head)
+        if index.rstrip("]").isdigit():
+            parts.append(int(index.rstrip("]")))
+    return tuple(parts)
+
+
 def normalize(
     sub: SubmissionIn,
     settings: Settings,
@@ -281,12 +293,23 @@ def normalize(
             tests.append(
                 {"name": name, "input": test.input, "output": test.output, "score": test.score}
             )
+    # What the worker would refuse is refused here, naming the field: a
+    # submission the API took is one a worker can judge.
     try:
-        files = read_files([f.model_dump() for f in sub.files], "")
+        source_name = all_languages()[sub.language].source
+        files = read_files([f.model_dump() for f in sub.files], source_name)
         options = check_compile_options(sub.compile_options)
+        for index, arg in enumerate(sub.args):
+            if "\0" in arg:
+                raise RequestError(f"args[{index}]: no NUL bytes")
+        for index, path in enumerate(sub.output_files):
+            try:
+                cell_path(path)
+            except SpecError as error:
+                raise RequestError(f"output_files[{index}]: {error}") from None
     except RequestError as error:
         field, _, message = str(error).partition(": ")
-        raise RequestInvalid((*loc, field.partition("[")[0]), message) from None
+        raise RequestInvalid((*loc, *_field_loc(field)), message) from None
     data += sum(len(content) for content in files.values())
     if data > settings.max_test_data:
         raise RequestInvalid(

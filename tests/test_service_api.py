@@ -6,6 +6,7 @@ keys, the rate limit, bad input (4xx, never 5xx), health and metrics.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import http.server
 import ipaddress
@@ -162,6 +163,31 @@ def test_single_run_keeps_the_whole_output(service):
         {"language": "python3", "source": "print(2)", "stdin": "", "expected_output": "3\n"},
     )
     assert with_expected["result"]["verdict"] == "WA"
+
+
+def test_files_args_and_output_files_over_http(service):
+    program = (
+        "import sys\n"
+        "print(open('data/in.txt').read(), *sys.argv[1:], flush=True)\n"
+        "print('warn', file=sys.stderr)\n"
+        "open('out.txt', 'w').write('made')\n"
+    )
+    response = service.client.post(
+        "/v1/submissions?wait=true",
+        json={
+            "language": "python3",
+            "source": program,
+            "files": [{"path": "data/in.txt", "content": "given"}],
+            "args": ["a b"],
+            "output_files": ["out.txt"],
+            "stderr_to_stdout": True,
+        },
+    )
+    assert response.status_code == 200, response.text
+    test = response.json()["result"]["tests"][0]
+    assert test["verdict"] == "AC", test
+    assert test["stdout"] == "given a b\nwarn\n" and test["stderr"] == ""
+    assert test["files"] == {"out.txt": base64.b64encode(b"made").decode()}
 
 
 def test_wait_falls_back_to_202_and_the_result_comes_later(service):
@@ -433,6 +459,47 @@ BAD_INPUTS = [
     (b'{"language": 3, "source": "x"}', 422, ["body", "language"]),
     (b"[1, 2]", 422, ["body"]),
     (b"{not json", 422, ["body", 1]),
+    # What a run gets besides its source: refused here, not by a worker later.
+    (
+        b'{"language": "python3", "source": "x", "files": [{"path": "a", "content": "x"},'
+        b' {"path": "../b", "content": "x"}]}',
+        422,
+        ["body", "files", 1, "path"],
+    ),
+    (
+        b'{"language": "python3", "source": "x", "files": [{"path": "main.py", "content": ""}]}',
+        422,
+        ["body", "files", 0, "path"],
+    ),
+    (
+        b'{"language": "python3", "source": "x", "files": [{"path": "a", "content": "%",'
+        b' "encoding": "base64"}]}',
+        422,
+        ["body", "files", 0, "content"],
+    ),
+    (
+        b'{"language": "python3", "source": "x", "files": [{"path": "a", "content": "",'
+        b' "encoding": "hex"}]}',
+        422,
+        ["body", "files", 0, "encoding"],
+    ),
+    (b'{"language": "python3", "source": "x", "args": ["a\\u0000"]}', 422, ["body", "args", 0]),
+    (
+        b'{"language": "python3", "source": "x", "output_files": ["ok", "/etc/shadow"]}',
+        422,
+        ["body", "output_files", 1],
+    ),
+    (
+        b'{"language": "c", "source": "x", "compile_options": ["-O2", "-fplugin=x.so"]}',
+        422,
+        ["body", "compile_options"],
+    ),
+    (b'{"language": "python3", "source": "x", "runs": 11}', 422, ["body", "runs"]),
+    (
+        b'{"language": "c", "source": "x", "limits": {"compile_time": 1e9}}',
+        422,
+        ["body", "limits", "compile_time"],
+    ),
 ]
 
 
