@@ -172,10 +172,10 @@ CONFIG = {
 }
 
 
-def four_layers(path: Path, ref: str = "base:1") -> Layout:
+def four_layers(path: Path, ref: str = "base:1", config: dict | None = None) -> Layout:
     """busybox; a file and a directory added; the file changed; the file
     deleted by a whiteout and the directory made opaque."""
-    return make_layout(path, ref, [BASE, ADD, CHANGE, DELETE], CONFIG)
+    return make_layout(path, ref, [BASE, ADD, CHANGE, DELETE], CONFIG if config is None else config)
 
 
 def tree(root: str) -> dict[str, str]:
