@@ -296,3 +296,22 @@ def test_the_worker_pulls_what_it_lacks_and_counts_it(service_that_pulls) -> Non
     assert samples["cellblock_image_pull_seconds_count"] == 4
     assert samples['cellblock_image_pull_seconds_bucket{le="+Inf"}'] == 4
     assert samples["cellblock_image_pull_seconds_sum"] > 0
+
+
+def test_a_language_file_says_where_its_image_comes_from(tmp_path: Path, monkeypatch) -> None:
+    from worker.languages import LanguageError, get_language, load_language
+
+    monkeypatch.setenv("CELLBLOCK_STORE", str(tmp_path / "store"))
+    body = 'source = "main.sh"\nrun = ["/bin/sh", "main.sh"]\n'
+    (tmp_path / "sci.toml").write_text(
+        'image = "team/sci:1"\nimage_source = "oci-archive:/srv/sci.tar:team/sci:1"\n' + body
+    )
+    assert (
+        load_language(tmp_path / "sci.toml").image_source == "oci-archive:/srv/sci.tar:team/sci:1"
+    )
+    # Not pulled here: the language is not installed, and the message says why.
+    with pytest.raises(LanguageError, match="its image 'team/sci:1' is not in this machine's"):
+        get_language("sci", tmp_path)
+    (tmp_path / "bad.toml").write_text('image_source = "docker://r.example/x:1"\n' + body)
+    with pytest.raises(LanguageError, match="'image_source' without 'image'"):
+        load_language(tmp_path / "bad.toml")
