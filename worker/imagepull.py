@@ -144,6 +144,8 @@ def ensure(image: str, declared: str | None = None) -> PullRecord | None:
                 error = None if _present(image) else "the pulled image is not that reference"
             except (ImageError, OSError) as failure:
                 error = str(failure)
+            except Exception as failure:  # noqa: BLE001 - whatever broke, the pull failed
+                error = f"{type(failure).__name__}: {failure}"
             record = PullRecord(image, source, error is None, time.monotonic() - started)
     except ImageError as failure:  # the store itself (pull_lock could not make it)
         raise ImagePullError(f"image {image!r}: cannot pull it here: {failure}") from None
