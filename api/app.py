@@ -79,10 +79,12 @@ def create_app(settings: Settings | None = None, timing: Timing | None = None) -
     app.add_middleware(BodyLimit, limit=settings.max_body)
     _install_handlers(app)
 
-    from . import judge0, v1
+    from . import judge0, piston, sandboxfusion, v1
 
     app.include_router(v1.router)
     app.include_router(judge0.router)
+    app.include_router(sandboxfusion.router)
+    app.include_router(piston.router)
     return app
 
 

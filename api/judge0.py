@@ -9,11 +9,19 @@ error shape (`{"field": ["message"]}`, here beside the contract's `detail`).
 
 What differs, on purpose:
 - Language ids map to cellblock's languages (several Judge0 ids to one, e.g.
-  C 48/49/50 all run our gcc); only those are listed.
-- Options cellblock does not offer are refused with a 422 naming them rather
-  than ignored: `enable_network`, `redirect_stderr_to_stdout`,
-  `command_line_arguments`, `compiler_options`, `additional_files`,
-  `number_of_runs` above 1. `config_info` says so.
+  C 48/49/50 all run our gcc); the listings show one id per language, named
+  with the version the workers have ("Python (3.11.2)").
+- A submission is a thin mapping onto /v1's schema (api/models.py):
+  `command_line_arguments` and `compiler_options` are split as a shell
+  would (Judge0 splices them into a shell command) into `args` and
+  `compile_options`; compiler options must be on the operator's allow-list
+  (CELLBLOCK_COMPILE_OPTIONS, 422 naming the option otherwise);
+  `additional_files` (a base64 zip, plain files only) become `files`; language
+  89, "Multi-file program", runs the zip's `compile` script (if any) and then
+  its `run` script with bash; `redirect_stderr_to_stdout` is
+  `stderr_to_stdout`; `number_of_runs` (at most 10 here) is `runs`: time and
+  memory averaged, as Judge0 does. `enable_network` is refused with a 422: a
+  cell has no network.
 - Memory-limit exceeded has no Judge0 status: it is 12 "Runtime Error
   (Other)" with the message saying so (Judge0 itself reports it as a runtime
   error or SIGSEGV). Output-limit exceeded is 8 (SIGXFSZ, as isolate reports it).
@@ -24,41 +32,62 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
 import math
+import re
+import shlex
+import stat
 import time
+import zipfile
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from worker.languages import version_number
+from worker.request import MAX_RUNS, allowed_compile_options
 from worker.store import JUDGE0_INDEX
 
 from .auth import Caller, Principal, rate_limit
-from .models import LimitsIn, Number, RequestInvalid, Text, limits_dict, view
+from .models import Number, RequestInvalid, SubmissionIn, Text, normalize, view
 from .settings import Settings
-from .v1 import ID_PATTERN, admit, check_callback, enqueue, owned
+from .v1 import ID_PATTERN, admit, check_callback, enqueue, language_versions, owned
 
 router = APIRouter(prefix="/judge0", tags=["judge0"])
 VERSION = "1.13.1"
 
-# Judge0 1.13 language id -> (cellblock language, Judge0's name for it).
+# Judge0 1.13 language id -> (cellblock language, Judge0's name for it, with
+# the version the workers report). Judge0 has one id per version it ships;
+# every id of a language is accepted and runs the one installed, and the
+# listings show one id per language (the newest of Judge0's), named with
+# the installed version.
+MULTI_FILE = "multifile"  # profiles/languages/multifile.toml: Judge0's 89
 LANGUAGES: dict[int, tuple[str, str]] = {
-    46: ("bash", "Bash (5.0.0)"),
-    48: ("c", "C (GCC 7.4.0)"),
-    49: ("c", "C (GCC 8.3.0)"),
-    50: ("c", "C (GCC 9.2.0)"),
-    52: ("cpp", "C++ (GCC 7.4.0)"),
-    53: ("cpp", "C++ (GCC 8.3.0)"),
-    54: ("cpp", "C++ (GCC 9.2.0)"),
-    60: ("go", "Go (1.13.5)"),
-    62: ("java", "Java (OpenJDK 13.0.1)"),
-    63: ("javascript", "JavaScript (Node.js 12.14.0)"),
-    71: ("python3", "Python (3.8.1)"),
-    73: ("rust", "Rust (1.40.0)"),
+    46: ("bash", "Bash ({})"),
+    48: ("c", "C (GCC {})"),
+    49: ("c", "C (GCC {})"),
+    50: ("c", "C (GCC {})"),
+    52: ("cpp", "C++ (GCC {})"),
+    53: ("cpp", "C++ (GCC {})"),
+    54: ("cpp", "C++ (GCC {})"),
+    60: ("go", "Go ({})"),
+    62: ("java", "Java (OpenJDK {})"),
+    63: ("javascript", "JavaScript (Node.js {})"),
+    71: ("python3", "Python ({})"),
+    73: ("rust", "Rust ({})"),
+    89: (MULTI_FILE, "Multi-file program"),
 }
+LISTED = (46, 50, 54, 60, 62, 63, 71, 73, 89)
+
+
+def language_name(judge0_id: int, versions: dict[str, str]) -> str:
+    """Judge0's name of a language id with the version installed ('Python (3.11.2)')."""
+    ours, template = LANGUAGES[judge0_id]
+    return template.format(version_number(versions.get(ours, "")) or "version unknown")
+
 
 STATUSES = {
     1: "In Queue",
@@ -181,80 +210,137 @@ def _decode(value: str | None, field: str, b64: bool, loc: tuple) -> str | None:
     return raw.decode("utf-8", errors="replace")
 
 
+# Where a field of the one schema (SubmissionIn, normalize) is Judge0's: an
+# error there names the Judge0 field.
+JUDGE0_NAMES = {
+    "language": "language_id",
+    "source": "source_code",
+    "time": "cpu_time_limit",
+    "wall_time": "wall_time_limit",
+    "memory": "memory_limit",
+    "pids": "max_processes_and_or_threads",
+    "file_size": "max_file_size",
+    "args": "command_line_arguments",
+    "files": "additional_files",
+    "compile_options": "compiler_options",
+    "runs": "number_of_runs",
+}
+
+
+def _split(value: str | None, field: str, loc: tuple) -> list[str]:
+    """A command line as Judge0 splices it into a shell command, as words."""
+    try:
+        return shlex.split(value or "")
+    except ValueError as error:
+        raise RequestInvalid((*loc, field), f"not a valid command line: {error}") from None
+
+
+def _unzip(value: str | None, settings: Settings, loc: tuple) -> list[dict[str, str]]:
+    """`additional_files`: a base64 zip (always base64, as Judge0) as the
+    schema's files. Plain files only (a link or an odd name is refused, by
+    name); their sizes are read, not believed, and count in the test data's cap."""
+    if not value:
+        return []
+    where = (*loc, "additional_files")
+    try:
+        raw = base64.b64decode(value.replace("\n", "").replace("\r", ""), validate=True)
+        archive = zipfile.ZipFile(io.BytesIO(raw))
+        members = archive.infolist()
+    except (binascii.Error, ValueError, zipfile.BadZipFile):
+        raise RequestInvalid(where, "not a base64-encoded zip archive") from None
+    files: list[dict[str, str]] = []
+    room = settings.max_test_data
+    for member in members:
+        if member.is_dir():
+            continue
+        kind = stat.S_IFMT(member.external_attr >> 16)  # 0: no type recorded (a plain file)
+        if kind and kind != stat.S_IFREG:
+            raise RequestInvalid(where, f"{member.filename!r} is not a plain file")
+        try:
+            with archive.open(member) as opened:
+                content = opened.read(room + 1)
+        except (zipfile.BadZipFile, NotImplementedError, RuntimeError, ValueError, OSError):
+            raise RequestInvalid(where, f"{member.filename!r} cannot be read") from None
+        room -= len(content)
+        if room < 0:
+            raise RequestInvalid(where, f"larger than {settings.max_test_data} bytes", status=413)
+        files.append(
+            {
+                "path": member.filename,
+                "content": base64.b64encode(content).decode(),
+                "encoding": "base64",
+            }
+        )
+    return files
+
+
 def to_request(
     sub: Judge0Submission, settings: Settings, known: set[str], b64: bool, loc: tuple = ("body",)
 ) -> dict[str, Any]:
-    """A Judge0 submission as the request worker/request.py judges (a single run)."""
+    """A Judge0 submission as a SubmissionIn of the one schema (a single run),
+    normalized as /v1's are: what worker/request.py judges."""
     if sub.language_id not in LANGUAGES or LANGUAGES[sub.language_id][0] not in known:
         raise RequestInvalid(
             (*loc, "language_id"), f"language with id {sub.language_id} doesn't exist"
         )
-    for name in (
-        "enable_network",
-        "redirect_stderr_to_stdout",
-        "command_line_arguments",
-        "compiler_options",
-        "additional_files",
-    ):
-        if getattr(sub, name):
-            raise RequestInvalid((*loc, name), "not supported by this service")
-    if (sub.number_of_runs or 1) > 1:
-        raise RequestInvalid((*loc, "number_of_runs"), "must be 1 here")
+    if sub.enable_network:
+        raise RequestInvalid((*loc, "enable_network"), "not supported by this service")
+    language = LANGUAGES[sub.language_id][0]
     source = _decode(sub.source_code, "source_code", b64, loc)
-    if not source:
+    if not source and language != MULTI_FILE:  # a multi-file program is its files
         raise RequestInvalid((*loc, "source_code"), "can't be blank")
-    if len(source.encode()) > settings.max_source:
-        raise RequestInvalid(
-            (*loc, "source_code"), f"larger than {settings.max_source} bytes", status=413
-        )
     stdin = _decode(sub.stdin, "stdin", b64, loc)
     expected = _decode(sub.expected_output, "expected_output", b64, loc)
-    if len((stdin or "").encode()) + len((expected or "").encode()) > settings.max_test_data:
-        raise RequestInvalid(
-            (*loc, "stdin"), f"larger than {settings.max_test_data} bytes", status=413
-        )
+    runs = sub.number_of_runs or DEFAULTS["number_of_runs"]
+    if runs > MAX_RUNS:
+        raise RequestInvalid((*loc, "number_of_runs"), f"at most {MAX_RUNS} here")
     time_limit = sub.cpu_time_limit or DEFAULTS["cpu_time_limit"]
-    wall = sub.wall_time_limit or max(DEFAULTS["wall_time_limit"], time_limit)
     memory_kb = sub.memory_limit or DEFAULTS["memory_limit"]
     if not math.isfinite(memory_kb * 1024):
         raise RequestInvalid((*loc, "memory_limit"), "too large")
-    names = {
-        "time": "cpu_time_limit",
-        "wall_time": "wall_time_limit",
-        "memory": "memory_limit",
-        "pids": "max_processes_and_or_threads",
-        "file_size": "max_file_size",
-    }
     file_kb = sub.max_file_size if sub.max_file_size is not None else DEFAULTS["max_file_size"]
     try:
-        limits = limits_dict(
-            LimitsIn(
-                time=time_limit,
-                wall_time=wall,
-                memory=int(memory_kb * 1024),
-                pids=sub.max_processes_and_or_threads or DEFAULTS["max_processes_and_or_threads"],
-                file_size=int(file_kb) * 1024,
-            ),
-            settings,
-            ("limits",),
+        submission = SubmissionIn.model_validate(
+            {
+                "language": language,
+                "source": source or "",
+                "stdin": stdin or "",
+                "expected_output": expected,
+                "checker": "lines",
+                "limits": {
+                    "time": time_limit,
+                    "wall_time": sub.wall_time_limit
+                    or max(DEFAULTS["wall_time_limit"], time_limit),
+                    "memory": int(memory_kb * 1024),
+                    "pids": sub.max_processes_and_or_threads
+                    or DEFAULTS["max_processes_and_or_threads"],
+                    "file_size": int(file_kb) * 1024,
+                },
+                "args": _split(sub.command_line_arguments, "command_line_arguments", loc),
+                "files": _unzip(sub.additional_files, settings, loc),
+                "compile_options": _split(sub.compiler_options, "compiler_options", loc),
+                "stderr_to_stdout": bool(sub.redirect_stderr_to_stdout),
+                "runs": runs,
+            }
         )
+        stored = normalize(submission, settings, known, loc)
+    except ValidationError as error:
+        first = error.errors()[0]
+        field = str(next((x for x in first["loc"] if isinstance(x, str)), "body"))
+        raise RequestInvalid((*loc, JUDGE0_NAMES.get(field, field)), first["msg"]) from None
     except RequestInvalid as error:
-        raise RequestInvalid((*loc, names.get(str(error.loc[-1]), "limits")), error.msg) from None
-    return {
-        "language": LANGUAGES[sub.language_id][0],
-        "source": source,
-        "tests": None,
-        "stdin": stdin or "",
-        "expected_output": expected,
-        "checker": "lines",
-        "limits": limits,
-        "stop_on_failure": False,
-        "judge0": {
-            k: v
-            for k, v in sub.model_dump().items()
-            if k not in ("source_code", "stdin", "expected_output")
-        },
+        field = str(next((x for x in reversed(error.loc) if isinstance(x, str)), "body"))
+        raise RequestInvalid(
+            (*loc, JUDGE0_NAMES.get(field, field)), error.msg, status=error.status
+        ) from None
+    # What Judge0 gives back as it was sent (GET renders these); the files are
+    # in the request's `files` already.
+    stored["judge0"] = {
+        k: v
+        for k, v in sub.model_dump().items()
+        if k not in ("source_code", "stdin", "expected_output")
     }
+    return stored
 
 
 def _status(record: dict[str, Any]) -> int:
@@ -313,7 +399,7 @@ def render(record: dict[str, Any], fields: tuple[str, ...], b64: bool) -> dict[s
         "token": record["id"],
         "source_code": request.get("source"),
         "language_id": language_id,
-        "language": {"id": language_id, "name": LANGUAGES.get(int(language_id or 0), ("", ""))[1]},
+        "language": {"id": language_id, "name": extra.get("language_name", "")},
         "stdin": request.get("stdin"),
         "expected_output": request.get("expected_output"),
         "stdout": (test.get("stdout") if test else None) if done and result else None,
@@ -402,6 +488,9 @@ async def _create(
 ) -> str:
     state = request.app.state
     stored = to_request(sub, state.settings, state.languages, b64, loc)
+    stored["judge0"]["language_name"] = language_name(
+        sub.language_id, await language_versions(request)
+    )
     await check_callback(request, sub.callback_url, (*loc, "callback_url"))
     return await enqueue(
         request,
@@ -520,46 +609,54 @@ async def list_submissions(
 async def get_submission(
     request: Request,
     principal: Caller,
-    token: Annotated[str, Path(pattern=ID_PATTERN)],
+    token: str,
     base64_encoded: Base64 = False,
     fields: Fields = None,
 ) -> Any:
     wanted = parse_fields(fields)
+    if not re.match(ID_PATTERN, token):  # Judge0: whatever is not a token is not found
+        raise HTTPException(404, "no such submission (unknown, expired, or another key's)")
     record = await owned(request, token, principal, kind="judge0")
     return render(record, wanted, base64_encoded)
 
 
-def _language_rows(request: Request) -> list[tuple[int, Any]]:
+async def _listed(request: Request) -> list[tuple[int, Any, str]]:
+    """(Judge0 id, our language, its name with the installed version), one per language."""
     info = request.app.state.language_info
-    return [(jid, info[ours]) for jid, (ours, _) in sorted(LANGUAGES.items()) if ours in info]
+    versions = await language_versions(request)
+    return [
+        (jid, info[LANGUAGES[jid][0]], language_name(jid, versions))
+        for jid in LISTED
+        if LANGUAGES[jid][0] in info
+    ]
 
 
 @router.get("/languages")
 async def languages(request: Request, principal: Caller) -> Any:
-    return [{"id": jid, "name": LANGUAGES[jid][1]} for jid, _ in _language_rows(request)]
+    return [{"id": jid, "name": name} for jid, _, name in await _listed(request)]
 
 
 @router.get("/languages/all")
 async def all_languages(request: Request, principal: Caller) -> Any:
     return [
-        {"id": jid, "name": LANGUAGES[jid][1], "is_archived": False}
-        for jid, _ in _language_rows(request)
+        {"id": jid, "name": name, "is_archived": False} for jid, _, name in await _listed(request)
     ]
 
 
 @router.get("/languages/{language_id}")
 async def language(request: Request, principal: Caller, language_id: int) -> Any:
-    for jid, lang in _language_rows(request):
-        if jid == language_id:
-            return {
-                "id": jid,
-                "name": LANGUAGES[jid][1],
-                "is_archived": False,
-                "source_file": lang.source,
-                "compile_cmd": " ".join(lang.compile) if lang.compile else None,
-                "run_cmd": " ".join(lang.run),
-                "cellblock_language": lang.id,
-            }
+    info = request.app.state.language_info
+    if language_id in LANGUAGES and LANGUAGES[language_id][0] in info:
+        lang = info[LANGUAGES[language_id][0]]
+        return {
+            "id": language_id,
+            "name": language_name(language_id, await language_versions(request)),
+            "is_archived": language_id not in LISTED,
+            "source_file": lang.source,
+            "compile_cmd": " ".join(lang.compile) if lang.compile else None,
+            "run_cmd": " ".join(lang.run),
+            "cellblock_language": lang.id,
+        }
     raise HTTPException(404, f"language with id {language_id} doesn't exist")
 
 
@@ -590,14 +687,16 @@ async def config_info(request: Request, principal: Caller) -> Any:
     return {
         "maintenance_mode": False,
         "enable_wait_result": True,
-        "enable_compiler_options": False,
-        "allowed_languages_for_compile_options": [],
-        "enable_command_line_arguments": False,
+        "enable_compiler_options": bool(allowed_compile_options()),
+        "allowed_languages_for_compile_options": [
+            name for _, lang, name in await _listed(request) if lang.compiled
+        ],
+        "enable_command_line_arguments": True,
         "enable_submission_delete": False,
         "enable_callbacks": True,
         "callbacks_max_tries": settings.callback_tries,
         "callbacks_timeout": settings.callback_timeout,
-        "enable_additional_files": False,
+        "enable_additional_files": True,
         "max_queue_size": 10000,
         "cpu_time_limit": DEFAULTS["cpu_time_limit"],
         "max_cpu_time_limit": settings.max_time,
@@ -617,10 +716,10 @@ async def config_info(request: Request, principal: Caller) -> Any:
         "allow_enable_per_process_and_thread_memory_limit": True,
         "max_file_size": DEFAULTS["max_file_size"],
         "max_max_file_size": 65536,
-        "number_of_runs": 1,
-        "max_number_of_runs": 1,
+        "number_of_runs": DEFAULTS["number_of_runs"],
+        "max_number_of_runs": MAX_RUNS,
         "redirect_stderr_to_stdout": False,
-        "max_extract_size": 0,
+        "max_extract_size": settings.max_test_data // 1024,
         "enable_batched_submissions": True,
         "max_submission_batch_size": settings.max_batch,
         "submission_cache_duration": 1.0,

@@ -15,8 +15,18 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 from sandbox.spec import SpecError, read_limit, show_default
 from worker.checkers import CheckerError, build_checker
 from worker.pipeline import JUDGE_DEFAULTS, RunLimits, judge_limit_fields, request_name
-from worker.request import RequestError, check_image
+from worker.request import (
+    MAX_ARGS,
+    MAX_FILES,
+    MAX_OUTPUT_FILES,
+    MAX_RUNS,
+    RequestError,
+    check_compile_options,
+    check_image,
+    read_files,
+)
 from worker.results import DEFAULT_FEEDBACK, FEEDBACK_LEVELS
+from worker.runs import COMPILE_LIMIT_FIELDS, read_compile_limit
 
 from .settings import Settings
 
@@ -64,6 +74,14 @@ def _limits_model() -> type[BaseModel]:
             types[kind] | None,
             Field(None, description=description, **constraints),
         )
+    fields["compile_time"] = (
+        Number | None,
+        Field(None, gt=0, description="the compile's wall-clock and CPU seconds (the language's)"),
+    )
+    fields["compile_memory"] = (
+        Size | None,
+        Field(None, description="the compile's memory (the language's); bytes or K/M/G"),
+    )
     return create_model("LimitsIn", __base__=Strict, **fields)
 
 
@@ -73,6 +91,12 @@ LimitsIn = _limits_model()
 class CheckerProgram(Strict):
     language: Text
     source: Text
+
+
+class FileIn(Strict):
+    path: Text = Field(..., max_length=4096, description="relative to the working directory")
+    content: Text
+    encoding: Literal["utf8", "base64"] = "utf8"
 
 
 class SubmissionIn(Strict):
@@ -102,6 +126,30 @@ class SubmissionIn(Strict):
         description="what the result reveals of the tests: none (verdicts "
         "and figures), verdict (plus the checker's message without test data), diff (plus "
         "where the output differs and the program's output)",
+    )
+    args: list[Text] = Field(
+        [], max_length=MAX_ARGS, description="arguments after the language's run command"
+    )
+    files: list[FileIn] = Field(
+        [],
+        max_length=MAX_FILES,
+        description="files beside the source, for the compile and every run (their sizes "
+        "count in the test data's cap)",
+    )
+    output_files: list[Text] = Field(
+        [],
+        max_length=MAX_OUTPUT_FILES,
+        description="files read back after each run: each test's `files` (base64, by path)",
+    )
+    compile_options: list[Text] = Field(
+        [],
+        max_length=MAX_ARGS,
+        description="after the compile command; each allowed by the operator "
+        "(CELLBLOCK_COMPILE_OPTIONS)",
+    )
+    stderr_to_stdout: bool = Field(False, description="the program's stderr goes into stdout")
+    runs: int = Field(
+        1, ge=1, le=MAX_RUNS, description="runs of each test; time and memory averaged"
     )
 
 
@@ -163,6 +211,18 @@ def limits_dict(
             unit = " seconds" if limit.metadata["kind"] == "seconds" else ""
             raise RequestInvalid((*loc, name), f"at most {cap:g}{unit} here")
         out[name] = checked
+    compile_caps = {"compile_time": settings.max_wall_time, "compile_memory": settings.max_memory}
+    for name in COMPILE_LIMIT_FIELDS:
+        value = getattr(limits, name)
+        if value is None:
+            continue
+        try:
+            checked = read_compile_limit(name, value)
+        except SpecError as error:
+            raise RequestInvalid((*loc, name), str(error)) from None
+        if checked > compile_caps[name]:
+            raise RequestInvalid((*loc, name), f"at most {compile_caps[name]:g} here")
+        out[name] = checked
     return out
 
 
@@ -221,6 +281,13 @@ def normalize(
             tests.append(
                 {"name": name, "input": test.input, "output": test.output, "score": test.score}
             )
+    try:
+        files = read_files([f.model_dump() for f in sub.files], "")
+        options = check_compile_options(sub.compile_options)
+    except RequestError as error:
+        field, _, message = str(error).partition(": ")
+        raise RequestInvalid((*loc, field.partition("[")[0]), message) from None
+    data += sum(len(content) for content in files.values())
     if data > settings.max_test_data:
         raise RequestInvalid(
             (*loc, "tests" if tests else "stdin"),
@@ -239,6 +306,12 @@ def normalize(
         "stop_on_failure": sub.stop_on_failure,
         "recheck_tle": sub.recheck_tle,
         "feedback": sub.feedback,
+        "args": sub.args,
+        "files": [f.model_dump() for f in sub.files],
+        "output_files": sub.output_files,
+        "compile_options": list(options),
+        "stderr_to_stdout": sub.stderr_to_stdout,
+        "runs": sub.runs,
     }
 
 

@@ -210,12 +210,14 @@ async def languages(request: Request, principal: Caller) -> list[dict]:
     for worker in workers:
         for lang in worker.get("languages") or []:
             on_workers[lang] = on_workers.get(lang, 0) + 1
+    versions = versions_of(workers)
     return [
         {
             "id": lang.id,
             "name": lang.name,
             "compiled": lang.compiled,
             "workers": on_workers.get(lang.id, 0),
+            "version": versions.get(lang.id),
         }
         for lang in request.app.state.language_info.values()
     ]
@@ -223,6 +225,33 @@ async def languages(request: Request, principal: Caller) -> list[dict]:
 
 async def live_workers(request: Request) -> list[dict[str, Any]]:
     return await run_in_threadpool(request.app.state.store.workers)
+
+
+def versions_of(workers: list[dict[str, Any]]) -> dict[str, str]:
+    """Each language's version line as live workers report it (the first
+    worker that has it; workers of one service are meant to be alike)."""
+    versions: dict[str, str] = {}
+    for worker in sorted(workers, key=lambda w: str(w.get("name"))):
+        for lang, line in (worker.get("versions") or {}).items():
+            if line:
+                versions.setdefault(lang, line)
+    return versions
+
+
+# Versions change when workers do: asked of Redis at most this often.
+VERSIONS_TTL = 5.0
+
+
+async def language_versions(request: Request) -> dict[str, str]:
+    """Language id -> the version line its live workers report (the listings of
+    /v1, /judge0, /piston and /sandboxfusion all say what is installed)."""
+    state = request.app.state
+    cached = getattr(state, "language_versions", None)
+    now = time.monotonic()
+    if cached is None or now - cached[0] > VERSIONS_TTL or not cached[1]:
+        cached = (now, versions_of(await live_workers(request)))
+        state.language_versions = cached
+    return cached[1]
 
 
 @router.get("/v1/health", tags=["v1"])

@@ -65,6 +65,11 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out-dir", metavar="DIR", default=".", help="where --copy-out files go")
     p.add_argument(
+        "--stderr-to-stdout",
+        action="store_true",
+        help="the program's stderr goes into its stdout, in the order written",
+    )
+    p.add_argument(
         "--image",
         default="host",
         help="root filesystem: host (default), a pulled image (NAME[:TAG], NAME@sha256:..., "
@@ -115,6 +120,7 @@ def run_options(args: argparse.Namespace) -> RunOptions:
         image=args.image,
         seccomp=args.seccomp,
         env=args.env,
+        stderr_to_stdout=args.stderr_to_stdout,
     )
 
 

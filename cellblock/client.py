@@ -57,6 +57,7 @@ SINGLE_FLAGS = {
     "--image": "image",
     "--seccomp": "seccomp",
 }
+SWITCH_FLAGS = {"--json": "json", "--stderr-to-stdout": "stderr_to_stdout"}
 EXIT_INTERNAL = 125  # cellblock/runcmd.py's: the run was the server's, and it was lost
 
 _tried = False  # one attempt per process: argparse's path must not ask again
@@ -81,8 +82,8 @@ def parse(argv: list[str]) -> RunOptions | None:
         if arg == "--" or not arg.startswith("-"):
             break
         flag, equals, value = arg.partition("=")
-        if flag == "--json" and not equals:
-            values["json"] = True
+        if flag in SWITCH_FLAGS and not equals:
+            values[SWITCH_FLAGS[flag]] = True
             i += 1
             continue
         if flag not in LIMIT_FLAGS and flag not in REPEATED_FLAGS and flag not in SINGLE_FLAGS:

@@ -161,6 +161,7 @@ class RunOptions(_Flat):
         "image",
         "seccomp",
         "env",
+        "stderr_to_stdout",
     )
 
     def __init__(
@@ -176,6 +177,7 @@ class RunOptions(_Flat):
         image: str = "host",
         seccomp: str = "default",
         env: list[str] | None = None,
+        stderr_to_stdout: bool = False,
     ) -> None:
         self.command = command  # "--" first if it was typed (argparse.REMAINDER keeps it)
         self.json = json
@@ -188,6 +190,7 @@ class RunOptions(_Flat):
         self.image = image
         self.seccomp = seccomp
         self.env = env or []  # "K=V" items
+        self.stderr_to_stdout = stderr_to_stdout
 
     @classmethod
     def from_wire(cls, data: object) -> RunOptions:
@@ -203,7 +206,9 @@ class RunOptions(_Flat):
             raise ProtocolError("malformed run options")
         if not all(isinstance(v, str) for v in (options.out_dir, options.image, options.seccomp)):
             raise ProtocolError("malformed run options")
-        if not isinstance(options.json, bool) or not isinstance(options.stdin, str | None):
+        if not isinstance(options.json, bool) or not isinstance(options.stderr_to_stdout, bool):
+            raise ProtocolError("malformed run options")
+        if not isinstance(options.stdin, str | None):
             raise ProtocolError("malformed run options")
         return options
 

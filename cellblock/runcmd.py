@@ -85,6 +85,7 @@ def outcome(
             seccomp=options.seccomp,
             env=env,
             readonly=tuple(options.readonly),
+            stderr_to_stdout=options.stderr_to_stdout,
         )
         out_dir = Path(options.out_dir)
         if check_out_dir and spec.copy_out and not out_dir.is_dir():

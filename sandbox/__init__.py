@@ -37,12 +37,14 @@ def run(
     seccomp: str = "default",
     env: Mapping[str, str] | None = None,
     readonly: Sequence[str] = (),
+    stderr_to_stdout: bool = False,
     **limits: object,
 ) -> RunResult:
     """Run `argv` in a fresh cell. Options are those of `cellblock run`.
 
     `readonly` names copy-in destinations the program cannot write, chmod,
-    rename over or remove (read-only binds of themselves).
+    rename over or remove (read-only binds of themselves). `stderr_to_stdout`
+    sends the program's stderr into its stdout, in the order written.
 
     Bad options raise SpecError (a ValueError) before anything starts; a failure
     of the sandbox itself comes back as a result with status IE.
@@ -63,6 +65,7 @@ def run(
         env=dict(env or {}),
         # One string is passed on as it is: RunSpec refuses it with a clear error.
         readonly=readonly if isinstance(readonly, str) else tuple(readonly),  # type: ignore[arg-type]
+        stderr_to_stdout=bool(stderr_to_stdout),
     )
     return run_spec(spec)
 

@@ -135,6 +135,9 @@ def _run_cell(spec: RunSpec) -> RunResult:
             fds.close(stdout_w)
             stdout_w = spec.stdout_fd
         stderr_r, stderr_w = (fds.add(fd) for fd in os.pipe2(os.O_CLOEXEC))
+        if spec.stderr_to_stdout:  # the stderr pipe's reader sees EOF at once
+            fds.close(stderr_w)
+            stderr_w = stdout_w
         controllers = group.controllers if group is not None else ()
         launch = Launch(
             program=spawn.ProgramStart(

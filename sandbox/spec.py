@@ -275,6 +275,9 @@ class RunSpec:
     # Extension: copy-in destinations the program may read and execute but not
     # change (a read-only bind of the file onto itself, made before it starts).
     readonly: tuple[str, ...] = ()
+    # Extension: the program's stderr is its stdout (one pipe, so the two keep
+    # the order they were written in); the result's stderr is then empty.
+    stderr_to_stdout: bool = False
 
     def __post_init__(self) -> None:
         if not self.argv and self.image == "host":  # another image may have its own command

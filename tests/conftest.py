@@ -246,6 +246,8 @@ class CellRunner:
             if key == "env":
                 for k, v in value.items():  # type: ignore[attr-defined]
                     args += ["--env", f"{k}={v}"]
+            elif isinstance(value, bool):  # a switch
+                args += [f"--{key.replace('_', '-')}"] if value else []
             elif isinstance(value, list | tuple):  # a repeatable flag: once per item
                 for item in value:
                     args += [f"--{key.replace('_', '-')}", str(item)]

@@ -26,7 +26,11 @@ EXTENSION = {lang: ext.lstrip(".") for ext, lang in EXTENSIONS.items()}
 EXTENSION.update({"cpp": "cpp", "javascript": "js"})
 
 INSTALLED = [lang.id for lang in all_languages().values() if lang.installed()]
-COMPILED = [lang for lang in INSTALLED if get_language(lang).compiled]
+# The languages whose program is one source file: the verdict matrix's
+# (multifile's program is its `files`, a run script and more:
+# tests/test_api_judge0.py and tests/test_request.py judge it).
+ONE_FILE = [lang for lang in INSTALLED if lang != "multifile"]
+COMPILED = [lang for lang in ONE_FILE if get_language(lang).compiled]
 
 
 @functools.cache

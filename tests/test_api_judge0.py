@@ -141,3 +141,115 @@ def test_raw_base64_fields_wait_and_errors(judge0_service):
     }
     config = httpx.get(f"{base}/config_info", headers=headers).json()
     assert config["enable_wait_result"] is True and config["allow_enable_network"] is False
+
+
+# --- Judge0's options, through the one schema (issue: Judge0 complete) --------
+
+
+def _sdk_run(client, **fields):
+    return judge0.run(client=client, submissions=judge0.Submission(**fields))
+
+
+def test_sdk_command_line_arguments_compiler_options_and_stderr(client):
+    args = _sdk_run(
+        client,
+        source_code="import sys\nprint(sys.argv[1:])",
+        language=judge0.PYTHON,
+        command_line_arguments="one 'two three' --four",
+    )
+    assert args.stdout == "['one', 'two three', '--four']\n", args
+    c_source = (
+        '#include <stdio.h>\nint main(void){\n#ifdef ONLINE_JUDGE\nputs("judged");\n#endif\n}\n'
+    )
+    plain = _sdk_run(client, source_code=c_source, language=judge0.C)
+    assert plain.status == judge0.Status.ACCEPTED and not plain.stdout  # the control
+    optioned = _sdk_run(
+        client, source_code=c_source, language=judge0.C, compiler_options="-O2 -DONLINE_JUDGE"
+    )
+    assert optioned.stdout == "judged\n", optioned
+    script = "import sys\nprint('out', flush=True)\nprint('err', file=sys.stderr, flush=True)\n"
+    merged = _sdk_run(
+        client, source_code=script, language=judge0.PYTHON, redirect_stderr_to_stdout=True
+    )
+    assert merged.stdout == "out\nerr\n" and not merged.stderr, merged
+    apart = _sdk_run(client, source_code=script, language=judge0.PYTHON)
+    assert apart.stdout == "out\n" and apart.stderr == "err\n"
+    averaged = _sdk_run(client, source_code="print(1)", language=judge0.PYTHON, number_of_runs=3)
+    assert averaged.status == judge0.Status.ACCEPTED and averaged.number_of_runs == 3
+
+
+def test_sdk_multi_file_program(client):
+    files = judge0.Filesystem(
+        content=[
+            judge0.File(name="compile", content="gcc -O2 -o prog main.c helper.c\n"),
+            judge0.File(name="run", content='./prog "$(cat data/name.txt)"\n'),
+            judge0.File(
+                name="main.c",
+                content="#include <stdio.h>\nconst char *hi(void);\n"
+                'int main(int c, char **v){printf("%s %s\\n", hi(), v[1]);}\n',
+            ),
+            judge0.File(name="helper.c", content='const char *hi(void){return "hello";}\n'),
+            judge0.File(name="data/name.txt", content="judge0"),
+        ]
+    )
+    result = _sdk_run(client, source_code="", language=judge0.MULTI_FILE, additional_files=files)
+    assert result.status == judge0.Status.ACCEPTED, result
+    assert result.stdout == "hello judge0\n"
+    # Additional files beside a single-file program, too.
+    beside = _sdk_run(
+        client,
+        source_code="print(open('data/name.txt').read())",
+        language=judge0.PYTHON,
+        additional_files=files,
+    )
+    assert beside.stdout == "judge0\n", beside
+    broken = judge0.Filesystem(content=[judge0.File(name="run", content="exit 3\n")])
+    failed = _sdk_run(client, source_code="", language=judge0.MULTI_FILE, additional_files=broken)
+    assert failed.status == judge0.Status.RUNTIME_ERROR_NZEC and failed.exit_code == 3
+
+
+def test_refusals_and_listings(judge0_service):
+    import io
+    import zipfile
+
+    base = f"{judge0_service.url}/judge0"
+    headers = {"X-Auth-Token": KEY}
+
+    def post(**body):
+        return httpx.post(f"{base}/submissions", json=body, headers=headers, timeout=30)
+
+    refused = post(source_code="int main(){}", language_id=50, compiler_options="-fplugin=evil.so")
+    assert refused.status_code == 422, refused.text
+    assert "compiler_options" in refused.json() and "-fplugin=evil.so" in refused.text
+    unbalanced = post(source_code="x", language_id=71, command_line_arguments="'open")
+    assert unbalanced.status_code == 422 and "command_line_arguments" in unbalanced.json()
+    runs = post(source_code="x", language_id=71, number_of_runs=50)
+    assert runs.status_code == 422 and "number_of_runs" in runs.json()
+    not_zip = post(source_code="x", language_id=71, additional_files="aGVsbG8=")
+    assert not_zip.status_code == 422 and "additional_files" in not_zip.json()
+    packed = io.BytesIO()
+    with zipfile.ZipFile(packed, "w") as archive:
+        archive.writestr("../outside", "x")
+    escaping = post(
+        source_code="x",
+        language_id=71,
+        additional_files=base64.b64encode(packed.getvalue()).decode(),
+    )
+    assert escaping.status_code == 422 and "additional_files" in escaping.json(), escaping.text
+    blank = post(source_code="", language_id=71)
+    assert blank.status_code == 422 and "source_code" in blank.json()
+    for token in ("not-a-token", "0" * 36, "%2e%2e"):
+        assert httpx.get(f"{base}/submissions/{token}", headers=headers).status_code == 404
+    listed = httpx.get(f"{base}/languages", headers=headers).json()
+    names = {row["id"]: row["name"] for row in listed}
+    import platform
+
+    assert names[71] == f"Python ({platform.python_version()})" or names[71].startswith(
+        "Python (3."
+    )
+    assert "version unknown" not in " ".join(names.values()), names
+    assert 48 not in names and names[89] == "Multi-file program"
+    assert httpx.get(f"{base}/languages/48", headers=headers).json()["is_archived"] is True
+    config = httpx.get(f"{base}/config_info", headers=headers).json()
+    assert config["enable_additional_files"] and config["enable_command_line_arguments"]
+    assert config["max_number_of_runs"] == 10

@@ -251,6 +251,14 @@ def test_stdin_stdout_stderr_and_exit_code(cell):
     assert result.status == "RE" and result.exit_code == 3 and result.signal is None
 
 
+def test_stderr_into_stdout_keeps_the_order_written(cell):
+    script = "echo one; echo two >&2; echo three; echo four >&2"
+    result = cell.run(["sh", "-c", script], stderr_to_stdout=True)
+    assert result.status == "OK", result
+    assert result.stdout == "one\ntwo\nthree\nfour\n" and result.stderr == ""
+    assert cell.run(["sh", "-c", script]).stdout == "one\nthree\n"  # the control
+
+
 def test_death_by_signal(cell):
     result = cell.run(["sh", "-c", "kill -SEGV $$"])
     assert result.status == "RE" and result.signal == 11 and result.exit_code is None

@@ -158,6 +158,7 @@ CASES = {
     "signal": ["--", "sh", "-c", "echo before; kill -9 $$"],
     "tle": ["--time", "0.2", "--", "sh", "-c", "while :; do :; done"],
     "json": ["--json", "--", "sh", "-c", "echo hi; exit 4"],
+    "stderr into stdout": ["--stderr-to-stdout", "--", "sh", "-c", "echo a; echo b >&2; echo c"],
     "env": ["--env", "A=b", "--env=C=d e", "--", "sh", "-c", 'echo "$A $C"'],
     "bad limit": ["--memory", "12X", "--", "true"],
     "bad env": ["--env", "noequals", "--", "true"],
@@ -455,6 +456,7 @@ def _argparse_options(argv: list[str]) -> protocol.RunOptions | None:
         ["true"],
         ["true", "--json"],
         ["--json", "--", "sh", "-c", "x"],
+        ["--stderr-to-stdout", "--json", "x"],
         ["--time", "1", "--memory=64M", "--", "a", "--time", "2"],
         ["--time", "1", "--time", "2", "--", "a"],
         ["--env", "A=1", "--env=B=2=3", "--copy-in", "a:b", "--copy-in=c:d", "x"],
@@ -502,6 +504,11 @@ def test_the_client_knows_every_option_of_run() -> None:
     cli._run_parser(sub)
     (run,) = sub.choices.values()
     flags = {flag for action in run._actions for flag in action.option_strings}
-    known = {"--json", *client.LIMIT_FLAGS, *client.REPEATED_FLAGS, *client.SINGLE_FLAGS}
+    known = {
+        *client.SWITCH_FLAGS,
+        *client.LIMIT_FLAGS,
+        *client.REPEATED_FLAGS,
+        *client.SINGLE_FLAGS,
+    }
     assert flags - {"-h", "--help"} == known
     assert set(client.LIMIT_FLAGS.values()) == {f.name for f in limit_fields()}

@@ -15,7 +15,7 @@ from judge_support import (
     BEHAVE,
     COMPILED,
     EXTENSION,
-    INSTALLED,
+    ONE_FILE,
     PROBLEMS,
     behave,
     compiled,
@@ -35,7 +35,7 @@ def case(mode: str) -> TestCase:
     return TestCase(mode, f"{mode} 2 3\n".encode(), b"5\n")
 
 
-@pytest.mark.parametrize("lang", INSTALLED)
+@pytest.mark.parametrize("lang", ONE_FILE)
 def test_ac_on_a_test_directory_with_scores(lang: str) -> None:
     tests = load_dir(PROBLEMS / "sum" / "tests")
     result = judge_program(behave(lang), tests, JudgeOptions(limits=RunLimits.build(time=2)))
@@ -47,7 +47,7 @@ def test_ac_on_a_test_directory_with_scores(lang: str) -> None:
     assert (result.compile is None) == (not get_language(lang).compiled)
 
 
-@pytest.mark.parametrize("lang", INSTALLED)
+@pytest.mark.parametrize("lang", ONE_FILE)
 def test_wa(lang: str) -> None:
     result = judge_one(behave(lang), case("wrong"), time=TIME)
     assert result.verdict == Verdict.WA
@@ -55,7 +55,7 @@ def test_wa(lang: str) -> None:
     assert (result.score, result.max_score) == (0, 1)
 
 
-@pytest.mark.parametrize("lang", INSTALLED)
+@pytest.mark.parametrize("lang", ONE_FILE)
 def test_tle_by_cpu(lang: str) -> None:
     result = judge_one(behave(lang), case("spin"), time=TIME)
     test = result.tests[0]
@@ -64,7 +64,7 @@ def test_tle_by_cpu(lang: str) -> None:
     assert test.time >= TIME
 
 
-@pytest.mark.parametrize("lang", INSTALLED)
+@pytest.mark.parametrize("lang", ONE_FILE)
 def test_tle_by_cpu_of_all_threads(lang: str) -> None:
     """Four threads (processes in Python and bash) burning CPU: the limit counts them all,
     so the cell ends after TIME seconds of CPU, in less wall time where the CPUs exist."""
@@ -78,7 +78,7 @@ def test_tle_by_cpu_of_all_threads(lang: str) -> None:
         assert test.wall_time < test.time, (test, capacity)
 
 
-@pytest.mark.parametrize("lang", INSTALLED)
+@pytest.mark.parametrize("lang", ONE_FILE)
 def test_tle_by_wall(lang: str) -> None:
     result = judge_one(behave(lang), case("sleep"), time=TIME, wall_time=1.5)
     test = result.tests[0]
@@ -88,7 +88,7 @@ def test_tle_by_wall(lang: str) -> None:
 
 
 @pytest.mark.needs_cgroup
-@pytest.mark.parametrize("lang", INSTALLED)
+@pytest.mark.parametrize("lang", ONE_FILE)
 def test_mle(lang: str) -> None:
     result = judge_one(behave(lang), case("alloc"), time=5, memory="64M")
     test = result.tests[0]
@@ -101,7 +101,7 @@ def test_mle(lang: str) -> None:
         assert test.signal == signal.SIGKILL
 
 
-@pytest.mark.parametrize("lang", INSTALLED)
+@pytest.mark.parametrize("lang", ONE_FILE)
 def test_ole(lang: str) -> None:
     result = judge_one(behave(lang), case("flood"), time=5, output_limit="1M")
     test = result.tests[0]
@@ -109,7 +109,7 @@ def test_ole(lang: str) -> None:
     assert "output limit" in test.message
 
 
-@pytest.mark.parametrize("lang", INSTALLED)
+@pytest.mark.parametrize("lang", ONE_FILE)
 def test_re_by_signal(lang: str) -> None:
     result = judge_one(behave(lang), case("crash"), time=TIME)
     test = result.tests[0]
@@ -118,7 +118,7 @@ def test_re_by_signal(lang: str) -> None:
     assert test.exit_code is None
 
 
-@pytest.mark.parametrize("lang", INSTALLED)
+@pytest.mark.parametrize("lang", ONE_FILE)
 def test_re_by_exit_code(lang: str) -> None:
     result = judge_one(behave(lang), case("exit"), time=TIME)
     test = result.tests[0]
@@ -127,7 +127,7 @@ def test_re_by_exit_code(lang: str) -> None:
     assert "code 4" in test.message
 
 
-@pytest.mark.parametrize("lang", INSTALLED)
+@pytest.mark.parametrize("lang", ONE_FILE)
 def test_trailing_whitespace_lines_vs_exact(lang: str) -> None:
     """'5   \\n\\n\\n' against '5\\n': lines and tokens accept it, exact does not."""
     program = behave(lang)
@@ -151,7 +151,7 @@ def test_ce(lang: str) -> None:
 
 def test_ce_output_is_cut() -> None:
     """A compiler that writes megabytes of errors: CE with its output cut to a sane size."""
-    if "cpp" not in INSTALLED:
+    if "cpp" not in ONE_FILE:
         pytest.fail("g++ is not installed (scripts/install installs it)")
     source = "int main() {\n" + "".join(f"  undeclared_{i}();\n" for i in range(800)) + "}\n"
     result = judge(get_language("cpp"), source.encode(), [case("sum")], JudgeOptions())

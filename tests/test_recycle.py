@@ -23,6 +23,7 @@ PYTHON = "/usr/bin/python3"
 
 @pytest.fixture
 def recycled():
+    sandbox.keep_warm(False)  # no cell an earlier test left (of another image, say)
     sandbox.recycle_cells()
     yield
     sandbox.recycle_cells(False)

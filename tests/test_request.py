@@ -4,6 +4,8 @@ Pure logic: no cell runs here (built-in checkers only)."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from worker.checkers import CheckerError, FloatChecker, LinesChecker, build_checker
@@ -80,10 +82,22 @@ def test_only_a_request_from_this_machine_may_name_host_files(tmp_path):
         ({"checker": 7}, "checker: a name"),
         ({"checker": {"language": "python3"}}, "checker: {language, source}"),
         ({"stdin": 5}, "stdin and expected_output"),
+        ({"args": "x"}, "args: a list of strings"),
+        ({"args": ["a\0"]}, "args: no NUL"),
+        ({"files": [{"path": "../x", "content": ""}]}, "files[0].path"),
+        ({"files": [{"path": "main.py", "content": ""}]}, "given twice"),
+        ({"files": [{"path": "a", "content": "!", "encoding": "base64"}]}, "not valid base64"),
+        ({"files": [{"path": "a", "content": "", "encoding": "hex"}]}, "utf8 or base64"),
+        ({"output_files": ["/etc/passwd"]}, "must name a file under /box"),
+        ({"compile_options": ["-fplugin=x.so"]}, "'-fplugin=x.so' is not allowed"),
+        ({"runs": 11}, "runs: an integer from 1 to 10"),
+        ({"runs": True}, "runs: an integer"),
+        ({"limits": {"compile_time": 0}}, "compile_time: 0 s is out of range"),
+        ({"limits": {"compile_memory": "lots"}}, "compile_memory"),
     ],
 )
 def test_bad_requests_say_which_field(change, message):
-    with pytest.raises(RequestError, match=message.replace("{", r"\{").replace("}", r"\}")):
+    with pytest.raises(RequestError, match=re.escape(message)):
         JudgeRequest.parse({**BASE, **change})
 
 
@@ -131,3 +145,99 @@ def test_a_tle_far_over_the_limit_is_not_run_again():
     # Within the limit, the re-check changes nothing.
     quick = _judge_burner(0.1, recheck=True)
     assert quick["verdict"] == "AC" and quick["rechecked"] is False
+
+
+# --- what a run gets besides its source (args, files, output files, ...) -----
+
+PROGRAM = """
+import sys
+print(open("data/words.txt").read().strip(), *sys.argv[1:])
+print("to stderr", file=sys.stderr)
+open("answer.txt", "w").write("42")
+"""
+
+
+def test_args_files_and_output_files_reach_the_run():
+    request = JudgeRequest.parse(
+        {
+            "language": "python3",
+            "source": PROGRAM,
+            "args": ["x y", "--z"],
+            "files": [{"path": "data/words.txt", "content": "aGVsbG8=", "encoding": "base64"}],
+            "output_files": ["answer.txt", "never-made.txt"],
+        }
+    )
+    test = request.judge(whole_output=True).to_dict()["tests"][0]
+    assert test["verdict"] == "AC", test
+    assert test["stdout"] == "hello x y --z\n" and test["stderr"] == "to stderr\n"
+    assert test["files"] == {"answer.txt": "NDI="}  # base64 of 42; the missing one is absent
+
+
+def test_stderr_to_stdout_in_order():
+    request = JudgeRequest.parse(
+        {
+            "language": "python3",
+            "source": "import sys\nfor i in range(3):\n    print(i, flush=True)\n"
+            "    print('e', i, file=sys.stderr, flush=True)\n",
+            "stderr_to_stdout": True,
+        }
+    )
+    test = request.judge(whole_output=True).to_dict()["tests"][0]
+    assert test["stdout"] == "0\ne 0\n1\ne 1\n2\ne 2\n" and test["stderr"] == ""
+
+
+def test_compile_options_and_files_reach_the_compiler(monkeypatch):
+    source = '#include "defs.h"\n#include <stdio.h>\nint main(void){printf("%d\\n", ANSWER);}\n'
+    base = {"language": "c", "source": source, "files": [{"path": "defs.h", "content": ""}]}
+    # The control: without the option the macro is undefined and the compile fails.
+    assert JudgeRequest.parse(base).judge().verdict.value == "CE"
+    monkeypatch.setenv("CELLBLOCK_COMPILE_OPTIONS", "-DANSWER=*")
+    done = JudgeRequest.parse({**base, "compile_options": ["-DANSWER=7"]}).judge(whole_output=True)
+    assert done.verdict.value == "AC" and done.tests[0].stdout == "7\n", done.to_dict()
+    monkeypatch.setenv("CELLBLOCK_COMPILE_OPTIONS", "")
+    with pytest.raises(RequestError, match="not allowed here"):
+        JudgeRequest.parse({**base, "compile_options": ["-DANSWER=7"]})
+    # An operator's batch (host paths) may give any.
+    assert JudgeRequest.parse({**base, "compile_options": ["-DANSWER=7"]}, host_paths=True)
+
+
+def test_the_compile_time_limit_is_the_request_s():
+    loop = "#include <stdio.h>\nint main(void){return 0;}\n"
+    request = JudgeRequest.parse(
+        {"language": "c", "source": loop, "limits": {"compile_time": 0.001}}
+    )
+    done = request.judge()
+    assert done.verdict.value == "CE" and "too long" in done.message, done.to_dict()
+    assert JudgeRequest.parse({"language": "c", "source": loop}).judge().verdict.value == "AC"
+
+
+def test_runs_average_the_figures():
+    request = JudgeRequest.parse({**BASE, "runs": 3})
+    assert request.runs == 3
+    done = request.judge()
+    assert done.verdict.value == "AC" and done.tests[0].memory > 0
+
+
+def test_a_multi_file_program_runs_its_compile_and_run_scripts():
+    files = [
+        {"path": "compile", "content": "gcc -o prog main.c\n"},
+        {"path": "run", "content": './prog "$@"\n'},
+        {
+            "path": "main.c",
+            "content": "#include <stdio.h>\nint main(int c, char **v){puts(v[1]);}\n",
+        },
+    ]
+    request = JudgeRequest.parse(
+        {
+            "language": "multifile",
+            "source": "",
+            "files": files,
+            "args": ["hi"],
+            "expected_output": "hi\n",
+        }
+    )
+    done = request.judge(whole_output=True)
+    assert done.verdict.value == "AC", done.to_dict()
+    assert done.compile is not None  # the compile script ran in a cell of its own
+    no_run = JudgeRequest.parse({"language": "multifile", "source": "", "files": files[2:]})
+    assert no_run.judge().verdict.value == "RE"  # bash: no file named run

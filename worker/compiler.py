@@ -6,7 +6,11 @@ packs the language's `artifacts` globs into one tar in the same cell. The host
 unpacks that tar itself, keeping only regular files with plain relative names
 (the compile ran untrusted source: its output is untrusted too). Every test run
 gets those files copied into /box, read-only (the run cannot alter its own
-program, whatever it owns).
+program, whatever it owns), beside the submission's own extra files.
+
+A submission's `compile_options` are appended to the language's compile
+command (gcc, g++, rustc and javac take options after the file names); the
+operator's allow-list (COMPILE_OPTIONS_VARIABLE) is checked by the request, not here.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import io
 import shlex
 import tarfile
 from dataclasses import dataclass, field
+from typing import Any
 
 import sandbox
 from sandbox import RunResult, Status
@@ -38,13 +43,18 @@ class Program:
     error: str = ""  # why it cannot run: a CE (or IE) message; "" when it can
     internal: bool = False  # the failure is the sandbox's, not the source's
     readonly: tuple[str, ...] = ()  # files the runs may not change: the compiled artifacts
+    # How every run of it goes (a submission's `args`, `stderr_to_stdout`,
+    # `output_files`); a checker's or interactor's runs have none.
+    args: tuple[str, ...] = ()
+    stderr_to_stdout: bool = False
+    output_files: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
         return not self.error
 
     def argv(self, memory: int) -> list[str]:
-        return self.language.run_argv(memory)
+        return [*self.language.run_argv(memory), *self.args]
 
 
 def _cut(result: RunResult) -> RunResult:
@@ -61,12 +71,19 @@ def compile_program(
     source: bytes,
     extra_files: dict[str, bytes] | None = None,
     wall_time: float | None = None,
+    options: tuple[str, ...] = (),
+    limits: dict[str, Any] | None = None,
 ) -> Program:
     """Compile `source` (if the language compiles); never raises for the source's faults.
 
-    `wall_time` shortens the compile's wall-clock limit (a batch item's deadline)."""
+    `extra_files` sit beside the source in the compile and in every run;
+    `wall_time` shortens the compile's wall-clock limit (a batch item's
+    deadline); `options` go after the compile command; `limits` (a request's
+    compile_time, compile_memory as cell options) replace the language's."""
+    files = dict(extra_files or {})
+    files[language.source] = source
     if not language.compiled:
-        return Program(language, {language.source: source})
+        return Program(language, files)
     assert language.compile is not None
     patterns = " ".join(
         shlex.quote(p) if not any(c in p for c in "*?[") else p for p in language.artifacts
@@ -77,18 +94,16 @@ def compile_program(
         '"$@" || exit\n'
         f"tar -cf {ARTIFACTS_TAR} -- {patterns} 2>/dev/null || rm -f {ARTIFACTS_TAR}\n"
     )
-    files = dict(extra_files or {})
-    files[language.source] = source
-    limits = language.compile_limit_options()
+    cell_limits = {**language.compile_limit_options(), **(limits or {})}
     if wall_time is not None:
-        limits["wall_time"] = min(float(limits["wall_time"]), max(wall_time, 0.1))
+        cell_limits["wall_time"] = min(float(cell_limits["wall_time"]), max(wall_time, 0.1))
     result = sandbox.run(
-        ["sh", "-c", script, "compile", *language.compile],
+        ["sh", "-c", script, "compile", *language.compile, *options],
         copy_in=files,
         copy_out=[ARTIFACTS_TAR],
         env=language.compile_env,
         image=language.image,
-        **limits,
+        **cell_limits,
     )
     result = _cut(result)
     program = Program(language, compile=result)
@@ -104,8 +119,10 @@ def compile_program(
         program.error = f"the compiler exited normally but left no {', '.join(language.artifacts)}"
         return program
     try:
-        program.files = _unpack(tar)
-        program.readonly = tuple(program.files)
+        artifacts = _unpack(tar)
+        program.readonly = tuple(artifacts)
+        # The submission's own files too, unless the compile made one of that name.
+        program.files = {**(extra_files or {}), **artifacts}
     except ValueError as error:
         program.error = f"unusable compiler output: {error}"
     return program

@@ -123,6 +123,15 @@ class Language:
         return {**COMPILE_LIMITS, **self.compile_limits}
 
 
+_VERSION_NUMBER_RE = re.compile(r"\d+(?:\.\d+)+")
+
+
+def version_number(line: str) -> str:
+    """The dotted number in a version line ('Python 3.11.2' -> '3.11.2'), or ''."""
+    found = _VERSION_NUMBER_RE.search(line)
+    return found.group(0) if found else ""
+
+
 @cache
 def _version(command: tuple[str, ...]) -> str:
     if not command:

@@ -6,6 +6,7 @@ contract's are extensions and are never renamed once added.
 
 from __future__ import annotations
 
+import base64
 import enum
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -52,6 +53,11 @@ FEEDBACK_LEVELS = ("none", "verdict", "diff")
 DEFAULT_FEEDBACK = "diff"
 
 
+def output_files(files: dict[str, bytes]) -> dict[str, str]:
+    """Files copied out of a run, as a result holds them: base64, by path."""
+    return {path: base64.b64encode(data).decode() for path, data in files.items()}
+
+
 def excerpt(text: str, limit: int = EXCERPT_BYTES) -> str:
     if len(text) <= limit:
         return text
@@ -84,6 +90,8 @@ class TestResult:
     # limit), not excerpts: a single run's, as Judge0's clients expect.
     stdout_truncated: bool | None = None
     stderr_truncated: bool | None = None
+    # A request's `output_files` the run left: path -> base64 of the content.
+    files: dict[str, str] | None = None
     # The message without test data, for feedback "verdict" (None: only the verdict).
     summary: str | None = field(default=None, repr=False)
 
@@ -91,7 +99,7 @@ class TestResult:
         data = asdict(self)
         data["verdict"] = self.verdict.value
         del data["summary"]
-        for key in ("checker", "interactor", "stdout_truncated", "stderr_truncated"):
+        for key in ("checker", "interactor", "stdout_truncated", "stderr_truncated", "files"):
             if data[key] is None:
                 del data[key]
         return data
@@ -103,6 +111,7 @@ class TestResult:
             self.stdout = self.stderr = ""
             self.stdout_truncated = self.stderr_truncated = None
             self.checker = self.interactor = None  # their output is about the test data
+            self.files = None  # the program's output, as stdout is
         return self
 
 

@@ -114,7 +114,21 @@ class CellWorker(SimpleWorker):
         self.keeper = LeaseKeeper(self)
         from .languages import all_languages
 
-        self.languages = [lang.id for lang in all_languages().values() if lang.installed()]
+        installed = [lang for lang in all_languages().values() if lang.installed()]
+        self.languages = [lang.id for lang in installed]
+        # Each language's version line, for the listings (GET /v1/languages,
+        # Judge0's, Piston's), published with the heartbeat. The host's
+        # toolchains are asked off the job path (rustc alone takes a quarter
+        # of a second); an image's is asked in a cell, which only this thread
+        # makes: in bootstrap, before the first job.
+        self.versions: dict[str, str] = {}
+        self._in_images = [lang for lang in installed if lang.image != "host"]
+        on_host = [lang for lang in installed if lang.image == "host"]
+        threading.Thread(
+            target=lambda: self.versions.update({lang.id: lang.version() for lang in on_host}),
+            name="language versions",
+            daemon=True,
+        ).start()
 
     # RQ's idle loop blocks on the queue for this long, then heartbeats.
     @property
@@ -130,6 +144,7 @@ class CellWorker(SimpleWorker):
     def bootstrap(self, *args: Any, **kwargs: Any) -> None:
         super().bootstrap(*args, **kwargs)
         self._selfcheck(force=True)
+        self.versions.update({lang.id: lang.version() for lang in self._in_images})
         jobs.install(jobs.WorkerContext(self.store, self.name, self.keeper))
         self.keeper.start()
 
@@ -174,6 +189,7 @@ class CellWorker(SimpleWorker):
                 "jobs": self.jobs_done,
                 "busy": self.keeper.busy(),
                 "languages": self.languages,
+                "versions": dict(self.versions),
                 "selfcheck": self.last_selfcheck,
             },
             ttl=max(self.store.timing.reap * 3, 10.0),

@@ -6,6 +6,7 @@ apply_outcome). The pipeline (pipeline.py) and interactive problems
 
 from __future__ import annotations
 
+import dataclasses
 import typing
 from dataclasses import Field, dataclass
 from pathlib import Path
@@ -13,12 +14,12 @@ from typing import Any
 
 import sandbox
 from sandbox import Limits, RunResult, SpecError, Status
-from sandbox.spec import limit_fields
+from sandbox.spec import limit_fields, read_limit
 
 from .checkers import Outcome
 from .compiler import Program
 from .languages import Language
-from .results import STATUS_VERDICT, TestResult, Verdict, excerpt, run_fields
+from .results import STATUS_VERDICT, TestResult, Verdict, excerpt, output_files, run_fields
 from .testsets import TestCase
 
 # Defaults of a judged test (the contract leaves them to us): what online
@@ -37,6 +38,20 @@ JUDGE_DEFAULTS: dict[str, object] = {
 # What a judged test's limits are called in a request (HTTP, batch items): the
 # output limit is `output` there.
 REQUEST_NAMES = {"output_limit": "output"}
+
+# A request's limits of the compile, beside a test's (default: the language's
+# compile limits): the Limits fields each one sets in the compile cell.
+# `compile_time` is the compile's wall-clock and CPU time both.
+COMPILE_LIMIT_FIELDS = {"compile_time": ("time", "wall_time"), "compile_memory": ("memory",)}
+
+
+def read_compile_limit(name: str, value: object) -> float | int:
+    """A request's compile_time or compile_memory, checked as the Limits field it sets."""
+    limit = {f.name: f for f in limit_fields()}[COMPILE_LIMIT_FIELDS[name][-1]]
+    try:
+        return read_limit(limit, value)
+    except SpecError as error:
+        raise SpecError(f"{name}: {str(error).partition(': ')[2]}") from None
 
 
 def judge_limit_fields() -> list[Field[Any]]:
@@ -58,6 +73,8 @@ class RunLimits:
     pids: int = typing.cast(int, JUDGE_DEFAULTS["pids"])
     output_limit: int = typing.cast(int, JUDGE_DEFAULTS["output_limit"])
     file_size: int = typing.cast(int, JUDGE_DEFAULTS["file_size"])
+    compile_time: float | None = None  # None: the language's (COMPILE_LIMIT_FIELDS)
+    compile_memory: int | None = None
 
     @classmethod
     def build(cls, **options: object) -> RunLimits:
@@ -76,13 +93,29 @@ class RunLimits:
         if not isinstance(limits, dict):
             raise SpecError("limits: expected an object")
         by_request_name = {request_name(limit): limit.name for limit in judge_limit_fields()}
-        unknown = set(limits) - set(by_request_name)
+        unknown = set(limits) - set(by_request_name) - set(COMPILE_LIMIT_FIELDS)
         if unknown:
             raise SpecError(
                 f"unknown limit(s): {', '.join(sorted(unknown))} (known: "
-                f"{', '.join(by_request_name)})"
+                f"{', '.join([*by_request_name, *COMPILE_LIMIT_FIELDS])})"
             )
-        return cls.build(**{by_request_name[name]: value for name, value in limits.items()})
+        compile_limits: dict[str, Any] = {
+            name: read_compile_limit(name, limits[name])
+            for name in COMPILE_LIMIT_FIELDS
+            if limits.get(name) is not None
+        }
+        run = {k: v for k, v in limits.items() if k not in COMPILE_LIMIT_FIELDS}
+        built = cls.build(**{by_request_name[name]: value for name, value in run.items()})
+        return dataclasses.replace(built, **compile_limits)
+
+    def compile_cell_options(self) -> dict[str, object]:
+        """The compile cell's limits this request sets (over the language's)."""
+        return {
+            field: getattr(self, name)
+            for name, fields in COMPILE_LIMIT_FIELDS.items()
+            if getattr(self, name) is not None
+            for field in fields
+        }
 
     @property
     def effective_wall_time(self) -> float:
@@ -113,6 +146,8 @@ def cell_spec(
         seccomp=program.language.seccomp,
         env=program.language.run_env,
         image=program.language.image,
+        copy_out=program.output_files,
+        stderr_to_stdout=program.stderr_to_stdout,
     )
 
 
@@ -127,6 +162,7 @@ def from_run(
         message=run.message,
         stdout=excerpt(run.stdout),
         stderr=excerpt(run.stderr),
+        files=output_files(run.files) if run.files else None,
         **run_fields(run),
     )
     if run.status != Status.OK:

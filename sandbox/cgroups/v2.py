@@ -22,6 +22,7 @@ import errno
 import os
 
 from ..spec import Limits
+from . import systemd
 from .common import (
     CGROUP_ROOT,
     CONTROLLERS,
@@ -99,8 +100,19 @@ def choose_base(root: str = CGROUP_ROOT) -> tuple[str, str]:
 
 
 def locate() -> V2Hierarchy:
-    """The base this process's runs go under, made ready to hold them."""
-    base, source = choose_base()
+    """The base this process's runs go under, made ready to hold them. An
+    unprivileged process with nothing delegated to it asks the user's systemd
+    manager for a scope of its own first (systemd.py)."""
+    try:
+        base, source = choose_base()
+    except CgroupError as error:
+        if is_root() or os.environ.get("CELLBLOCK_CGROUP"):
+            raise
+        try:
+            systemd.start_scope(own_cgroup)
+        except CgroupError as no_scope:
+            raise CgroupError(f"{error}; {no_scope}") from None
+        base, source = choose_base()
     if is_root() and source != "CELLBLOCK_CGROUP":
         _enable_down_to(base)
     if not os.path.isdir(base):
@@ -123,7 +135,14 @@ def inspect(root: str = CGROUP_ROOT) -> Placement:
     try:
         base, source = choose_base(root)
     except CgroupError as error:
-        return Placement(2, "", (), str(error), fix, [str(error)])
+        if not is_root() and not systemd.why_not():
+            detail = (
+                f"{error}; cellblock asks the user's systemd manager for a scope with "
+                "Delegate=yes when it starts, and runs its cells there"
+            )
+            return Placement(2, "", CONTROLLERS, detail)
+        problem = str(error) if is_root() else f"{error}; {systemd.why_not()}"
+        return Placement(2, "", (), problem, fix, [problem])
     # Root makes its subtree on first use: until then its parent is what counts.
     probe = (
         root

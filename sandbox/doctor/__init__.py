@@ -8,6 +8,7 @@ creates, moves or writes a cgroup), the program's host ids of sandbox.userns,
 the launcher of sandbox.spawn. One module per section:
 
     namespaces.py    user, mount + overlay, pid + /proc, network
+    apparmor.py      AppArmor's restriction of user namespaces (Ubuntu)
     confinement.py   seccomp, Landlock
     resources.py     cgroups, per-user quotas
     ids.py           subordinate ids
@@ -26,6 +27,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
+from .apparmor import check_apparmor
 from .confinement import check_landlock, check_seccomp
 from .ids import check_subids
 from .namespaces import check_netns, check_overlay, check_pidns, check_userns
@@ -36,6 +38,7 @@ from .runtime import check_kernel, check_launcher, check_maker
 
 __all__ = [
     "CHECKS",
+    "check_apparmor",
     "Check",
     "Outcome",
     "ProbeFailed",
@@ -61,6 +64,7 @@ __all__ = [
 CHECKS: list[tuple[str, Callable[[], Check]]] = [
     ("program launcher", check_launcher),
     ("user namespaces", check_userns),
+    ("apparmor", check_apparmor),
     ("mount namespace + overlay", check_overlay),
     ("pid namespace + /proc", check_pidns),
     ("network namespace", check_netns),

@@ -9,6 +9,7 @@ import socket
 
 from sandbox import libc, mountinfo, net
 
+from . import apparmor
 from .host import in_container, read_int, sudo
 from .probe import PROBE_TIMEOUT, Outcome, ProbeFailed, enter_userns, probe
 from .report import Check
@@ -17,7 +18,7 @@ USERNS_SYSCTL = "/proc/sys/user/max_user_namespaces"
 
 DEBIAN_USERNS_SYSCTL = "/proc/sys/kernel/unprivileged_userns_clone"
 
-APPARMOR_USERNS_SYSCTL = "/proc/sys/kernel/apparmor_restrict_unprivileged_userns"
+APPARMOR_USERNS_SYSCTL = apparmor.SYSCTL
 
 MIN_USER_NAMESPACES = 64
 """Below this many user namespaces, concurrent cells fail (each holds one; frees are lazy)."""
@@ -98,7 +99,7 @@ def _userns_blockers(out: Outcome) -> tuple[list[str], str]:
         causes.append("kernel.unprivileged_userns_clone=0")
         fixes.append("sysctl -w kernel.unprivileged_userns_clone=1")
     if read_int(APPARMOR_USERNS_SYSCTL) == 1:  # Ubuntu ≥ 23.10
-        causes.append("AppArmor restricts unprivileged user namespaces")
+        causes.append("AppArmor restricts unprivileged user namespaces (see the apparmor check)")
         fixes.append("sysctl -w kernel.apparmor_restrict_unprivileged_userns=0")
     blocked = not fixes and out.errno == errno.EPERM and in_container()
     if not fixes:
