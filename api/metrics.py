@@ -2,7 +2,8 @@
 
 So the figures are the service's, not one API process's: queue depth,
 running submissions, live workers, submissions, cells run, verdicts,
-recoveries, callbacks, and a histogram of judging time (worker side).
+recoveries, callbacks, a histogram of judging time (worker side), and the
+image pulls workers made of images they lacked (worker/imagepull.py).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any
 
 from rq.queue import Queue
 
-from worker.store import DURATION_BUCKETS, LEASES, METRICS, QUEUE
+from worker.store import DURATION_BUCKETS, LEASES, METRICS, PULL_BUCKETS, QUEUE
 
 
 def render(
@@ -78,16 +79,37 @@ def render(
             ('{outcome="failed"}', number("callbacks_failed")),
         ],
     )
-    out.append("# HELP cellblock_judge_seconds Time a worker spent on a submission.")
-    out.append("# TYPE cellblock_judge_seconds histogram")
-    cumulative = 0.0
-    for bound in DURATION_BUCKETS:
-        cumulative += number(f"duration_bucket:{bound!r}")
-        out.append(f'cellblock_judge_seconds_bucket{{le="{bound:g}"}} {cumulative:g}')
-    cumulative += number("duration_bucket:+Inf")
-    out.append(f'cellblock_judge_seconds_bucket{{le="+Inf"}} {cumulative:g}')
-    out.append(f"cellblock_judge_seconds_sum {number('duration_sum'):g}")
-    out.append(f"cellblock_judge_seconds_count {number('duration_count'):g}")
+    metric(
+        "cellblock_image_pulls_total",
+        "counter",
+        "Pulls workers made of images they lacked, by result.",
+        [(f'{{result="{r}"}}', number(f"image_pulls:{r}")) for r in ("ok", "failed")],
+    )
+
+    def histogram(name: str, help_text: str, key: str, buckets: tuple[float, ...]) -> None:
+        out.append(f"# HELP {name} {help_text}")
+        out.append(f"# TYPE {name} histogram")
+        cumulative = 0.0
+        for bound in buckets:
+            cumulative += number(f"{key}_bucket:{bound!r}")
+            out.append(f'{name}_bucket{{le="{bound:g}"}} {cumulative:g}')
+        cumulative += number(f"{key}_bucket:+Inf")
+        out.append(f'{name}_bucket{{le="+Inf"}} {cumulative:g}')
+        out.append(f"{name}_sum {number(f'{key}_sum'):g}")
+        out.append(f"{name}_count {number(f'{key}_count'):g}")
+
+    histogram(
+        "cellblock_judge_seconds",
+        "Time a worker spent on a submission.",
+        "duration",
+        DURATION_BUCKETS,
+    )
+    histogram(
+        "cellblock_image_pull_seconds",
+        "Time a worker spent pulling an image it lacked (ok or failed).",
+        "image_pull",
+        PULL_BUCKETS,
+    )
     return "\n".join(out) + "\n"
 
 

@@ -34,6 +34,7 @@ import typing
 from . import (
     cgroups,
     files,
+    imageuser,
     landlock,
     locks,
     maker,
@@ -86,6 +87,8 @@ def _run_cell(spec: RunSpec) -> RunResult:
     except (spawn.SpawnUnavailable, OSError) as error:
         return RunResult(Status.IE, message=f"sandbox failure: {error}")
     idmap = userns.choose_idmap()
+    if image.config is not None and image.config.user:  # the image's User, where it can be
+        idmap = imageuser.run_as(image.config.user, image.layers, idmap, image.name)
     limits = spec.limits
     hidden = (
         tuple((d, private_entries(d)) for d in image.host_dirs if d in PRIVATE_SCAN)

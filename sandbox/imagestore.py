@@ -14,6 +14,8 @@ never by path). Layout:
     layers/<hex>/layer.json   {diff_id, digest, media_type, size, entries}
     images/<hex>.json         one image (StoredImage), <hex> of its id: the sha256
                               of its config blob (Docker's "image ID")
+    pulls/<hex>.lock          flock(2) of one reference's pull on demand (pull_lock):
+                              <hex> of the reference's sha256; never removed
     tmp/<random>/             pulls, and layers being removed, in progress
 
 A layer is unpacked into tmp/ and renamed into layers/ whole (diff/ and
@@ -36,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -335,7 +338,7 @@ class LayerStore:
                 f"image store: {self.root} is open to other users "
                 f"(mode {stat.S_IMODE(st.st_mode):04o}); run: chmod 700 {self.root}"
             )
-        for sub in ("layers", "images", "tmp"):
+        for sub in ("layers", "images", "tmp", "pulls"):
             with contextlib.suppress(FileExistsError):
                 os.mkdir(self.root / sub, 0o700)
         self._ready = True
@@ -346,6 +349,22 @@ class LayerStore:
         fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    @contextlib.contextmanager
+    def pull_lock(self, reference: str) -> Iterator[None]:
+        """Held by whoever pulls `reference` because it was missing (a worker,
+        worker/imagepull.py): a second process that needs it waits here, then
+        finds it stored, so one pull is made, not one per job. Not the store's
+        lock: pulls of other images, and every reader, go on meanwhile."""
+        self._prepare()
+        key = hashlib.sha256(reference.encode()).hexdigest()
+        path = self.root / "pulls" / f"{key}.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
             os.close(fd)  # releases the lock

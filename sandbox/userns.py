@@ -55,6 +55,9 @@ from .libc import CLONE_NEWUSER, PR_GET_NO_NEW_PRIVS, prctl, unshare, write_file
 
 RANGE_SIZE = 65536  # ids of a root-started cell
 RUN_ID = 1000  # the program's uid and gid inside a cell that has ids of its own
+# The highest cell id a program may be given instead (an image's `User`,
+# imageuser.py): what every cell with ids of its own can map.
+MAX_RUN_ID = RANGE_SIZE - 1
 # Far above any uid a distribution hands out, below 2^31 so no tool sees it as
 # negative: 1024 ranges, one per live cell started as root.
 DEFAULT_ROOT_RANGE = (1_500_000_000, 1024 * RANGE_SIZE)
@@ -104,6 +107,20 @@ class IdMap:
             gid_lines=moved(self.gid_lines),
             slots=1,
             slot_size=0,
+        )
+
+    def running_as(self, uid: int, gid: int) -> IdMap:
+        """This map with the program as cell `uid` and `gid` (an image's
+        `User`): kept as it is where a line maps them (root's cells map
+        1..MAX_RUN_ID), else put in place of the program's own single id (a
+        user's range gives each cell one host id, whatever its number inside);
+        ValueError where the map has no room (a size-1 map: cell root only)."""
+        return replace(
+            self,
+            uid_lines=_run_line(self.uid_lines, self.run_uid, uid, "uid"),
+            gid_lines=_run_line(self.gid_lines, self.run_gid, gid, "gid"),
+            run_uid=uid,
+            run_gid=gid,
         )
 
     @property
@@ -182,6 +199,25 @@ def id_helpers() -> dict[str, str | None]:
     """Where newuidmap and newgidmap are (None: not installed)."""
     search = os.pathsep.join([os.environ.get("PATH", ""), "/usr/bin", "/bin"])
     return {name: shutil.which(name, path=search) for name in ("newuidmap", "newgidmap")}
+
+
+def _run_line(
+    lines: tuple[tuple[int, int, int], ...], current: int, wanted: int, what: str
+) -> tuple[tuple[int, int, int], ...]:
+    """`lines` with cell id `wanted` mapped where the program's `current` is."""
+    if wanted == current:
+        return lines
+    if not 0 < wanted <= MAX_RUN_ID:
+        raise ValueError(f"{what} {wanted} is not one a cell gives a program (1..{MAX_RUN_ID})")
+    if any(inside <= wanted < inside + count for inside, _, count in lines):
+        return lines
+    for index, (inside, outside, count) in enumerate(lines):
+        if inside == current and count == 1 and inside != 0:
+            return lines[:index] + ((wanted, outside, 1),) + lines[index + 1 :]
+    raise ValueError(
+        f"this cell maps no {what} but {current} (cell root: its caller has no subordinate "
+        "ids; `cellblock setup --user` adds a range)"
+    )
 
 
 def choose_idmap() -> IdMap:

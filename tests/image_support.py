@@ -4,16 +4,21 @@ directory opaque), pushing to a registry, and the `cellblock image` CLI."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
 import json
 import os
+import shutil
 import socket
 import stat
 import subprocess
 import tarfile
+import tempfile
+import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -167,10 +172,10 @@ CONFIG = {
 }
 
 
-def four_layers(path: Path, ref: str = "base:1") -> Layout:
+def four_layers(path: Path, ref: str = "base:1", config: dict | None = None) -> Layout:
     """busybox; a file and a directory added; the file changed; the file
     deleted by a whiteout and the directory made opaque."""
-    return make_layout(path, ref, [BASE, ADD, CHANGE, DELETE], CONFIG)
+    return make_layout(path, ref, [BASE, ADD, CHANGE, DELETE], CONFIG if config is None else config)
 
 
 def tree(root: str) -> dict[str, str]:
@@ -202,6 +207,41 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def registry_server() -> Iterator[str]:
+    """docker-registry on 127.0.0.1 (plain HTTP), its storage in a temporary
+    directory; yields its HOST:PORT."""
+    work = Path(tempfile.mkdtemp(prefix="cellblock-registry-"))
+    port = free_port()
+    (work / "config.yml").write_text(
+        "version: 0.1\n"
+        "log:\n  level: error\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {work / 'data'}\n"
+        "  delete:\n    enabled: true\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n"
+    )
+    server = subprocess.Popen(
+        ["docker-registry", "serve", str(work / "config.yml")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1).close()
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"docker-registry did not start: {server.stderr}") from None
+                time.sleep(0.1)
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(10)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def push(layout: Layout, target: str) -> str:

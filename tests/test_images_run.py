@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import needs_root
-from image_support import Entry, cli, four_layers, make_layout, ok
+from image_support import CONFIG, Entry, cli, four_layers, make_layout, ok
 
 import sandbox
 from sandbox import SpecError
@@ -25,6 +25,9 @@ from sandbox import SpecError
 # in 3 is whited out by 4; /opq is opaque in 4 (only its own file is left).
 MERGED_VIEW = "etc:hostname\nopq:new.txt\ndata:\n"
 LIST_VIEW = "for d in etc opq data; do echo $d:$(ls /$d); done"
+# The config without its User: a cell without subordinate ids cannot take one
+# (tests/test_images_user.py), and these tests run in every kind of cell.
+NO_USER = {key: value for key, value in CONFIG.items() if key != "User"}
 
 
 @pytest.fixture
@@ -42,7 +45,7 @@ def image(cell, work: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """four_layers' image pulled (from an OCI layout) into the store the
     runner's cells use, under a name of its own; removed and pruned after."""
     name = f"cellblock-test/base-{uuid.uuid4().hex[:8]}:1"
-    layout = four_layers(work / "layout", ref="base")
+    layout = four_layers(work / "layout", ref="base", config=NO_USER)
     user = None if cell.user is None else cell.user.pw_name
     store = work / "store"
     if cell.user is not None:  # a store of the user's own (the test users have no home)

@@ -18,8 +18,6 @@ import shutil
 import stat
 import subprocess
 import tempfile
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,6 +37,7 @@ from image_support import (
     make_layout,
     ok,
     push,
+    registry_server,
     tree,
     write_blob,
 )
@@ -63,35 +62,8 @@ def _tools() -> None:
 @pytest.fixture(scope="module")
 def registry() -> Iterator[str]:
     """docker-registry on 127.0.0.1 (plain HTTP), its storage in a temporary directory."""
-    work = Path(tempfile.mkdtemp(prefix="cellblock-registry-"))
-    port = free_port()
-    (work / "config.yml").write_text(
-        "version: 0.1\n"
-        "log:\n  level: error\n"
-        f"storage:\n  filesystem:\n    rootdirectory: {work / 'data'}\n"
-        "  delete:\n    enabled: true\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n"
-    )
-    server = subprocess.Popen(
-        ["docker-registry", "serve", str(work / "config.yml")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1).close()
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"docker-registry did not start: {server.stderr}") from None
-                time.sleep(0.1)
-        yield f"127.0.0.1:{port}"
-    finally:
-        server.terminate()
-        server.wait(10)
-        shutil.rmtree(work, ignore_errors=True)
+    with registry_server() as address:
+        yield address
 
 
 @pytest.fixture

@@ -13,6 +13,10 @@ a program's verdict: the attempt is given up with the reason, and the store
 queues the submission again, up to its `max_attempts`, then ends it `failed`
 with that reason (worker/store.py, `recover`).
 
+An image the submission needs and this worker lacks is pulled first
+(worker/imagepull.py), counted in the service's metrics; a pull that fails
+is such an infrastructure failure, its reason naming the image.
+
 The request is what worker/request.py describes (docs/contract.md, section
 4); a single run (no tests) keeps its whole stdout and stderr, up to the
 output limit, as Judge0's clients expect.
@@ -29,6 +33,7 @@ from typing import Any, Protocol, TypeVar
 
 import redis
 
+from .imagepull import PullRecord
 from .results import TestResult, Verdict, excerpt
 from .store import Store, worker_name
 
@@ -108,7 +113,7 @@ def _judge_and_store(
     deadline: float,
 ) -> None:
     events = EventBatch(store, sub_id)
-    outcome = judge(request, events.test, deadline)
+    outcome = judge(request, events.test, deadline, lambda pull: _count_pull(store, pull))
     data, failure = outcome.result, outcome.failure
     if failure is not None and outcome.retry:
         log.warning("submission %s attempt %d: %s", sub_id, attempt, failure)
@@ -146,9 +151,15 @@ def judge(
     request: dict[str, Any],
     progress: Callable[[TestResult, int, int], None],
     deadline: float,
+    pulled: Callable[[PullRecord], None] | None = None,
 ) -> Judged:
+    from .imagepull import ImagePullError, ensure_images
     from .request import JudgeRequest, RequestError
 
+    try:
+        ensure_images(request, pulled)
+    except ImagePullError as error:  # another attempt (another worker, a registry back) may
+        return Judged({}, str(error))
     try:
         judged = JudgeRequest.parse(request)
     except RequestError as error:  # stored without the API's checks: no attempt can judge it
@@ -162,6 +173,14 @@ def judge(
     if data.get("verdict") == Verdict.IE:
         return Judged(data, f"the sandbox failed: {_internal_message(data)}")
     return Judged(data)
+
+
+def _count_pull(store: Store, pull: PullRecord) -> None:
+    log.info("pulled image %s from %s: %s", pull.image, pull.source, "ok" if pull.ok else "failed")
+    try:
+        store.count_image_pull(pull.ok, pull.seconds)
+    except redis.RedisError as error:  # a figure lost, not the submission
+        log.warning("image pull not counted: %s", error)
 
 
 def _internal_message(result: dict[str, Any]) -> str:

@@ -11,6 +11,9 @@ A language file (the file name is the language id, `cpp.toml` -> `cpp`):
     seccomp = "default"                 # optional seccomp profile of the runs
     image = "cellblock/python-sci:bookworm"  # optional: the image its compiler and runtime
                                         # come from (`cellblock image pull`); default host
+    image_source = "docker://registry.example:5000/python-sci:bookworm"
+                                        # optional: where a worker that lacks `image` pulls
+                                        # it from (worker/imagepull.py has the rule)
     oom_exit_code = 3                   # optional: the runtime's "my heap limit is full"
                                         # exit (the JVM's -XX:+ExitOnOutOfMemoryError): MLE
     crash_marker = "Traceback (most"    # optional: stderr text of an uncaught exception, which
@@ -83,6 +86,7 @@ class Language:
     compile_env: dict[str, str] = field(default_factory=dict)
     run_env: dict[str, str] = field(default_factory=dict)
     image: str = "host"  # where the toolchain is: the host's /usr, or a pulled image
+    image_source: str | None = None  # where a worker pulls `image` from if it lacks it
     path: Path | None = None
 
     @property
@@ -206,6 +210,17 @@ def _image_ref(data: dict, path: Path) -> str:
     return image
 
 
+def _image_source(data: dict, path: Path) -> str | None:
+    source = data.get("image_source")
+    if source is None:
+        return None
+    if "image" not in data:
+        raise LanguageError(f"{path}: 'image_source' without 'image'")
+    if not isinstance(source, str) or not source or any(c.isspace() for c in source):
+        raise LanguageError(f"{path}: 'image_source' must be an image reference skopeo takes")
+    return source
+
+
 def load_language(path: Path) -> Language:
     """One language from its TOML file; every mistake is a LanguageError naming the file."""
     lang_id = path.stem
@@ -268,6 +283,7 @@ def load_language(path: Path) -> Language:
         compile_env=envs["compile_env"],
         run_env=envs["run_env"],
         image=_image_ref(data, path),
+        image_source=_image_source(data, path),
         path=path,
     )
 
@@ -299,6 +315,11 @@ def get_language(lang_id: str, directory: Path | None = None) -> Language:
         raise LanguageError(f"unknown language {lang_id!r} (known: {', '.join(known) or 'none'})")
     language = known[lang_id]
     if not language.installed():
+        if language.image != "host":
+            raise LanguageError(
+                f"language {lang_id!r} is not installed here: its image {language.image!r} "
+                "is not in this machine's image store (cellblock image pull)"
+            )
         raise LanguageError(
             f"language {lang_id!r} is not installed here (needs {', '.join(language.executables())}"
             " on /usr/local/bin:/usr/bin:/bin; scripts/install installs the toolchains)"

@@ -52,6 +52,8 @@ JOB_FUNC = "worker.jobs.run_submission"
 
 # Histogram buckets of a submission's run time (seconds, worker side).
 DURATION_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+# Histogram buckets of an image pull a worker made (seconds; worker/imagepull.py).
+PULL_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
 
 def sub_key(sub_id: str) -> str:
@@ -510,6 +512,18 @@ class Store:
                 if outcome:
                     done.append((sub_id, outcome))
         return done
+
+    # --- images ---------------------------------------------------------------
+
+    def count_image_pull(self, ok: bool, seconds: float) -> None:
+        """A pull a worker made of an image it lacked: counted by result, timed."""
+        bucket = next((repr(b) for b in PULL_BUCKETS if seconds <= b), "+Inf")
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hincrby(METRICS, f"image_pulls:{'ok' if ok else 'failed'}", 1)
+            pipe.hincrby(METRICS, f"image_pull_bucket:{bucket}", 1)
+            pipe.hincrbyfloat(METRICS, "image_pull_sum", seconds)
+            pipe.hincrby(METRICS, "image_pull_count", 1)
+            pipe.execute()
 
     # --- workers ----------------------------------------------------------------
 
