@@ -258,6 +258,9 @@ def test_the_worker_pulls_what_it_lacks_and_counts_it(service_that_pulls) -> Non
     client = service["client"]
     before = _samples(client)
     assert before['cellblock_image_pulls_total{result="ok"}'] == 0
+    # Not pulled yet, but pullable: the worker counts as having the language.
+    listed = {row["id"]: row["workers"] for row in client.get("/v1/languages").json()}
+    assert listed["ash"] == 1, listed
     # The language's image, not in the worker's store: pulled, then judged.
     done = client.post(
         "/v1/submissions?wait=true", json={"language": "ash", "source": SUM, "tests": TESTS}

@@ -112,10 +112,20 @@ class CellWorker(SimpleWorker):
         self.last_selfcheck: dict[str, Any] | None = None
         self._next_selfcheck = 0.0
         self.keeper = LeaseKeeper(self)
+        from .imagepull import source_for
         from .languages import all_languages
 
         installed = [lang for lang in all_languages().values() if lang.installed()]
-        self.languages = [lang.id for lang in installed]
+        # A language whose image is not here yet but can be pulled is this
+        # worker's too: its first job pulls the image (worker/imagepull.py).
+        pullable = [
+            lang
+            for lang in all_languages().values()
+            if lang not in installed
+            and lang.image != "host"
+            and source_for(lang.image, lang.image_source) is not None
+        ]
+        self.languages = sorted(lang.id for lang in [*installed, *pullable])
         # Each language's version line, for the listings (GET /v1/languages,
         # Judge0's, Piston's), published with the heartbeat. The host's
         # toolchains are asked off the job path (rustc alone takes a quarter
