@@ -103,6 +103,7 @@ def start_scope(
 
 def _call_start_transient_unit(address: str, unit: str, pid: int, timeout: float) -> None:
     from jeepney import DBusAddress, MessageType, Parser, new_method_call
+    from jeepney.bus import get_bus
     from jeepney.bus_messages import message_bus
     from jeepney.io.blocking import prep_socket
 
@@ -116,7 +117,7 @@ def _call_start_transient_unit(address: str, unit: str, pid: int, timeout: float
     call = new_method_call(
         manager, "StartTransientUnit", "ssa(sv)a(sa(sv))", (unit, "fail", properties, [])
     )
-    sock = prep_socket(address, timeout=timeout)
+    sock = prep_socket(get_bus(address), timeout=timeout)  # the address as a socket path
     try:
         sock.settimeout(timeout)
         parser = Parser()
