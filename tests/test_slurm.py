@@ -44,6 +44,7 @@ from service_support import (
 from api.app import create_app
 from api.settings import Settings
 from sandbox.cgroups import is_v2_host
+from sandbox.cgroups.delegate import delegated_path
 from worker.store import Store, Timing
 
 SBATCH = REPO / "deploy" / "slurm" / "cellblock-worker.sbatch"
@@ -159,7 +160,15 @@ class Slurm:
         wait_for(self.munge_socket.exists, 10, "munged's socket")
         self._write_conf()
         self._daemon("slurmctld", ["slurmctld", "-D", "-i"])
-        self._daemon("slurmd", ["slurmd", "-D", "-N", self.node])
+        slurmd = ["slurmd", "-D", "-N", self.node]
+        if is_v2_host():
+            # No Slurm cgroup plugin here (linuxproc): jobs stay in slurmd's cgroup. v2
+            # lets the user's worker place cells only inside its delegated subtree, so
+            # slurmd starts there, as conftest.as_user starts the other tests' workers.
+            # A harness for one user's jobs, not a way to run a cluster (README.md).
+            procs = Path(delegated_path(self.user.pw_name)[0]) / "supervisor" / "cgroup.procs"
+            slurmd = ["sh", "-c", f'echo $$ > {procs} && exec "$@"', "sh", *slurmd]
+        self._daemon("slurmd", slurmd)
         wait_for(lambda: self.node_state() == "idle", 60, f"node {self.node} idle")
         return self
 
@@ -254,12 +263,8 @@ class Slurm:
         """Every job, then the daemons; nothing of theirs is left (processes, cgroups)."""
         try:
             if self.processes and self.processes[-1].poll() is None:
-                for job in self.jobs():
-                    self.run("scancel", job)
                 with contextlib.suppress(AssertionError):
-                    wait_for(lambda: not self.jobs(), KILL_WAIT + 30, "the jobs to end")
-            with contextlib.suppress(AssertionError):  # a job step outlives slurmd otherwise
-                wait_for(lambda: not self.stepds(), KILL_WAIT + 30, "slurmstepd to exit")
+                    self.end_jobs()
             for pid in self.stepds():
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
@@ -275,8 +280,16 @@ class Slurm:
             for path in cgroup_dirs() - self.cgroups_before:  # slurm_<node> in each hierarchy
                 remove_cgroup_tree(path)
 
-    def stop_worker_job(self, job: str) -> None:
-        """Stop a worker job the way deploy/slurm/README.md says for this tracking."""
+    def end_jobs(self) -> None:
+        """Cancel every job; wait until they and their slurmstepd processes are gone."""
+        for job in self.jobs():
+            self.run("scancel", job)
+        wait_for(lambda: not self.jobs(), KILL_WAIT + 30, "the jobs to end")
+        # A job step would outlive slurmd.
+        wait_for(lambda: not self.stepds(), KILL_WAIT + 30, "slurmstepd to exit")
+
+    def stop_job(self, job: str) -> None:
+        """Stop a job of ours the way deploy/slurm/README.md says for this tracking."""
         if self.tracking == "cgroup":  # SIGTERM goes to the batch script only
             command = ["scancel", job]
         else:  # plain scancel would SIGTERM every process of the job, the judged ones too
@@ -298,29 +311,33 @@ class Slurm:
         self, redis_url: str, cpus: int, *, grace: float | None = None, name: str = "job"
     ) -> tuple[str, Path]:
         """`sbatch deploy/slurm/cellblock-worker.sbatch` as the test user; (job id, its log)."""
+        env = {"CELLBLOCK_REDIS_URL": redis_url}
+        if grace is not None:
+            env["CELLBLOCK_GRACE"] = str(grace)
+        return self.submit(SBATCH, env, cpus, min(1500, self.memory_mb), name)
+
+    def submit(
+        self, sbatch: Path, env: dict[str, str], cpus: int, memory_mb: int, name: str
+    ) -> tuple[str, Path]:
+        """`sbatch SCRIPT` as the test user, with this checkout's cellblock; (job id, its log)."""
         workdir = self.job_dir(name)
-        script = SBATCH
-        env = {
-            "CELLBLOCK_REDIS_URL": redis_url,
-            **FAST_TIMING,
-        }
+        script = sbatch
+        env = {**FAST_TIMING, **env}
         if _user_can_read_repo(self.user.pw_name):
             env["PYTHONPATH"] = str(REPO)
             env["CELLBLOCK_COMMAND"] = f"{VENV / 'bin' / 'python'} -m cellblock"
         else:  # a private checkout: the copy installed into the venv, the script copied
             env["CELLBLOCK_COMMAND"] = str(VENV / "bin" / "cellblock")
-            script = workdir / SBATCH.name
-            shutil.copy(SBATCH, script)
+            script = workdir / sbatch.name
+            shutil.copy(sbatch, script)
             script.chmod(0o644)
-        if grace is not None:
-            env["CELLBLOCK_GRACE"] = str(grace)
         done = self.run(
             "sbatch",
             "--parsable",
             f"--chdir={workdir}",
-            f"--output={workdir}/worker-%j.log",
+            f"--output={workdir}/job-%j.log",
             f"--cpus-per-task={cpus}",
-            f"--mem={min(1500, self.memory_mb)}M",
+            f"--mem={memory_mb}M",
             "--time=15",
             str(script),
             user=self.user.pw_name,
@@ -328,11 +345,11 @@ class Slurm:
         )
         assert done.returncode == 0, done.stderr
         job = done.stdout.strip().split(";")[0]
-        return job, workdir / f"worker-{job}.log"
+        return job, workdir / f"job-{job}.log"
 
 
 @pytest.fixture(scope="module", params=["cgroup", "linuxproc"])
-def slurm(request, test_user) -> Iterator[Slurm]:
+def slurm_cluster(request, test_user) -> Iterator[Slurm]:
     for tool in ("slurmctld", "slurmd", "munged", "sbatch", "mungekey"):
         if shutil.which(tool, path="/usr/sbin:/usr/bin") is None:
             pytest.fail(f"{tool} is missing: scripts/install installs Slurm and munge")
@@ -346,6 +363,13 @@ def slurm(request, test_user) -> Iterator[Slurm]:
     finally:
         cluster.stop()
         remove(directory)
+
+
+@pytest.fixture
+def slurm(slurm_cluster: Slurm) -> Iterator[Slurm]:
+    """The cluster, with no job of a test left for the next one."""
+    yield slurm_cluster
+    slurm_cluster.end_jobs()
 
 
 @pytest.fixture(scope="module")
@@ -439,7 +463,7 @@ def test_workers_in_a_slurm_job_judge_with_limits_and_stop_cleanly(slurm, servic
     # Stopped mid-submission: SIGTERM reaches the worker, which finishes the
     # running submission within its grace (20 s < KillWait) and exits.
     wait_for(lambda: store.get(running["id"])["status"] == "running", 30, "the slow one to start")
-    slurm.stop_worker_job(job)
+    slurm.stop_job(job)
     record = wait_for(lambda: finished(client, running["id"]), 60, "the slow submission")
     assert record["status"] == "done" and record["attempt"] == 1, record
     assert record["result"]["verdict"] == "AC" and record["result"]["score"] == 4.0
@@ -466,7 +490,7 @@ def test_scancel_with_no_grace_loses_no_submission(slurm, service, test_user):
     time.sleep(1.5)  # a test or two judged, a cell running
     worker = store.get(sub_id)["worker"]
     assert worker in {w["name"] for w in workers_of(store, first)}
-    slurm.stop_worker_job(first)
+    slurm.stop_job(first)
     wait_for(lambda: slurm.job_state(first) == "", KILL_WAIT + 30, "the first job to end")
     second, _ = slurm.submit_worker(redis_server.url, 1, name="second")
     record = wait_for(lambda: finished(client, sub_id), 180, "the submission, judged again")
@@ -477,3 +501,42 @@ def test_scancel_with_no_grace_loses_no_submission(slurm, service, test_user):
     assert "lease" in final["last_error"]
     assert final["worker"] != worker
     assert final["worker"] in {w["name"] for w in workers_of(store, second)}
+
+
+@pytest.mark.needs_root
+def test_the_api_as_a_slurm_job(slurm, service):
+    store, _, redis_server = service
+    port = free_port()
+    api_job, api_log = slurm.submit(
+        SBATCH.with_name("cellblock-api.sbatch"),
+        {
+            "CELLBLOCK_REDIS_URL": redis_server.url,
+            "CELLBLOCK_API_KEYS": KEY,
+            "CELLBLOCK_API_HOST": "127.0.0.1",
+            "CELLBLOCK_API_PORT": str(port),
+        },
+        1,
+        min(500, slurm.memory_mb // 4),
+        "api",
+    )
+    worker_job, _ = slurm.submit_worker(redis_server.url, 1, name="api-worker")
+    wait_for(lambda: workers_of(store, worker_job), 120, "the worker job's worker")
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=HEADERS, timeout=90)
+    try:
+        wait_for(lambda: _answers(client), 60, "the API job")
+        assert slurm.job_state(api_job) == "RUNNING"
+        assert f"job {api_job}: http://" in api_log.read_text()
+        data = submit(client, {"language": "python3", "source": A_PLUS_B, "tests": TESTS})
+        assert data["result"]["verdict"] == "AC", data
+        assert store.get(data["id"])["worker"] in {w["name"] for w in workers_of(store, worker_job)}
+        slurm.stop_job(api_job)  # `cellblock serve` ends on SIGTERM: the job ends
+        wait_for(lambda: slurm.job_state(api_job) == "", KILL_WAIT + 30, "the API job to end")
+        assert not _answers(client)
+    finally:
+        client.close()
+
+
+def _answers(client: httpx.Client) -> bool:
+    with contextlib.suppress(httpx.HTTPError):
+        return client.get("/v1/languages").status_code == 200
+    return False
