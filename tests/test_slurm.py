@@ -540,3 +540,20 @@ def _answers(client: httpx.Client) -> bool:
     with contextlib.suppress(httpx.HTTPError):
         return client.get("/v1/languages").status_code == 200
     return False
+
+
+@pytest.mark.needs_root
+def test_near_the_time_limit_the_job_stops_its_worker_and_requeues_itself(slurm, service):
+    # What `--signal=B:USR1@120` sends before the time limit, sent now.
+    store, _, redis_server = service
+    job, log = slurm.submit_worker(redis_server.url, 1, name="limit")
+    wait_for(lambda: workers_of(store, job), 120, "the job's worker")
+    signalled = slurm.run("scancel", "--batch", "--signal=USR1", job)
+    assert signalled.returncode == 0, signalled.stderr
+    wait_for(lambda: slurm.job_state(job) == "PENDING", KILL_WAIT + 30, "the job to be requeued")
+    text = log.read_text()
+    assert f"job {job}: worker exited with status 0" in text, text
+    assert f"requeueing job {job}" in text, text
+    assert not workers_of(store, job)
+    details = slurm.run("scontrol", "show", "job", job).stdout
+    assert "Restarts=1" in details, details
