@@ -5,9 +5,12 @@ spool, munge key and socket; free ports), the API and Redis as `cellblock serve`
 runs them on a login node, and workers started by
 `sbatch deploy/slurm/cellblock-worker.sbatch` as the unprivileged test user.
 Checked: the verdicts come from workers that are processes of the Slurm job;
-a memory hog is MLE (the cells have their cgroup inside the job); scancel
-stops a worker cleanly; scancel with no grace loses no submission (it is
-judged again by the worker of the next job).
+a memory hog is MLE (the cells have their cgroup inside the job: cellblock
+setup's subtree, while the job's freezer and cpuset keep them); a stopped
+job's worker finishes the running submission and exits; a job stopped with
+no grace loses no submission (it is judged again by the worker of the next
+job); the time-limit signal stops the worker and requeues the job; the API
+runs as a job too.
 
 Two configurations of Slurm's process tracking: `cgroup` (proctrack/cgroup
 and task/cgroup with ConstrainRAMSpace and ConstrainCores: what clusters
