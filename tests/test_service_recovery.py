@@ -198,3 +198,78 @@ def test_a_cell_that_cannot_be_made_is_retried_then_failed_never_a_verdict(redis
         assert store.workers()[0]["pid"] == pid  # the same worker, alive throughout
     finally:
         workers.stop()
+
+
+NAPPING = {
+    "language": "python3",
+    "limits": {"time": 2, "wall_time": 10},
+    "source": "import time\ntime.sleep(3)\nprint(sum(map(int, input().split())))",
+    "tests": [{"name": "1", "input": "1 1\n", "output": "2\n", "score": 1}],
+}
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (parent := _ppid(int(entry))) is not None:
+            children.setdefault(parent, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _its_program(worker: int) -> int:
+    """The pid of the judged python3 program under `worker` (waits for it)."""
+
+    def find() -> int | None:
+        for pid in _descendants(worker):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if f.read().split(b"\0")[:2] == [b"python3", b"main.py"]:
+                        return pid
+            except OSError:
+                pass
+        return None
+
+    return wait_for(find, 60, "the judged program")
+
+
+def _running_on(store: Store, sub_id: str) -> int:
+    record = wait_for(
+        lambda: (r := store.get(sub_id)) and r["status"] == "running" and r, 60, "the start"
+    )
+    return int(record["worker"].rsplit(".", 1)[1])
+
+
+def test_a_program_killed_by_its_worker_s_stop_is_judged_again_not_given_a_verdict(
+    redis_dir, test_user
+):
+    # Slurm's scancel (and a job's time limit, preemption) signals every
+    # process of the job: the worker and the program it is judging at once.
+    store = Store.from_url(redis_dir.url, TIMING)
+    workers = Workers(redis_dir.url, cells=2, user=test_user.pw_name)
+    try:
+        wait_for(lambda: len(store.workers()) == 2, 60, "two live workers")
+        # The control: the program alone killed, its worker not stopping: its verdict.
+        alone = store.create(NAPPING, job_timeout=60)
+        program = _its_program(_running_on(store, alone))
+        os.kill(program, signal.SIGTERM)
+        record = wait_for(lambda: finished(store, alone), 60, "the control's verdict")
+        assert record["result"]["verdict"] == "RE" and record["attempt"] == 1, record
+        assert record["result"]["tests"][0]["signal"] == signal.SIGTERM
+        # Both at once, as a job-wide SIGTERM does: judged again by the other worker.
+        sub_id = store.create(NAPPING, job_timeout=60)
+        worker = _running_on(store, sub_id)
+        program = _its_program(worker)
+        os.kill(worker, signal.SIGTERM)
+        os.kill(program, signal.SIGTERM)
+        record = wait_for(lambda: finished(store, sub_id), 110, "the judged-again submission")
+        assert record["status"] == "done" and record["attempt"] == 2, record
+        assert record["result"]["verdict"] == "AC", record["result"]
+        assert "worker's own stop" in record["last_error"]
+        assert int(record["worker"].rsplit(".", 1)[1]) != worker
+    finally:
+        workers.stop()

@@ -25,6 +25,7 @@ output limit, as Judge0's clients expect.
 from __future__ import annotations
 
 import logging
+import signal
 import time
 import traceback
 from collections.abc import Callable
@@ -66,6 +67,8 @@ class WorkerContext:
     store: Store
     name: str
     lease: LeaseHolder | None = None
+    # Whether the worker has been told to stop (SIGTERM: a warm shutdown).
+    stopping: Callable[[], bool] = lambda: False
 
 
 _context: WorkerContext | None = None
@@ -114,6 +117,12 @@ def _judge_and_store(
 ) -> None:
     events = EventBatch(store, sub_id)
     outcome = judge(request, events.test, deadline, lambda pull: _count_pull(store, pull))
+    if outcome.failure is None and _stopped_with_the_worker(outcome.result):
+        outcome = Judged(
+            {},
+            "a program died of a signal the worker's own stop sent it too (a job's "
+            "SIGTERM reaches every process: Slurm's scancel, a container's stop)",
+        )
     data, failure = outcome.result, outcome.failure
     if failure is not None and outcome.retry:
         log.warning("submission %s attempt %d: %s", sub_id, attempt, failure)
@@ -173,6 +182,21 @@ def judge(
     if data.get("verdict") == Verdict.IE:
         return Judged(data, f"the sandbox failed: {_internal_message(data)}")
     return Judged(data)
+
+
+# Signals that stop a worker and, sent to a whole process tree (Slurm's
+# scancel without --batch, preemption, a job's time limit), its cells too.
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGKILL, signal.SIGINT, signal.SIGHUP})
+
+
+def _stopped_with_the_worker(result: dict[str, Any]) -> bool:
+    """A run killed by a stop signal while this worker was being stopped: the
+    signal is most likely the stop's, not the program's doing, so the attempt
+    is the infrastructure's (judged again), never the program's verdict."""
+    if _context is None or not _context.stopping():
+        return False
+    parts = [result.get("compile") or {}, *(result.get("tests") or [])]
+    return any(part.get("signal") in STOP_SIGNALS for part in parts)
 
 
 def _count_pull(store: Store, pull: PullRecord) -> None:

@@ -155,7 +155,14 @@ class CellWorker(SimpleWorker):
         super().bootstrap(*args, **kwargs)
         self._selfcheck(force=True)
         self.versions.update({lang.id: lang.version() for lang in self._in_images})
-        jobs.install(jobs.WorkerContext(self.store, self.name, self.keeper))
+        jobs.install(
+            jobs.WorkerContext(
+                self.store,
+                self.name,
+                self.keeper,
+                stopping=lambda: getattr(self, "_shutdown_requested_date", None) is not None,
+            )
+        )
         self.keeper.start()
 
     def execute_job(self, job: Job, queue: Queue) -> None:
