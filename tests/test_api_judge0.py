@@ -253,3 +253,20 @@ def test_refusals_and_listings(judge0_service):
     config = httpx.get(f"{base}/config_info", headers=headers).json()
     assert config["enable_additional_files"] and config["enable_command_line_arguments"]
     assert config["max_number_of_runs"] == 10
+
+
+def test_sdk_memory_hog_and_twenty_at_once(client):
+    hog = "b = bytearray(400 << 20)\nb[::4096] = b'x' * len(b[::4096])\nprint('allocated')"
+    result = _sdk_run(client, source_code=hog, language=judge0.PYTHON, memory_limit=65536)
+    # Judge0 has no MLE status: 12, "Runtime Error (Other)", the message saying why.
+    assert result.status == judge0.Status.RUNTIME_ERROR_OTHER, result
+    assert "memory" in (result.message or "").lower() and not result.stdout
+    submissions = [
+        judge0.Submission(
+            source_code=f"print(int(input()) * {i})", language=judge0.PYTHON, stdin="3"
+        )
+        for i in range(20)
+    ]
+    results = judge0.run(client=client, submissions=submissions)  # batches, then polls
+    assert [r.stdout for r in results] == [f"{3 * i}\n" for i in range(20)]
+    assert all(r.status == judge0.Status.ACCEPTED for r in results)
