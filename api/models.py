@@ -8,6 +8,8 @@ Every refusal names the field (`loc`), and nothing here echoes the input back
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
@@ -198,31 +200,31 @@ def limits_dict(
     if limits is None:
         return out
     caps = settings.limit_caps()
-    for limit in judge_limit_fields():
-        name = request_name(limit)
-        value = getattr(limits, name)
-        if value is None:
-            continue
-        try:
-            checked = read_limit(limit, value)
-        except SpecError as error:
-            raise RequestInvalid((*loc, name), str(error)) from None
-        cap = caps[limit.name]
-        if checked > cap:
-            unit = " seconds" if limit.metadata["kind"] == "seconds" else ""
-            raise RequestInvalid((*loc, name), f"at most {cap:g}{unit} here")
-        out[name] = checked
+    # A test's limits (by their request names), then the compile's a request may set.
+    readers: list[tuple[str, Callable[[object], float | int], float, str]] = [
+        (
+            request_name(limit),
+            functools.partial(read_limit, limit),
+            caps[limit.name],
+            " seconds" if limit.metadata["kind"] == "seconds" else "",
+        )
+        for limit in judge_limit_fields()
+    ]
     compile_caps = {"compile_time": settings.max_wall_time, "compile_memory": settings.max_memory}
-    for name in COMPILE_LIMIT_FIELDS:
+    readers += [
+        (name, functools.partial(read_compile_limit, name), compile_caps[name], "")
+        for name in COMPILE_LIMIT_FIELDS
+    ]
+    for name, read, cap, unit in readers:
         value = getattr(limits, name)
         if value is None:
             continue
         try:
-            checked = read_compile_limit(name, value)
+            checked = read(value)
         except SpecError as error:
             raise RequestInvalid((*loc, name), str(error)) from None
-        if checked > compile_caps[name]:
-            raise RequestInvalid((*loc, name), f"at most {compile_caps[name]:g} here")
+        if checked > cap:
+            raise RequestInvalid((*loc, name), f"at most {cap:g}{unit} here")
         out[name] = checked
     return out
 

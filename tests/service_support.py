@@ -259,3 +259,29 @@ def scratch(prefix: str) -> Path:
 
 def remove(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def live_service(prefix: str, user: str, timing, **settings: object):
+    """A whole service for a test module: its own Redis, two workers as `user`,
+    and the API (Settings.from_env(**settings)) once both workers are live.
+    Yields the ApiServer, with `redis_url` set (for a second API on the queue)."""
+    from api.app import create_app
+    from api.settings import Settings
+    from worker.store import Store
+
+    directory = scratch(prefix)
+    server = RedisServer(directory).start()
+    workers = Workers(server.url, cells=2, user=user)
+    api = ApiServer(create_app(Settings.from_env(redis_url=server.url, **settings), timing))
+    try:
+        api.start()
+        store = Store.from_url(server.url, timing)
+        wait_for(lambda: len(store.workers()) == 2, 60, "two live workers")
+        api.redis_url = server.url  # type: ignore[attr-defined]
+        yield api
+    finally:
+        api.stop()
+        workers.stop()
+        server.stop()
+        remove(directory)

@@ -8,11 +8,9 @@ import base64
 import httpx
 import judge0
 import pytest
-from service_support import ApiServer, RedisServer, Workers, remove, scratch, wait_for
+from service_support import live_service
 
-from api.app import create_app
-from api.settings import Settings
-from worker.store import Store, Timing
+from worker.store import Timing
 
 KEY = "judge0-test-key"
 TIMING = Timing(lease=4, renew=1, reap=1, limbo=4)
@@ -20,20 +18,15 @@ TIMING = Timing(lease=4, renew=1, reap=1, limbo=4)
 
 @pytest.fixture(scope="module")
 def judge0_service(test_user):
-    directory = scratch("cb-j0-")
-    server = RedisServer(directory).start()
-    workers = Workers(server.url, cells=2, user=test_user.pw_name)
-    settings = Settings.from_env(
-        redis_url=server.url, api_keys=frozenset({KEY}), rate_limit=0, wait_timeout=30.0
-    )
-    api = ApiServer(create_app(settings, TIMING)).start()
-    store = Store.from_url(server.url, TIMING)
-    wait_for(lambda: len(store.workers()) == 2, 60, "two live workers")
-    yield api
-    api.stop()
-    workers.stop()
-    server.stop()
-    remove(directory)
+    with live_service(
+        "cb-j0-",
+        test_user.pw_name,
+        TIMING,
+        api_keys=frozenset({KEY}),
+        rate_limit=0,
+        wait_timeout=30.0,
+    ) as api:
+        yield api
 
 
 @pytest.fixture(scope="module")

@@ -15,12 +15,12 @@ from pathlib import Path
 import httpx
 import pistonapi
 import pytest
-from service_support import ApiServer, RedisServer, Workers, remove, scratch, wait_for
+from service_support import ApiServer, live_service
 
 from api.app import create_app
 from api.piston import reduce_version, satisfies
 from api.settings import Settings
-from worker.store import Store, Timing
+from worker.store import Timing
 
 TIMING = Timing(lease=4, renew=1, reap=1, limbo=4)
 NPM = Path(os.environ.get("CELLBLOCK_NPM", "/opt/cellblock/npm"))
@@ -96,19 +96,10 @@ def test_version_lines_reduced():
 
 @pytest.fixture(scope="module")
 def piston(test_user):
-    directory = scratch("cb-piston-")
-    server = RedisServer(directory).start()
-    workers = Workers(server.url, cells=2, user=test_user.pw_name)
-    settings = Settings.from_env(redis_url=server.url, rate_limit=0, wait_timeout=30.0)
-    api = ApiServer(create_app(settings, TIMING)).start()
-    store = Store.from_url(server.url, TIMING)
-    wait_for(lambda: len(store.workers()) == 2, 60, "two live workers")
-    api.redis_url = server.url  # for a second API on the same queue
-    yield api
-    api.stop()
-    workers.stop()
-    server.stop()
-    remove(directory)
+    with live_service(
+        "cb-piston-", test_user.pw_name, TIMING, rate_limit=0, wait_timeout=30.0
+    ) as api:
+        yield api
 
 
 def execute(piston, body, **kwargs):

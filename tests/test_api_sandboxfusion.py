@@ -19,12 +19,12 @@ from sandbox_fusion import (
     SummaryMapping,
     summary_run_code_result,
 )
-from service_support import ApiServer, RedisServer, Workers, remove, scratch, wait_for
+from service_support import ApiServer, RedisServer, live_service, remove, scratch
 
 from api.app import create_app
 from api.sandboxfusion import render
 from api.settings import Settings
-from worker.store import Store, Timing
+from worker.store import Timing
 
 KEY = "sandboxfusion-test-key"
 TIMING = Timing(lease=4, renew=1, reap=1, limbo=4)
@@ -40,20 +40,15 @@ SUMMARY = SummaryMapping(
 
 @pytest.fixture(scope="module")
 def service(test_user):
-    directory = scratch("cb-sf-")
-    server = RedisServer(directory).start()
-    workers = Workers(server.url, cells=2, user=test_user.pw_name)
-    settings = Settings.from_env(
-        redis_url=server.url, api_keys=frozenset({KEY}), rate_limit=0, max_memory=MAX_MEMORY
-    )
-    api = ApiServer(create_app(settings, TIMING)).start()
-    store = Store.from_url(server.url, TIMING)
-    wait_for(lambda: len(store.workers()) == 2, 60, "two live workers")
-    yield api
-    api.stop()
-    workers.stop()
-    server.stop()
-    remove(directory)
+    with live_service(
+        "cb-sf-",
+        test_user.pw_name,
+        TIMING,
+        api_keys=frozenset({KEY}),
+        rate_limit=0,
+        max_memory=MAX_MEMORY,
+    ) as api:
+        yield api
 
 
 @pytest.fixture(scope="module")
