@@ -53,8 +53,15 @@ def wait_for(
 class RedisServer:
     """A private redis-server on a unix socket (or also TCP on given addresses)."""
 
-    def __init__(self, directory: Path, bind: tuple[str, ...] = (), port: int = 0) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        bind: tuple[str, ...] = (),
+        port: int = 0,
+        appendfsync: str = "always",
+    ) -> None:
         self.dir = directory
+        self.appendfsync = appendfsync
         self.socket = directory / "redis.sock"
         self.bind = bind
         self.port = port
@@ -73,7 +80,7 @@ class RedisServer:
             "unixsocketperm 777",
             f"dir {self.dir}",
             "appendonly yes",
-            "appendfsync always",
+            f"appendfsync {self.appendfsync}",
             'save ""',
             "daemonize no",
             f"logfile {self.dir / 'redis.log'}",
@@ -214,6 +221,42 @@ def descendants(pid: int) -> list[int]:
                     found.append(int(child))
                     frontier.append(int(child))
     return found
+
+
+def ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+
+
+class Host:
+    """A "machine": a network namespace joined to the root namespace by a veth pair
+    (198.18.<index>.1 outside, where Redis listens; 198.18.<index>.2 inside). Root only."""
+
+    def __init__(self, index: int) -> None:
+        tag = f"{os.getpid() % 100000}{index}"
+        self.ns = f"cbscale-{tag}"
+        self.outer, self.inner = f"cbh{tag}", f"cbn{tag}"
+        self.redis_address = f"198.18.{index}.1"
+        self.address = f"198.18.{index}.2"
+
+    def create(self) -> Host:
+        ip("netns", "add", self.ns)
+        ip("link", "add", self.outer, "type", "veth", "peer", "name", self.inner)
+        ip("link", "set", self.inner, "netns", self.ns)
+        ip("addr", "add", f"{self.redis_address}/24", "dev", self.outer)
+        ip("link", "set", self.outer, "up")
+        ip("-n", self.ns, "addr", "add", f"{self.address}/24", "dev", self.inner)
+        ip("-n", self.ns, "link", "set", self.inner, "up")
+        ip("-n", self.ns, "link", "set", "lo", "up")
+        return self
+
+    def prefix(self) -> list[str]:
+        """A command prefix that runs a process on this host. `nsenter --net`, not `ip netns
+        exec`: that also remounts /sys, hiding /sys/fs/cgroup from the workers' cells."""
+        return ["nsenter", f"--net=/run/netns/{self.ns}"]
+
+    def remove(self) -> None:
+        subprocess.run(["ip", "netns", "del", self.ns], check=False, capture_output=True)
+        subprocess.run(["ip", "link", "del", self.outer], check=False, capture_output=True)
 
 
 def free_port() -> int:

@@ -8,12 +8,10 @@ on the veth pairs this test creates, inside namespaces it creates and removes.
 
 from __future__ import annotations
 
-import os
-import subprocess
 import time
 
 import pytest
-from service_support import RedisServer, Workers, free_port, remove, scratch, wait_for
+from service_support import Host, RedisServer, Workers, free_port, remove, scratch, wait_for
 
 from worker.store import Store, Timing
 
@@ -27,36 +25,6 @@ BODY = {
     "source": "import time\ntime.sleep(0.4)\na, b = map(int, input().split())\nprint(a + b)\n",
     "tests": [{"name": "1", "input": "2 3\n", "output": "5\n"}],
 }
-
-
-def ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True)
-
-
-class Host:
-    """A network namespace joined to the root namespace by a veth pair."""
-
-    def __init__(self, index: int) -> None:
-        tag = f"{os.getpid() % 100000}{index}"
-        self.ns = f"cbscale-{tag}"
-        self.outer, self.inner = f"cbh{tag}", f"cbn{tag}"
-        self.redis_address = f"198.18.{index}.1"
-        self.address = f"198.18.{index}.2"
-
-    def create(self) -> Host:
-        ip("netns", "add", self.ns)
-        ip("link", "add", self.outer, "type", "veth", "peer", "name", self.inner)
-        ip("link", "set", self.inner, "netns", self.ns)
-        ip("addr", "add", f"{self.redis_address}/24", "dev", self.outer)
-        ip("link", "set", self.outer, "up")
-        ip("-n", self.ns, "addr", "add", f"{self.address}/24", "dev", self.inner)
-        ip("-n", self.ns, "link", "set", self.inner, "up")
-        ip("-n", self.ns, "link", "set", "lo", "up")
-        return self
-
-    def remove(self) -> None:
-        subprocess.run(["ip", "netns", "del", self.ns], check=False, capture_output=True)
-        subprocess.run(["ip", "link", "del", self.outer], check=False, capture_output=True)
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +72,7 @@ def test_throughput_grows_with_workers_on_separate_hosts(cluster, test_user):
                 f"redis://{host.redis_address}:{port}/0",
                 cells=1,
                 user=test_user.pw_name,
-                prefix=["ip", "netns", "exec", host.ns],
+                prefix=host.prefix(),
             )
             for host in hosts[:count]
         ]
