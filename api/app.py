@@ -68,6 +68,8 @@ def create_app(settings: Settings | None = None, timing: Timing | None = None) -
         title="cellblock",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # api/pages.py serves /docs and /redoc from local assets
+        redoc_url=None,
         description="Rootless sandbox service: submissions are judged in cells by workers. "
         "Judge0 1.13 clients: use the base URL /judge0.",
     )
@@ -79,12 +81,13 @@ def create_app(settings: Settings | None = None, timing: Timing | None = None) -
     app.add_middleware(BodyLimit, limit=settings.max_body)
     _install_handlers(app)
 
-    from . import judge0, piston, sandboxfusion, v1
+    from . import judge0, pages, piston, sandboxfusion, v1
 
     app.include_router(v1.router)
     app.include_router(judge0.router)
     app.include_router(sandboxfusion.router)
     app.include_router(piston.router)
+    pages.add_pages(app)
     return app
 
 
