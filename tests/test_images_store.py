@@ -67,8 +67,9 @@ def registry() -> Iterator[str]:
 
 
 @pytest.fixture
-def scratch() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="cellblock-images-"))
+def scratch(layer_fs: Path) -> Iterator[Path]:
+    """On a file system that holds layers (conftest's layer_fs: the VM's /tmp does not)."""
+    path = Path(tempfile.mkdtemp(prefix="cellblock-images-", dir=layer_fs))
     path.chmod(0o755)  # layouts and archives are read by the unprivileged users too
     yield path
     # Layers keep their directories' modes (0555 ones too): writable again first.
