@@ -24,21 +24,26 @@ import sandbox
 IMAGE = "cellblock/python-sci:bookworm"  # profiles/images/python-sci.toml's name:tag
 
 
-@pytest.fixture(scope="module")
-def built() -> Iterator[Path]:
+def build_image(name: str, timeout: float) -> Iterator[Path]:
+    """scripts/build-images NAME into a temp dir (its archive under out/), removed after."""
     needs_root("mmdebstrap --mode=unshare as root (a user needs subordinate ids)")
-    work = Path(tempfile.mkdtemp(prefix="cellblock-build-test-"))
+    work = Path(tempfile.mkdtemp(prefix=f"cellblock-build-{name}-"))
     work.chmod(0o755)
     try:
         subprocess.run(
-            [str(REPO / "scripts" / "build-images"), "--out", str(work / "out"), "python-sci"],
+            [str(REPO / "scripts" / "build-images"), "--out", str(work / "out"), name],
             check=True,
-            timeout=900,
+            timeout=timeout,
         )
         yield work
     finally:
         subprocess.run(["chmod", "-R", "u+rwX", str(work)], check=False)
         shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def built() -> Iterator[Path]:
+    yield from build_image("python-sci", 900)
 
 
 def test_the_python_image_judges_numpy(built: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -90,19 +95,7 @@ A_PLUS_B = {
 
 @pytest.fixture(scope="module")
 def judge_image() -> Iterator[Path]:
-    needs_root("mmdebstrap --mode=unshare as root (a user needs subordinate ids)")
-    work = Path(tempfile.mkdtemp(prefix="cellblock-build-judge-"))
-    work.chmod(0o755)
-    try:
-        subprocess.run(
-            [str(REPO / "scripts" / "build-images"), "--out", str(work / "out"), "judge"],
-            check=True,
-            timeout=1800,
-        )
-        yield work
-    finally:
-        subprocess.run(["chmod", "-R", "u+rwX", str(work)], check=False)
-        shutil.rmtree(work, ignore_errors=True)
+    yield from build_image("judge", 1800)
 
 
 def test_the_judge_image_pins_every_toolchain(
