@@ -321,8 +321,11 @@ def _run(
         for path in launch.readonly:  # the init made these files a moment ago
             mounts.bind_read_only(box, cell_path(path))
 
-        start = time.monotonic()
         started = pending.go()
+        # The program's clock starts at its execve (go() returns then), not
+        # before: on cgroup v1 the child may still be waiting to be moved into
+        # the run's cgroup (sandbox/cgroups/dynmods.py), which is not its time.
+        start = time.monotonic()
         program_pid = started.pid
         cell.send("started", start=start, pid=program_pid)
 

@@ -18,8 +18,10 @@ import pytest
 from conftest import children_of_this_process
 
 import sandbox
-from sandbox import cgroups, run
+from sandbox import cgroups, libc, mountinfo, run
+from sandbox.cgroups import dynmods
 from sandbox.cgroups.delegate import delegated_path
+from sandbox.doctor import check_cgroup_moves
 
 MiB = 1 << 20
 
@@ -272,17 +274,56 @@ def test_stale_run_cgroups_of_a_dead_worker_are_removed(hierarchy, tmp_path):
     assert not os.path.exists(left)
 
 
+@pytest.fixture
+def cgroup2_options():
+    """The cgroup2 hierarchy's options (favordynmods is kernel-wide), put back as
+    they were afterwards; yields a function that remounts it with others."""
+    mount = dynmods.cgroup2_mount()
+    if mount is None:
+        pytest.skip("no cgroup2 hierarchy mounted")
+    original = [o for o in mount.super_options if o not in ("rw", "ro")]
+
+    def remount(options: list[str]) -> None:
+        libc.mount(None, mount.mountpoint, None, libc.MS_REMOUNT, ",".join(options))
+
+    yield remount
+    remount(original)
+
+
 @pytest.mark.needs_root
-def test_setup_delegates_and_removes(tmp_path):
+def test_favordynmods_set_keeping_other_options(cgroup2_options):
+    # The control: without the flag, moving a program into its cgroup waits for
+    # an RCU grace period (cgroups/dynmods.py) and the doctor says so on v1.
+    cgroup2_options(["memory_recursiveprot"])
+    assert not dynmods.favored()
+    moves = check_cgroup_moves()
+    if not cgroups.is_v2_host():
+        assert not moves.ok and "cellblock setup" in (moves.fix or "")
+    assert "remounted with favordynmods" in (dynmods.favor() or "")
+    mount = dynmods.cgroup2_mount()
+    assert mount is not None
+    # The remount kept what was there: a remount's data replaces every option.
+    assert {"favordynmods", "memory_recursiveprot"} <= set(mount.super_options)
+    assert dynmods.favored(mountinfo.mounts())
+    assert check_cgroup_moves().ok
+    assert dynmods.favor() is None  # set already: nothing to do
+    # Runs are as before with the flag set.
+    assert run(["/bin/true"]).status.name == "OK"
+
+
+@pytest.mark.needs_root
+def test_setup_delegates_and_removes(tmp_path, cgroup2_options):
     user = "cellblock-setup"
     subprocess.run(
         ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", user],
         check=True,
     )
+    cgroup2_options([])  # favordynmods off: setup sets it
     try:
         cli = [sys.executable, "-m", "cellblock"]
         done = subprocess.run([*cli, "setup", "--user", user], capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
+        assert "remounted with favordynmods" in done.stdout and dynmods.favored()
         for path in delegated_path(user):
             assert os.stat(path).st_uid == __import__("pwd").getpwnam(user).pw_uid
             assert path in done.stdout

@@ -33,7 +33,7 @@ from .ids import check_subids
 from .namespaces import check_netns, check_overlay, check_pidns, check_userns
 from .probe import Outcome, ProbeFailed, probe
 from .report import Check, Report, format_report
-from .resources import check_cgroups, check_quotas
+from .resources import check_cgroup_moves, check_cgroups, check_quotas
 from .runtime import check_kernel, check_launcher, check_maker
 
 __all__ = [
@@ -43,6 +43,7 @@ __all__ = [
     "Outcome",
     "ProbeFailed",
     "Report",
+    "check_cgroup_moves",
     "check_cgroups",
     "check_host",
     "check_kernel",
@@ -70,6 +71,7 @@ CHECKS: list[tuple[str, Callable[[], Check]]] = [
     ("network namespace", check_netns),
     ("seccomp", check_seccomp),
     ("cgroups", check_cgroups),
+    ("cgroup moves", check_cgroup_moves),
     ("landlock", check_landlock),
     ("subordinate ids", check_subids),
     ("per-user quotas", check_quotas),

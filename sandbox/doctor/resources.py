@@ -6,7 +6,9 @@ from __future__ import annotations
 import os
 import resource
 
-from sandbox import cgroups, rlimits, userns
+from sandbox import cgroups, mountinfo, rlimits, userns
+from sandbox.cgroups import dynmods
+from sandbox.cgroups.common import is_v2_host
 
 from .host import read
 from .report import Check
@@ -16,6 +18,44 @@ def check_cgroups() -> Check:
     """What this process's runs would get, as the cgroup discovery decides it."""
     placement = cgroups.inspect()
     return Check("cgroups", placement.ok, placement.detail, placement.fix)
+
+
+def check_cgroup_moves() -> Check:
+    """Whether moving a program into its cgroup waits for an RCU grace period
+    (sandbox/cgroups/dynmods.py): latency after idle, never a verdict."""
+    name = "cgroup moves"
+    table = mountinfo.mounts()
+    if dynmods.favored(table):
+        return Check(
+            name,
+            True,
+            f"a cgroup root is mounted {dynmods.FLAG}: moving a program into its cgroup "
+            "does not wait for an RCU grace period",
+            required=False,
+        )
+    if is_v2_host():
+        return Check(
+            name,
+            True,
+            "cgroup v2: a program is born in its cgroup (CLONE_INTO_CGROUP), nothing is "
+            f"moved; where the kernel refuses that, the move waits (set {dynmods.FLAG})",
+            required=False,
+        )
+    mount = dynmods.cgroup2_mount(table)
+    remount = (
+        f"or `mount -o remount,{dynmods.FLAG} {mount.mountpoint}` keeping its options"
+        if mount
+        else f"or `mount -t cgroup2 -o {dynmods.FLAG} none /sys/fs/cgroup/unified`"
+    )
+    return Check(
+        name,
+        False,
+        f"cgroup v1 without {dynmods.FLAG}: the first run after the machine was idle waits "
+        "10-30 ms for an RCU grace period to move its program into its cgroup (latency, "
+        "not counted in its wall time)",
+        f"as root: cellblock setup --user USER ({remount})",
+        required=False,
+    )
 
 
 def check_quotas() -> Check:
