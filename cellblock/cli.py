@@ -245,6 +245,15 @@ _COMMANDS = (
 )  # fmt: skip
 
 
+def _full_site() -> None:
+    if sys.flags.no_site and "site" not in sys.modules:
+        # Started with -S, which spares the hand-off ~2 ms of site-packages it
+        # does not need: everything else does (pyseccomp, .pth files).
+        import site
+
+        site.main()
+
+
 def main(argv: list[str] | None = None) -> int:
     entry = argv is None  # the process's own command line, not a caller's list
     argv = sys.argv[1:] if argv is None else argv
@@ -253,17 +262,21 @@ def main(argv: list[str] | None = None) -> int:
         # included): its whole cost is then the interpreter and one round trip.
         from cellblock import client
 
-        code = client.run(argv[1:])
-        if code is not None:
-            if entry:
-                client.exit_now(code)
-            return code
-    if sys.flags.no_site and "site" not in sys.modules:
-        # Started with -S, which spares the hand-off ~2 ms of site-packages it
-        # does not need: everything else does (pyseccomp, .pth files).
-        import site
+        options = client.parse(argv[1:])
+        if options is not None:
+            code = client.hand_off(options)
+            if code is not None:
+                if entry:
+                    client.exit_now(code)
+                return code
+            # No server took it: run it here with the options just read, which
+            # are argparse's (tests/test_handoff.py); argparse and its imports
+            # (~13 ms) only for what client.parse leaves to it.
+            _full_site()
+            from cellblock.runcmd import run_in_process
 
-        site.main()
+            return run_in_process(options)
+    _full_site()
     import argparse
 
     parser = argparse.ArgumentParser(prog="cellblock", description=__doc__.splitlines()[0])

@@ -63,13 +63,6 @@ EXIT_INTERNAL = 125  # cellblock/runcmd.py's: the run was the server's, and it w
 _tried = False  # one attempt per process: argparse's path must not ask again
 
 
-def run(argv: list[str]) -> int | None:
-    """`cellblock run ARGV` handed to a run server: its exit code, or None if
-    it was not (no server, or options this parser leaves to argparse)."""
-    options = parse(argv)
-    return hand_off(options) if options is not None else None
-
-
 def parse(argv: list[str]) -> RunOptions | None:
     """The options of `cellblock run ARGV` as argparse would read them, for the
     common spellings only (`--flag VALUE`, `--flag=VALUE`, then `--` or the

@@ -337,6 +337,31 @@ def test_no_server_falls_back(runtime: Path) -> None:
     assert in_process and code == 0 and out == "hello\n"
 
 
+def test_no_server_runs_in_process_without_argparse(runtime: Path) -> None:
+    """With no server, options the client has read are run as they are:
+    argparse (~13 ms of a one-shot `cellblock run`) is never imported; what it
+    leaves to argparse still gets argparse (an abbreviation here)."""
+
+    def imported(args: list[str]) -> tuple[set[str], str, int]:
+        done = subprocess.run(
+            [PYTHON, "-X", "importtime", "-m", "cellblock", "run", *args],
+            env=_environment(runtime),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        lines = done.stderr.splitlines()
+        modules = {line.split("|")[-1].strip() for line in lines if line.startswith("import time:")}
+        return modules, done.stdout, done.returncode
+
+    modules, out, code = imported(["--time", "2", "--", "sh", "-c", "echo hi"])
+    assert (code, out) == (0, "hi\n")
+    assert "cellblock.runcmd" in modules and "argparse" not in modules
+    modules, out, code = imported(["--mem", "64M", "--", "sh", "-c", "echo hi"])
+    assert (code, out) == (0, "hi\n")
+    assert "argparse" in modules
+
+
 @pytest.mark.parametrize("served", [True, False])
 def test_an_interpreter_without_site_packages(runtime: Path, served: bool) -> None:
     """`python -S` (a launcher that spares the hand-off site's ~2 ms): the
