@@ -10,6 +10,7 @@ from fastapi import APIRouter, Header, HTTPException, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
+from worker.request import allowed_images
 from worker.store import METRICS, QUEUE_KEY
 
 from . import metrics
@@ -221,6 +222,13 @@ async def languages(request: Request, principal: Caller) -> list[dict]:
         }
         for lang in request.app.state.language_info.values()
     ]
+
+
+@router.get("/v1/images", tags=["v1"])
+async def images(principal: Caller) -> list[dict]:
+    """The images a submission may name in `image` (the operator's
+    CELLBLOCK_ALLOWED_IMAGES, sorted); empty: each runs in its language's."""
+    return [{"ref": ref} for ref in sorted(allowed_images())]
 
 
 async def live_workers(request: Request) -> list[dict[str, Any]]:

@@ -148,6 +148,8 @@ def service_with_images(test_user, monkeypatch: pytest.MonkeyPatch):
 
 def test_the_service_runs_an_allowed_image_and_refuses_another(service_with_images):
     client, name = service_with_images
+    # What a client can offer: the operator's list, as the API checks it.
+    assert client.get("/v1/images").json() == [{"ref": name}]
     # The language's own image.
     done = client.post(
         "/v1/submissions?wait=true", json={"language": "ash", "source": SUM, "tests": TESTS}

@@ -174,6 +174,28 @@ def test_the_playground_reports_an_out_of_memory_kill(browser, service) -> None:
     assert rows(browser)[0]["oom"] == "yes"
 
 
+def test_the_image_choice_lists_the_operators_images(browser, service, monkeypatch) -> None:
+    """The image field offers exactly the images a submission may name (GET
+    /v1/images); with none allowed it offers only the language's own."""
+    monkeypatch.delenv("CELLBLOCK_ALLOWED_IMAGES", raising=False)
+    open_playground(browser, service)
+    image = Select(browser.find_element(By.ID, "image"))
+    assert [o.get_attribute("value") for o in image.options] == [""]
+    assert not browser.find_element(By.ID, "image").is_enabled()
+    monkeypatch.setenv("CELLBLOCK_ALLOWED_IMAGES", "judge:1, <b>x</b>:2,python:3.12")
+    open_playground(browser, service)
+    wait(browser, lambda d: len(Select(d.find_element(By.ID, "image")).options) == 4)
+    image = Select(browser.find_element(By.ID, "image"))
+    assert [o.get_attribute("value") for o in image.options] == [
+        "",
+        "<b>x</b>:2",
+        "judge:1",
+        "python:3.12",
+    ]
+    assert image.options[1].text == "<b>x</b>:2"  # a name is text, never markup
+    assert browser.find_element(By.ID, "image").is_enabled()
+
+
 def test_the_playground_shows_the_apis_refusal(browser, service) -> None:
     """A request the API refuses shows its reason, naming the field; no key, no languages."""
     open_playground(browser, service)

@@ -73,6 +73,26 @@ async function loadLanguages() {
     select.append(option);
   }
   select.value = chosen;
+  await loadImages();
+}
+
+async function loadImages() {
+  // The images a submission may name (GET /v1/images); none: only the language's own.
+  const select = $("image");
+  const chosen = select.value;
+  const response = await fetch("v1/images", { headers: headers(false) });
+  if (!response.ok) return;  // the languages' request has said why
+  const refs = (await response.json()).map((image) => image.ref);
+  const own = element("option", "the language's own");
+  own.value = "";
+  select.replaceChildren(own);
+  for (const ref of refs) {
+    const option = element("option", ref);
+    option.value = ref;
+    select.append(option);
+  }
+  select.value = refs.includes(chosen) ? chosen : "";
+  select.disabled = refs.length === 0;
 }
 
 function addTest(input, output) {
@@ -119,7 +139,7 @@ function request() {
   }
   if ($("memory").value.trim()) limits.memory = $("memory").value.trim();
   body.limits = limits;
-  if ($("image").value.trim()) body.image = $("image").value.trim();
+  if ($("image").value) body.image = $("image").value;
   return body;
 }
 
