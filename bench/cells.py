@@ -53,6 +53,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # time the working tree's sandbox, not an installed copy
 
+from cellblock import native  # noqa: E402
 from sandbox import run as sandbox_run  # noqa: E402
 from sandbox import warm as sandbox_warm  # noqa: E402
 from sandbox.spec import BASE_ENV, Status  # noqa: E402
@@ -181,7 +182,7 @@ def _devnull() -> int:
     return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
 
 
-def _spawn(argv: Sequence[str]) -> tuple[int, bytes]:
+def _spawn(argv: Sequence[str], env: dict[str, str] | None = None) -> tuple[int, bytes]:
     """posix_spawn argv with stdin from /dev/null and stdout+stderr into one pipe."""
     read_fd, write_fd = os.pipe()
     actions = [
@@ -190,7 +191,7 @@ def _spawn(argv: Sequence[str]) -> tuple[int, bytes]:
         (os.POSIX_SPAWN_DUP2, write_fd, 2),
     ]
     try:
-        pid = os.posix_spawn(argv[0], list(argv), ENV, file_actions=actions)
+        pid = os.posix_spawn(argv[0], list(argv), env or ENV, file_actions=actions)
     except OSError as error:
         os.close(read_fd)
         raise BenchError(f"cannot start {list(argv)}: {error.strerror}") from None
@@ -283,14 +284,51 @@ def measure_in_process(workloads: Sequence[Workload], iterations: int, warmup: i
     return samples
 
 
+SERVED_PYTHON = "served, Python client"
+SERVED_NATIVE = "served, native client"
+
+
 def measure_cli(cli: str, runs: int, warmup: int) -> dict[str, list[float]]:
-    """Whole processes, a fresh interpreter each: the CLI, bwrap, the CLI's interpreter."""
+    """Whole processes: the CLI (a fresh interpreter each), bwrap, the CLI's
+    interpreter, and the CLI with a run server up, by the Python command and by
+    the native one (cellblock/launcher.c, built for this CLI as scripts/install
+    builds it)."""
     interpreter = _shebang(cli)
-    commands: dict[str, tuple[tuple[str, ...], str]] = {
-        "cellblock run -- /bin/true": ((cli, "run", "--", "/bin/true"), "cellblock: OK"),
-        "bwrap ... /bin/true": (bwrap_argv(["/bin/true"]), ""),
-        "python -c pass (the CLI's interpreter)": ((interpreter, "-c", "pass"), ""),
-    }
+    runtime = Path(tempfile.mkdtemp(prefix="cellblock-bench-run-"))
+    served = {**ENV, "XDG_RUNTIME_DIR": str(runtime)}  # the other commands: no server there
+    server = subprocess.Popen(
+        [cli, "run-server"], env=served, stderr=subprocess.PIPE, text=True, cwd="/"
+    )
+    try:
+        assert server.stderr is not None
+        if "serving on" not in (line := server.stderr.readline()):
+            raise BenchError(f"cellblock run-server did not start: {line}")
+        package = subprocess.run(
+            [interpreter, "-I", "-c", "from cellblock import protocol; print(protocol.package())"],
+            capture_output=True, text=True, check=True, cwd="/",
+        ).stdout.strip()  # fmt: skip
+        launcher = native.build(runtime / "cellblock-native", cli, package)
+        commands: dict[str, tuple[tuple[str, ...], str]] = {
+            "cellblock run -- /bin/true": ((cli, "run", "--", "/bin/true"), "cellblock: OK"),
+            SERVED_PYTHON: ((cli, "run", "--", "/bin/true"), "cellblock: OK"),
+            SERVED_NATIVE: ((str(launcher), "run", "--", "/bin/true"), "cellblock: OK"),
+            "bwrap ... /bin/true": (bwrap_argv(["/bin/true"]), ""),
+            "python -c pass (the CLI's interpreter)": ((interpreter, "-c", "pass"), ""),
+        }
+        environments = {SERVED_PYTHON: served, SERVED_NATIVE: served}
+        return _whole_processes(commands, environments, runs, warmup)
+    finally:
+        server.terminate()
+        server.wait(60)
+        shutil.rmtree(runtime, ignore_errors=True)
+
+
+def _whole_processes(
+    commands: dict[str, tuple[tuple[str, ...], str]],
+    environments: dict[str, dict[str, str]],
+    runs: int,
+    warmup: int,
+) -> dict[str, list[float]]:
     names = list(commands)
     samples: dict[str, list[float]] = {name: [] for name in names}
     for i in range(warmup + runs):
@@ -299,7 +337,7 @@ def measure_cli(cli: str, runs: int, warmup: int) -> dict[str, list[float]]:
         for name in names[shift:] + names[:shift]:
             argv, want = commands[name]
             start = time.perf_counter_ns()
-            code, output = _spawn(argv)
+            code, output = _spawn(argv, environments.get(name))
             elapsed = (time.perf_counter_ns() - start) / 1e6
             text = output.decode(errors="replace")
             if code != 0 or not text.startswith(want) or (not want and text):
@@ -488,6 +526,8 @@ def build_report(
         {"command": name, **summarize(values), "samples_ms": [round(v, 3) for v in values]}
         for name, values in cli_samples.items()
     ]
+    medians_cli = {row["command"]: row["median_ms"] for row in cli}
+    bwrap = medians_cli["bwrap ... /bin/true"]
     return {
         "machine": info,
         "config": {
@@ -503,7 +543,9 @@ def build_report(
         "ratio_sandbox_to_bwrap_median": ratios,
         "ratio_cold_to_bwrap_median": cold_ratios,
         "whole_process": cli,
-        "ratio_cli_to_bwrap_median": round(cli[0]["median_ms"] / cli[1]["median_ms"], 2),
+        "ratio_cli_to_bwrap_median": round(medians_cli["cellblock run -- /bin/true"] / bwrap, 2),
+        "ratio_served_python_to_bwrap_median": round(medians_cli[SERVED_PYTHON] / bwrap, 2),
+        "ratio_served_native_to_bwrap_median": round(medians_cli[SERVED_NATIVE] / bwrap, 2),
     }
 
 
@@ -555,7 +597,11 @@ def print_table(report: dict[str, object]) -> None:
             f"  {row['command']:<42}{row['median_ms']:>9.2f}{row['p95_ms']:>9.2f}"
             f"{row['min_ms']:>9.2f}{row['max_ms']:>9.2f}"
         )
-    print(f"  cellblock run / bwrap = {report['ratio_cli_to_bwrap_median']:.2f}x (medians)")
+    print(
+        f"  cellblock run / bwrap = {report['ratio_cli_to_bwrap_median']:.2f}x; with a run "
+        f"server up: {report['ratio_served_python_to_bwrap_median']:.2f}x (Python client), "
+        f"{report['ratio_served_native_to_bwrap_median']:.2f}x (native client) (medians)"
+    )
     print("\nnotes:")
     for note in report["notes"]:  # type: ignore[union-attr]
         print(f"  - {note}")

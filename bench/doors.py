@@ -15,6 +15,8 @@ benchmark (exit 1). Timings are reported, never judged.
                    cells, as the service's workers and the run server have)
     cli            `--jobs` threads, each running `cellblock run --json -- python3 -c ...`
     cli served     the same with `cellblock run-server` up (the CLI hands the run over)
+    cli native     the same server, and the native `cellblock` (cellblock/launcher.c,
+                   built here as scripts/install builds it): no interpreter at all
     serve wait     `cellblock serve --cells JOBS` (its own Redis), `--clients` threads
                    POSTing /v1/submissions?wait=true (verl's way)
     serve poll     the same service, each client POSTs then GETs its submission
@@ -45,6 +47,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.humaneval import DATA, load, program  # noqa: E402
+from cellblock import native  # noqa: E402
 
 PYTHON = "/usr/bin/python3"
 CLI = Path(sys.executable).with_name("cellblock")
@@ -116,6 +119,8 @@ class RunServer:
         if "serving on" not in line:
             self.stop()
             raise RuntimeError(f"cellblock run-server did not start: {line}")
+        # The native front for the working tree's server: its Python command is CLI.
+        self.launcher = native.build(self.dir / "cellblock-native", CLI, REPO / "cellblock")
 
     def stop(self) -> None:
         self.process.terminate()
@@ -124,11 +129,15 @@ class RunServer:
 
 
 def door_cli(
-    sources: list[str], jobs: int, sentinel: str, env: dict[str, str] | None = None
+    sources: list[str],
+    jobs: int,
+    sentinel: str,
+    env: dict[str, str] | None = None,
+    command: Path = CLI,
 ) -> list[bool]:
     def one(source: str) -> bool:
         done = subprocess.run(
-            [str(CLI), "run", "--json", "--time", "10", "--", PYTHON, "-c", source],
+            [str(command), "run", "--json", "--time", "10", "--", PYTHON, "-c", source],
             capture_output=True,
             text=True,
             stdin=subprocess.DEVNULL,
@@ -271,7 +280,8 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=2, help="programs at a time (bare, cli)")
     parser.add_argument("--clients", type=int, default=32, help="HTTP clients at a time")
     parser.add_argument(
-        "--doors", default="bare,sandbox.run,recycled,cli,cli served,serve wait,serve poll"
+        "--doors",
+        default="bare,sandbox.run,recycled,cli,cli served,cli native,serve wait,serve poll",
     )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -279,7 +289,7 @@ def main() -> int:
     sentinel = "cellblock-" + secrets.token_hex(8)
     sources = programs(sentinel)
     service = Service(args.jobs) if any(d.startswith("serve") for d in wanted) else None
-    run_server = RunServer() if "cli served" in wanted else None
+    run_server = RunServer() if {"cli served", "cli native"} & set(wanted) else None
     pool = ProcessPoolExecutor(args.jobs) if "sandbox.run" in wanted else None
     recycling = (
         ProcessPoolExecutor(args.jobs, initializer=_recycle) if "recycled" in wanted else None
@@ -310,6 +320,11 @@ def main() -> int:
                 elif door == "cli served":
                     assert run_server is not None
                     oks = door_cli(sources, args.jobs, sentinel, run_server.env)
+                elif door == "cli native":
+                    assert run_server is not None
+                    oks = door_cli(
+                        sources, args.jobs, sentinel, run_server.env, run_server.launcher
+                    )
                 elif door in ("serve wait", "serve poll"):
                     assert service is not None
                     before = os.times()

@@ -9,163 +9,42 @@ Every server here lives in a socket directory of the test's own
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import re
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import process_stat
-
-from cellblock import client, protocol
-
-REPO = Path(__file__).resolve().parent.parent
-PYTHON = sys.executable
-# What differs from one run to the next: the summary's figures, a TLE's CPU seconds used.
-FIGURES = re.compile(
-    r"time \d+\.\d{3} s · wall \d+\.\d{3} s · memory \d+\.\d MiB|\d+\.\d{3} s used"
+from handoff_support import (
+    CASES,
+    PYTHON,
+    REPO,
+    Server,
+    alive_processes,
+    cellblock_run,
+    client_environment,
+    comparable,
+    runtime_directory,
+    serving,
+    start_server,
 )
 
-
-class Server:
-    def __init__(self, runtime: Path, process: subprocess.Popen[bytes]) -> None:
-        self.runtime = runtime
-        self.process = process
-        self.socket = runtime / "cellblock" / protocol.SOCKET_NAME
-
-    def descendants(self) -> set[tuple[int, str]]:
-        """(pid, start time) of every process below the server: the cell maker,
-        warm cells' inits."""
-        children: dict[int, list[int]] = {}
-        starts: dict[int, str] = {}
-        for entry in os.listdir("/proc"):
-            if entry.isdigit() and (fields := process_stat(entry)):
-                children.setdefault(int(fields[1]), []).append(int(entry))
-                starts[int(entry)] = fields[19]
-        found, todo = set(), [self.process.pid]
-        while todo:
-            for child in children.get(todo.pop(), []):
-                found.add((child, starts[child]))
-                todo.append(child)
-        return found
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        self.process.wait(timeout=60)
-
-
-def _environment(runtime: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CELLBLOCK_")}
-    env.update(PYTHONPATH=str(REPO), XDG_RUNTIME_DIR=str(runtime), **extra)
-    return env
-
-
-def start_server(runtime: Path, *args: str, **env: str) -> Server:
-    process = subprocess.Popen(
-        [PYTHON, "-m", "cellblock", "run-server", *args],
-        env=_environment(runtime, **env),
-        stderr=subprocess.PIPE,
-    )
-    assert process.stderr is not None
-    line = process.stderr.readline().decode()
-    assert "serving on" in line, line + process.stderr.read().decode()
-    return Server(runtime, process)
+from cellblock import client, protocol
 
 
 @pytest.fixture
 def runtime(tmp_path: Path) -> Path:
-    directory = tmp_path / "runtime"
-    directory.mkdir(mode=0o700)
-    return directory
+    return runtime_directory(tmp_path)
 
 
 @pytest.fixture
 def server(runtime: Path) -> Iterator[Server]:
     with serving(runtime) as started:
         yield started
-
-
-@contextlib.contextmanager
-def serving(runtime: Path, *args: str) -> Iterator[Server]:
-    """A server for the block; then stopped, and checked to leave nothing
-    behind: no socket, no process of its."""
-    started = start_server(runtime, *args)
-    try:
-        yield started
-    finally:
-        below = started.descendants()
-        started.stop()
-        assert started.process.returncode == 0
-        assert not started.socket.exists(), "the socket outlived its server"
-        deadline = time.monotonic() + 10
-        while (left := below & _alive()) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not left, f"processes outlived their server: {left}"
-
-
-def _alive() -> set[tuple[int, str]]:
-    return {
-        (int(entry), fields[19])
-        for entry in os.listdir("/proc")
-        if entry.isdigit() and (fields := process_stat(entry))
-    }
-
-
-def cellblock_run(
-    runtime: Path, args: list[str], handoff: bool = True, cwd: Path | None = None, **env: str
-) -> tuple[str, str, int, bool]:
-    """(stdout, stderr, exit code, whether the sandbox was imported: the run
-    was made in this process) of `cellblock run ARGS`."""
-    extra = {} if handoff else {"CELLBLOCK_HANDOFF": "0"}
-    done = subprocess.run(
-        [PYTHON, "-X", "importtime", "-m", "cellblock", "run", *args],
-        env=_environment(runtime, **extra, **env),
-        capture_output=True,
-        cwd=cwd,
-        check=False,
-    )
-    lines = done.stderr.decode().splitlines(keepends=True)
-    imports = [line for line in lines if line.startswith("import time:")]
-    stderr = "".join(line for line in lines if not line.startswith("import time:"))
-    modules = {line.split("|")[-1].strip() for line in imports}
-    in_process = "cellblock.runcmd" in modules  # the in-process path's, never the client's
-    return done.stdout.decode(), stderr, done.returncode, in_process
-
-
-def _same(stdout: str, stderr: str) -> tuple[str, str]:
-    """Output with the figures that differ from one run to the next taken out."""
-    if stdout.startswith("{"):
-        data = json.loads(stdout)
-        for figure in ("time", "wall_time", "memory"):
-            data[figure] = "…"
-        data["message"] = FIGURES.sub("FIGURES", data["message"])
-        stdout = json.dumps(data)
-    return stdout, FIGURES.sub("FIGURES", stderr)
-
-
-CASES = {
-    "ok": ["--", "sh", "-c", "echo hello"],
-    "exit code": ["--", "sh", "-c", "echo out; echo err >&2; exit 3"],
-    "signal": ["--", "sh", "-c", "echo before; kill -9 $$"],
-    "tle": ["--time", "0.2", "--", "sh", "-c", "while :; do :; done"],
-    "json": ["--json", "--", "sh", "-c", "echo hi; exit 4"],
-    "stderr into stdout": ["--stderr-to-stdout", "--", "sh", "-c", "echo a; echo b >&2; echo c"],
-    "env": ["--env", "A=b", "--env=C=d e", "--", "sh", "-c", 'echo "$A $C"'],
-    "bad limit": ["--memory", "12X", "--", "true"],
-    "bad env": ["--env", "noequals", "--", "true"],
-    "no such program": ["--", "/no/such/program"],
-    "argparse's spelling": ["--mem", "64M", "--", "sh", "-c", "echo abbreviated"],
-    "no --": ["sh", "-c", "echo bare"],
-}
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -175,7 +54,7 @@ def test_same_output_and_exit_code_as_in_process(server: Server, runtime: Path, 
     expected_out, expected_err, expected_code, _ = cellblock_run(
         runtime, CASES[case], handoff=False
     )
-    assert (code, *_same(out, err)) == (expected_code, *_same(expected_out, expected_err))
+    assert (code, *comparable(out, err)) == (expected_code, *comparable(expected_out, expected_err))
 
 
 def test_exit_codes(server: Server, runtime: Path) -> None:
@@ -206,7 +85,7 @@ def test_stdin_and_files(server: Server, runtime: Path, tmp_path: Path) -> None:
         out, err, code, in_process = cellblock_run(runtime, args, handoff, cwd=tmp_path)
         assert in_process != handoff
         assert (out_dir / "out" / "upper.txt").read_text() == "SOME INPUT\n"
-        outputs.append((code, *_same(out, err)))
+        outputs.append((code, *comparable(out, err)))
     assert outputs[0] == outputs[1]
     assert outputs[0][1] == "some input\ndone\n"
     assert "--copy-out missing.txt: not copied" in outputs[0][2]
@@ -229,7 +108,7 @@ def test_runs_do_not_wait_for_each_other(server: Server, runtime: Path) -> None:
     clients = [
         subprocess.Popen(
             [PYTHON, "-m", "cellblock", "run", "--", "sh", "-c", "sleep 1; echo slept"],
-            env=_environment(runtime),
+            env=client_environment(runtime),
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
         )
@@ -345,7 +224,7 @@ def test_no_server_runs_in_process_without_argparse(runtime: Path) -> None:
     def imported(args: list[str]) -> tuple[set[str], str, int]:
         done = subprocess.run(
             [PYTHON, "-X", "importtime", "-m", "cellblock", "run", *args],
-            env=_environment(runtime),
+            env=client_environment(runtime),
             capture_output=True,
             text=True,
             check=False,
@@ -366,7 +245,7 @@ def test_no_server_runs_in_process_without_argparse(runtime: Path) -> None:
 def test_an_interpreter_without_site_packages(runtime: Path, served: bool) -> None:
     """`python -S` (a launcher that spares the hand-off site's ~2 ms): the
     in-process path still finds site-packages (pyseccomp, on a cache miss)."""
-    env = _environment(runtime, CELLBLOCK_SECCOMP_CACHE="")  # compile: import pyseccomp
+    env = client_environment(runtime, CELLBLOCK_SECCOMP_CACHE="")  # compile: import pyseccomp
     with serving(runtime) if served else contextlib.nullcontext():
         done = subprocess.run(
             [PYTHON, "-S", "-m", "cellblock", "run", "--", "sh", "-c", "echo hi"],
@@ -384,7 +263,7 @@ def test_a_server_lost_during_the_run_is_an_internal_error(runtime: Path) -> Non
     started = start_server(runtime)
     client_run = subprocess.Popen(
         [PYTHON, "-m", "cellblock", "run", "--", "sh", "-c", "sleep 3"],
-        env=_environment(runtime),
+        env=client_environment(runtime),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -396,7 +275,7 @@ def test_a_server_lost_during_the_run_is_an_internal_error(runtime: Path) -> Non
     assert client_run.returncode == 125, err
     assert b"the run server was lost during the run" in err and out == b""
     deadline = time.monotonic() + 10  # its cell maker and cells die with it
-    while (left := below & _alive()) and time.monotonic() < deadline:
+    while (left := below & alive_processes()) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not left
     assert cellblock_run(runtime, CASES["ok"])[3]  # its socket is stale: in-process
@@ -410,7 +289,7 @@ def _run_server_once(runtime: Path) -> subprocess.CompletedProcess:
     """`cellblock run-server` where it is expected not to start."""
     return subprocess.run(
         [PYTHON, "-m", "cellblock", "run-server"],
-        env=_environment(runtime),
+        env=client_environment(runtime),
         capture_output=True,
         text=True,
         timeout=60,
@@ -447,7 +326,7 @@ def test_a_handed_off_run_imports_little(server: Server, runtime: Path) -> None:
     )
     done = subprocess.run(
         [PYTHON, "-c", script],
-        env=_environment(runtime),
+        env=client_environment(runtime),
         capture_output=True,
         text=True,
         check=True,
