@@ -527,14 +527,17 @@ static int open_socket_directory(void)
 {
     char path[4096];
     struct stat st;
+    int length;
     const char *runtime = getenv("XDG_RUNTIME_DIR");
     if (runtime && runtime[0] == '/' && stat(runtime, &st) == 0 && S_ISDIR(st.st_mode) &&
         st.st_uid == geteuid())
-        snprintf(path, sizeof path, "%s/cellblock", runtime);
+        length = snprintf(path, sizeof path, "%s/cellblock", runtime);
     else if (geteuid() == 0)
-        snprintf(path, sizeof path, "/run/cellblock");
+        length = snprintf(path, sizeof path, "/run/cellblock");
     else
-        snprintf(path, sizeof path, "/tmp/cellblock-%u", (unsigned)geteuid());
+        length = snprintf(path, sizeof path, "/tmp/cellblock-%u", (unsigned)geteuid());
+    if (length < 0 || (size_t)length >= sizeof path)
+        return -1; /* not cut short: a shorter path names another directory */
     int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0)
         return -1;
@@ -578,9 +581,11 @@ static void put_request(struct buf *b, const struct options *o)
         for (char **seen = environ; seen < e; seen++) /* os.environ keeps one of each */
             if (strncmp(*seen, *e, (size_t)(equals - *e) + 1) == 0)
                 python_cli();
-        *equals = '\0';
-        put_str(b, *e);
-        *equals = '=';
+        char *name = strndup(*e, (size_t)(equals - *e)); /* environ stays as it is */
+        if (!name)
+            python_cli();
+        put_str(b, name);
+        free(name);
         put_str(b, equals + 1);
     }
     put_byte(b, '0');

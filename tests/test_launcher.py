@@ -165,6 +165,21 @@ def test_no_server_or_another_environment_runs_in_process(launcher: Path, runtim
         assert run_native(launcher, runtime, CASES["ok"])[3] is False  # control
 
 
+def test_the_same_environment_is_served(launcher: Path, runtime: Path) -> None:
+    """The CELLBLOCK_* variables travel in the request as the Python client sends
+    them: a server started with the client's own is used."""
+    started = start_server(runtime, CELLBLOCK_SUBUID="0", CELLBLOCK_WARM="1")
+    try:
+        # CELLBLOCK_WARM is not compared (it chooses how, not what, runs).
+        out, err, code, python_ran = run_native(
+            launcher, runtime, CASES["ok"], CELLBLOCK_SUBUID="0", CELLBLOCK_WARM="0"
+        )
+        assert (out, code, python_ran) == ("hello\n", 0, False), err
+        assert run_native(launcher, runtime, CASES["ok"])[3] is True  # control: it differs
+    finally:
+        started.stop()
+
+
 def test_a_directory_others_may_write_is_not_used(
     launcher: Path, server: Server, runtime: Path
 ) -> None:
