@@ -92,8 +92,8 @@ static void put_int32(struct buf *b, int32_t v)
     put(b, le, 4);
 }
 
-/* ---- marshal, writing: what marshal.loads reads as dict, list, str, int,
- * bool and None (Python/marshal.c's type codes) ------------------------- */
+/* ---- marshal, writing: what Python's marshal.loads reads as dict, list, str, int,
+ * bool and None (its one-byte type codes, format version 4) ------------- */
 
 static int valid_utf8(const unsigned char *s, size_t n)
 {
