@@ -270,8 +270,9 @@ def main(argv: list[str] | None = None) -> int:
                     client.exit_now(code)
                 return code
             # No server took it: run it here with the options just read, which
-            # are argparse's (tests/test_handoff.py); argparse and its imports
-            # (~13 ms) only for what client.parse leaves to it.
+            # are argparse's (tests/test_handoff.py); argparse only for what
+            # client.parse leaves to it (~2 ms beyond the re and json a run
+            # imports anyway).
             _full_site()
             from cellblock.runcmd import run_in_process
 

@@ -217,9 +217,9 @@ def test_no_server_falls_back(runtime: Path) -> None:
 
 
 def test_no_server_runs_in_process_without_argparse(runtime: Path) -> None:
-    """With no server, options the client has read are run as they are:
-    argparse (~13 ms of a one-shot `cellblock run`) is never imported; what it
-    leaves to argparse still gets argparse (an abbreviation here)."""
+    """With no server, options the client has read are run as they are and
+    argparse is never imported; what it leaves to argparse still gets argparse
+    (an abbreviation here)."""
 
     def imported(args: list[str]) -> tuple[set[str], str, int]:
         done = subprocess.run(
