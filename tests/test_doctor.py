@@ -138,6 +138,7 @@ def test_probes_leave_nothing_behind():
 # --------------------------------------------------------------------------- probe harness
 
 
+@pytest.mark.userland
 def test_probe_returns_value_and_errors():
     assert probe(lambda: {"x": 1}) == Outcome(True, {"x": 1})
 
@@ -150,6 +151,7 @@ def test_probe_returns_value_and_errors():
     assert "EPERM" in out.error
 
 
+@pytest.mark.userland
 def test_probe_timeout_kills_and_reaps():
     kids = _children()
     t0 = time.monotonic()
@@ -160,12 +162,14 @@ def test_probe_timeout_kills_and_reaps():
     assert _children() == kids
 
 
+@pytest.mark.userland
 def test_probe_child_killed_by_signal():
     out = probe(lambda: os.kill(os.getpid(), signal.SIGKILL))
     assert not out.ok
     assert "SIGKILL" in out.error
 
 
+@pytest.mark.userland
 def test_probe_children_skip_atexit_and_stdio_buffers():
     code = (
         "import atexit, sys\n"
@@ -187,6 +191,7 @@ def test_probe_children_skip_atexit_and_stdio_buffers():
 # --------------------------------------------------------------------------- fix logic
 
 
+@pytest.mark.userland
 def test_unbuilt_launcher_is_named_with_its_fix(tmp_path):
     # A source tree in which spawn.c was never built: doctor says so, and a run
     # is an IE with the same reason rather than a crash.
@@ -237,6 +242,7 @@ def test_cell_maker_check_where_clone_into_namespaces_is_refused():
     assert "may not clone into new namespaces" in detail and "made by the caller" in detail
 
 
+@pytest.mark.userland
 def test_report_ok_ignores_optional_checks():
     r = Report([Check("a", True, "d"), Check("b", False, "d", "fix-b", required=False)])
     assert r.ok and r.degraded == [] and r.warnings == ["b"]

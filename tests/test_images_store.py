@@ -120,6 +120,7 @@ def test_pull_by_tag_and_by_digest(registry: str, scratch: Path, store: LayerSto
     assert not list((store.root / "tmp").iterdir())
 
 
+@pytest.mark.userland
 def test_a_manifest_list_by_its_digest(registry: str, scratch: Path, store: LayerStore) -> None:
     """A multi-platform image: the digest users write after @ is the list's;
     skopeo takes this platform's image from it."""
@@ -184,6 +185,7 @@ def test_layers_are_stored_exactly(registry: str, scratch: Path, store: LayerSto
     assert stat.S_IMODE(store.root.stat().st_mode) == 0o700
 
 
+@pytest.mark.userland
 def test_config_is_recorded(registry: str, scratch: Path, store: LayerStore) -> None:
     push(four_layers(scratch / "base"), f"{registry}/config:1")
     image = pull(f"{registry}/config:1", PullOptions(tls_verify=False), store)
@@ -249,6 +251,7 @@ def test_docker_archive_and_oci_layout(scratch: Path, store: LayerStore) -> None
 # -- failures: clear, non-zero, nothing kept ---------------------------------------------
 
 
+@pytest.mark.userland
 def test_a_missing_tag_is_a_clear_error(registry: str, store: LayerStore) -> None:
     done = cli("pull", "--no-tls-verify", f"{registry}/nothing:here")
     assert done.returncode == 1
@@ -257,12 +260,14 @@ def test_a_missing_tag_is_a_clear_error(registry: str, store: LayerStore) -> Non
     store_is_empty(store.root)
 
 
+@pytest.mark.userland
 def test_an_unreachable_registry_is_a_clear_error(store: LayerStore) -> None:
     done = cli("pull", "--no-tls-verify", f"127.0.0.1:{free_port()}/base:1")
     assert done.returncode == 1 and "connection refused" in done.stderr.lower()
     store_is_empty(store.root)
 
 
+@pytest.mark.userland
 def test_tls_is_verified_unless_told(registry: str, scratch: Path, store: LayerStore) -> None:
     push(four_layers(scratch / "base"), f"{registry}/tls:1")
     done = cli("pull", f"{registry}/tls:1")  # localhost gets no exception
@@ -270,6 +275,7 @@ def test_tls_is_verified_unless_told(registry: str, scratch: Path, store: LayerS
     store_is_empty(store.root)
 
 
+@pytest.mark.userland
 def test_a_tampered_blob_is_refused(scratch: Path, store: LayerStore) -> None:
     layout = four_layers(scratch / "base")
     blob = layout.path / "blobs" / "sha256" / layout.layer_digests[1].split(":")[1]
@@ -281,6 +287,7 @@ def test_a_tampered_blob_is_refused(scratch: Path, store: LayerStore) -> None:
     store_is_empty(store.root)
 
 
+@pytest.mark.userland
 def test_a_layer_unlike_its_diff_id_is_refused(scratch: Path, store: LayerStore) -> None:
     # Every blob matches its descriptor, but the config lies about a layer's content.
     liar = "sha256:" + hashlib.sha256(b"something else").hexdigest()
@@ -292,6 +299,7 @@ def test_a_layer_unlike_its_diff_id_is_refused(scratch: Path, store: LayerStore)
     store_is_empty(store.root)
 
 
+@pytest.mark.userland
 def test_pulls_own_checks_of_what_skopeo_wrote(scratch: Path, store: LayerStore) -> None:
     """skopeo checks blobs on its copy; pull.py checks the layout again, not
     trusting it: a blob changed after the copy, a manifest unlike its digest."""
@@ -314,6 +322,7 @@ def test_pulls_own_checks_of_what_skopeo_wrote(scratch: Path, store: LayerStore)
     store_is_empty(store.root)
 
 
+@pytest.mark.userland
 def test_two_pulls_at_once(registry: str, scratch: Path, store: LayerStore) -> None:
     one = make_layout(scratch / "one", "one", [BASE, [Entry("one.txt", b"1")]])
     two = make_layout(scratch / "two", "two", [BASE, [Entry("two.txt", b"2")]])
@@ -333,6 +342,7 @@ def test_two_pulls_at_once(registry: str, scratch: Path, store: LayerStore) -> N
     assert not list((store.root / "tmp").iterdir())
 
 
+@pytest.mark.userland
 def test_prune_leaves_a_pull_in_progress(scratch: Path, store: LayerStore) -> None:
     with store.staging() as staged:
         (staged.path / "oci").mkdir()
@@ -353,6 +363,7 @@ def layer_diff_id(entries: list[Entry]) -> str:
 # -- names, rm, prune -------------------------------------------------------------------
 
 
+@pytest.mark.userland
 def test_rm_then_prune_frees_the_layers(registry: str, scratch: Path, store: LayerStore) -> None:
     one = make_layout(scratch / "one", "one", [BASE, [Entry("one.txt", b"1")]])
     two = make_layout(scratch / "two", "two", [BASE, [Entry("two.txt", b"2")]])
@@ -381,6 +392,7 @@ def test_rm_then_prune_frees_the_layers(registry: str, scratch: Path, store: Lay
     assert cli("rm", "second").returncode == 1
 
 
+@pytest.mark.userland
 def test_a_name_moves_to_the_image_pulled_last(
     registry: str, scratch: Path, store: LayerStore
 ) -> None:
@@ -398,6 +410,7 @@ def test_a_name_moves_to_the_image_pulled_last(
     assert pruned.images == (old.config_digest,) and pruned.layers == (old.diff_ids[1],)
 
 
+@pytest.mark.userland
 def test_references_resolve(registry: str, scratch: Path, store: LayerStore) -> None:
     layout = make_layout(scratch / "ref", "ref", [BASE])
     push(layout, f"{registry}/ref:latest")
@@ -411,6 +424,7 @@ def test_references_resolve(registry: str, scratch: Path, store: LayerStore) -> 
     assert "ref:2" in cli("inspect", f"{registry}/ref:2").stderr
 
 
+@pytest.mark.userland
 def test_an_open_store_is_refused(scratch: Path) -> None:
     root = scratch / "open"
     root.mkdir(mode=0o755)
@@ -453,6 +467,7 @@ def test_another_user_cannot_reach_a_layer(
         (store.root / "layers").chmod(0o700)
 
 
+@pytest.mark.userland
 def test_cellblock_run_does_not_import_the_image_code(store: LayerStore) -> None:
     def imported(*args: str) -> str:
         done = subprocess.run(

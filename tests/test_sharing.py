@@ -277,10 +277,14 @@ def test_two_live_rootless_cells_never_share_a_host_uid(request, scratch_dir, mo
     says). The cells started as root: test_adversarial."""
     user = request.getfixturevalue("test_user" if mode == "user" else "shared_test_user")
     runner = CellRunner(mode, user, scratch_dir)
-    markers = [f"{7 + n}.{uuid.uuid4().int % 10**6:06d}" for n in range(2)]
-    runs = [InBackground(lambda m=m: runner.run(["sleep", m], wall_time=30)) for m in markers]
+    # Sleeps far longer than two cells take to start in an emulated VM (each is
+    # killed once seen): a sleep that ended before its uid was read failed here.
+    markers = [f"{100 + n}.{uuid.uuid4().int % 10**6:06d}" for n in range(2)]
+    runs = [InBackground(lambda m=m: runner.run(["sleep", m], wall_time=300)) for m in markers]
     try:
-        pids = [wait_for(lambda m=m: pids_with(f"sleep\0{m}", "sleep"))[0] for m in markers]
+        pids = [
+            wait_for(lambda m=m: pids_with(f"sleep\0{m}", "sleep"), within=90)[0] for m in markers
+        ]
         uids = [os.stat(f"/proc/{pid}").st_uid for pid in pids]
     finally:
         for marker in markers:

@@ -146,6 +146,7 @@ def refuse(blob: bytes, top: Path, match: str, limits: UnpackLimits = DEFAULT_LI
 # -- hostile layers: control, then refused -------------------------------------
 
 
+@pytest.mark.userland
 def test_absolute_name(world: Path) -> None:
     target = world / "victim" / "planted"
     blob = layer(f(str(target), b"pwned"))
@@ -155,6 +156,7 @@ def test_absolute_name(world: Path) -> None:
     refuse(blob, world, "absolute name")
 
 
+@pytest.mark.userland
 def test_dotdot_traversal(world: Path) -> None:
     blob = layer(f("./../victim/planted", b"pwned"))
     naive_extract(blob, world / "scratch")
@@ -167,6 +169,7 @@ def test_dotdot_traversal(world: Path) -> None:
 
 
 @pytest.mark.parametrize("target", ["absolute", "relative"])
+@pytest.mark.userland
 def test_symlink_then_write_through(world: Path, target: str) -> None:
     link = str(world / "victim") if target == "absolute" else "../victim"
     blob = layer(sym("a", link), f("a/secret", b"pwned"))
@@ -180,6 +183,7 @@ def test_symlink_then_write_through(world: Path, target: str) -> None:
     refuse(layer(d("x"), sym("x/l", link), f("x/l/new/file", b"pwned")), world, "symlink")
 
 
+@pytest.mark.userland
 def test_symlink_then_same_name_file_replaces_the_link(world: Path) -> None:
     """A symlink, then a regular file of the same name: the control writes
     through the link; we replace the link (the later entry wins)."""
@@ -216,6 +220,7 @@ def test_whiteout_of_a_directory_does_not_follow_its_symlinks(world: Path) -> No
 
 
 @pytest.mark.parametrize("how", ["absolute", "dotdot", "through-symlink"])
+@pytest.mark.userland
 def test_hardlink_outside_the_layer(world: Path, how: str) -> None:
     secret = world / "victim" / "secret"
     target = {
@@ -232,6 +237,7 @@ def test_hardlink_outside_the_layer(world: Path, how: str) -> None:
     refuse(blob, world, "hardlink|symlink|component")
 
 
+@pytest.mark.userland
 def test_hardlink_to_a_missing_or_directory_target(world: Path) -> None:
     refuse(layer(hard("h", "nothing")), world, "not an entry of this layer")
     shutil.rmtree(world / "dest")
@@ -253,6 +259,7 @@ def test_device_nodes(world: Path) -> None:
         refuse(layer(member), world, "device nodes are refused")
 
 
+@pytest.mark.userland
 def test_unknown_entry_type(world: Path) -> None:
     refuse(layer((_info("odd", b"Z"), None)), world, "unknown entry type")
 
@@ -276,6 +283,7 @@ def _bomb(zeros: int, shape: str) -> bytes:
 
 
 @pytest.mark.parametrize("shape", ["one file", "files", "padding"])
+@pytest.mark.userland
 def test_gzip_bomb_stops_at_the_limit(world: Path, shape: str) -> None:
     blob = _bomb(200 << 20, shape)
     assert len(blob) < 1 << 20
@@ -295,6 +303,7 @@ def test_gzip_bomb_stops_at_the_limit(world: Path, shape: str) -> None:
     assert written <= 4 << 20
 
 
+@pytest.mark.userland
 def test_too_many_entries(world: Path) -> None:
     blob = layer(*(f(f"f{i}") for i in range(50)))
     naive_extract(blob, world / "scratch")
@@ -302,6 +311,7 @@ def test_too_many_entries(world: Path) -> None:
     refuse(blob, world, "more than 10 entries", UnpackLimits(max_entries=10))
 
 
+@pytest.mark.userland
 def test_names_too_long_or_too_deep(world: Path) -> None:
     refuse(
         layer(f("x" * 200 + "/" + "y" * 200)), world, "longer than 300", UnpackLimits(max_path=300)
@@ -310,6 +320,7 @@ def test_names_too_long_or_too_deep(world: Path) -> None:
     refuse(layer(f("a/" * 20 + "f")), world, "deeper than 8", UnpackLimits(max_depth=8))
 
 
+@pytest.mark.userland
 def test_nul_and_empty_names(world: Path) -> None:
     # Only a pax header carries a NUL (ustar's fields end at one).
     refuse(layer(f("x", pax_headers={"path": "a\0b/c"})), world, "NUL")
@@ -321,6 +332,7 @@ def test_nul_and_empty_names(world: Path) -> None:
     refuse(layer(f("")), world, "empty name")
 
 
+@pytest.mark.userland
 def test_truncated_stream(world: Path) -> None:
     whole = layer(f("big", os.urandom(100_000)), f("after", b"x"))
     blob = whole[: 512 * 3 + 50_000]  # the header says 100000 bytes; half of them follow
@@ -346,6 +358,7 @@ def _huge_header(kind: bytes, size: int) -> bytes:
 
 
 @pytest.mark.parametrize("kind", [tarfile.XHDTYPE, tarfile.GNUTYPE_LONGNAME])
+@pytest.mark.userland
 def test_huge_headers_are_not_read_into_memory(world: Path, kind: bytes) -> None:
     """tarfile reads a pax header or a GNU long name whole: bounded by max_header."""
     blob = _huge_header(kind, 64 << 20)
@@ -370,6 +383,7 @@ def test_huge_headers_are_not_read_into_memory(world: Path, kind: bytes) -> None
     assert time.monotonic() - started < 2.0
 
 
+@pytest.mark.userland
 def test_a_file_s_data_is_not_a_header(world: Path) -> None:
     """Data skipped unread (a whiteout's) counts against max_bytes, not max_header."""
     limits = UnpackLimits(max_header=64 << 10)
@@ -396,6 +410,7 @@ def _gnu_tar(world: Path, files: dict[str, list[tuple[int, bytes]]], size: int, 
 
 
 @pytest.mark.parametrize("fmt", ["gnu", "posix"])
+@pytest.mark.userland
 def test_sparse_files(world: Path, fmt: str) -> None:
     pieces = [(0, b"start"), (16 << 20, b"middle"), ((32 << 20) - 3, b"end")]
     blob = _gnu_tar(world, {"holes": pieces}, 32 << 20, fmt)
@@ -409,6 +424,7 @@ def test_sparse_files(world: Path, fmt: str) -> None:
     refuse(blob, world, "would pass the limit", UnpackLimits(max_bytes=10 << 20))
 
 
+@pytest.mark.userland
 def test_truncated_sparse_header(world: Path) -> None:
     """Cut inside a GNU sparse member's extension blocks (more than 4 pieces)."""
     pieces = [(i << 16, b"x") for i in range(30)]
@@ -423,12 +439,14 @@ def test_component_longer_than_name_max(world: Path) -> None:
     refuse(layer(f("d/" + "x" * 256)), world, "component longer than 255 bytes")
 
 
+@pytest.mark.userland
 def test_unsupported_compression(world: Path) -> None:
     refuse(b"\x28\xb5\x2f\xfd" + bytes(100), world, "zstd compression is unsupported")
     shutil.rmtree(world / "dest")
     refuse(b"not a tar at all", world, "not a valid tar")
 
 
+@pytest.mark.userland
 def test_dest_must_be_empty(world: Path) -> None:
     (world / "dest").mkdir()
     (world / "dest" / "x").touch()
@@ -499,6 +517,7 @@ def test_modes_whatever_the_umask(world: Path) -> None:
         assert stat.S_IMODE((world / "dest" / path).lstat().st_mode) == 0o644, path
 
 
+@pytest.mark.userland
 def test_names_that_are_not_utf8(world: Path) -> None:
     """Bytes, not text: a Latin-1 name is made as the same bytes."""
     name = os.fsdecode(b"caf\xe9")
@@ -519,6 +538,7 @@ def test_owners_are_kept_as_root(world: Path) -> None:
     assert (dest / "home" / "x").stat()[4:6] == (1234, 5678)
 
 
+@pytest.mark.userland
 def test_diff_id_covers_the_whole_stream(world: Path) -> None:
     blob = layer(f("a", b"a")) + bytes(10240)  # padding past the end-of-archive blocks
     result = unpack(blob, world / "dest")
@@ -526,6 +546,7 @@ def test_diff_id_covers_the_whole_stream(world: Path) -> None:
     assert result.entries == 1 and result.size == 1
 
 
+@pytest.mark.userland
 def test_later_entries_win(world: Path) -> None:
     dest = world / "dest"
     unpack(
