@@ -11,9 +11,11 @@ only, size capped, and streamed to the host as bytes.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import stat
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,25 @@ from .channel import Channel
 from .spec import CopyInSource, SpecError, cell_path
 
 _SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
+# F_SEAL_WRITE fails with EBUSY while a page of the file has a reference the
+# kernel cannot account for (it waits ~150 ms first): a writable shared mapping,
+# or the kernel's own passing references (reclaim, migration, DAMON's scans on
+# these machines). A memfd just made here has no mapping of ours, so a busy page
+# is the kernel's and passes: sealing is tried again, then the error stands.
+_SEAL_TRIES = 4
+_SEAL_PAUSE = 0.02  # seconds, doubled after each try
+
+
+def add_seals(fd: int) -> None:
+    """Make a memfd read-only for good (size and content), riding out EBUSY."""
+    for attempt in range(_SEAL_TRIES):
+        try:
+            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _SEALS)
+            return
+        except OSError as error:
+            if error.errno != errno.EBUSY or attempt == _SEAL_TRIES - 1:
+                raise
+        time.sleep(_SEAL_PAUSE * 2**attempt)
 
 
 def sealed_memfd(name: str, data: bytes | None = None, source_fd: int | None = None) -> int:
@@ -46,7 +67,7 @@ def sealed_memfd(name: str, data: bytes | None = None, source_fd: int | None = N
                 if sent == 0:
                     break
                 offset += sent
-        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _SEALS)
+        add_seals(fd)
         os.lseek(fd, 0, os.SEEK_SET)
     except BaseException:
         os.close(fd)
