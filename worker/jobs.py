@@ -69,6 +69,9 @@ class WorkerContext:
     lease: LeaseHolder | None = None
     # Whether the worker has been told to stop (SIGTERM: a warm shutdown).
     stopping: Callable[[], bool] = lambda: False
+    # The last (id, attempt) whose job ended with its outcome stored (or found
+    # stale): the worker need not ask Redis whether it is left unfinished.
+    settled: tuple[str, int] | None = None
 
 
 _context: WorkerContext | None = None
@@ -95,6 +98,7 @@ def run_submission(sub_id: str, attempt: int) -> None:
     store = context.store
     claim = _patiently(lambda: store.claim(sub_id, attempt, context.name))
     if claim is None:
+        context.settled = (sub_id, attempt)
         return  # a stale attempt: another run owns the submission now
     started = time.monotonic()
     budget = max(float(claim.job_timeout) - TIMEOUT_MARGIN, 1.0)
@@ -102,6 +106,7 @@ def run_submission(sub_id: str, attempt: int) -> None:
         context.lease.hold(sub_id, attempt, time.time() + claim.job_timeout)
     try:  # the lease is renewed until the outcome is stored
         _judge_and_store(store, sub_id, attempt, claim.request, started, started + budget)
+        context.settled = (sub_id, attempt)
     finally:
         if context.lease is not None:
             context.lease.release()

@@ -39,6 +39,12 @@ from .store import QUEUE, Store, Timing, connect, worker_name
 
 log = logging.getLogger("cellblock.worker")
 
+# RQ sends the worker's heartbeat up to four times around each job; one sent
+# within this many seconds of the last, asking no later expiry, is skipped
+# (the worker's key then expires at most this much sooner than RQ asked, out
+# of a time to live of 20 s or more).
+HEARTBEAT_SLACK = 1.0
+
 
 class LeaseKeeper(threading.Thread):
     """Renews the lease of the job being run, reaps lost runs, says the worker
@@ -112,6 +118,7 @@ class CellWorker(SimpleWorker):
         self.last_selfcheck: dict[str, Any] | None = None
         self._next_selfcheck = 0.0
         self.keeper = LeaseKeeper(self)
+        self._alive_until = 0.0  # monotonic time the last heartbeat's expiry covers
         from .imagepull import source_for
         from .languages import all_languages
 
@@ -155,14 +162,13 @@ class CellWorker(SimpleWorker):
         super().bootstrap(*args, **kwargs)
         self._selfcheck(force=True)
         self.versions.update({lang.id: lang.version() for lang in self._in_images})
-        jobs.install(
-            jobs.WorkerContext(
-                self.store,
-                self.name,
-                self.keeper,
-                stopping=lambda: getattr(self, "_shutdown_requested_date", None) is not None,
-            )
+        self.job_context = jobs.WorkerContext(
+            self.store,
+            self.name,
+            self.keeper,
+            stopping=lambda: getattr(self, "_shutdown_requested_date", None) is not None,
         )
+        jobs.install(self.job_context)
         self.keeper.start()
 
     def execute_job(self, job: Job, queue: Queue) -> None:
@@ -171,7 +177,9 @@ class CellWorker(SimpleWorker):
             super().execute_job(job, queue)
         finally:
             self.keeper.release()
-        if self.store.is_current(sub_id, attempt, self.name):
+        if self.job_context.settled != (sub_id, attempt) and self.store.is_current(
+            sub_id, attempt, self.name
+        ):
             # The job ended without finishing its submission (RQ's job timeout
             # cut it): an infrastructure failure, never a verdict.
             self.store.recover(
@@ -181,13 +189,26 @@ class CellWorker(SimpleWorker):
         self._selfcheck()
 
     def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
-        """RQ's heartbeat (three commands) in one round trip."""
+        """RQ's heartbeat (three commands) in one round trip, and none when the
+        last one, a moment ago, already keeps the worker's key long enough."""
+        ttl = timeout or self.worker_ttl + 60
+        now = time.monotonic()
         if pipeline is not None:
             super().heartbeat(timeout, pipeline)
+        elif self._alive_until - now >= ttl - HEARTBEAT_SLACK:
             return
-        with self.connection.pipeline() as pipe:
-            super().heartbeat(timeout, pipe)
-            pipe.execute()
+        else:
+            with self.connection.pipeline() as pipe:
+                super().heartbeat(timeout, pipe)
+                pipe.execute()
+        self._alive_until = now + ttl
+
+    def set_state(self, state: str, pipeline: Any = None) -> None:
+        """RQ's, without writing again the state the worker's key already holds
+        (RQ sets `idle` twice between two jobs)."""
+        if pipeline is None and state == getattr(self, "_state", None):
+            return
+        super().set_state(state, pipeline)
 
     def register_death(self) -> None:
         self.keeper.stopping.set()

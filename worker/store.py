@@ -244,6 +244,31 @@ return publish_event(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3])
 )
 
 
+# How long RQ keeps a finished job. Not 0: RQ deletes a job whose result_ttl
+# is 0 at once, which costs seven more round trips per job (it reads the job's
+# executions back) than letting the job expire. The submission's result is
+# ours (cb:sub:{id}); RQ's own record of a job is kept only this long.
+RQ_JOB_TTL = 60
+
+
+def _queue_job(
+    connection: redis.Redis, pipe: Any, sub_id: str, attempt: int, job_timeout: int
+) -> None:
+    """Add RQ's job for attempt `attempt` to `pipe` (sent when the pipe is)."""
+    from rq import Queue
+
+    Queue(QUEUE, connection=connection).enqueue_call(
+        JOB_FUNC,
+        args=(sub_id, attempt),
+        job_id=f"{sub_id}_{attempt}",
+        timeout=job_timeout,
+        result_ttl=RQ_JOB_TTL,
+        failure_ttl=3600,
+        ttl=None,
+        pipeline=pipe,
+    )
+
+
 class Store:
     """Submission state in one Redis, through a synchronous client."""
 
@@ -290,33 +315,28 @@ class Store:
         record.update(extra or {})
         if callback_url:
             record["callback_url"] = callback_url
+        # The record and its job in one transaction: a submission is stored
+        # queued or not at all, so it needs no grace lease (as `enqueue` does).
         with self.redis.pipeline() as pipe:
+            pipe.multi()  # explicitly, as RQ's enqueue into a pipeline requires
             pipe.hset(sub_key(sub_id), mapping=record)
             pipe.expire(sub_key(sub_id), self.timing.result_ttl)
-            # A grace lease until the job is in the queue: if this process dies
-            # in between, a reaper queues it (the submission is never lost).
-            pipe.zadd(LEASES, {sub_id: now + self.timing.lease})
             pipe.hincrby(METRICS, "submissions", 1)
             if kind == "judge0":
                 pipe.zadd(JUDGE0_INDEX, {sub_id: now})
+            _queue_job(self.redis, pipe, sub_id, 1, job_timeout)
             pipe.execute()
-        self.enqueue(sub_id, 1, job_timeout)
         return sub_id
 
     def enqueue(self, sub_id: str, attempt: int, job_timeout: int | None = None) -> None:
-        from rq import Queue
-
+        """Queue attempt `attempt` of a stored submission (a reaper's recovery)
+        and drop the lease that guarded it until now."""
         if job_timeout is None:
             job_timeout = int(self.redis.hget(sub_key(sub_id), "job_timeout") or 600)
-        Queue(QUEUE, connection=self.redis).enqueue_call(
-            JOB_FUNC,
-            args=(sub_id, attempt),
-            job_id=f"{sub_id}_{attempt}",
-            timeout=job_timeout,
-            result_ttl=0,
-            failure_ttl=3600,
-            ttl=None,
-        )
+        with self.redis.pipeline() as pipe:
+            pipe.multi()
+            _queue_job(self.redis, pipe, sub_id, attempt, job_timeout)
+            pipe.execute()
         self._queued(keys=[sub_key(sub_id), LEASES], args=[attempt, sub_id])
 
     def get(self, sub_id: str) -> dict[str, Any] | None:

@@ -1,0 +1,77 @@
+"""The worker's Redis traffic, cut without losing anything: a submission is
+stored and queued in one transaction; RQ's repeated heartbeats and states are
+sent once. Real redis-server."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+from rq import Queue
+from service_support import RedisServer, remove, scratch
+
+from worker import rq_worker
+from worker import store as store_module
+from worker.store import LEASES, METRICS, QUEUE, Store, Timing, sub_key
+
+TIMING = Timing(lease=4, renew=1, reap=1, limbo=4, max_attempts=2)
+REQUEST = {"language": "python3", "source": "print(1)", "tests": []}
+
+
+@pytest.fixture
+def redis_server():
+    directory = scratch("cb-rqw-")
+    server = RedisServer(directory).start()
+    yield server
+    server.stop()
+    remove(directory)
+
+
+def test_a_submission_is_stored_and_queued_in_one_transaction(redis_server, monkeypatch):
+    store = Store.from_url(redis_server.url, TIMING)
+    sub_id = store.create(REQUEST)
+    assert store.get(sub_id)["status"] == "queued"
+    assert Queue(QUEUE, connection=store.redis).job_ids == [f"{sub_id}_1"]
+    # Nothing guards a gap between storing and queueing: there is none.
+    assert store.redis.zscore(LEASES, sub_id) is None
+
+    # A queueing that fails takes the record with it: no submission is left
+    # stored but never queued, and nothing is counted.
+    def broken(connection, pipe, sub_id, attempt, job_timeout):
+        pipe.hset(sub_key(sub_id), "never", "1")  # queued in the transaction
+        raise redis.ConnectionError("the queue is gone")
+
+    monkeypatch.setattr(store_module, "_queue_job", broken)
+    before = set(store.redis.keys("cb:sub:*"))
+    with pytest.raises(redis.ConnectionError):
+        store.create(REQUEST)
+    assert set(store.redis.keys("cb:sub:*")) == before
+    assert int(store.redis.hget(METRICS, "submissions")) == 1
+
+
+def test_a_heartbeat_is_skipped_only_when_the_last_one_covers_it(redis_server):
+    store = Store.from_url(redis_server.url, TIMING)
+    worker = rq_worker.CellWorker(store)
+    beat = lambda: store.redis.hget(worker.key, "last_heartbeat")  # noqa: E731
+
+    worker.heartbeat()
+    first, ttl = beat(), store.redis.ttl(worker.key)
+    assert first and ttl > 0
+    worker.heartbeat()  # a moment later, the same expiry asked: skipped
+    assert beat() == first
+    worker.heartbeat(ttl + 100)  # a later expiry asked: sent
+    second = beat()
+    assert second != first
+    assert store.redis.ttl(worker.key) > ttl + 50
+    time.sleep(rq_worker.HEARTBEAT_SLACK + 0.1)
+    worker.heartbeat(ttl + 100)  # past the slack: sent
+    assert beat() != second
+
+    # The worker's state is written when it changes, not again.
+    worker.set_state("busy")
+    store.redis.hset(worker.key, "state", "marker")
+    worker.set_state("busy")
+    assert store.redis.hget(worker.key, "state") == b"marker"
+    worker.set_state("idle")
+    assert store.redis.hget(worker.key, "state") == b"idle"
