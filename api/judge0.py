@@ -54,7 +54,15 @@ from worker.store import JUDGE0_INDEX
 from .auth import Caller, Principal, rate_limit
 from .models import Number, RequestInvalid, SubmissionIn, Text, normalize, view
 from .settings import Settings
-from .v1 import ID_PATTERN, admit, check_callback, enqueue, language_versions, owned
+from .v1 import (
+    ID_PATTERN,
+    admit,
+    check_callback,
+    enqueue,
+    language_versions,
+    owned,
+    read_record,
+)
 
 router = APIRouter(prefix="/judge0", tags=["judge0"])
 VERSION = "1.13.1"
@@ -517,8 +525,9 @@ async def create_submission(
     token = await _create(request, submission, principal, base64_encoded)
     state = request.app.state
     if wait and await state.hub.wait(token, state.settings.wait_timeout):
-        record = await run_in_threadpool(state.store.get, token)
-        return JSONResponse(render(record, wanted, base64_encoded), status_code=201)
+        record = await read_record(request, token)
+        if record is not None:  # not expired in between
+            return JSONResponse(render(record, wanted, base64_encoded), status_code=201)
     return JSONResponse({"token": token}, status_code=201)
 
 

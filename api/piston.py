@@ -45,7 +45,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
@@ -57,7 +56,7 @@ from worker.languages import COMPILE_LIMITS
 
 from .auth import Caller
 from .models import RequestInvalid, SubmissionIn, normalize
-from .v1 import enqueue, live_workers, versions_of
+from .v1 import enqueue, live_workers, read_record, versions_of
 
 VERSION = "3.1.1"  # the Piston release whose API this is
 
@@ -691,7 +690,7 @@ async def execute(request: Request, principal: Caller) -> Any:
         raise PistonError(
             f"no result after {execution.wait:g} s (the service is busy); try again", 503
         )
-    record = await run_in_threadpool(state.store.get, sub_id)
+    record = await read_record(request, sub_id)
     if record is None or record.get("status") != "done":
         why = (record or {}).get("error") or "the run failed"
         raise PistonError(f"internal error: {why}", 500)

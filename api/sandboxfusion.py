@@ -73,7 +73,6 @@ import contextlib
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sandbox.spec import SpecError, cell_path
@@ -381,7 +380,7 @@ async def run_code(request: Request, principal: SfCaller, body: RunCodeRequest) 
             f"submission {sub_id} not finished after {budget:.0f} s (a busy queue); "
             "it is still judged, but this request no longer waits"
         )
-    record = await run_in_threadpool(state.store.get, sub_id)
+    record = await v1.read_record(request, sub_id)
     if record is None:
         return _sandbox_error(f"submission {sub_id} expired before it was read")
     return render(record)

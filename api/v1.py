@@ -11,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
 from worker.request import allowed_images
-from worker.store import METRICS, QUEUE_KEY
+from worker.store import METRICS, QUEUE_KEY, decode_record, sub_key
 
 from . import metrics
 from .auth import Caller, Principal, rate_limit
@@ -96,10 +96,17 @@ async def enqueue(
     )
 
 
+async def read_record(request: Request, sub_id: str) -> dict[str, Any] | None:
+    """A submission's record, read on the event loop: no hop to a thread for
+    the request a polling client makes most."""
+    raw = await request.app.state.aredis.hgetall(sub_key(sub_id))
+    return decode_record(raw) if raw else None
+
+
 async def owned(
     request: Request, sub_id: str, principal: Principal, kind: str | None = None
 ) -> dict[str, Any]:
-    record = await run_in_threadpool(request.app.state.store.get, sub_id)
+    record = await read_record(request, sub_id)
     if (
         record is None
         or record.get("owner") != principal.id
@@ -128,8 +135,9 @@ async def create_submission(
     await check_callback(request, submission.callback_url, ("body", "callback_url"))
     sub_id = await enqueue(request, stored, principal, callback_url=submission.callback_url)
     if wait and await state.hub.wait(sub_id, state.settings.wait_timeout):
-        record = await run_in_threadpool(state.store.get, sub_id)
-        return JSONResponse(view(record), status_code=200)
+        record = await read_record(request, sub_id)
+        if record is not None:  # not expired in between
+            return JSONResponse(view(record), status_code=200)
     return JSONResponse({"id": sub_id, "status": "queued"}, status_code=202)
 
 
