@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import pwd
+import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,13 @@ from conftest import children_of_this_process
 from judge_support import BEHAVE, INSTALLED, PROBLEMS, cli
 
 from worker.checkers import CheckerError, get_checker
-from worker.languages import LanguageError, all_languages, get_language, load_language
+from worker.languages import (
+    LanguageError,
+    all_languages,
+    get_language,
+    languages_dir,
+    load_language,
+)
 from worker.results import Verdict
 from worker.testsets import TestSetError, from_data, load_dir, natural_key
 
@@ -149,6 +157,22 @@ def test_every_contract_language_has_a_file() -> None:
     assert known["java"].source == "Main.java"
     for language in known.values():
         assert language.installed() == (language.id in INSTALLED)
+
+
+def test_language_files_are_read_again_when_they_change(tmp_path) -> None:
+    """The parsed files are kept between calls (the API asks on every
+    submission), and an edited, added or removed file is seen by the next."""
+    shutil.copy(languages_dir() / "bash.toml", tmp_path / "bash.toml")
+    (tmp_path / ".hidden.toml").write_text("not = [a language")
+    assert all_languages(tmp_path)["bash"].name == load_language(tmp_path / "bash.toml").name
+    assert set(all_languages(tmp_path)) == {"bash"}
+    text = (tmp_path / "bash.toml").read_text()
+    (tmp_path / "bash.toml").write_text(re.sub(r'(?m)^name = ".*"$', 'name = "Edited shell"', text))
+    assert all_languages(tmp_path)["bash"].name == "Edited shell"
+    shutil.copy(tmp_path / "bash.toml", tmp_path / "sh.toml")
+    assert set(all_languages(tmp_path)) == {"bash", "sh"}
+    (tmp_path / "bash.toml").unlink()
+    assert set(all_languages(tmp_path)) == {"sh"}
 
 
 @pytest.mark.parametrize(
