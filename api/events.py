@@ -70,22 +70,30 @@ class EventHub(BackgroundLoop):
         return text(raw) if raw else None
 
     async def wait(self, sub_id: str, timeout: float) -> bool:
-        """True once the submission is done or failed, False after `timeout`."""
+        """True once the submission is done or failed, False after `timeout`.
+        The state is read once, after listening starts, and again only when an
+        event may have been missed (a lost subscription, the timeout) or a
+        reaper failed the run: a finished run's `end` event comes in the same
+        step that stores its final state."""
         with self.listen(sub_id) as queue:
+            if await self.status(sub_id) in FINAL:
+                return True
             loop = asyncio.get_running_loop()
             deadline = loop.time() + timeout
             while True:
-                if await self.status(sub_id) in FINAL:
-                    return True
                 remaining = deadline - loop.time()
                 if remaining <= 0:
-                    return False
+                    return await self.status(sub_id) in FINAL
                 try:
                     event = await asyncio.wait_for(queue.get(), remaining)
                 except TimeoutError:
                     return await self.status(sub_id) in FINAL
-                if event.get("type") not in ("end", "reconnect"):
-                    continue
+                if event.get("type") == "end":
+                    return True
+                if event.get("type") in ("reconnect", "recovered") and (
+                    await self.status(sub_id) in FINAL
+                ):
+                    return True
 
     async def stream(
         self, sub_id: str, after: int = 0, keepalive: float = 15.0
