@@ -24,7 +24,10 @@ benchmark (exit 1). Timings are reported, never judged.
 
 For each door: samples/s, the ratio to bare in the same round (median over
 rounds), and where the time goes: for the service, from the stored records,
-the queue wait, the judging outside cells, and the cells; for the CLI, the
+the queue wait, the judging outside cells, and the cells, and its CPU per
+submission by process (/proc: the API, Redis, the workers with their cell
+makers, the cells' inits, the programs, and the rest of the machine's busy
+time, kernel threads mostly; the clients apart); for the CLI, the
 interpreter's start-up (`python -c pass`) apart.
 """
 
@@ -265,6 +268,59 @@ def service_stages(records: list[dict]) -> dict[str, float]:
     }
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _stat(pid: int) -> tuple[int, float, float, str] | None:
+    """(parent, own CPU s, reaped children's CPU s, command line) of a live process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            command = cmdline.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return None
+    # proc(5): ppid, utime, stime, cutime, cstime are fields 4, 14-17.
+    own = (int(fields[11]) + int(fields[12])) / _TICK
+    return int(fields[1]), own, (int(fields[13]) + int(fields[14])) / _TICK, command
+
+
+def service_cpu(root: int) -> dict[str, float]:
+    """CPU seconds so far of `cellblock serve` (pid `root`) and every process
+    under it, by role. A program is reaped by its cell's init, so its CPU is
+    in the init's children's figure; an init that ended (and its programs) is
+    in its maker's. `machine` is every CPU's busy time (/proc/stat)."""
+    table = {
+        pid: row
+        for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
+        if (row := _stat(pid))
+    }
+    children: dict[int, list[int]] = {}
+    for pid, row in table.items():
+        children.setdefault(row[0], []).append(pid)
+    roles = dict.fromkeys(("API", "Redis", "workers", "inits", "programs", "ended cells"), 0.0)
+    todo = [root]
+    while todo:
+        pid = todo.pop()
+        todo.extend(children.get(pid, ()))
+        parent, own, reaped, command = table[pid]
+        if pid == root:
+            roles["API"] += own
+        elif command.startswith("redis-server"):
+            roles["Redis"] += own
+        elif command.startswith("cellblock-init"):
+            roles["inits"] += own
+            roles["programs"] += reaped
+        else:  # the supervisor, its workers, their cell makers and outer forks
+            roles["workers"] += own
+            if "worker --redis-url" not in command:
+                roles["ended cells"] += reaped
+    with open("/proc/stat") as stat:
+        ticks = [int(t) for t in stat.readline().split()[1:9]]
+    roles["machine"] = (sum(ticks) - ticks[3] - ticks[4]) / _TICK  # all but idle, iowait
+    return roles
+
+
 def interpreter_start(runs: int = 15) -> float:
     times = []
     for _ in range(runs):
@@ -297,6 +353,7 @@ def main() -> int:
     rates: dict[str, list[float]] = {door: [] for door in wanted}
     ratios: dict[str, list[float]] = {door: [] for door in wanted}
     stages: dict[str, dict[str, float]] = {}
+    cpu: dict[str, dict[str, float]] = {}  # a service door's CPU per submission, by role
     failures: dict[str, int] = {}
     try:
         for warming in (pool, recycling):  # each process warms up (imports, its cell maker)
@@ -327,15 +384,19 @@ def main() -> int:
                     )
                 elif door in ("serve wait", "serve poll"):
                     assert service is not None
-                    before = os.times()
+                    before, cpu_before = os.times(), service_cpu(service.process.pid)
                     oks, records = door_serve(
                         sources, service, args.clients, sentinel, poll=door == "serve poll"
                     )
-                    after = os.times()
+                    after, cpu_after = os.times(), service_cpu(service.process.pid)
                     stages[door] = service_stages(records)
-                    stages[door]["clients' own CPU_s"] = (
-                        after.user + after.system - before.user - before.system
-                    ) / len(sources)
+                    clients = after.user + after.system - before.user - before.system
+                    stages[door]["clients' own CPU_s"] = clients / len(sources)
+                    spent = {k: (cpu_after[k] - cpu_before[k]) / len(sources) for k in cpu_after}
+                    spent["other"] = (
+                        spent.pop("machine") - sum(spent.values()) - clients / len(sources)
+                    )
+                    cpu[door] = spent
                 else:
                     parser.error(f"unknown door {door!r}")
                 seconds[door] = time.perf_counter() - start
@@ -366,6 +427,7 @@ def main() -> int:
                 else None,
                 "failures": failures.get(door, 0),
                 **({"stages": stages[door]} if door in stages else {}),
+                **({"cpu_per_submission_s": cpu[door]} if door in cpu else {}),
             }
             for door in wanted
         },
@@ -388,6 +450,12 @@ def main() -> int:
                 where = f"interpreter start {start_up * 1000:.1f} ms per run"
             bad = f"  {row['failures']} FAILED" if row["failures"] else ""
             print(f"  {door:<13} {row['samples_per_s']:>10.1f} {ratio:>8}  {where}{bad}")
+            if "cpu_per_submission_s" in row:
+                spent = row["cpu_per_submission_s"]
+                print(
+                    f"  {'':<32}CPU per submission {sum(spent.values()) * 1000:.1f} ms: "
+                    + ", ".join(f"{k} {v * 1000:.1f}" for k, v in spent.items())
+                )
     return 1 if any(failures.values()) else 0
 
 
