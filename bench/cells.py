@@ -16,6 +16,9 @@ all methods see the same machine state. The methods:
     cold cell     the same with warm cells off (sandbox.keep_warm(False), or
                   CELLBLOCK_WARM=0): each cell made for its run, as a process's first
                   run is
+    recycled      the same with recycled cells (sandbox.recycle_cells(), as the
+                  service's workers and the run server have): the cell of a run
+                  that ended is renewed for the next one instead of ended
     fork+exec     os.fork + os.execve, then read the output to EOF and waitpid
     posix_spawn   os.posix_spawn (glibc: clone(CLONE_VM|CLONE_VFORK)), read, waitpid
     bwrap         bubblewrap started with os.posix_spawn, with the isolation of BWRAP
@@ -124,12 +127,22 @@ Method = Callable[[Workload], None]
 # --- the methods: each runs one workload once, and raises BenchError if it failed ---------
 
 
-def run_sandbox(workload: Workload, warm_setting: bool | None = None) -> None:
+# The recycled method's cells are of a birth of their own (one more inode
+# allowed), so a renewed cell never serves the default method's run, nor a
+# fresh one the recycled method's.
+RECYCLED_BIRTH = {"tmpfs_inodes": 16385}
+
+
+def run_sandbox(
+    workload: Workload, warm_setting: bool | None = None, recycled: bool = False
+) -> None:
     # None: the default (automatic, so on here). Set as the pool's own flag,
     # without releasing the cell that waits for the next default run: a cold
     # run neither uses nor makes warm cells.
     sandbox_warm._chosen = warm_setting
-    result = sandbox_run(workload.cell_argv, copy_in=workload.cell_copy_in)
+    sandbox_warm._recycle = recycled
+    birth = RECYCLED_BIRTH if recycled else {}
+    result = sandbox_run(workload.cell_argv, copy_in=workload.cell_copy_in, **birth)
     output = result.stdout + result.stderr
     if result.status != Status.OK or output != workload.output:
         raise BenchError(
@@ -166,6 +179,7 @@ def run_bwrap(workload: Workload) -> None:
 METHODS: dict[str, Method] = {
     "sandbox.run": run_sandbox,
     "cold cell": functools.partial(run_sandbox, warm_setting=False),
+    "recycled": functools.partial(run_sandbox, recycled=True),
     "fork+exec": run_fork_exec,
     "posix_spawn": run_posix_spawn,
     "bwrap": run_bwrap,
@@ -489,8 +503,10 @@ NOTES = [
     "clone(CLONE_VM|CLONE_VFORK), no page-table copy); bwrap is started by posix_spawn. "
     "Each reads the output to EOF and reaps with waitpid.",
     "sandbox.run is the default of a long-lived caller: warm cells, automatic from a "
-    "process's second run; cold cell is warm cells off (a process's first run).",
-    "hello: sandbox.run and cold cell copy the binary in (copy_in, written to the cell's "
+    "process's second run; cold cell is warm cells off (a process's first run); recycled "
+    "is recycled cells (as the service's workers and the run server have): a run's cell, "
+    "renewed, serves the next run.",
+    "hello: the cells copy the binary in (copy_in, written to the cell's "
     "tmpfs on every run: a cell cannot see the host's temporary directory); the other "
     "methods exec it from the temporary directory (bwrap: --ro-bind of that directory).",
     "bwrap does less than a cell: no seccomp filter, no rlimits, no overlay root, and run "
@@ -522,6 +538,9 @@ def build_report(
     cold_ratios = {
         w: round(medians[(w, "cold cell")] / medians[(w, "bwrap")], 2) for w in workloads
     }
+    recycled_ratios = {
+        w: round(medians[(w, "recycled")] / medians[(w, "bwrap")], 2) for w in workloads
+    }
     cli = [
         {"command": name, **summarize(values), "samples_ms": [round(v, 3) for v in values]}
         for name, values in cli_samples.items()
@@ -542,6 +561,7 @@ def build_report(
         "in_process": results,
         "ratio_sandbox_to_bwrap_median": ratios,
         "ratio_cold_to_bwrap_median": cold_ratios,
+        "ratio_recycled_to_bwrap_median": recycled_ratios,
         "whole_process": cli,
         "ratio_cli_to_bwrap_median": round(medians_cli["cellblock run -- /bin/true"] / bwrap, 2),
         "ratio_served_python_to_bwrap_median": round(medians_cli[SERVED_PYTHON] / bwrap, 2),
@@ -572,7 +592,9 @@ def print_table(report: dict[str, object]) -> None:
     print(header)
     ratios = report["ratio_sandbox_to_bwrap_median"]
     cold_ratios = report["ratio_cold_to_bwrap_median"]
+    recycled_ratios = report["ratio_recycled_to_bwrap_median"]
     assert isinstance(ratios, dict) and isinstance(cold_ratios, dict)
+    assert isinstance(recycled_ratios, dict)
     previous = ""
     for row in report["in_process"]:  # type: ignore[union-attr]
         workload = row["workload"] if row["workload"] != previous else ""
@@ -581,6 +603,8 @@ def print_table(report: dict[str, object]) -> None:
             extra = f"   sandbox.run / bwrap = {ratios[row['workload']]:.2f}x"
         elif row["method"] == "cold cell":
             extra = f"   cold cell / bwrap = {cold_ratios[row['workload']]:.2f}x"
+        elif row["method"] == "recycled":
+            extra = f"   recycled / bwrap = {recycled_ratios[row['workload']]:.2f}x"
         print(
             f"  {workload:<18}{row['method']:<14}{row['median_ms']:>9.2f}{row['p95_ms']:>9.2f}"
             f"{row['min_ms']:>9.2f}{row['max_ms']:>9.2f}{extra}"
