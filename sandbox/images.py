@@ -90,11 +90,15 @@ class Image:
 def _host_image() -> Image:
     host_dirs: list[str] = []
     symlinks: list[tuple[str, str]] = []
-    for name in HOST_DIRS:
+    for name in HOST_DIRS:  # one lstat each (asked on every run)
         path = "/" + name
-        if os.path.islink(path):
+        try:
+            mode = os.lstat(path).st_mode
+        except OSError:
+            continue
+        if stat.S_ISLNK(mode):
             symlinks.append((name, os.readlink(path)))
-        elif os.path.isdir(path):
+        elif stat.S_ISDIR(mode):
             host_dirs.append(path)
     return Image("host", (), tuple(host_dirs), tuple(symlinks))
 
