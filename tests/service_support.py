@@ -305,6 +305,18 @@ def remove(path: Path) -> None:
 
 
 @contextlib.contextmanager
+def scratch_redis(prefix: str):
+    """A redis-server of its own in a scratch directory, removed afterwards."""
+    directory = scratch(prefix)
+    server = RedisServer(directory).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        remove(directory)
+
+
+@contextlib.contextmanager
 def live_service(prefix: str, user: str, timing, **settings: object):
     """A whole service for a test module: its own Redis, two workers as `user`,
     and the API (Settings.from_env(**settings)) once both workers are live.

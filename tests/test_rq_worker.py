@@ -9,10 +9,9 @@ import time
 import pytest
 import redis
 from rq import Queue
-from service_support import RedisServer, remove, scratch
+from service_support import scratch_redis
 
 from worker import rq_worker
-from worker import store as store_module
 from worker.store import LEASES, METRICS, QUEUE, Store, Timing, sub_key
 
 TIMING = Timing(lease=4, renew=1, reap=1, limbo=4, max_attempts=2)
@@ -21,11 +20,8 @@ REQUEST = {"language": "python3", "source": "print(1)", "tests": []}
 
 @pytest.fixture
 def redis_server():
-    directory = scratch("cb-rqw-")
-    server = RedisServer(directory).start()
-    yield server
-    server.stop()
-    remove(directory)
+    with scratch_redis("cb-rqw-") as server:
+        yield server
 
 
 def test_a_submission_is_stored_and_queued_in_one_transaction(redis_server, monkeypatch):
@@ -38,11 +34,11 @@ def test_a_submission_is_stored_and_queued_in_one_transaction(redis_server, monk
 
     # A queueing that fails takes the record with it: no submission is left
     # stored but never queued, and nothing is counted.
-    def broken(connection, pipe, sub_id, attempt, job_timeout):
+    def broken(pipe, sub_id, attempt, job_timeout):
         pipe.hset(sub_key(sub_id), "never", "1")  # queued in the transaction
         raise redis.ConnectionError("the queue is gone")
 
-    monkeypatch.setattr(store_module, "_queue_job", broken)
+    monkeypatch.setattr(store, "_queue_job", broken)
     before = set(store.redis.keys("cb:sub:*"))
     with pytest.raises(redis.ConnectionError):
         store.create(REQUEST)

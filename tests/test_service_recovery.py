@@ -13,7 +13,7 @@ import time
 import pytest
 from rq.intermediate_queue import IntermediateQueue
 from rq.queue import Queue
-from service_support import RedisServer, Workers, remove, scratch, wait_for
+from service_support import Workers, scratch_redis, wait_for
 
 from worker.store import QUEUE, Store, Timing, events_log
 
@@ -30,11 +30,8 @@ SLOW = {
 
 @pytest.fixture
 def redis_dir():
-    directory = scratch("cb-rec-")
-    server = RedisServer(directory).start()
-    yield server
-    server.stop()
-    remove(directory)
+    with scratch_redis("cb-rec-") as server:
+        yield server
 
 
 def finished(store: Store, sub_id: str):

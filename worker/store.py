@@ -251,24 +251,6 @@ return publish_event(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3])
 RQ_JOB_TTL = 60
 
 
-def _queue_job(
-    connection: redis.Redis, pipe: Any, sub_id: str, attempt: int, job_timeout: int
-) -> None:
-    """Add RQ's job for attempt `attempt` to `pipe` (sent when the pipe is)."""
-    from rq import Queue
-
-    Queue(QUEUE, connection=connection).enqueue_call(
-        JOB_FUNC,
-        args=(sub_id, attempt),
-        job_id=f"{sub_id}_{attempt}",
-        timeout=job_timeout,
-        result_ttl=RQ_JOB_TTL,
-        failure_ttl=3600,
-        ttl=None,
-        pipeline=pipe,
-    )
-
-
 class Store:
     """Submission state in one Redis, through a synchronous client."""
 
@@ -324,7 +306,7 @@ class Store:
             pipe.hincrby(METRICS, "submissions", 1)
             if kind == "judge0":
                 pipe.zadd(JUDGE0_INDEX, {sub_id: now})
-            _queue_job(self.redis, pipe, sub_id, 1, job_timeout)
+            self._queue_job(pipe, sub_id, 1, job_timeout)
             pipe.execute()
         return sub_id
 
@@ -335,9 +317,24 @@ class Store:
             job_timeout = int(self.redis.hget(sub_key(sub_id), "job_timeout") or 600)
         with self.redis.pipeline() as pipe:
             pipe.multi()
-            _queue_job(self.redis, pipe, sub_id, attempt, job_timeout)
+            self._queue_job(pipe, sub_id, attempt, job_timeout)
             pipe.execute()
         self._queued(keys=[sub_key(sub_id), LEASES], args=[attempt, sub_id])
+
+    def _queue_job(self, pipe: Any, sub_id: str, attempt: int, job_timeout: int) -> None:
+        """Add RQ's job for attempt `attempt` to `pipe` (sent when the pipe is)."""
+        from rq import Queue
+
+        Queue(QUEUE, connection=self.redis).enqueue_call(
+            JOB_FUNC,
+            args=(sub_id, attempt),
+            job_id=f"{sub_id}_{attempt}",
+            timeout=job_timeout,
+            result_ttl=RQ_JOB_TTL,
+            failure_ttl=3600,
+            ttl=None,
+            pipeline=pipe,
+        )
 
     def get(self, sub_id: str) -> dict[str, Any] | None:
         raw = self.redis.hgetall(sub_key(sub_id))
