@@ -9,16 +9,17 @@ world, `python3 -c pass`) by each method, interleaved: every iteration runs ever
 workload by every method, in an order that rotates from one iteration to the next, so
 all methods see the same machine state. The methods:
 
-    sandbox.run   in-process call of the working tree's sandbox.run, as a long-lived
-                  caller gets it by default: warm cells (on from a process's second
-                  run), each made while the previous such run's program ran; every
-                  run still gets a fresh cell
+    sandbox.run   in-process call of the working tree's sandbox.run with warm cells
+                  (what a process's 2nd to 10th runs get by default, and all its
+                  runs after recycle_cells(False)): each made while the previous
+                  such run's program ran; every run gets a new cell
     cold cell     the same with warm cells off (sandbox.keep_warm(False), or
                   CELLBLOCK_WARM=0): each cell made for its run, as a process's first
                   run is
-    recycled      the same with recycled cells (sandbox.recycle_cells(), as the
-                  service's workers and the run server have): the cell of a run
-                  that ended is renewed for the next one instead of ended
+    recycled      the same with recycled cells (what a process's runs after its
+                  tenth get by default; the service's workers and the run server
+                  from their first): the cell of a run that ended is renewed for
+                  the next one instead of ended
     fork+exec     os.fork + os.execve, then read the output to EOF and waitpid
     posix_spawn   os.posix_spawn (glibc: clone(CLONE_VM|CLONE_VFORK)), read, waitpid
     bwrap         bubblewrap started with os.posix_spawn, with the isolation of BWRAP
@@ -136,9 +137,9 @@ RECYCLED_BIRTH = {"tmpfs_inodes": 16385}
 def run_sandbox(
     workload: Workload, warm_setting: bool | None = None, recycled: bool = False
 ) -> None:
-    # None: the default (automatic, so on here). Set as the pool's own flag,
-    # without releasing the cell that waits for the next default run: a cold
-    # run neither uses nor makes warm cells.
+    # None: automatic (so on here). Set as the pool's own flags, without
+    # releasing the cell that waits for the next such run: a cold run neither
+    # uses nor makes warm cells, and only the recycled method recycles.
     sandbox_warm._chosen = warm_setting
     sandbox_warm._recycle = recycled
     birth = RECYCLED_BIRTH if recycled else {}

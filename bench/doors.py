@@ -10,9 +10,11 @@ written after its asserts; a door that gets any other outcome fails the
 benchmark (exit 1). Timings are reported, never judged.
 
     bare           `--jobs` threads, each running /usr/bin/python3 -c PROGRAM (subprocess)
-    sandbox.run    `--jobs` worker processes, each calling sandbox.run (warm cells)
+    sandbox.run    `--jobs` worker processes, each calling sandbox.run (the default: warm
+                   cells, recycled ones once a process has run ten)
     recycled       the same, each having called sandbox.for_many_runs() (recycled
-                   cells, as the service's workers and the run server have)
+                   cells from the first run, as the service's workers and the run
+                   server have)
     cli            `--jobs` threads, each running `cellblock run --json -- python3 -c ...`
     cli served     the same with `cellblock run-server` up (the CLI hands the run over)
     cli native     the same server, and the native `cellblock` (cellblock/launcher.c,

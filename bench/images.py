@@ -82,7 +82,7 @@ def cell_cost(image: str, iterations: int) -> None:
         times = per_run(runs, iterations)
         host, layered = (statistics.median(times[n]) * 1e3 for n in ("host", "5-layer"))
         print(f"   {mode:9s} host {host:6.2f}  5-layer {layered:6.2f}  ratio {layered / host:.2f}")
-    sandbox.recycle_cells(False)
+    sandbox.recycle_cells(None)
     sandbox.keep_warm(None)
 
 

@@ -98,12 +98,13 @@ def keep_warm(enabled: bool | None = True) -> None:
         reap_finished()  # and the inits of finished runs: nothing of ours is left
 
 
-def recycle_cells(enabled: bool = True) -> None:
+def recycle_cells(enabled: bool | None = True) -> None:
     """Renew a cell after its run instead of ending it (sandbox/warm.py), for
     the next run of the same kind: new mount, network, IPC and UTS namespaces
     and a fresh root, every process gone, the PID counter reset; the user and
     PID namespaces are kept. About half a cell's CPU per run. Turns warm cells
-    on. From outside: CELLBLOCK_RECYCLE=1."""
+    on. Automatic by default (None): on once a process has run 10 cells. From
+    outside: CELLBLOCK_RECYCLE=1 or 0."""
     from .warm import recycle_cells as _recycle_cells
 
     _recycle_cells(enabled)

@@ -24,15 +24,18 @@ judge alternates between the program's cells and the checker's); an older
 birth's cell is ended. Warm cells are made by the cell maker (maker.py) once
 it is up, so the caller never clones itself to make them; it stops with them.
 
-Recycled cells (`sandbox.recycle_cells()`, CELLBLOCK_RECYCLE=1; off by
-default, on in the service's workers): a cell whose run ended cleanly is not
-ended but renewed by its init (init.renew: every process of the run gone; new
-mount, network, IPC and UTS namespaces; a new root with a fresh tmpfs; the PID
-counter reset) and comes back here for the next run of the same birth. A run
-then costs no clone, no id maps, no new user and PID namespaces and no init
-start-up: about half a cell's CPU (bench/README.md). What consecutive runs of
-a recycled cell share is its user namespace (the same ids) and its emptied PID
-namespace, nothing a program can write to (SECURITY.md).
+Recycled cells: a cell whose run ended cleanly is not ended but renewed by
+its init (init.renew: every process of the run gone; new mount, network, IPC
+and UTS namespaces; a new root with a fresh tmpfs; the PID counter reset) and
+comes back here for the next run of the same birth. A run then costs no clone,
+no id maps, no new user and PID namespaces and no init start-up: about half a
+cell's CPU (bench/README.md). What consecutive runs of a recycled cell share
+is its user namespace (the same ids) and its emptied PID namespace, nothing a
+program can write to (SECURITY.md). Automatic by default, like warm cells:
+on once a process has run RECYCLE_AFTER_RUNS cells (the cell maker is up by
+then), so a process that runs cell after cell gets them without asking; `sandbox.recycle_cells()`
+turns them on from the next run, `recycle_cells(False)` off, `None` back to
+automatic; from outside, CELLBLOCK_RECYCLE=1 / CELLBLOCK_RECYCLE=0.
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ class _Cell(Protocol):
 BIRTHS = 2
 AUTOMATIC_FROM_RUN = 2  # the run that turns warm cells on when nobody chose
 MAKER_FROM_RUN = 10  # and the run that starts the cell maker then
+RECYCLE_AFTER_RUNS = MAKER_FROM_RUN  # and after that many runs, cells are recycled
 _lock = threading.Lock()
 _ready: dict[Any, _Cell] = {}  # birth -> a cell waiting for its launch
 # Recycled cells beyond the one in _ready, for a caller that runs several
@@ -72,26 +76,34 @@ SPARES = max((os.cpu_count() or 1) - 1, 1)
 _runs = 0  # runs of this process so far (take() counts them)
 
 
-def _setting_from_environment() -> bool | None:
-    value = os.environ.get("CELLBLOCK_WARM", "")
+def _setting_from_environment(name: str) -> bool | None:
+    value = os.environ.get(name, "")
     return None if value == "" else value != "0"
 
 
-_chosen: bool | None = _setting_from_environment()  # None: automatic
-_recycle: bool = os.environ.get("CELLBLOCK_RECYCLE", "") not in ("", "0")
+_chosen: bool | None = _setting_from_environment("CELLBLOCK_WARM")  # None: automatic
+_recycle: bool | None = _setting_from_environment("CELLBLOCK_RECYCLE")  # None: automatic
 
 
-def recycle_cells(choice: bool = True) -> None:
-    """Recycle cells (see the module's doc): on also turns warm cells on."""
+def recycle_cells(choice: bool | None = True) -> None:
+    """Recycle cells (see the module's doc): on also turns warm cells on;
+    None: automatic (on once this process has run RECYCLE_AFTER_RUNS cells)."""
     global _recycle
     _recycle = choice
     if choice and not enabled():
         keep_warm(True)
 
 
+def recycle_setting() -> bool | None:
+    """What was chosen (recycle_cells, CELLBLOCK_RECYCLE): None for automatic."""
+    return _recycle
+
+
 def recycling() -> bool:
     """Whether this run's cell is to be renewed and kept after it."""
-    return _recycle and enabled()
+    if not enabled():
+        return False
+    return _recycle if _recycle is not None else _runs >= RECYCLE_AFTER_RUNS
 
 
 def keep_warm(choice: bool | None = True) -> None:

@@ -32,9 +32,11 @@ VENV = Path(os.environ.get("CELLBLOCK_VENV", "/opt/cellblock/venv"))
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    # Warm cells as a user's process has them by default (automatic); tests that
-    # need a setting choose it, and warm_cells_automatic takes it back.
+    # Warm and recycled cells as a user's process has them by default
+    # (automatic); tests that need a setting choose it, and
+    # warm_cells_automatic takes it back.
     os.environ.pop("CELLBLOCK_WARM", None)
+    os.environ.pop("CELLBLOCK_RECYCLE", None)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -56,12 +58,15 @@ def needs_root(what: str) -> None:
 
 @pytest.fixture(autouse=True)
 def warm_cells_automatic() -> Iterator[None]:
-    """Every test runs with warm cells as a user's long-lived process has them:
-    automatic, so on (this process has run cells before; sandbox/warm.py). A
-    test that chooses (keep_warm) has its choice taken back after it."""
+    """Every test runs with warm and recycled cells as a user's long-lived
+    process has them: automatic, so on (this process has run cells before;
+    sandbox/warm.py). A test that chooses (keep_warm, recycle_cells) has its
+    choice taken back after it."""
     from sandbox import warm
 
     yield
+    if warm.recycle_setting() is not None:
+        warm.recycle_cells(None)
     if warm.setting() is not None:
         warm.keep_warm(None)
 
@@ -291,8 +296,9 @@ def scratch_dir() -> Iterator[Path]:
 CELL_MODES = ("root", "root-cold", "user", "user-shared")
 # The modes the `cell` fixture runs, all by default. scripts/test's cgroup v2
 # VM (emulated, ~10x slower) runs `root` and `user` only: `root-cold` differs
-# from `root` in which process clones the init and `user-shared` from `user` in
-# the uid map, neither in what cgroup v2 or Debian's kernel is asked to do.
+# from `root` in how its cell is made (cloned for the run, not renewed after
+# the last) and `user-shared` from `user` in the uid map, neither in what
+# cgroup v2 or Debian's kernel is asked to do.
 _cell_modes = os.environ.get("CELLBLOCK_TEST_CELL_MODES", ",".join(CELL_MODES)).split(",")
 if not _cell_modes or set(_cell_modes) - set(CELL_MODES):
     raise pytest.UsageError(f"CELLBLOCK_TEST_CELL_MODES: a comma-separated subset of {CELL_MODES}")
@@ -300,15 +306,17 @@ if not _cell_modes or set(_cell_modes) - set(CELL_MODES):
 
 @pytest.fixture(params=_cell_modes)
 def cell(request: pytest.FixtureRequest, scratch_dir: Path) -> CellRunner:
-    """A cell runner: as root (in-process API) with warm cells and with cold
-    ones (their inits are cloned by different processes: the cell maker, or
-    the caller), and unprivileged (CLI) with subordinate ids (the main path)
-    and without (the program runs as the user's own uid)."""
+    """A cell runner: as root (in-process API) with recycled cells (what a
+    long-lived caller has by default: each renewed by its init after a run,
+    sandbox/warm.py) and with cold ones (each cloned by the caller for its
+    run), and unprivileged (CLI) with subordinate ids (the main path) and
+    without (the program runs as the user's own uid)."""
     if request.param in ("root", "root-cold"):
         needs_root("it runs cells as root")
         import sandbox
 
         sandbox.keep_warm(request.param == "root")  # taken back after the test
+        sandbox.recycle_cells(request.param == "root")
         return CellRunner("root", None, scratch_dir)
     if not (VENV / "bin" / "python").exists():
         pytest.fail(f"no venv at {VENV}: run scripts/install first (scripts/test does)")

@@ -116,7 +116,7 @@ def test_recycled_cells_run_an_image_again_and_again(work, monkeypatch):
             assert result.status == "OK", result.message
             assert result.stdout == MERGED_VIEW + "/box:\ny\n\n/tmp:\nx\n"
     finally:
-        sandbox.recycle_cells(False)
+        sandbox.recycle_cells(None)
 
 
 def test_an_image_of_sixty_layers(work, monkeypatch):

@@ -213,7 +213,7 @@ def test_a_thousand_runs_leave_nothing_behind(hierarchy, cc, warm):
     try:
         _many_runs(hog, burn, statuses)
     finally:
-        sandbox.recycle_cells(False)
+        sandbox.recycle_cells(None)
         sandbox.keep_warm(False)
     hundreds = LEAK_RUNS // 100
     expected = {"OK": LEAK_RUNS - 3 * hundreds, "MLE": hundreds, "TLE": 2 * hundreds}

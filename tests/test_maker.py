@@ -47,6 +47,8 @@ def _gone(pid: int) -> bool:
 @pytest.fixture
 def warm_with_maker():
     sandbox.keep_warm()
+    # A cell per run, each made by the maker (a recycled one is made once).
+    sandbox.recycle_cells(False)
     result = run(["true"])  # starts the maker (in the background)
     assert result.status == "OK", result.message
     assert settle(lambda: maker.current() is not None), "the cell maker never came up"

@@ -26,7 +26,7 @@ def recycled():
     sandbox.keep_warm(False)  # no cell an earlier test left (of another image, say)
     sandbox.recycle_cells()
     yield
-    sandbox.recycle_cells(False)
+    sandbox.recycle_cells(None)
     sandbox.keep_warm(False)
 
 

@@ -19,7 +19,9 @@ from sandbox import run, warm
 @pytest.fixture
 def warm_cells():
     sandbox.keep_warm()
+    sandbox.recycle_cells(False)  # each run a fresh warm cell (test_recycle.py: recycled)
     yield
+    sandbox.recycle_cells(None)
     sandbox.keep_warm(False)
 
 
@@ -154,10 +156,14 @@ def children():
 """
 
 
-def _caller(script: str, warm_setting: str | None = None) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "CELLBLOCK_WARM"}
+def _caller(
+    script: str, warm_setting: str | None = None, recycle_setting: str | None = None
+) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("CELLBLOCK_WARM", "CELLBLOCK_RECYCLE")}
     if warm_setting is not None:
         env["CELLBLOCK_WARM"] = warm_setting
+    if recycle_setting is not None:
+        env["CELLBLOCK_RECYCLE"] = recycle_setting
     done = subprocess.run(
         [sys.executable, "-c", _RECORDING_CALLER + textwrap.dedent(script)],
         capture_output=True,
@@ -171,7 +177,8 @@ def _caller(script: str, warm_setting: str | None = None) -> dict:
 
 
 def test_by_default_a_processs_second_run_turns_warm_cells_on():
-    seen = _caller("""
+    seen = _caller(
+        """
         import time
         runs(1)
         after_one = {"enabled": warm.enabled(), "maker": maker._maker is not None,
@@ -186,7 +193,9 @@ def test_by_default_a_processs_second_run_turns_warm_cells_on():
         print(json.dumps({"after_one": after_one, "maker_after_five": maker_after_five,
                           "took": took, "enabled": warm.enabled(),
                           "by_maker": waiting.by_maker, "maker": maker._maker.process.pid}))
-    """)
+    """,
+        recycle_setting="0",
+    )  # fresh warm cells; the recycled default: the next test
     # One run (cellblock run's case) starts nothing and leaves nothing.
     assert seen["after_one"] == {"enabled": False, "maker": False, "waiting": 0, "children": []}
     # The second run is cold and makes the third's cell; from then on every run is warm.
@@ -196,6 +205,32 @@ def test_by_default_a_processs_second_run_turns_warm_cells_on():
     assert seen["maker_after_five"] is False and seen["by_maker"] is True
     # It ends with the caller.
     assert settle(lambda: (process_stat(seen["maker"]) or ["X"])[0] in ("Z", "X"))
+
+
+def test_by_default_cells_are_recycled_once_a_process_has_run_ten():
+    script = """
+        runs(9)
+        after_nine = warm.recycling()
+        runs(1)
+        after_ten = warm.recycling()
+        pids = []
+        for _ in range(3):
+            runs(1)
+            (waiting,) = warm._ready.values()
+            pids.append(waiting.pid)
+        print(json.dumps({"after_nine": after_nine, "after_ten": after_ten,
+                          "cells": len(set(pids))}))
+    """
+    # From the eleventh run on, one cell is renewed after each run and serves the next.
+    assert _caller(script) == {"after_nine": False, "after_ten": True, "cells": 1}
+    # Turned off, from outside or by the process: a fresh cell for every run.
+    fresh = {"after_nine": False, "after_ten": False, "cells": 3}
+    assert _caller(script, recycle_setting="0") == fresh
+    assert _caller("\n        sandbox.recycle_cells(False)" + script) == fresh
+    # Turned on: from the first run (warm cells with it), whatever the count.
+    on = _caller("\n        sandbox.recycle_cells()" + script)
+    assert on == {"after_nine": True, "after_ten": True, "cells": 1}
+    assert _caller(script, recycle_setting="1") == on
 
 
 def test_a_caller_that_says_no_never_gets_warm_cells():
