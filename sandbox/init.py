@@ -265,7 +265,7 @@ def run_init(birth: Birth, cell: Channel, alive_r: int | None, layers: tuple[int
         # is built in a copy of the mount namespace we were born with, which
         # stays as it is: a recycled cell's next root is built from it too.
         libc.mount(None, "/", None, libc.MS_REC | libc.MS_PRIVATE)
-        mounts.hold_layers(layers)
+        mounts.hold(birth.plan, layers)
         pristine = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
         libc.unshare(libc.CLONE_NEWNS)
         bound = mounts.build_root(birth.plan)

@@ -9,7 +9,8 @@ namespace) before anything untrusted starts. In order:
 3. the root is an overlay: lower = skeleton + image layers (read-only),
    upper = the tmpfs, with `userxattr` (required for unprivileged overlay);
 4. host directories of the image appear through read-only overlays of their
-   own (the host directory below a small "mask" layer of the staging tmpfs):
+   own (the host directory below a small "mask" layer), made once per cell in
+   the init's first mount namespace (`hold`) and bound into each of its roots:
    the program's files are overlay inodes of its cell, never the host's, so a
    lock it takes on /etc/passwd, or a watch it sets on /etc/hostname, reaches
    no process outside its cell; the mask layer hides what the program may not
@@ -40,9 +41,13 @@ from .images import MOUNT_POINTS, Image
 from .userns import limit_cell_namespace
 
 STAGING = "/tmp"
-# Where the init's first mount namespace holds the image's layers (hold_layers);
-# in each root's namespace the staging tmpfs covers it, once they are open.
+# Where the init's first mount namespace holds the image's layers and the host
+# directories' read-only views (hold); in each root's namespace the staging
+# tmpfs covers it, once they are open. Layers are held at LAYER_HOLD/<index>,
+# host directories at HOST_HOLD/<dir> with their masks at MASK_HOLD/<dir>.
 LAYER_HOLD = "/tmp"
+HOST_HOLD = f"{LAYER_HOLD}/host"
+MASK_HOLD = f"{LAYER_HOLD}/mask"
 DEVICES = ("null", "zero", "full", "random", "urandom")
 DEV_SYMLINKS = (
     ("fd", "/proc/self/fd"),
@@ -86,38 +91,66 @@ def open_layers(image: Image) -> tuple[int, ...]:
     return tuple(opened)
 
 
-def hold_layers(layers: tuple[int, ...]) -> None:
+def hold(plan: RootPlan, layers: tuple[int, ...]) -> None:
     """In the init's first mount namespace (the one every root of its life is
-    copied from): bind each layer opened by open_layers onto LAYER_HOLD/<i>, a
-    tmpfs of ours, and close the descriptors. In every copy of this namespace
-    the layers are then mounts reached by path without passing through the
-    store (an overlay takes only lower dirs of the mount namespace it is made
-    in, so a descriptor from another namespace would not do), and a layer is
-    the root of its mount: no submounts beneath it."""
-    if not layers:
+    copied from), on a tmpfs of ours at LAYER_HOLD:
+
+    - each layer opened by open_layers, bound at LAYER_HOLD/<i> (and the
+      descriptors closed). In every copy of this namespace the layers are then
+      mounts reached by path without passing through the store (an overlay
+      takes only lower dirs of the mount namespace it is made in, so a
+      descriptor from another namespace would not do), and a layer is the root
+      of its mount: no submounts beneath it.
+    - each host directory's read-only view (an overlay of it below a mask that
+      hides what the program may not see), at HOST_HOLD/<dir>. Every root of
+      the cell binds this one overlay instead of mounting its own, so the
+      names a program looked up stay looked up for the next run of a recycled
+      cell: through a new overlay, a Python program's start-up lookups cost
+      it ~2 ms of CPU (bench/README.md). Nothing of it can be written (no
+      upper layer, read-only); what a run leaves in it is the kernel's cache
+      of names, as the host's own page cache is shared by every process. A
+      host directory with mounts beneath it cannot be an overlay lower dir:
+      it is not held, and each root binds it (build_root)."""
+    if not layers and not plan.image.host_dirs:
         return
-    libc.mount("cellblock-layers", LAYER_HOLD, "tmpfs", libc.MS_NOSUID | libc.MS_NODEV, "mode=0755")
+    libc.mount("cellblock-hold", LAYER_HOLD, "tmpfs", libc.MS_NOSUID | libc.MS_NODEV, "mode=0755")
     for index, fd in enumerate(layers):
         target = f"{LAYER_HOLD}/{index}"
         os.mkdir(target, 0o755)
         libc.mount(_fd_path(fd), target, None, libc.MS_BIND)
         libc.mount_setattr(target, READ_ONLY, recursive=False)
         os.close(fd)
+    hidden = dict(plan.hidden)
+    for host_dir in plan.image.host_dirs:
+        target = HOST_HOLD + host_dir
+        _make_dirs(target)
+        source = os.open(host_dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            if not _overlay_host_dir(
+                source, target, MASK_HOLD + host_dir, hidden.get(host_dir, ())
+            ):
+                os.rmdir(target)
+        finally:
+            os.close(source)
 
 
 def build_root(plan: RootPlan) -> list[str]:
     """Build the cell's root and pivot into it; afterwards cwd is /box. Returns
     the host directories that had to be bound (their inodes are the host's)."""
-    # Pin the image's layers (held by hold_layers) and host directories by fd
-    # before the staging tmpfs can hide them.
+    # Pin the image's layers and the host directories' views (held by hold)
+    # by fd before the staging tmpfs can hide them; a host directory that is
+    # not held (mounts beneath it) is pinned itself, to be bound.
     layers = [
         os.open(f"{LAYER_HOLD}/{index}", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         for index in range(len(plan.image.layers))
     ]
-    sources = {
-        path: os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        for path in plan.image.host_dirs
-    }
+    held: dict[str, int] = {}
+    sources: dict[str, int] = {}
+    for path in plan.image.host_dirs:
+        try:
+            held[path] = os.open(HOST_HOLD + path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            sources[path] = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     libc.mount(None, "/", None, libc.MS_REC | libc.MS_PRIVATE)
     libc.mount(
         "cellblock",
@@ -139,18 +172,15 @@ def build_root(plan: RootPlan) -> list[str]:
         libc.MS_NOSUID | libc.MS_NODEV,
         f"lowerdir={':'.join(lowers)},upperdir={upper},workdir={work},userxattr",
     )
+    for host_dir, view in held.items():
+        libc.mount(_fd_path(view), root + host_dir, None, libc.MS_BIND)
+        libc.mount_setattr(root + host_dir, READ_ONLY, recursive=False)
     hidden = dict(plan.hidden)
-    bound = [
-        host_dir
-        for host_dir in plan.image.host_dirs
-        if not _show_host_dir(
-            sources[host_dir],
-            root + host_dir,
-            f"{STAGING}/mask{host_dir}",
-            hidden.get(host_dir, ()),
+    for host_dir, source in sources.items():
+        _bind_host_dir(
+            source, root + host_dir, f"{STAGING}/mask{host_dir}", hidden.get(host_dir, ())
         )
-    ]
-    for fd in [*layers, *sources.values()]:
+    for fd in [*layers, *held.values(), *sources.values()]:
         os.close(fd)
 
     # /box is a mount point of its own: the program (cell root in a size-1 map
@@ -159,18 +189,17 @@ def build_root(plan: RootPlan) -> list[str]:
     _mount_dev(f"{root}/dev", plan.tmpfs_size)
     _mount_proc(f"{root}/proc")
     _pivot_into(root)
-    return bound
+    return list(sources)
 
 
 def _fd_path(fd: int) -> str:
     return f"/proc/self/fd/{fd}"
 
 
-def _show_host_dir(source: int, target: str, mask: str, hidden: tuple[str, ...]) -> bool:
+def _overlay_host_dir(source: int, target: str, mask: str, hidden: tuple[str, ...]) -> bool:
     """The host directory pinned at fd `source`, read-only at `target`: an
     overlay of it below `mask` (made here, with a whiteout for each entry to
-    hide). False if it had to be a bind mount instead (mounts beneath it); the
-    entries to hide are then covered by empty read-only binds."""
+    hide). False if it cannot be one (mounts beneath it): see _bind_host_dir."""
     _make_dirs(mask)
     for relative in hidden:
         _make_dirs(os.path.dirname(f"{mask}/{relative}"))
@@ -188,11 +217,18 @@ def _show_host_dir(source: int, target: str, mask: str, hidden: tuple[str, ...])
     except OSError as error:
         if error.errno != errno.EINVAL:
             raise
+    return False
+
+
+def _bind_host_dir(source: int, target: str, mask: str, hidden: tuple[str, ...]) -> None:
+    """The host directory pinned at fd `source` (one with mounts beneath it),
+    read-only at `target` by a recursive bind; the entries to hide are covered
+    by empty read-only binds (made beneath `mask`)."""
+    _make_dirs(mask)
     libc.mount(_fd_path(source), target, None, libc.MS_BIND | libc.MS_REC)
     libc.mount_setattr(target, READ_ONLY, recursive=True)
     for relative in hidden:
         _cover(target, relative, mask)
-    return False
 
 
 def _cover(top: str, relative: str, scratch: str) -> None:

@@ -100,6 +100,32 @@ def test_sysv_ipc_objects_do_not_survive_their_run(recycled):
     assert seen.stdout.split() == ["False", "False", "False"], seen.stderr
 
 
+HOST_FILE_LOCK = """
+    import fcntl, subprocess, sys, time
+    if sys.argv[1:] == ["leave"]:
+        subprocess.Popen(["flock", "-x", "/etc/passwd", "sleep", "1000"], start_new_session=True)
+        time.sleep(0.3)
+    try:  # Control (leave): the lock of the process started above is seen.
+        fcntl.flock(open("/etc/passwd"), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        print("free")
+    except BlockingIOError:
+        print("locked")
+"""
+
+
+def test_a_lock_on_a_host_file_ends_with_its_run(recycled):
+    # The host's directories are one read-only overlay for all of a cell's
+    # runs (mounts.hold): a run's lock on one of its files is on an inode the
+    # next run shares, so it must end with the run's processes.
+    _python("pass")
+    cell = _cell_pid()
+    left = sandbox.run([PYTHON, "-c", textwrap.dedent(HOST_FILE_LOCK), "leave"])
+    seen = sandbox.run([PYTHON, "-c", textwrap.dedent(HOST_FILE_LOCK), "look"])
+    assert _cell_pid() == cell
+    assert left.stdout.strip() == "locked", left.stderr
+    assert seen.stdout.strip() == "free", seen.stderr
+
+
 DAEMON = """
     import os, subprocess, time
     subprocess.Popen(["sleep", "1000"], start_new_session=True)
