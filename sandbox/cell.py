@@ -29,6 +29,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import time
 import typing
 
 from . import (
@@ -183,6 +184,8 @@ def _run_cell(spec: RunSpec) -> RunResult:
             if made is None:
                 made = _make_cell(birth)
                 made.host.send_launch(launch, sent)
+            if made.first_launch is None:
+                made.first_launch = time.monotonic()
         except (CellError, OSError, ValueError, TimeoutError) as error:
             if made is not None:
                 made.discard()

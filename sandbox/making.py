@@ -50,6 +50,7 @@ class MadeCell:
     by_maker: bool = False
     pidfd: int | None = None
     renewing: bool = False  # recycled: its init renews it, then says "ready"
+    first_launch: float | None = None  # time.monotonic() of its first run's launch
 
     def confirm(self) -> None:
         """Read the maker's answer (CellError if it failed); a no-op for our own."""

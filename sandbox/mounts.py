@@ -106,11 +106,13 @@ def hold(plan: RootPlan, layers: tuple[int, ...]) -> None:
       the cell binds this one overlay instead of mounting its own, so the
       names a program looked up stay looked up for the next run of a recycled
       cell: through a new overlay, a Python program's start-up lookups cost
-      it ~2 ms of CPU (bench/README.md). Nothing of it can be written (no
+      it 1-2 ms of CPU (bench/README.md). Nothing of it can be written (no
       upper layer, read-only); what a run leaves in it is the kernel's cache
-      of names, as the host's own page cache is shared by every process. A
-      host directory with mounts beneath it cannot be an overlay lower dir:
-      it is not held, and each root binds it (build_root)."""
+      of names, as the host's own page cache is shared by every process.
+      That cache keeps a file the host replaces as it was, so a recycled
+      cell lives warm.RECYCLED_LIFETIME. A host directory with mounts
+      beneath it cannot be an overlay lower dir: it is not held, and each
+      root binds it (build_root)."""
     if not layers and not plan.image.host_dirs:
         return
     libc.mount("cellblock-hold", LAYER_HOLD, "tmpfs", libc.MS_NOSUID | libc.MS_NODEV, "mode=0755")

@@ -30,10 +30,12 @@ and UTS namespaces; a new root with a fresh tmpfs; the PID counter reset) and
 comes back here for the next run of the same birth. A run then costs no clone,
 no id maps, no new user and PID namespaces and no init start-up: about half a
 cell's CPU (bench/README.md). What consecutive runs of a recycled cell share
-is its user namespace (the same ids) and its emptied PID namespace, nothing a
-program can write to (SECURITY.md). Automatic by default, like warm cells:
-on once a process has run RECYCLE_AFTER_RUNS cells (the cell maker is up by
-then), so a process that runs cell after cell gets them without asking; `sandbox.recycle_cells()`
+is its user namespace (the same ids), its emptied PID namespace and its
+read-only view of the host's directories, nothing a program can write to
+(SECURITY.md); it serves runs for RECYCLED_LIFETIME after its first.
+Automatic by default, like warm cells: on once a process has run
+RECYCLE_AFTER_RUNS cells (the cell maker is up by then), so a process that
+runs cell after cell gets them without asking; `sandbox.recycle_cells()`
 turns them on from the next run, `recycle_cells(False)` off, `None` back to
 automatic; from outside, CELLBLOCK_RECYCLE=1 / CELLBLOCK_RECYCLE=0.
 """
@@ -44,6 +46,7 @@ import contextlib
 import os
 import select
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -53,6 +56,7 @@ from . import maker
 class _Cell(Protocol):
     owner: int
     host: Any
+    first_launch: float | None
 
     def confirm(self) -> None: ...
 
@@ -73,6 +77,12 @@ _ready: dict[Any, _Cell] = {}  # birth -> a cell waiting for its launch
 # cells of a birth at once (the run server's threads): up to SPARES per birth.
 _spares: dict[Any, list[_Cell]] = {}
 SPARES = max((os.cpu_count() or 1) - 1, 1)
+# A recycled cell serves runs for this long after its first, then is ended and
+# a new one made (a few ms of CPU). Its view of the host's directories is one
+# overlay for its whole life (mounts.hold), which keeps the names its runs
+# looked up: a file the host replaces later (a package upgrade) reaches the
+# cell's runs only with a new cell, so no cell's view is older than this.
+RECYCLED_LIFETIME = 5.0
 _runs = 0  # runs of this process so far (take() counts them)
 
 
@@ -145,6 +155,9 @@ def take(birth: Any) -> _Cell | None:
             cell = _spares[birth].pop()
     if cell is None:
         return None
+    if _outlived(cell):  # recycled, then left waiting: a new cell instead
+        _drop(cell)
+        return None
     try:
         if cell.owner == os.getpid():
             cell.confirm()  # a maker's cell: its answer (CellError if it failed)
@@ -185,7 +198,7 @@ def refill(birth: Any, make: Callable[[Any], _Cell]) -> None:
 def give_back(birth: Any, cell: _Cell) -> bool:
     """Keep a recycled cell (its init is renewing it) for the next run of
     `birth`; False if it cannot be kept (then the caller ends it)."""
-    if not recycling() or cell.owner != os.getpid():
+    if not recycling() or cell.owner != os.getpid() or _outlived(cell):
         return False
     with _lock:
         stale = []
@@ -199,6 +212,12 @@ def give_back(birth: Any, cell: _Cell) -> bool:
     for old in stale:
         _drop(old)
     return True
+
+
+def _outlived(cell: _Cell) -> bool:
+    """Whether a cell has served runs for longer than RECYCLED_LIFETIME."""
+    first = cell.first_launch
+    return first is not None and time.monotonic() - first > RECYCLED_LIFETIME
 
 
 def _evict_births() -> list[_Cell]:

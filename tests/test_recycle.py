@@ -11,6 +11,9 @@ stops it."""
 from __future__ import annotations
 
 import textwrap
+import time
+import uuid
+from pathlib import Path
 
 import pytest
 from conftest import python_as
@@ -124,6 +127,39 @@ def test_a_lock_on_a_host_file_ends_with_its_run(recycled):
     assert _cell_pid() == cell
     assert left.stdout.strip() == "locked", left.stderr
     assert seen.stdout.strip() == "free", seen.stderr
+
+
+def test_a_file_the_host_replaces_reaches_a_recycled_cell_within_its_lifetime(
+    recycled, monkeypatch
+):
+    # The cell's one overlay of the host's /etc keeps the names its runs looked
+    # up: a file replaced by rename (as a package upgrade does) is the old one
+    # for as long as the cell lives, so a recycled cell lives RECYCLED_LIFETIME.
+    host_file = Path(f"/etc/cellblock-test-replaced-{uuid.uuid4().hex[:8]}")
+    host_file.write_text("old\n")
+    host_file.chmod(0o644)
+
+    def replace_and_look(lifetime: float) -> tuple[str, str]:
+        monkeypatch.setattr(warm, "RECYCLED_LIFETIME", lifetime)
+        host_file.write_text("old\n")
+        first = sandbox.run(["cat", str(host_file)]).stdout  # looked up, and kept
+        cell = _cell_pid()
+        new = host_file.with_suffix(".new")
+        new.write_text("new\n")
+        new.chmod(0o644)
+        new.rename(host_file)
+        time.sleep(0.3)
+        later = sandbox.run(["cat", str(host_file)]).stdout
+        assert (_cell_pid() == cell) == (lifetime > 1), "the cell was (not) recycled"
+        return first, later
+
+    try:
+        # Control: a cell that lives on still shows the file it looked up.
+        assert replace_and_look(3600.0) == ("old\n", "old\n")
+        # A cell past its lifetime is not used again; the next cell sees the new file.
+        assert replace_and_look(0.2) == ("old\n", "new\n")
+    finally:
+        host_file.unlink()
 
 
 DAEMON = """
