@@ -25,9 +25,12 @@ PYTHON = "/usr/bin/python3"
 
 
 @pytest.fixture
-def recycled():
+def recycled(monkeypatch):
     sandbox.keep_warm(False)  # no cell an earlier test left (of another image, say)
     sandbox.recycle_cells()
+    # One cell for all of a test's runs, however slow the machine (an emulated
+    # VM); the lifetime's own test sets its own.
+    monkeypatch.setattr(warm, "RECYCLED_LIFETIME", 3600.0)
     yield
     sandbox.recycle_cells(None)
     sandbox.keep_warm(False)
@@ -241,6 +244,7 @@ def test_an_unprivileged_caller_recycles_too(test_user):
         import sandbox, textwrap
         from sandbox import warm
         sandbox.recycle_cells()
+        warm.RECYCLED_LIFETIME = 3600.0  # one cell for the three runs, however slow
         sandbox.run(["true"])
         (cell,) = warm._ready.values()
         first = cell.pid
