@@ -58,6 +58,16 @@ def _two_runs(leave: str, look: str) -> tuple[str, str]:
     return left, seen
 
 
+def _leave_then_look(source: str) -> tuple[sandbox.RunResult, sandbox.RunResult]:
+    """Run `source` with the argument "leave", then "look", in one recycled cell."""
+    _python("pass")  # the cell, in the pool from now on
+    cell = _cell_pid()
+    left = sandbox.run([PYTHON, "-c", textwrap.dedent(source), "leave"])
+    seen = sandbox.run([PYTHON, "-c", textwrap.dedent(source), "look"])
+    assert _cell_pid() == cell  # the same init served both runs
+    return left, seen
+
+
 FILES = ["/tmp/left", "/box/left", "/dev/shm/left", "/var/tmp/left"]
 WRITE_FILES = f"""
     import os, subprocess
@@ -97,11 +107,7 @@ SYSV = """
 
 
 def test_sysv_ipc_objects_do_not_survive_their_run(recycled):
-    _python("pass")
-    cell = _cell_pid()
-    left = sandbox.run([PYTHON, "-c", textwrap.dedent(SYSV), "leave"])
-    seen = sandbox.run([PYTHON, "-c", textwrap.dedent(SYSV), "look"])
-    assert _cell_pid() == cell
+    left, seen = _leave_then_look(SYSV)
     assert left.stdout.split() == ["True", "True", "True"], left.stderr  # control
     assert seen.stdout.split() == ["False", "False", "False"], seen.stderr
 
@@ -123,11 +129,7 @@ def test_a_lock_on_a_host_file_ends_with_its_run(recycled):
     # The host's directories are one read-only overlay for all of a cell's
     # runs (mounts.hold): a run's lock on one of its files is on an inode the
     # next run shares, so it must end with the run's processes.
-    _python("pass")
-    cell = _cell_pid()
-    left = sandbox.run([PYTHON, "-c", textwrap.dedent(HOST_FILE_LOCK), "leave"])
-    seen = sandbox.run([PYTHON, "-c", textwrap.dedent(HOST_FILE_LOCK), "look"])
-    assert _cell_pid() == cell
+    left, seen = _leave_then_look(HOST_FILE_LOCK)
     assert left.stdout.strip() == "locked", left.stderr
     assert seen.stdout.strip() == "free", seen.stderr
 
