@@ -83,6 +83,11 @@ def _run_cell(spec: RunSpec) -> RunResult:
     if not argv:
         raise SpecError("command: nothing to run (give a command after --)")
     bpf = seccomp.compile_profile(spec.seccomp)
+    bpf_unsupervised = (
+        seccomp.compile_profile(spec.seccomp, sockets_to_init=False)
+        if seccomp.caller_filtered() and seccomp.notifies(bpf)
+        else b""
+    )
     try:
         spawn.load()
     except (spawn.SpawnUnavailable, OSError) as error:
@@ -151,6 +156,8 @@ def _run_cell(spec: RunSpec) -> RunResult:
                 bpf=bpf,
                 landlock=landlock.cell_ruleset(),
                 notify=seccomp.notifies(bpf),
+                sockets_noted=seccomp.supervises_sockets(bpf),
+                bpf_unsupervised=bpf_unsupervised,
                 cwd=image.working_dir,
             ),
             copy_in=[(entry.path, entry.mode) for entry in copy_in],

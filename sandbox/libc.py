@@ -95,6 +95,7 @@ SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED = 1 << 7
 
 # seccomp(2).
 SECCOMP_SET_MODE_FILTER = 1
+SECCOMP_FILTER_FLAG_NEW_LISTENER = 1 << 3
 
 # openat2(2) resolve flags.
 RESOLVE_NO_XDEV = 0x01
@@ -266,16 +267,17 @@ class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
 
-def seccomp_set_filter(bpf: bytes) -> None:
-    """Install a classic-BPF seccomp program (an array of 8-byte sock_filter)."""
+def seccomp_set_filter(bpf: bytes, new_listener: bool = False) -> int:
+    """Install a classic-BPF seccomp program (an array of 8-byte sock_filter);
+    with `new_listener`, the fd its user notifications arrive on (else 0)."""
     if len(bpf) % 8 or not bpf:
         raise ValueError("a seccomp program is a non-empty array of 8-byte instructions")
     buf = ctypes.create_string_buffer(bpf, len(bpf))
     prog = _SockFprog(len(bpf) // 8, ctypes.addressof(buf))
-    syscall(
+    return syscall(
         SYS_seccomp,
         ctypes.c_uint(SECCOMP_SET_MODE_FILTER),
-        ctypes.c_uint(0),
+        ctypes.c_uint(SECCOMP_FILTER_FLAG_NEW_LISTENER if new_listener else 0),
         ctypes.byref(prog),
         what="seccomp",
     )

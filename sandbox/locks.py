@@ -25,6 +25,10 @@ A legitimate program holds a handful of locks (SQLite: a few per database) and
 never meets the cap; each request costs it a round trip to the init (tens of
 microseconds). Locks taken with flock(2) are not supervised: there is at most
 one per open file, which RLIMIT_NOFILE and the pids limit bound.
+
+The default profile sends socket and socketpair to the same listener: the
+thread lets each go on at once and counts it (`sockets`). A recycled cell
+keeps the network namespace of a run that made none (init.renew).
 """
 
 from __future__ import annotations
@@ -52,12 +56,21 @@ class LockSupervisor:
             raise OSError(-error, f"the lock supervisor: {os.strerror(-error)}")
         self._running = True
 
-    def stop(self) -> int:
-        """Stop answering (the cell's processes are gone); how many were refused."""
+    def stop(self) -> None:
+        """Stop answering (the cell's processes are gone)."""
         if self._running:
             self._lib.cb_locks_stop(ctypes.byref(self._state))
             self._running = False
+
+    @property
+    def refused(self) -> int:
+        """Lock requests answered ENOLCK."""
         return int(self._state.refused)
+
+    @property
+    def sockets(self) -> int:
+        """socket and socketpair calls let through (the filter sends those here too)."""
+        return int(self._state.sockets)
 
 
 def close(listener: int | None) -> None:

@@ -32,10 +32,18 @@ import threading
 from pathlib import Path
 
 from profiles import SECCOMP_DIR
-from sandbox import seccomp_cache
+from sandbox import seccomp_cache, seccomp_paths
 from sandbox.spec import SpecError
 
-__all__ = ["ProfileError", "available_profiles", "compile_profile", "notifies", "resolve_profile"]
+__all__ = [
+    "ProfileError",
+    "available_profiles",
+    "caller_filtered",
+    "compile_profile",
+    "notifies",
+    "resolve_profile",
+    "supervises_sockets",
+]
 
 
 class ProfileError(SpecError):
@@ -112,14 +120,20 @@ def resolve_profile(name: str) -> Path:
 # Compiling, once per content
 
 
-# One entry per profile path: (mtime_ns, size) it was compiled from, and the BPF.
-# A long-lived worker compiles each profile once; an edited file is recompiled.
-_cache: dict[str, tuple[tuple[int, int], bytes]] = {}
+# One entry per profile path (and variant): (mtime_ns, size) it was compiled
+# from, and the BPF. A long-lived worker compiles each profile once; an edited
+# file is recompiled.
+_cache: dict[tuple[str, bool], tuple[tuple[int, int], bytes]] = {}
 _cache_lock = threading.Lock()
 
 
-def compile_profile(name: str) -> bytes:
+def compile_profile(name: str, sockets_to_init: bool = True) -> bytes:
     """The BPF program (an array of 8-byte struct sock_filter) for a profile.
+
+    Without `sockets_to_init`: the variant for a caller whose own filter has a
+    listener (caller_filtered), where the cell's filter can have none and the
+    calls it sends to the init fail with ENOSYS: its socket and socketpair
+    rules allow instead (byte-range locks are still refused, as the run says).
 
     Raises ProfileError for anything wrong with the profile. Cached in-process
     by (resolved path, mtime_ns, size), and on disk by content (seccomp_cache).
@@ -129,7 +143,7 @@ def compile_profile(name: str) -> bytes:
         st = path.stat()
     except OSError as e:
         raise ProfileError(f"seccomp profile {name!r}: cannot stat {path}: {e.strerror}") from None
-    key = str(path)
+    key = (str(path), sockets_to_init)
     stamp = (st.st_mtime_ns, st.st_size)
     with _cache_lock:
         hit = _cache.get(key)
@@ -141,7 +155,7 @@ def compile_profile(name: str) -> bytes:
     raw = _read(prof, st.st_size)
     # The key is made from the very bytes compiled below: an edit between the
     # two cannot file one content's program under another's key.
-    cache_key = _cache_key(raw)
+    cache_key = _cache_key(raw, sockets_to_init)
     directory = seccomp_cache.open_directory() if cache_key is not None else None
     try:
         bpf = None
@@ -150,7 +164,7 @@ def compile_profile(name: str) -> bytes:
         if bpf is None:
             from sandbox import seccomp_compiler  # pyseccomp: only on a miss
 
-            bpf = seccomp_compiler.compile_json(prof, raw)
+            bpf = seccomp_compiler.compile_json(prof, raw, sockets_to_init)
             if directory is not None and cache_key is not None:
                 seccomp_cache.store(directory, cache_key, bpf)
     finally:
@@ -175,6 +189,52 @@ def notifies(bpf: bytes) -> bool:
     return any(bpf[i : i + 8] == _RET_USER_NOTIF for i in range(0, len(bpf), 8))
 
 
+@functools.cache
+def caller_filtered() -> bool:
+    """Whether this process runs under a seccomp filter of its own (a container
+    runtime's): one that has a listener makes the cell's filter unable to have
+    one (EBUSY), and then the calls it sends to the init fail (ENOSYS); spawn.c
+    loads compile_profile(name, sockets_to_init=False) instead. Read once: a
+    process gains a filter at its start (from its runtime), not later."""
+    with open("/proc/self/status", "rb") as status:
+        for line in status:
+            if line.startswith(b"Seccomp:"):
+                return line.split()[1] != b"0"
+    return False
+
+
+# Every way a process of the cell can ask for a new socket, as (arch, number):
+# socket and socketpair in the x86_64 and x32 ABIs, and in the i386 one
+# (where socketcall multiplexes them too). accept needs a socket to start from.
+_SOCKET_CALLS = (
+    (seccomp_paths.AUDIT_ARCH_X86_64, 41),  # socket
+    (seccomp_paths.AUDIT_ARCH_X86_64, 53),  # socketpair
+    (seccomp_paths.AUDIT_ARCH_X86_64, seccomp_paths.X32_SYSCALL_BIT | 41),
+    (seccomp_paths.AUDIT_ARCH_X86_64, seccomp_paths.X32_SYSCALL_BIT | 53),
+    (seccomp_paths.AUDIT_ARCH_I386, 102),  # socketcall
+    (seccomp_paths.AUDIT_ARCH_I386, 359),  # socket
+    (seccomp_paths.AUDIT_ARCH_I386, 360),  # socketpair
+)
+# The filter's returns (SECCOMP_RET_ACTION_FULL) after which the call was not
+# made: killed, trapped, refused, or handed to the init, which sees it.
+_RET_ACTION_FULL = 0xFFFF0000
+_RETURNS_THAT_STOP = frozenset({0x80000000, 0x00000000, 0x00030000, 0x00050000, RET_USER_NOTIF})
+
+
+@functools.cache
+def supervises_sockets(bpf: bytes) -> bool:
+    """Whether no process under the filter can make a socket unseen: every
+    path of every socket-making call ends in a refusal or a notification to
+    the init (the default profile's socket rules are SCMP_ACT_NOTIFY). Then a
+    run the init saw make no socket left its network namespace as it found it
+    (init.renew)."""
+    for arch, nr in _SOCKET_CALLS:
+        returns = seccomp_paths.reachable_returns(bpf, arch, nr)
+        if returns is None or any(r & _RET_ACTION_FULL not in _RETURNS_THAT_STOP for r in returns):
+            return False
+    return True
+
+
 def _read(prof: _Profile, size: int) -> bytes:
     if size > _MAX_PROFILE_BYTES:
         raise prof.error("", f"the file is {size} bytes, over the limit of {_MAX_PROFILE_BYTES}")
@@ -189,7 +249,7 @@ def _read(prof: _Profile, size: int) -> bytes:
     return raw
 
 
-def _cache_key(raw: bytes) -> str | None:
+def _cache_key(raw: bytes, sockets_to_init: bool) -> str | None:
     """The on-disk cache's key for a profile's bytes: everything the compiled
     program depends on. None (compile, do not cache) when one of them is unknown.
 
@@ -215,6 +275,8 @@ def _cache_key(raw: bytes) -> str | None:
         uname.release.encode(),
         b"python",
         sys.implementation.cache_tag.encode(),
+        b"sockets",
+        b"to init" if sockets_to_init else b"allowed",
     )
 
 

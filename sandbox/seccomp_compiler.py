@@ -47,6 +47,7 @@ would silently turn that AND into an OR) are errors rather than surprises.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import json
 import os
@@ -76,10 +77,12 @@ _ACTIONS: dict[str, int | None] = {
     "SCMP_ACT_TRAP": seccomp.TRAP,
     "SCMP_ACT_LOG": seccomp.LOG,
     # The cell's init decides (a seccomp user notification): fcntl's byte-range
-    # lock commands only, which it counts against the cell's cap (locks.py).
+    # lock commands, which it counts against the cell's cap (locks.py), and
+    # socket and socketpair, which it lets through and notes (init.renew).
     "SCMP_ACT_NOTIFY": seccomp.NOTIFY,
 }
-NOTIFIED_SYSCALLS = ("fcntl",)  # what SCMP_ACT_NOTIFY may apply to
+SOCKET_SYSCALLS = ("socket", "socketpair")
+NOTIFIED_SYSCALLS = ("fcntl", *SOCKET_SYSCALLS)  # what SCMP_ACT_NOTIFY may apply to
 _UNSUPPORTED_ACTIONS = {
     "SCMP_ACT_TRACE": "it needs a ptrace tracer, which cellblock has not (and ptrace is denied)",
 }
@@ -138,10 +141,13 @@ class _Rule:
     where: str  # "syscalls[3]", for messages
 
 
-def compile_json(prof: _Where, raw: bytes) -> bytes:
+def compile_json(prof: _Where, raw: bytes, sockets_to_init: bool = True) -> bytes:
     """The BPF program (an array of 8-byte struct sock_filter) for a profile's
-    JSON text; raises prof.error(...) for anything wrong with it."""
-    return _build(prof, _parse(prof, raw))
+    JSON text; raises prof.error(...) for anything wrong with it.
+    Without `sockets_to_init`, the socket and socketpair calls the profile
+    sends to the init are allowed instead (for where no listener can be made:
+    seccomp.compile_profile says when)."""
+    return _build(prof, _parse(prof, raw), sockets_to_init)
 
 
 def _parse(prof: _Where, raw: bytes) -> dict[str, Any]:
@@ -158,7 +164,7 @@ def _parse(prof: _Where, raw: bytes) -> dict[str, Any]:
     return data
 
 
-def _build(prof: _Where, data: dict[str, Any]) -> bytes:
+def _build(prof: _Where, data: dict[str, Any], sockets_to_init: bool) -> bytes:
     _check_keys(prof, "", data, _TOP_KEYS)
     for key in ("listenerPath", "listenerMetadata"):
         if data.get(key):
@@ -177,6 +183,13 @@ def _build(prof: _Where, data: dict[str, Any]) -> bytes:
     unknown: list[str] = []
     for i, entry in enumerate(entries):
         rules.extend(_parse_entry(prof, f"syscalls[{i}]", entry, unknown))
+    if not sockets_to_init:
+        rules = [
+            dataclasses.replace(r, action=seccomp.ALLOW)
+            if r.action == seccomp.NOTIFY and r.name in SOCKET_SYSCALLS
+            else r
+            for r in rules
+        ]
     if not rules:
         if unknown:
             shown = ", ".join(unknown[:10]) + (" ..." if len(unknown) > 10 else "")
@@ -319,7 +332,8 @@ def _parse_entry(prof: _Where, where: str, entry: Any, unknown: list[str]) -> li
         raise prof.error(
             f"{where}.action",
             f"SCMP_ACT_NOTIFY is for {', '.join(NOTIFIED_SYSCALLS)} only (the cell's init "
-            "answers byte-range lock requests; it has no policy for other calls)",
+            "answers byte-range lock requests and notes sockets; it has no policy for "
+            "other calls)",
         )
     args = _parse_args(prof, f"{where}.args", entry.get("args"))
     if not _applies(prof, where, entry):

@@ -136,6 +136,8 @@ struct cb_spawn {
     int clear_groups;          /* setgroups(0) (not allowed in a size-1 map) */
     unsigned short bpf_len;    /* seccomp program: bpf_len sock_filter entries */
     const struct sock_filter *bpf;
+    unsigned short unsupervised_len; /* ... the one to load where no listener can be */
+    const struct sock_filter *unsupervised;   /* made (0: the same one) */
     const void *landlock_attr; /* struct landlock_ruleset_attr, or NULL: no Landlock */
     unsigned int landlock_attr_size;
     const struct cb_landlock_rule *landlock_rules;
@@ -371,6 +373,10 @@ static int child(void *arg)
                       &prog);
         if (fd == -EBUSY) { /* a filter of the worker's has a listener: calls get ENOSYS */
             a->listener_error = EBUSY;
+            if (a->unsupervised_len) { /* ... but for sockets, which this one allows */
+                prog.len = a->unsupervised_len;
+                prog.filter = (struct sock_filter *)a->unsupervised;
+            }
             check(a, CB_SECCOMP, sys(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog));
         } else {
             check(a, CB_SECCOMP, fd);

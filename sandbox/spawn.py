@@ -74,6 +74,8 @@ class _Spawn(ctypes.Structure):
         ("clear_groups", ctypes.c_int),
         ("bpf_len", ctypes.c_ushort),
         ("bpf", ctypes.c_void_p),
+        ("unsupervised_len", ctypes.c_ushort),
+        ("unsupervised", ctypes.c_void_p),
         ("landlock_attr", ctypes.c_void_p),
         ("landlock_attr_size", ctypes.c_uint),
         ("landlock_rules", ctypes.POINTER(_LandlockRule)),
@@ -105,6 +107,7 @@ class LockState(ctypes.Structure):
         ("allowed", ctypes.c_long),
         ("refused", ctypes.c_long),
         ("counts", ctypes.c_long),
+        ("sockets", ctypes.c_long),
         ("stop_r", ctypes.c_int),
         ("stop_w", ctypes.c_int),
         ("known", ctypes.c_long),
@@ -180,6 +183,12 @@ class ProgramStart:
     bpf: bytes
     landlock: landlock.Ruleset | None = None
     notify: bool = False  # the filter sends calls to the init (locks.py): load it with a listener
+    # ... among them every call that makes a socket (seccomp.supervises_sockets):
+    # the init knows whether the run made one (init.renew).
+    sockets_noted: bool = False
+    # The filter to load where no listener can be made (EBUSY: the caller's own
+    # filter has one): sockets allowed, not sent (seccomp.compile_profile).
+    bpf_unsupervised: bytes = b""
     cwd: str = "/box"  # the working directory, in the cell's root (an image's WorkingDir)
 
 
@@ -304,9 +313,13 @@ def _arguments(
     table = (_Rlimit * max(len(start.rlimit_table), 1))(
         *(_Rlimit(which, soft, hard) for which, soft, hard in start.rlimit_table)
     )
-    if len(start.bpf) % 8 or len(start.bpf) // 8 > 0xFFFF:
-        raise ValueError("a seccomp program is an array of at most 65535 8-byte instructions")
+    for program in (start.bpf, start.bpf_unsupervised):
+        if len(program) % 8 or len(program) // 8 > 0xFFFF:
+            raise ValueError("a seccomp program is an array of at most 65535 8-byte instructions")
     bpf = ctypes.create_string_buffer(start.bpf, max(len(start.bpf), 1))
+    unsupervised = ctypes.create_string_buffer(
+        start.bpf_unsupervised, max(len(start.bpf_unsupervised), 1)
+    )
     ruleset = start.landlock
     rules_in = ruleset.rules if ruleset else ()
     rule_paths = [os.fsencode(path) for path, _ in rules_in]
@@ -340,6 +353,8 @@ def _arguments(
         clear_groups=int(start.clear_groups),
         bpf_len=len(start.bpf) // 8,
         bpf=ctypes.addressof(bpf),
+        unsupervised_len=len(start.bpf_unsupervised) // 8,
+        unsupervised=ctypes.addressof(unsupervised),
         landlock_attr=ctypes.addressof(attr) if attr is not None else None,
         landlock_attr_size=len(ruleset.attr) if ruleset else 0,
         landlock_rules=rules,
@@ -357,6 +372,7 @@ def _arguments(
         join_array,
         table,
         bpf,
+        unsupervised,
         file,
         path_bytes,
         cwd_bytes,

@@ -585,3 +585,50 @@ def test_a_root_started_cell_holds_its_id_range_only_while_it_lives():
     assert mine in held()  # held while it waits
     sandbox.keep_warm(False)
     assert settle(lambda: mine not in held()), held()
+
+
+# A worker whose own seccomp filter has a listener (some container runtimes
+# supervise calls so): the cell's filter can have none (EBUSY), and every call
+# it sends to the init would fail with ENOSYS. Sockets must still work there.
+UNDER_A_LISTENER = """
+import sys
+sys.path.insert(0, {repo!r})
+import sandbox
+from sandbox import libc, seccomp
+from sandbox.doctor.confinement import ALLOW_ALL_BPF
+libc.prctl(libc.PR_SET_NO_NEW_PRIVS, 1)
+listener = libc.seccomp_set_filter(ALLOW_ALL_BPF, new_listener=True)
+if sys.argv[1] == "control":  # the cell's filter as it is, sockets sent to nobody
+    seccomp.caller_filtered = lambda: False
+program = (
+    "import errno, fcntl, socket\\n"
+    "try:\\n"
+    "    socket.socket(); socket.socketpair(); print('sockets')\\n"
+    "except OSError as e:\\n"
+    "    print(errno.errorcode[e.errno])\\n"
+    "try:\\n"
+    "    fcntl.lockf(open('/tmp/f', 'w'), fcntl.LOCK_EX); print('locked')\\n"
+    "except OSError as e:\\n"
+    "    print(errno.errorcode[e.errno])\\n"
+)
+result = sandbox.run(["/usr/bin/python3", "-c", program])
+print(result.status, *result.stdout.split(), "|", *result.degraded)
+"""
+
+
+@pytest.mark.parametrize("variant", ["control", "fallback"])
+def test_sockets_work_under_a_caller_whose_filter_has_a_listener(variant):
+    script = UNDER_A_LISTENER.format(repo=str(Path(__file__).resolve().parents[1]))
+    done = subprocess.run(
+        [str(VENV / "bin" / "python"), "-c", script, variant],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd="/",
+    )
+    assert done.returncode == 0, done.stderr
+    status, sockets, lock, _, degraded = done.stdout.strip().split(" ", 4)
+    assert status == "OK", done.stdout
+    # Byte-range locks are refused (nothing can answer them), and the run says so.
+    assert lock == "ENOSYS" and "byte-range locks are refused (ENOSYS)" in degraded, done.stdout
+    assert sockets == ("ENOSYS" if variant == "control" else "sockets"), done.stdout

@@ -10,6 +10,7 @@ stops it."""
 
 from __future__ import annotations
 
+import json
 import textwrap
 import time
 import uuid
@@ -19,7 +20,7 @@ import pytest
 from conftest import python_as
 
 import sandbox
-from sandbox import warm
+from sandbox import seccomp, warm
 
 PYTHON = "/usr/bin/python3"
 
@@ -231,6 +232,73 @@ def test_network_state_of_a_run_is_not_in_the_next(recycled):
     assert seen.strip() == "[]"
 
 
+def _network_namespace() -> str:
+    return _python("import os; print(os.readlink('/proc/self/ns/net'))").stdout.strip()
+
+
+def test_only_a_run_that_made_a_socket_gets_the_next_run_a_new_network_namespace(recycled):
+    # Making a network namespace and tearing it down is the dearest part of a
+    # renewal: a run the init saw make no socket (the filter sends it every
+    # socket and socketpair call) leaves its namespace to the next run.
+    _python("pass")
+    cell = _cell_pid()
+    first = _network_namespace()
+    assert _network_namespace() == first
+    _python("import socket; socket.socket(socket.AF_INET6)")
+    after_socket = _network_namespace()
+    assert after_socket != first
+    _python("import socket; socket.socketpair()")
+    # (An inode number is reused once its namespace is gone: only the one
+    # before can be told apart.)
+    assert _network_namespace() != after_socket
+    assert _cell_pid() == cell
+
+
+def _profile_with_socket_action(directory: Path, action: str) -> str:
+    """The default profile with `action` for the socket and socketpair calls it
+    sends to the init."""
+    profile = json.loads(seccomp.resolve_profile("default").read_text())
+    for entry in profile["syscalls"]:
+        if entry["names"] in (["socket"], ["socketpair"]) and entry["action"] == "SCMP_ACT_NOTIFY":
+            entry["action"] = action
+    path = directory / "sockets-unseen.json"
+    path.write_text(json.dumps(profile))
+    return str(path)
+
+
+LOOK_NETWORK_QUIETLY = """
+    states = [line.split()[3] for line in open("/proc/net/tcp").readlines()[1:]]
+    print(states)
+"""
+
+
+def test_network_state_reaches_the_next_run_unless_the_init_sees_every_socket(
+    recycled, tmp_path, monkeypatch
+):
+    unseen = _profile_with_socket_action(tmp_path, "SCMP_ACT_ALLOW")
+    real_check = seccomp.supervises_sockets
+
+    def leave_then_look() -> str:
+        _python("pass")
+        cell = _cell_pid()
+        _python(NETWORK, seccomp=unseen)
+        seen = _python(LOOK_NETWORK_QUIETLY, seccomp=unseen).stdout
+        assert _cell_pid() == cell
+        return seen
+
+    # Control: an init that believes it sees every socket, under a profile that
+    # lets sockets through unseen, keeps the namespace: the connection's
+    # TIME_WAIT is in the next run.
+    monkeypatch.setattr(seccomp, "supervises_sockets", lambda bpf: True)
+    assert "06" in leave_then_look()
+    # The filter is read as it is (seccomp.supervises_sockets): this profile
+    # lets sockets through unseen, so every run gets a new namespace.
+    monkeypatch.setattr(seccomp, "supervises_sockets", real_check)
+    sandbox.keep_warm(False)  # a new cell: that one's namespace has the TIME_WAIT
+    sandbox.recycle_cells()
+    assert leave_then_look().strip() == "[]"
+
+
 def test_a_run_that_goes_wrong_ends_its_cell(recycled):
     _python("pass")
     cell = _cell_pid()
@@ -244,7 +312,7 @@ def test_a_run_that_goes_wrong_ends_its_cell(recycled):
 def test_an_unprivileged_caller_recycles_too(test_user):
     script = textwrap.dedent(f"""
         import sandbox, textwrap
-        from sandbox import warm
+        from sandbox import seccomp, warm
         sandbox.recycle_cells()
         warm.RECYCLED_LIFETIME = 3600.0  # one cell for the three runs, however slow
         sandbox.run(["true"])

@@ -16,6 +16,7 @@ import random
 import resource
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -31,7 +32,7 @@ if str(ROOT) not in sys.path:  # `pytest` run without `python -m` from the proje
 import pyseccomp  # noqa: E402
 
 from profiles import SECCOMP_DIR  # noqa: E402
-from sandbox import libc  # noqa: E402
+from sandbox import libc, locks  # noqa: E402
 from sandbox import seccomp as sc  # noqa: E402
 from sandbox.spec import SpecError  # noqa: E402
 
@@ -64,13 +65,18 @@ class Outcome:
 def in_child(
     action: Callable[[], object], *, filtered: bool = True, profile: str = "default"
 ) -> Outcome:
-    """Run `action` in a forked child, under `profile` if filtered; stdout+stderr come back."""
+    """Run `action` in a forked child, under `profile` if filtered; stdout+stderr come back.
+    A filter that notifies is answered as the cell's init answers it (locks.py):
+    the child hands its listener over before the action, as spawn.c does."""
     bpf = sc.compile_profile(profile) if filtered else b""
+    notifies = filtered and sc.notifies(bpf)
     read_end, write_end = os.pipe()
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child reports through its exit status
         code = 100
         try:
+            ours.close()
             os.close(read_end)
             os.dup2(write_end, 1)
             os.dup2(write_end, 2)
@@ -80,8 +86,12 @@ def in_child(
             # A seccomp kill dumps core; the cell sets RLIMIT_CORE=0 and so do we.
             resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
             libc.prctl(libc.PR_SET_NO_NEW_PRIVS, 1)
-            if filtered:
-                libc.seccomp_set_filter(bpf)  # what spawn.c does, from Python
+            if filtered:  # what spawn.c does, from Python
+                listener = libc.seccomp_set_filter(bpf, new_listener=notifies)
+                if notifies:
+                    socket.send_fds(theirs, [b"l"], [listener])
+                    os.close(listener)
+            theirs.close()
             action()
             code = 0
         except BaseException as e:  # report anything, never return into pytest
@@ -90,11 +100,22 @@ def in_child(
         finally:
             os._exit(code)
     os.close(write_end)
+    theirs.close()
+    supervisor = None
+    if notifies:
+        with ours:
+            _, fds, _, _ = socket.recv_fds(ours, 1, 1)
+        if fds:  # none if the child failed before it had a filter
+            supervisor = locks.LockSupervisor(fds[0])
     chunks = []
     with os.fdopen(read_end, "rb") as pipe:
         while chunk := pipe.read(65536):
             chunks.append(chunk)
     _, status = os.waitpid(pid, 0)
+    if supervisor is not None:
+        supervisor.stop()
+        os.close(fds[0])
+    ours.close()
     output = b"".join(chunks).decode(errors="replace")
     if os.WIFSIGNALED(status):
         return Outcome(None, os.WTERMSIG(status), output)
@@ -638,7 +659,7 @@ GOOD_ARG = {"index": 0, "value": 1, "op": "SCMP_CMP_EQ"}
         ),
         (
             {"syscalls": [{"names": ["read"], "action": "SCMP_ACT_NOTIFY"}]},
-            r"syscalls\[0\]\.action: SCMP_ACT_NOTIFY is for fcntl only",
+            r"syscalls\[0\]\.action: SCMP_ACT_NOTIFY is for fcntl, socket, socketpair only",
         ),
         (
             {"syscalls": [{"names": ["read"], "action": "SCMP_ACT_TRACE"}]},
@@ -836,3 +857,68 @@ def test_a_profile_notifies_only_where_it_says_so(tmp_path: Path) -> None:
     }
     locked = sc.compile_profile(write_profile(tmp_path, [*BASICS, fcntl_allowed, notify], "n.json"))
     assert sc.notifies(locked)
+
+
+# ---------------------------------------------------------------------------
+# Whether every socket reaches the init (seccomp.supervises_sockets): the filter
+# as the kernel runs it decides whether a recycled cell may keep its network
+# namespace (init.renew), so a profile that lets one socket call through unseen,
+# by any path, must be answered False.
+
+SOCKET_FAMILY = {"index": 0, "value": 1, "op": "SCMP_CMP_EQ"}
+
+
+def test_the_default_profile_sends_every_socket_to_the_init() -> None:
+    assert sc.supervises_sockets(sc.compile_profile("default"))
+
+
+@pytest.mark.parametrize(
+    ("rules", "default", "seen"),
+    [
+        ([("socket", "SCMP_ACT_NOTIFY", None), ("socketpair", "SCMP_ACT_NOTIFY", None)], "E", True),
+        # Neither call exists for the program: nothing to see.
+        ([], "SCMP_ACT_ERRNO", True),
+        ([("socket", "SCMP_ACT_KILL_PROCESS", None)], "SCMP_ACT_ERRNO", True),
+        # One call, or one argument, or the default action, lets a socket through.
+        ([("socket", "SCMP_ACT_NOTIFY", None), ("socketpair", "SCMP_ACT_ALLOW", None)], "E", False),
+        (
+            [("socket", "SCMP_ACT_NOTIFY", None), ("socket", "SCMP_ACT_ALLOW", SOCKET_FAMILY)],
+            "E",
+            False,
+        ),
+        ([("socket", "SCMP_ACT_ALLOW", SOCKET_FAMILY)], "SCMP_ACT_ERRNO", False),
+        ([("socket", "SCMP_ACT_NOTIFY", None)], "SCMP_ACT_ALLOW", False),
+        ([("socket", "SCMP_ACT_LOG", None), ("socketpair", "SCMP_ACT_NOTIFY", None)], "E", False),
+    ],
+    ids=[
+        "both-notified",
+        "neither-allowed",
+        "killed",
+        "socketpair-unseen",
+        "one-family-unseen",
+        "family-allowed",
+        "default-allows",
+        "logged",
+    ],
+)
+def test_a_filter_supervises_sockets_only_if_no_path_lets_one_through(
+    tmp_path: Path, rules: list[tuple[str, str, dict | None]], default: str, seen: bool
+) -> None:
+    entries = [
+        {"names": [name], "action": action, **({"args": [arg]} if arg else {})}
+        for name, action, arg in rules
+    ]
+    default_action = "SCMP_ACT_ERRNO" if default == "E" else default
+    bpf = sc.compile_profile(
+        write_profile(tmp_path, [*BASICS, *entries], defaultAction=default_action)
+    )
+    assert sc.supervises_sockets(bpf) is seen
+
+
+def test_a_filter_this_reading_does_not_know_supervises_nothing() -> None:
+    # BPF_LDX|BPF_W|BPF_MEM then RET_USER_NOTIF: an instruction libseccomp never emits.
+    unknown = bytes.fromhex("6100000000000000") + bytes.fromhex("060000000000c07f")
+    assert not sc.supervises_sockets(unknown)
+    assert not sc.supervises_sockets(b"")
+    # A jump out of the program.
+    assert not sc.supervises_sockets(bytes.fromhex("0500000005000000"))

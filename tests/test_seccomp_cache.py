@@ -127,21 +127,24 @@ def test_a_profile_edit_changes_the_key(cache_dir: Path, tmp_path: Path) -> None
     profile.write_text(text.replace('"SCMP_ACT_ERRNO"', '"SCMP_ACT_ERRNO" ', 1))  # one space more
     seccomp.compile_profile(str(profile))
     assert len(list(cache_dir.glob("*.bpf"))) == 2
-    assert seccomp._cache_key(b"{}") != seccomp._cache_key(b"{} ")
+    assert seccomp._cache_key(b"{}", True) != seccomp._cache_key(b"{} ", True)
 
 
 @pytest.mark.parametrize(
     "part",
-    ["_compiler_source", "_libseccomp_version", "machine", "release"],
+    ["_compiler_source", "_libseccomp_version", "machine", "release", "variant"],
 )
 def test_the_key_covers_what_the_program_depends_on(
     part: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    before = seccomp._cache_key(b"{}")
+    before = seccomp._cache_key(b"{}", True)
     if part == "_compiler_source":
         monkeypatch.setattr(seccomp, part, lambda: b"another compiler")
     elif part == "_libseccomp_version":
         monkeypatch.setattr(seccomp, part, lambda: "9.9.9")
+    elif part == "variant":  # sockets allowed, for a caller whose filter has a listener
+        assert seccomp._cache_key(b"{}", False) not in (before, None)
+        return
     else:
         real = os.uname()
         fields = {name: getattr(real, name) for name in ("sysname", "nodename", "release")}
@@ -156,7 +159,7 @@ def test_the_key_covers_what_the_program_depends_on(
             )
         )
         monkeypatch.setattr(os, "uname", lambda: fake)
-    assert seccomp._cache_key(b"{}") not in (before, None)
+    assert seccomp._cache_key(b"{}", True) not in (before, None)
 
 
 def test_the_notify_action_is_the_librarys() -> None:
