@@ -80,6 +80,11 @@ def available_profiles() -> list[str]:
         return []
 
 
+@functools.cache
+def _our_profiles() -> Path:
+    return SECCOMP_DIR.resolve()
+
+
 def resolve_profile(name: str) -> Path:
     """The JSON file a profile name means: a bare name is one of ours, a path is the user's."""
     if not isinstance(name, str) or not name or "\0" in name:
@@ -89,20 +94,21 @@ def resolve_profile(name: str) -> Path:
         return ", ".join(available_profiles()) or "none"
 
     if "/" in name:
-        path = Path(name).expanduser()
         hint = "the available profiles are: {names}"
+        try:
+            path = Path(name).expanduser().resolve()
+        except (OSError, RuntimeError) as e:  # symlink loops
+            raise ProfileError(f"seccomp profile {name!r}: cannot resolve {name}: {e}") from None
     elif _NAME_RE.match(name):
-        path = SECCOMP_DIR / f"{name}.json"
+        # Our own directory, resolved once: resolving a path on every run
+        # (a realpath: one lstat per component) cost a run 0.05-0.1 ms.
+        path = _our_profiles() / f"{name}.json"
         hint = f"the available profiles are: {{names}} (for a file of yours, give a path: ./{name})"
     else:
         raise ProfileError(
             f"seccomp profile {name!r}: not a profile name ([A-Za-z0-9_.-]+) nor a path "
             f"(which contains '/'); the available profiles are: {names()}"
         )
-    try:
-        path = path.resolve()
-    except (OSError, RuntimeError) as e:  # symlink loops
-        raise ProfileError(f"seccomp profile {name!r}: cannot resolve {path}: {e}") from None
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
