@@ -4,6 +4,7 @@ sent once. Real redis-server."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -12,7 +13,16 @@ from rq import Queue
 from service_support import scratch_redis
 
 from worker import rq_worker
-from worker.store import LEASES, METRICS, QUEUE, Store, Timing, sub_key
+from worker.store import (
+    LEASES,
+    METRICS,
+    QUEUE,
+    Store,
+    Timing,
+    events_channel,
+    events_log,
+    sub_key,
+)
 
 TIMING = Timing(lease=4, renew=1, reap=1, limbo=4, max_attempts=2)
 REQUEST = {"language": "python3", "source": "print(1)", "tests": []}
@@ -71,3 +81,36 @@ def test_a_heartbeat_is_skipped_only_when_the_last_one_covers_it(redis_server):
     assert store.redis.hget(worker.key, "state") == b"marker"
     worker.set_state("idle")
     assert store.redis.hget(worker.key, "state") == b"idle"
+
+
+def test_a_batch_of_events_is_one_command_in_order(redis_server):
+    store = Store.from_url(redis_server.url, TIMING)
+    sub_id = store.create(REQUEST)
+    subscriber = store.redis.pubsub()
+    subscriber.subscribe(events_channel(sub_id))
+    assert subscriber.get_message(timeout=5)["type"] == "subscribe"
+    store.publish(store.create(REQUEST), {"type": "test"})  # the script, loaded
+    before = store.redis.info("commandstats")
+    events = [{"type": "test", "index": i, "total": 4} for i in range(4)]
+    assert store.publish_many(sub_id, events[:1]) == [1]
+    assert store.publish_many(sub_id, events[1:]) == [2, 3, 4]
+    after = store.redis.info("commandstats")
+    # One script call per batch, and nothing before it (a pipeline of calls
+    # would first ask SCRIPT EXISTS).
+    calls = {
+        name: after[name]["calls"] - before.get(name, {"calls": 0})["calls"]
+        for name in after
+        if after[name]["calls"] != before.get(name, {"calls": 0})["calls"]
+    }
+    assert calls["cmdstat_evalsha"] == 2, calls
+    assert not any(name.startswith("cmdstat_script") for name in calls), calls
+    logged = [json.loads(raw) for raw in store.redis.lrange(events_log(sub_id), 0, -1)]
+    assert logged == [{"seq": i + 1, **event} for i, event in enumerate(events)]
+    heard = []
+    while len(heard) < 4:
+        message = subscriber.get_message(timeout=5)
+        assert message is not None, heard
+        if message["type"] == "message":
+            heard.append(json.loads(message["data"]))
+    assert heard == logged
+    subscriber.close()

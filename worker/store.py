@@ -236,10 +236,16 @@ return 1
 """
 
 # Append an event. KEYS: counter, log. ARGV: channel, event-json-without-seq, ttl.
+# Publish events ARGV[3..] in order. KEYS: event counter, event log.
+# ARGV: channel, ttl, event-json... Returns their numbers.
 _PUBLISH = (
     _EVENT_FN
     + """
-return publish_event(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3])
+local numbers = {}
+for i = 3, #ARGV do
+  numbers[#numbers + 1] = publish_event(KEYS[1], KEYS[2], ARGV[1], ARGV[i], ARGV[2])
+end
+return numbers
 """
 )
 
@@ -446,19 +452,13 @@ class Store:
         return self.publish_many(sub_id, [event])[0]
 
     def publish_many(self, sub_id: str, events: list[dict[str, Any]]) -> list[int]:
-        """Append events to a submission's stream in one round trip; their numbers."""
+        """Append events to a submission's stream in one round trip (one script
+        call: a pipeline of calls would first ask whether the script is loaded,
+        a second round trip); their numbers."""
         keys = [events_counter(sub_id), events_log(sub_id)]
-        if len(events) == 1:  # no pipeline: it would ask whether the script is loaded first
-            channel, ttl = events_channel(sub_id), self.timing.result_ttl
-            return [int(self._publish(keys=keys, args=[channel, json.dumps(events[0]), ttl]))]
-        with self.redis.pipeline(transaction=False) as pipe:
-            for event in events:
-                self._publish(
-                    keys=keys,
-                    args=[events_channel(sub_id), json.dumps(event), self.timing.result_ttl],
-                    client=pipe,
-                )
-            return [int(seq) for seq in pipe.execute()]
+        args: list[str | float] = [events_channel(sub_id), self.timing.result_ttl]
+        args += map(json.dumps, events)
+        return [int(seq) for seq in self._publish(keys=keys, args=args)]
 
     # --- recovery ---------------------------------------------------------------
 
