@@ -143,8 +143,16 @@ def is_v2_host() -> bool:
 
 
 def read_text(path: str) -> str:
-    with open(path) as file:
-        return file.read()
+    """A control file's content. With os.read, not open(): a text file object
+    costs an fstat, an ioctl and three Python objects, four times the read."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode()
 
 
 write_text = write_file  # one write(2) per control file
