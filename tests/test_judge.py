@@ -7,10 +7,11 @@ import json
 import pwd
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import children_of_this_process
+from conftest import children_of_this_process, python_as
 from judge_support import BEHAVE, INSTALLED, PROBLEMS, cli
 
 from worker.checkers import CheckerError, get_checker
@@ -202,6 +203,30 @@ def test_adding_a_language_is_adding_a_file(tmp_path: Path) -> None:
     assert language.run_argv(1 << 20) == ["python3", "-S", "s.py"]
     with pytest.raises(LanguageError, match="unknown language 'cobol'"):
         get_language("cobol", tmp_path)
+
+
+def test_asking_a_language_its_version_leaves_nothing_in_the_hosts_tmp(test_user) -> None:
+    # A worker asks each host language for its version on the host, as its
+    # own user (worker/rq_worker.py); nothing of that may stay behind.
+    java = all_languages()["java"]
+    if not java.installed():
+        pytest.skip("java is not installed")
+    left = Path(f"/tmp/hsperfdata_{test_user.pw_name}")
+
+    def ask(command: tuple[str, ...]) -> bool:
+        shutil.rmtree(left, ignore_errors=True)
+        script = f"from worker.languages import _version; print(_version.__wrapped__({command!r}))"
+        done = subprocess.run(
+            python_as(test_user.pw_name, script), capture_output=True, text=True, cwd="/"
+        )
+        assert "version" in done.stdout, (done.stdout, done.stderr)
+        return left.exists()
+
+    try:
+        assert ask(("java", "-version"))  # control: the JVM leaves its directory
+        assert not ask(java.version_command)
+    finally:
+        shutil.rmtree(left, ignore_errors=True)
 
 
 def test_languages_command() -> None:

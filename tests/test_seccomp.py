@@ -353,7 +353,9 @@ def test_node_runs() -> None:
 
 def test_java_runs() -> None:
     java = _which_or_skip("java")
-    out = exec_in_child([java, "-version"])
+    # -XX:-UsePerfData: these run on the host, where the JVM would leave
+    # /tmp/hsperfdata_USER behind.
+    out = exec_in_child([java, "-XX:-UsePerfData", "-version"])
     assert out.exit_code == 0 and "version" in out.output, out
 
 
@@ -384,9 +386,9 @@ def test_javac_runs(tmp_path: Path) -> None:
         ' System.out.println("java " + java.util.stream.IntStream.range(0, 1000)'
         ".parallel().sum()); } }"
     )
-    out = exec_in_child([javac, "Main.java"], cwd=str(tmp_path))
+    out = exec_in_child([javac, "-J-XX:-UsePerfData", "Main.java"], cwd=str(tmp_path))
     assert out.exit_code == 0, out
-    out = exec_in_child([java, "-cp", str(tmp_path), "Main"])
+    out = exec_in_child([java, "-XX:-UsePerfData", "-cp", str(tmp_path), "Main"])
     assert out.exit_code == 0 and "java 499500" in out.output, out
 
 
