@@ -83,9 +83,10 @@ def _run_cell(spec: RunSpec) -> RunResult:
     if not argv:
         raise SpecError("command: nothing to run (give a command after --)")
     bpf = seccomp.compile_profile(spec.seccomp)
+    notify = seccomp.notifies(bpf)
     bpf_unsupervised = (
         seccomp.compile_profile(spec.seccomp, sockets_to_init=False)
-        if seccomp.caller_filtered() and seccomp.notifies(bpf)
+        if notify and seccomp.caller_filtered()
         else b""
     )
     try:
@@ -155,7 +156,7 @@ def _run_cell(spec: RunSpec) -> RunResult:
                 clear_groups=not idmap.deny_setgroups,
                 bpf=bpf,
                 landlock=landlock.cell_ruleset(),
-                notify=seccomp.notifies(bpf),
+                notify=notify,
                 sockets_noted=seccomp.supervises_sockets(bpf),
                 bpf_unsupervised=bpf_unsupervised,
                 cwd=image.working_dir,

@@ -364,10 +364,7 @@ def _run(
     elif started.exec_error:
         report["exec_error"] = started.exec_error
     network_untouched = (
-        launch.program.sockets_noted
-        and started.listener is not None
-        and not started.listener_error
-        and done.sockets == 0
+        launch.program.sockets_noted and started.listener is not None and done.sockets == 0
     )
     return report, network_untouched
 
