@@ -268,10 +268,10 @@ def run_init(birth: Birth, cell: Channel, alive_r: int | None, layers: tuple[int
         # is built in a copy of the mount namespace we were born with, which
         # stays as it is: a recycled cell's next root is built from it too.
         libc.mount(None, "/", None, libc.MS_REC | libc.MS_PRIVATE)
-        mounts.hold(birth.plan, layers)
+        last_pid = mounts.hold(birth.plan, layers)
         pristine = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
         libc.unshare(libc.CLONE_NEWNS)
-        bound = mounts.build_root(birth.plan)
+        bound = mounts.build_root(birth.plan, last_pid)
         libc.sethostname(HOSTNAME)
         net.loopback_up()
         if not select.select([cell], [], [], 0)[0]:  # no launch waiting yet: a warm cell
@@ -288,7 +288,7 @@ def run_init(birth: Birth, cell: Channel, alive_r: int | None, layers: tuple[int
             if not launch.recycle:
                 code = 0
                 return
-            bound = renew(birth, pristine, new_network=not network_untouched)
+            bound = renew(birth, pristine, last_pid, new_network=not network_untouched)
             cell.send("ready")
     except BaseException as error:  # noqa: BLE001 - report anything, then die
         report_error(cell, f"init: {error}")
@@ -369,7 +369,7 @@ def _run(
     return report, network_untouched
 
 
-def renew(birth: Birth, pristine: int, new_network: bool = True) -> list[str]:
+def renew(birth: Birth, pristine: int, last_pid: int, new_network: bool = True) -> list[str]:
     """After a run, for the next one (a recycled cell): every process of the
     run is gone (supervise ended them all); the mount, IPC and UTS namespaces
     are made anew and the root is built again (fresh tmpfs, fresh /box, /tmp
@@ -380,12 +380,13 @@ def renew(birth: Birth, pristine: int, new_network: bool = True) -> list[str]:
     of the machine's time a run: bench/README.md). What the next run shares
     with this one is the user namespace (its ids; its per-user counts are back
     to zero with the processes gone), the PID namespace (empty, its counter
-    reset), and at most a network namespace no program touched: nothing a
-    program could write to. Returns the host directories bound (build_root)."""
+    reset) and its procfs, the root's read-only parts (mounts.hold), and at
+    most a network namespace no program touched: nothing a program could
+    write to. Returns the host directories bound (build_root)."""
     libc.setns(pristine, libc.CLONE_NEWNS)
     network = libc.CLONE_NEWNET if new_network else 0
     libc.unshare(libc.CLONE_NEWNS | network | libc.CLONE_NEWIPC | libc.CLONE_NEWUTS)
-    bound = mounts.build_root(birth.plan)
+    bound = mounts.build_root(birth.plan, last_pid)
     libc.sethostname(HOSTNAME)
     if new_network:
         net.loopback_up()

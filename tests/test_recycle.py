@@ -207,6 +207,35 @@ def test_the_pid_counter_tells_nothing_of_the_run_before(recycled):
     assert int(seen) == me  # the next run starts where the first did
 
 
+HELD = """
+    import errno
+    seen = []
+    for path in (
+        "/dev/shm/left",  # control: a run writes where it may
+        "/dev/left",
+        "/proc/sys/kernel/ns_last_pid",
+        "/proc/sys/user/max_user_namespaces",
+    ):
+        try:
+            with open(path, "w") as f:
+                f.write("9")
+            seen.append("wrote " + path)
+        except OSError as error:
+            seen.append(errno.errorcode[error.errno])
+    seen.append(open("/proc/sys/user/max_user_namespaces").read().strip())
+    print(seen)
+"""
+
+
+def test_what_a_recycled_cell_keeps_of_its_root_no_run_can_change(recycled):
+    # A cell's skeleton, /dev (but its shm) and procfs are made once and bound
+    # into each of its roots (mounts.hold), and the limits of its user
+    # namespace are set once. Every run finds them as the first did.
+    left, seen = _two_runs(HELD, HELD)
+    assert eval(left) == ["wrote /dev/shm/left", "EROFS", "EROFS", "EROFS", "0"]
+    assert seen == left
+
+
 NETWORK = """
     import socket
     server = socket.socket(); server.bind(("127.0.0.1", 5000)); server.listen()
