@@ -323,74 +323,6 @@ def service_cpu(root: int) -> dict[str, float]:
     return roles
 
 
-class CellSampler:
-    """Samples the service's cells' inits while a door runs. A recycled cell is
-    replaced every few seconds (sandbox/warm.py, RECYCLED_LIFETIME), and an
-    init that ended is only in its parent's reaped figure, inits and programs
-    together; what this saw of it last (its own CPU, its programs') is split
-    back out of `ended cells` by `split`. Reads only the service's workers'
-    and makers' children lists and their inits' stat: cheap at 10 Hz."""
-
-    INTERVAL = 0.1
-
-    def __init__(self, root: int) -> None:
-        self.root = root
-        self.last: dict[int, tuple[float, float]] = {}  # init pid -> (own, programs)
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _parents(self) -> list[int]:
-        """The service's processes whose reaped figure service_cpu counts as
-        `ended cells` (cell makers, outer forks: not the workers themselves)."""
-        found, todo = [], [self.root]
-        while todo:
-            pid = todo.pop()
-            for child in self._children(pid):
-                row = _stat(child)
-                if row is not None and not row[3].startswith("cellblock-init"):
-                    todo.append(child)
-                    if "worker --redis-url" not in row[3]:
-                        found.append(child)
-        return found
-
-    @staticmethod
-    def _children(pid: int) -> list[int]:
-        pids: list[int] = []
-        try:
-            for tid in os.listdir(f"/proc/{pid}/task"):
-                with open(f"/proc/{pid}/task/{tid}/children") as children:
-                    pids.extend(map(int, children.read().split()))
-        except OSError:
-            pass
-        return pids
-
-    def _run(self) -> None:
-        parents, refreshed = self._parents(), time.monotonic()
-        commands: dict[int, bool] = {}  # pid -> whether it is an init
-        while not self.stopping.wait(self.INTERVAL):
-            if time.monotonic() - refreshed > 2:  # a restarted worker or a new maker
-                parents, refreshed = self._parents(), time.monotonic()
-            for parent in parents:
-                for pid in self._children(parent):
-                    row = _stat(pid)
-                    if row is None:
-                        continue
-                    if commands.setdefault(pid, row[3].startswith("cellblock-init")):
-                        self.last[pid] = (row[1], row[2])
-
-    def split(self, spent: dict[str, float]) -> None:
-        """Stop, and move what was seen of inits that ended (as `ended cells`
-        at the end) to `inits` and `programs`. CPU seconds, not per submission."""
-        self.stopping.set()
-        self.thread.join()
-        for pid, (own, programs) in self.last.items():
-            if _stat(pid) is None:  # ended during the door
-                spent["inits"] += own
-                spent["programs"] += programs
-                spent["ended cells"] -= own + programs
-
-
 def interpreter_start(runs: int = 15) -> float:
     times = []
     for _ in range(runs):
@@ -398,6 +330,30 @@ def interpreter_start(runs: int = 15) -> float:
         subprocess.run([sys.executable, "-c", "pass"], check=True)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def programs_cpu(records: list[dict]) -> float:
+    """CPU seconds of the records' programs, as their cells measured them (a
+    run's cgroup): the compile, every test, and a test's checker or interactor."""
+    total = 0.0
+    for record in records:
+        result = record.get("result") or {}
+        runs = [result.get("compile") or {}]
+        for test in result.get("tests") or []:
+            runs += [test, test.get("checker") or {}, test.get("interactor") or {}]
+        total += sum(float(run.get("time") or 0) for run in runs)
+    return total
+
+
+def _split_cells(spent: dict[str, float], records: list[dict]) -> None:
+    """Split the cells' CPU per submission into `inits` and `programs` exactly.
+    /proc has an init that ended, and its programs, only in one reaped figure
+    (its maker's: `ended cells`); sampling the inits while they live misses
+    what a short-lived cell did after the last sample. The programs' CPU is in
+    the records, measured by each run's cgroup; the inits' is the rest."""
+    cells = spent.pop("inits") + spent.pop("programs") + spent.pop("ended cells")
+    programs = programs_cpu(records) / len(records)
+    spent["inits"], spent["programs"] = cells - programs, programs
 
 
 def main() -> int:
@@ -455,16 +411,15 @@ def main() -> int:
                 elif door in ("serve wait", "serve poll"):
                     assert service is not None
                     before, cpu_before = os.times(), service_cpu(service.process.pid)
-                    sampler = CellSampler(service.process.pid)
                     oks, records = door_serve(
                         sources, service, args.clients, sentinel, poll=door == "serve poll"
                     )
                     after, cpu_after = os.times(), service_cpu(service.process.pid)
-                    sampler.split(cpu_after)
                     stages[door] = service_stages(records)
                     clients = after.user + after.system - before.user - before.system
                     stages[door]["clients' own CPU_s"] = clients / len(sources)
                     spent = {k: (cpu_after[k] - cpu_before[k]) / len(sources) for k in cpu_after}
+                    _split_cells(spent, records)
                     spent["other"] = (
                         spent.pop("machine") - sum(spent.values()) - clients / len(sources)
                     )
