@@ -125,8 +125,9 @@ def hold(plan: RootPlan, layers: tuple[int, ...]) -> int:
     - the skeleton, at SKELETON_HOLD, /dev but its shm, at DEV_HOLD, and the
       cell's procfs, at PROC_HOLD: each the same for every root of the cell
       (a recycled cell keeps its PID namespace, which is what its procfs
-      shows), and made here once they cost a recycled cell's renewal nothing
-      (0.1, 0.2 and 0.1 ms of its ~1 ms root: bench/README.md).
+      shows). Made here once, they are only bound at a recycled cell's
+      renewal; made for each root, they cost 0.1, 0.2 and 0.1 ms of its
+      ~1 ms (bench/README.md).
 
     Returns a descriptor of the cell's ns_last_pid, open for writing: the
     procfs' /proc/sys is covered read-only, and each root sets it (build_root)."""
