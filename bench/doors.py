@@ -53,6 +53,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.humaneval import DATA, load, program  # noqa: E402
 from cellblock import native  # noqa: E402
+from worker.jobs import cell_seconds  # noqa: E402
 
 PYTHON = "/usr/bin/python3"
 CLI = Path(sys.executable).with_name("cellblock")
@@ -332,19 +333,6 @@ def interpreter_start(runs: int = 15) -> float:
     return statistics.median(times)
 
 
-def programs_cpu(records: list[dict]) -> float:
-    """CPU seconds of the records' programs, as their cells measured them (a
-    run's cgroup): the compile, every test, and a test's checker or interactor."""
-    total = 0.0
-    for record in records:
-        result = record.get("result") or {}
-        runs = [result.get("compile") or {}]
-        for test in result.get("tests") or []:
-            runs += [test, test.get("checker") or {}, test.get("interactor") or {}]
-        total += sum(float(run.get("time") or 0) for run in runs)
-    return total
-
-
 def _split_cells(spent: dict[str, float], records: list[dict]) -> None:
     """Split the cells' CPU per submission into `inits` and `programs` exactly.
     /proc has an init that ended, and its programs, only in one reaped figure
@@ -352,7 +340,7 @@ def _split_cells(spent: dict[str, float], records: list[dict]) -> None:
     what a short-lived cell did after the last sample. The programs' CPU is in
     the records, measured by each run's cgroup; the inits' is the rest."""
     cells = spent.pop("inits") + spent.pop("programs") + spent.pop("ended cells")
-    programs = programs_cpu(records) / len(records)
+    programs = sum(cell_seconds(r.get("result") or {}, "time") for r in records) / len(records)
     spent["inits"], spent["programs"] = cells - programs, programs
 
 

@@ -271,14 +271,15 @@ def _patiently(call: Callable[[], T], patience: float = REDIS_PATIENCE) -> T:
             pause = min(pause * 2, 2.0)
 
 
-def cell_seconds(result: dict[str, Any]) -> float:
-    """Wall-clock seconds spent inside cells (compile, tests, checker programs)."""
+def cell_seconds(result: dict[str, Any], measure: str = "wall_time") -> float:
+    """Seconds spent inside cells (compile, tests, checker programs): wall-clock,
+    or with `measure` "time" the programs' CPU."""
     total = 0.0
     if result.get("compile"):
-        total += float(result["compile"].get("wall_time") or 0.0)
+        total += float(result["compile"].get(measure) or 0.0)
     for test in result.get("tests") or []:
-        total += float(test.get("wall_time") or 0.0)
+        total += float(test.get(measure) or 0.0)
         for helper in ("checker", "interactor"):
             if test.get(helper):
-                total += float(test[helper].get("wall_time") or 0.0)
+                total += float(test[helper].get(measure) or 0.0)
     return total
