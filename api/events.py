@@ -1,11 +1,12 @@
 """Progress events: one Redis pub/sub subscription per API process, fanned out.
 
-Workers publish each submission's events on `cb:ev:{id}` and log them in
-`cb:evlog:{id}` (worker/store.py). The hub holds a single pattern
-subscription and hands events to the requests waiting on that id, so
-`?wait=true` and SSE cost no polling and no Redis connection per request.
-A request registers before it reads the current state, so no event falls in
-between.
+Workers publish each submission's events on `cb:ev:{id}`, a batch of them
+as one message (a JSON array), and log them one by one in `cb:evlog:{id}`
+(worker/store.py). The hub holds a single pattern subscription and hands
+events to the requests waiting on that id, so `?wait=true` and SSE cost no
+polling and no Redis connection per request. A request registers before it
+reads the current state (SSE) or before it queues the submission
+(`?wait=true`), so no event falls in between.
 """
 
 from __future__ import annotations
@@ -43,8 +44,11 @@ class EventHub(BackgroundLoop):
                     if message.get("type") != "pmessage":
                         continue
                     sub_id = message["channel"].decode().rpartition(":")[2]
-                    for queue in list(self.waiters.get(sub_id, ())):
-                        queue.put_nowait(json.loads(message["data"]))
+                    listening = list(self.waiters.get(sub_id, ()))
+                    events = json.loads(message["data"]) if listening else ()
+                    for queue in listening:
+                        for event in events:
+                            queue.put_nowait(event)
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # noqa: BLE001 - reconnect; waiters re-read state
@@ -69,31 +73,29 @@ class EventHub(BackgroundLoop):
         raw = await self.redis.hget(sub_key(sub_id), "status")
         return text(raw) if raw else None
 
-    async def wait(self, sub_id: str, timeout: float) -> bool:
-        """True once the submission is done or failed, False after `timeout`.
-        The state is read once, after listening starts, and again only when an
-        event may have been missed (a lost subscription, the timeout) or a
-        reaper failed the run: a finished run's `end` event comes in the same
-        step that stores its final state."""
-        with self.listen(sub_id) as queue:
-            if await self.status(sub_id) in FINAL:
+    async def until_end(self, sub_id: str, queue: asyncio.Queue, timeout: float) -> bool:
+        """Wait on `queue` (from `listen`, opened before the submission was
+        queued: api/v1.py's `enqueue_and_wait`) for its end: True once done or
+        failed, False after `timeout`. The state is read only when an event may
+        have been missed (a lost subscription, the timeout) or a reaper failed
+        the run: a finished run's `end` event comes in the same step that
+        stores its final state."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return await self.status(sub_id) in FINAL
+            try:
+                event = await asyncio.wait_for(queue.get(), remaining)
+            except TimeoutError:
+                return await self.status(sub_id) in FINAL
+            if event.get("type") == "end":
                 return True
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + timeout
-            while True:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    return await self.status(sub_id) in FINAL
-                try:
-                    event = await asyncio.wait_for(queue.get(), remaining)
-                except TimeoutError:
-                    return await self.status(sub_id) in FINAL
-                if event.get("type") == "end":
-                    return True
-                if event.get("type") in ("reconnect", "recovered") and (
-                    await self.status(sub_id) in FINAL
-                ):
-                    return True
+            if event.get("type") in ("reconnect", "recovered") and (
+                await self.status(sub_id) in FINAL
+            ):
+                return True
 
     async def stream(
         self, sub_id: str, after: int = 0, keepalive: float = 15.0

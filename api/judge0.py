@@ -59,6 +59,7 @@ from .v1 import (
     admit,
     check_callback,
     enqueue,
+    enqueue_and_wait,
     language_versions,
     owned,
     read_record,
@@ -494,22 +495,25 @@ async def _create(
     b64: bool,
     loc: tuple = ("body",),
     admitted: bool = False,
-) -> str:
+    wait: float | None = None,
+) -> tuple[str, bool]:
+    """Queue one submission: (its token, whether it ended within `wait` s;
+    False when not waited for)."""
     state = request.app.state
     stored = to_request(sub, state.settings, state.languages, b64, loc)
     stored["judge0"]["language_name"] = language_name(
         sub.language_id, await language_versions(request)
     )
     await check_callback(request, sub.callback_url, (*loc, "callback_url"))
-    return await enqueue(
-        request,
-        stored,
-        principal,
-        kind="judge0",
-        callback_url=sub.callback_url,
-        extra={"judge0_base64": "1" if b64 else "0"},
-        admitted=admitted,
-    )
+    options: dict[str, Any] = {
+        "kind": "judge0",
+        "callback_url": sub.callback_url,
+        "extra": {"judge0_base64": "1" if b64 else "0"},
+        "admitted": admitted,
+    }
+    if wait is None:
+        return await enqueue(request, stored, principal, **options), False
+    return await enqueue_and_wait(request, stored, principal, wait, **options)
 
 
 @router.post("/submissions", status_code=201)
@@ -522,9 +526,15 @@ async def create_submission(
     fields: Fields = None,
 ) -> Any:
     wanted = parse_fields(fields)
-    token = await _create(request, submission, principal, base64_encoded)
     state = request.app.state
-    if wait and await state.hub.wait(token, state.settings.wait_timeout):
+    token, finished = await _create(
+        request,
+        submission,
+        principal,
+        base64_encoded,
+        wait=state.settings.wait_timeout if wait else None,
+    )
+    if finished:
         record = await read_record(request, token)
         if record is not None:  # not expired in between
             return JSONResponse(render(record, wanted, base64_encoded), status_code=201)
@@ -547,7 +557,7 @@ async def create_batch(
         loc = ("body", "submissions", index)
         try:
             sub = Judge0Submission.model_validate(raw)
-            token = await _create(request, sub, principal, base64_encoded, loc, admitted=True)
+            token, _ = await _create(request, sub, principal, base64_encoded, loc, admitted=True)
             out.append({"token": token})
         except RequestInvalid as error:
             out.append({str(error.loc[-1]): [error.msg]})
@@ -627,7 +637,9 @@ async def get_submission(
     if not re.match(ID_PATTERN, token):  # Judge0: whatever is not a token is not found
         raise HTTPException(404, "no such submission (unknown, expired, or another key's)")
     record = await owned(request, token, principal, kind="judge0")
-    return render(record, wanted, base64_encoded)
+    # What a polling client asks most: sent as it is (JSON types only), not
+    # walked again by FastAPI's encoder.
+    return JSONResponse(render(record, wanted, base64_encoded))
 
 
 async def _listed(request: Request) -> list[tuple[int, Any, str]]:

@@ -56,7 +56,7 @@ from worker.languages import COMPILE_LIMITS
 
 from .auth import Caller
 from .models import RequestInvalid, SubmissionIn, normalize
-from .v1 import enqueue, live_workers, read_record, versions_of
+from .v1 import enqueue_and_wait, live_workers, read_record, versions_of
 
 VERSION = "3.1.1"  # the Piston release whose API this is
 
@@ -685,8 +685,10 @@ async def execute(request: Request, principal: Caller) -> Any:
         stored = normalize(submission, settings, state.languages)
     except (RequestInvalid, ValidationError) as error:
         raise _refusal(error, execution.names) from None
-    sub_id = await enqueue(request, stored, principal, kind="piston")
-    if not await state.hub.wait(sub_id, execution.wait):
+    sub_id, finished = await enqueue_and_wait(
+        request, stored, principal, execution.wait, kind="piston"
+    )
+    if not finished:
         raise PistonError(
             f"no result after {execution.wait:g} s (the service is busy); try again", 503
         )

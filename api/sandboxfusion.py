@@ -370,12 +370,14 @@ async def run_code(request: Request, principal: SfCaller, body: RunCodeRequest) 
             if workers
             else "no live worker to run it (start `cellblock worker`)"
         )
-    sub_id = await v1.enqueue(request, stored, principal, kind="sandboxfusion")
     # SandboxFusion answers only when the run is over: wait as long as the job
     # itself may take, plus some time in the queue, not the /v1 wait's 30 s.
     # (verl gives up after compile_timeout + run_timeout + 10 s of its own.)
     budget = job_timeout(stored) + max(QUEUE_SLACK, state.settings.wait_timeout)
-    if not await state.hub.wait(sub_id, budget):
+    sub_id, finished = await v1.enqueue_and_wait(
+        request, stored, principal, budget, kind="sandboxfusion"
+    )
+    if not finished:
         return _sandbox_error(
             f"submission {sub_id} not finished after {budget:.0f} s (a busy queue); "
             "it is still judged, but this request no longer waits"

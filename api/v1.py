@@ -11,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
 from worker.request import allowed_images
-from worker.store import METRICS, QUEUE_KEY, decode_record, sub_key
+from worker.store import METRICS, QUEUE_KEY, decode_record, new_submission_id, sub_key
 
 from . import metrics
 from .auth import Caller, Principal, rate_limit
@@ -80,6 +80,7 @@ async def enqueue(
     callback_url: str | None = None,
     extra: dict[str, str] | None = None,
     admitted: bool = False,
+    sub_id: str | None = None,
 ) -> str:
     """Store and queue one submission (`admitted`: its batch was admitted whole)."""
     if not admitted:
@@ -93,7 +94,22 @@ async def enqueue(
         callback_url=callback_url,
         job_timeout=job_timeout(stored),
         extra=extra,
+        sub_id=sub_id,
     )
+
+
+async def enqueue_and_wait(
+    request: Request, stored: dict[str, Any], principal: Principal, timeout: float, **options: Any
+) -> tuple[str, bool]:
+    """Store and queue one submission (as `enqueue`), then wait up to
+    `timeout` s for it to end: (its id, whether it is done or failed). The
+    hub listens for its events from before it is queued, so none can be
+    missed and its state need not be read first."""
+    hub = request.app.state.hub
+    sub_id = new_submission_id()
+    with hub.listen(sub_id) as events:
+        await enqueue(request, stored, principal, sub_id=sub_id, **options)
+        return sub_id, await hub.until_end(sub_id, events, timeout)
 
 
 async def read_record(request: Request, sub_id: str) -> dict[str, Any] | None:
@@ -133,8 +149,14 @@ async def create_submission(
     state = request.app.state
     stored = normalize(submission, state.settings, state.languages)
     await check_callback(request, submission.callback_url, ("body", "callback_url"))
-    sub_id = await enqueue(request, stored, principal, callback_url=submission.callback_url)
-    if wait and await state.hub.wait(sub_id, state.settings.wait_timeout):
+    if not wait:
+        sub_id = await enqueue(request, stored, principal, callback_url=submission.callback_url)
+        return JSONResponse({"id": sub_id, "status": "queued"}, status_code=202)
+    timeout = state.settings.wait_timeout
+    sub_id, finished = await enqueue_and_wait(
+        request, stored, principal, timeout, callback_url=submission.callback_url
+    )
+    if finished:
         record = await read_record(request, sub_id)
         if record is not None:  # not expired in between
             return JSONResponse(view(record), status_code=200)
@@ -187,7 +209,8 @@ async def get_submissions(
 
 @router.get("/v1/submissions/{sub_id}", response_model=SubmissionOut, tags=["v1"])
 async def get_submission(request: Request, principal: Caller, sub_id: SubId) -> Any:
-    return view(await owned(request, sub_id, principal))
+    # view() has made it a SubmissionOut already: sent as it is, not validated again.
+    return JSONResponse(view(await owned(request, sub_id, principal)))
 
 
 @router.get(

@@ -56,6 +56,11 @@ DURATION_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 PULL_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
 
+def new_submission_id() -> str:
+    """A submission's id: a UUID4, as Judge0's tokens."""
+    return str(uuid.uuid4())
+
+
 def sub_key(sub_id: str) -> str:
     return f"{PREFIX}sub:{sub_id}"
 
@@ -117,17 +122,24 @@ class Timing:
 
 # --- Lua: each a single atomic step -----------------------------------------
 
-# Append an event to a submission's stream: numbered, logged for replay (SSE),
-# published. `body` is the event's JSON object without its `seq`.
+# A submission's events: each numbered and logged for replay (SSE), then the
+# batch published as one message, a JSON array in order: a subscriber (the
+# API's event hub) wakes once per batch, not once per event. `bodies` are the
+# events' JSON objects without their `seq`; returns their numbers.
 _EVENT_FN = """
-local function publish_event(counter, log, channel, body, ttl)
-  local seq = redis.call('INCR', counter)
+local function publish_events(counter, log, channel, bodies, ttl)
+  local numbers, events = {}, {}
+  if #bodies == 0 then return numbers end
+  for i, body in ipairs(bodies) do
+    local seq = redis.call('INCR', counter)
+    events[i] = '{"seq":' .. seq .. ',' .. string.sub(body, 2)
+    numbers[i] = seq
+    redis.call('RPUSH', log, events[i])
+  end
   redis.call('EXPIRE', counter, ttl)
-  local event = '{"seq":' .. seq .. ',' .. string.sub(body, 2)
-  redis.call('RPUSH', log, event)
   redis.call('EXPIRE', log, ttl)
-  redis.call('PUBLISH', channel, event)
-  return seq
+  redis.call('PUBLISH', channel, '[' .. table.concat(events, ',') .. ']')
+  return numbers
 end
 """
 
@@ -143,7 +155,7 @@ if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then return 0 end
 if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then return 0 end
 redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[2], 'started_at', ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[5])
-publish_event(KEYS[3], KEYS[4], ARGV[6], ARGV[7], ARGV[8])
+publish_events(KEYS[3], KEYS[4], ARGV[6], {ARGV[7]}, ARGV[8])
 return redis.call('HMGET', KEYS[1], 'request', 'job_timeout')
 """
 )
@@ -184,8 +196,10 @@ if ARGV[11] ~= '' then
   redis.call('HSET', KEYS[1], 'judge_seconds', ARGV[10], 'cell_seconds', ARGV[11])
 end
 if ARGV[12] ~= '0' then redis.call('HINCRBY', KEYS[4], 'runs', ARGV[12]) end
-for i = 15, #ARGV do publish_event(KEYS[5], KEYS[6], ARGV[13], ARGV[i], ARGV[6]) end
-publish_event(KEYS[5], KEYS[6], ARGV[13], ARGV[14], ARGV[6])
+local events = {}
+for i = 15, #ARGV do events[#events + 1] = ARGV[i] end
+events[#events + 1] = ARGV[14]
+publish_events(KEYS[5], KEYS[6], ARGV[13], events, ARGV[6])
 return 1
 """
 )
@@ -235,17 +249,14 @@ end
 return 1
 """
 
-# Append an event. KEYS: counter, log. ARGV: channel, event-json-without-seq, ttl.
-# Publish events ARGV[3..] in order. KEYS: event counter, event log.
+# Publish events ARGV[3..] in order, as one message. KEYS: event counter, event log.
 # ARGV: channel, ttl, event-json... Returns their numbers.
 _PUBLISH = (
     _EVENT_FN
     + """
-local numbers = {}
-for i = 3, #ARGV do
-  numbers[#numbers + 1] = publish_event(KEYS[1], KEYS[2], ARGV[1], ARGV[i], ARGV[2])
-end
-return numbers
+local bodies = {}
+for i = 3, #ARGV do bodies[#bodies + 1] = ARGV[i] end
+return publish_events(KEYS[1], KEYS[2], ARGV[1], bodies, ARGV[2])
 """
 )
 
@@ -285,9 +296,11 @@ class Store:
         callback_url: str | None = None,
         job_timeout: int = 600,
         extra: dict[str, str] | None = None,
+        sub_id: str | None = None,
     ) -> str:
-        """Store a new submission and queue it; returns its id (a UUID4, as Judge0's tokens)."""
-        sub_id = str(uuid.uuid4())
+        """Store a new submission and queue it; returns its id (`sub_id`, or a
+        new one from `new_submission_id`)."""
+        sub_id = sub_id or new_submission_id()
         now = time.time()
         record: dict[FieldT, EncodableT] = {
             "id": sub_id,
