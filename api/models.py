@@ -350,6 +350,24 @@ def job_timeout(request: dict[str, Any]) -> int:
     )
 
 
+# The fields of a stored submission that `view` shows and its owner check
+# reads: only these are read for a GET, never the request, whose tests may be
+# megabytes (a poll then costs the same whatever the submission's size).
+VIEW_FIELDS = (
+    "id",
+    "status",
+    "result",
+    "error",
+    "language",
+    "attempt",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "owner",
+    "kind",
+)
+
+
 def view(record: dict[str, Any]) -> dict[str, Any]:
     """A stored submission as GET /v1/submissions/{id} shows it."""
     return SubmissionOut(
@@ -357,7 +375,7 @@ def view(record: dict[str, Any]) -> dict[str, Any]:
         status=record["status"],
         result=record.get("result"),
         error=record.get("error") or None,
-        language=record.get("request", {}).get("language"),
+        language=record.get("language") or record.get("request", {}).get("language"),
         attempt=record.get("attempt", 1),
         created_at=record.get("created_at"),
         started_at=record.get("started_at"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Path, Query, Request
@@ -11,12 +12,21 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
 from worker.request import allowed_images
-from worker.store import METRICS, QUEUE_KEY, decode_record, new_submission_id, sub_key
+from worker.store import (
+    METRICS,
+    QUEUE_KEY,
+    decode_fields,
+    decode_record,
+    lacks_language,
+    new_submission_id,
+    sub_key,
+)
 
 from . import metrics
 from .auth import Caller, Principal, rate_limit
 from .callbacks import CallbackRefused, resolve_allowed
 from .models import (
+    VIEW_FIELDS,
     BatchIn,
     BatchQueued,
     Queued,
@@ -112,17 +122,28 @@ async def enqueue_and_wait(
         return sub_id, await hub.until_end(sub_id, events, timeout)
 
 
-async def read_record(request: Request, sub_id: str) -> dict[str, Any] | None:
-    """A submission's record, read on the event loop: no hop to a thread for
-    the request a polling client makes most."""
-    raw = await request.app.state.aredis.hgetall(sub_key(sub_id))
-    return decode_record(raw) if raw else None
+async def read_record(
+    request: Request, sub_id: str, fields: Sequence[str] | None = None
+) -> dict[str, Any] | None:
+    """A submission's record, whole or only `fields`, read on the event loop:
+    no hop to a thread for the request a polling client makes most."""
+    connection = request.app.state.aredis
+    if fields is None:
+        raw = await connection.hgetall(sub_key(sub_id))
+        return decode_record(raw) if raw else None
+    record = decode_fields(fields, await connection.hmget(sub_key(sub_id), fields))
+    return await read_record(request, sub_id) if lacks_language(record, fields) else record
 
 
 async def owned(
-    request: Request, sub_id: str, principal: Principal, kind: str | None = None
+    request: Request,
+    sub_id: str,
+    principal: Principal,
+    kind: str | None = None,
+    fields: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    record = await read_record(request, sub_id)
+    """The caller's submission (404 if it is not theirs), whole or only `fields`."""
+    record = await read_record(request, sub_id, fields)
     if (
         record is None
         or record.get("owner") != principal.id
@@ -199,7 +220,7 @@ async def get_submissions(
     wanted = [i for i in ids.split(",") if i]
     if len(wanted) > 100:
         raise RequestInvalid(("query", "ids"), "at most 100 ids")
-    records = await run_in_threadpool(request.app.state.store.get_many, wanted)
+    records = await run_in_threadpool(request.app.state.store.get_many, wanted, VIEW_FIELDS)
     return {
         "submissions": [
             view(r) if r is not None and r.get("owner") == principal.id else None for r in records
@@ -210,7 +231,7 @@ async def get_submissions(
 @router.get("/v1/submissions/{sub_id}", response_model=SubmissionOut, tags=["v1"])
 async def get_submission(request: Request, principal: Caller, sub_id: SubId) -> Any:
     # view() has made it a SubmissionOut already: sent as it is, not validated again.
-    return JSONResponse(view(await owned(request, sub_id, principal)))
+    return JSONResponse(view(await owned(request, sub_id, principal, fields=VIEW_FIELDS)))
 
 
 @router.get(
@@ -225,7 +246,7 @@ async def submission_events(
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
     """Server-Sent Events: `status`, one `test` per finished test, then `end`."""
-    await owned(request, sub_id, principal)
+    await owned(request, sub_id, principal, fields=("owner", "kind"))
     after = int(last_event_id) if last_event_id and last_event_id.isdigit() else 0
     return StreamingResponse(
         request.app.state.hub.stream(sub_id, after),

@@ -245,6 +245,36 @@ def test_batch(service):
     assert bad.json()["detail"][0]["loc"] == ["body", "submissions", 1, "language"]
 
 
+def test_a_get_reads_what_it_shows_never_the_stored_request(service):
+    """A poll costs the same whatever the submission's size: a GET reads only
+    the fields it shows and its owner check needs, never the stored request,
+    whose tests may be megabytes. A record stored before records held their
+    language alone is read whole."""
+    sub_id = submit_wait(service, VERDICTS["AC"])["id"]
+    key = f"cb:sub:{sub_id}"
+    redis = service.store.redis
+    shown = service.client.get(f"/v1/submissions/{sub_id}").json()
+    assert shown["language"] == "python3" and shown["result"]["verdict"] == "AC"
+
+    def reads() -> tuple[dict, dict, str]:
+        one = service.client.get(f"/v1/submissions/{sub_id}")
+        many = service.client.get("/v1/submissions", params={"ids": sub_id})
+        events = service.client.get(f"/v1/submissions/{sub_id}/events")
+        assert (one.status_code, many.status_code, events.status_code) == (200, 200, 200)
+        return one.json(), many.json()["submissions"][0], events.text
+
+    # A request no one could parse: it is never read (reading it would be a 500).
+    redis.hset(key, "request", "not json")
+    one, many, events = reads()
+    assert one == many == shown
+    assert "event: end" in events
+    # A record of before: no language of its own, so it is read whole.
+    redis.hset(key, "request", json.dumps(VERDICTS["AC"]))
+    redis.hdel(key, "language")
+    one, many, _ = reads()
+    assert one == many == shown
+
+
 def test_sse_progress_per_test(service):
     body = {
         "language": "python3",

@@ -33,7 +33,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -310,6 +310,9 @@ class Store:
             "max_attempts": self.timing.max_attempts,
             "created_at": repr(now),
             "request": json.dumps(request),
+            # Alone as well, so that a record is shown without reading its
+            # request (whose tests may be megabytes): see `get_many`'s fields.
+            "language": str(request.get("language") or ""),
             "owner": owner,
             "job_timeout": job_timeout,
         }
@@ -359,11 +362,26 @@ class Store:
         raw = self.redis.hgetall(sub_key(sub_id))
         return decode_record(raw) if raw else None
 
-    def get_many(self, ids: Iterable[str]) -> list[dict[str, Any] | None]:
+    def get_many(
+        self, ids: Iterable[str], fields: Sequence[str] | None = None
+    ) -> list[dict[str, Any] | None]:
+        """Records in one round trip: whole, or only `fields` (a record stored
+        before records held their `language` alone is read whole)."""
+        ids = list(ids)
         with self.redis.pipeline() as pipe:
             for sub_id in ids:
-                pipe.hgetall(sub_key(sub_id))
-            return [decode_record(raw) if raw else None for raw in pipe.execute()]
+                if fields is None:
+                    pipe.hgetall(sub_key(sub_id))
+                else:
+                    pipe.hmget(sub_key(sub_id), fields)
+            replies = pipe.execute()
+        if fields is None:
+            return [decode_record(raw) if raw else None for raw in replies]
+        records = [decode_fields(fields, values) for values in replies]
+        return [
+            self.get(sub_id) if lacks_language(record, fields) else record
+            for sub_id, record in zip(ids, records, strict=True)
+        ]
 
     # --- running --------------------------------------------------------------
 
@@ -577,6 +595,22 @@ def connect(url: str) -> redis.Redis:
 def text(raw: Any) -> str:
     """A Redis reply (bytes: this client does not decode) as text."""
     return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
+def decode_fields(fields: Sequence[str], values: Sequence[Any]) -> dict[str, Any] | None:
+    """An HMGET of `fields` as `decode_record` gives a record (None: there is none)."""
+    raw = {
+        name.encode(): value
+        for name, value in zip(fields, values, strict=True)
+        if value is not None
+    }
+    return decode_record(raw) if raw else None
+
+
+def lacks_language(record: dict[str, Any] | None, fields: Sequence[str]) -> bool:
+    """Whether a record read by `fields` was stored before records held their
+    `language` alone (it is then in the request only)."""
+    return record is not None and "language" in fields and "language" not in record
 
 
 def decode_record(raw: dict[Any, Any]) -> dict[str, Any]:
