@@ -26,8 +26,6 @@ from api.app import create_app
 from api.settings import Settings
 from worker.store import Store, Timing
 
-pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
-
 SUM = "read a b\necho $((a + b))\n"
 TESTS = [
     {"name": "1", "input": "1 2\n", "output": "3\n"},

@@ -29,8 +29,6 @@ from sandbox.imagestore import ImageError, LayerStore
 from worker.imagepull import ImagePullError, PullRecord, ensure, ensure_images, source_for
 from worker.store import Store, Timing
 
-pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
-
 SUM = "read a b\necho $((a + b))\n"
 TESTS = [{"name": "1", "input": "1 2\n", "output": "3\n"}]
 

@@ -23,7 +23,6 @@ from api.app import create_app
 from api.settings import Settings
 from worker.store import Store, Timing
 
-pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 KEY, OTHER_KEY = "test-key-1", "test-key-2"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 TIMING = Timing(lease=4, renew=1, reap=1, limbo=4)
