@@ -9,7 +9,8 @@ import time
 
 import pytest
 import redis
-from rq import Queue
+from rq import Queue, SimpleWorker
+from rq.suspension import is_suspended
 from service_support import scratch_redis
 
 from worker import rq_worker
@@ -79,8 +80,42 @@ def test_a_heartbeat_is_skipped_only_when_the_last_one_covers_it(redis_server):
     store.redis.hset(worker.key, "state", "marker")
     worker.set_state("busy")
     assert store.redis.hget(worker.key, "state") == b"marker"
+    worker.set_state("suspended")  # another state: written
+    assert store.redis.hget(worker.key, "state") == b"suspended"
+
+
+def commands_sent(connection: redis.Redis) -> int:
+    """Commands Redis has run so far (but INFO, which asks it)."""
+    stats = connection.info("commandstats")
+    return sum(v["calls"] for name, v in stats.items() if name != "cmdstat_info")
+
+
+def test_a_job_ends_without_round_trips_of_its_own(redis_server):
+    store = Store.from_url(redis_server.url, TIMING)
+    worker = rq_worker.CellWorker(store)
+    queue = Queue(QUEUE, connection=store.redis)
+    job = queue.enqueue_call("builtins.len", args=("ab",))
+    worker.set_state("busy")
+    assert store.redis.hget(worker.key, "state") == b"busy"
+
+    # The job's end and the worker's `idle` send nothing yet...
+    before = commands_sent(store.redis)
+    worker.handle_execution_ended(job, queue, 60)
     worker.set_state("idle")
+    assert commands_sent(store.redis) == before
+    assert job.ended_at is not None and worker.get_state() == "idle"
+    # ...`idle` goes with the heartbeat of RQ's suspension check, which comes
+    # next, before the worker waits for a job.
+    assert not is_suspended(store.redis, worker)
     assert store.redis.hget(worker.key, "state") == b"idle"
+    # A state set with a pipeline, or any other state, is written at once.
+    worker.set_state("busy")
+    assert store.redis.hget(worker.key, "state") == b"busy"
+
+    # The control: RQ's own end of a job writes the job's heartbeat.
+    before = commands_sent(store.redis)
+    SimpleWorker.handle_execution_ended(worker, job, queue, 60)
+    assert commands_sent(store.redis) == before + 1
 
 
 def test_a_batch_of_events_is_one_command_and_one_message_in_order(redis_server):

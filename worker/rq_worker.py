@@ -31,6 +31,8 @@ from typing import Any
 
 from rq import Queue, SimpleWorker
 from rq.job import Job
+from rq.utils import now as rq_now
+from rq.worker import WorkerStatus
 
 import sandbox
 
@@ -105,6 +107,7 @@ class CellWorker(SimpleWorker):
 
     def __init__(self, store: Store, selfcheck_interval: float = 600.0, **options: Any) -> None:
         self.store = store  # before RQ's constructor, which reads dequeue_timeout
+        self._unwritten_state: str | None = None  # set_state's, for the next heartbeat
         super().__init__(
             [Queue(QUEUE, connection=store.redis)],
             connection=store.redis,
@@ -190,25 +193,47 @@ class CellWorker(SimpleWorker):
 
     def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
         """RQ's heartbeat (three commands) in one round trip, and none when the
-        last one, a moment ago, already keeps the worker's key long enough."""
+        last one, a moment ago, already keeps the worker's key long enough. A
+        state not written yet (set_state) goes with it."""
         ttl = timeout or self.worker_ttl + 60
         now = time.monotonic()
         if pipeline is not None:
-            super().heartbeat(timeout, pipeline)
+            self._write_heartbeat(timeout, pipeline)
         elif self._alive_until - now >= ttl - HEARTBEAT_SLACK:
             return
         else:
             with self.connection.pipeline() as pipe:
-                super().heartbeat(timeout, pipe)
+                self._write_heartbeat(timeout, pipe)
                 pipe.execute()
         self._alive_until = now + ttl
 
+    def _write_heartbeat(self, timeout: int | None, pipeline: Any) -> None:
+        super().heartbeat(timeout, pipeline)
+        if self._unwritten_state is not None:
+            super().set_state(self._unwritten_state, pipeline)
+            self._unwritten_state = None
+
     def set_state(self, state: str, pipeline: Any = None) -> None:
         """RQ's, without writing again the state the worker's key already holds
-        (RQ sets `idle` twice between two jobs)."""
+        (RQ sets `idle` twice between two jobs), and with `idle` after a job
+        written by the heartbeat that follows it at once (RQ's suspension
+        check, before the worker waits for the next job): a round trip less
+        per job."""
         if pipeline is None and state == getattr(self, "_state", None):
             return
+        busy = getattr(self, "_state", None) == WorkerStatus.BUSY
+        if pipeline is None and state == WorkerStatus.IDLE and busy:
+            self._state = state
+            self._unwritten_state = state
+            return
+        self._unwritten_state = None
         super().set_state(state, pipeline)
+
+    def handle_execution_ended(self, job: Job, queue: Queue, heartbeat_ttl: int) -> None:
+        """RQ's, without its write of the job's heartbeat (a round trip per
+        job): it keeps a job alive while its success or failure callback runs,
+        and these jobs have none; the job's hash is saved whole right after."""
+        job.ended_at = job.last_heartbeat = rq_now()
 
     def register_death(self) -> None:
         self.keeper.stopping.set()
