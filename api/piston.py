@@ -692,7 +692,7 @@ async def execute(request: Request, principal: Caller) -> Any:
         raise PistonError(
             f"no result after {execution.wait:g} s (the service is busy); try again", 503
         )
-    record = await read_record(request, sub_id)
+    record = await read_record(request, sub_id, ("status", "result", "error"))
     if record is None or record.get("status") != "done":
         why = (record or {}).get("error") or "the run failed"
         raise PistonError(f"internal error: {why}", 500)

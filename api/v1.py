@@ -178,7 +178,7 @@ async def create_submission(
         request, stored, principal, timeout, callback_url=submission.callback_url
     )
     if finished:
-        record = await read_record(request, sub_id)
+        record = await read_record(request, sub_id, VIEW_FIELDS)
         if record is not None:  # not expired in between
             return JSONResponse(view(record), status_code=200)
     return JSONResponse({"id": sub_id, "status": "queued"}, status_code=202)
