@@ -45,7 +45,11 @@ class EventHub(BackgroundLoop):
                         continue
                     sub_id = message["channel"].decode().rpartition(":")[2]
                     listening = list(self.waiters.get(sub_id, ()))
-                    events = json.loads(message["data"]) if listening else ()
+                    if not listening:
+                        continue
+                    events = json.loads(message["data"])
+                    if isinstance(events, dict):  # one event: a worker of before batches
+                        events = [events]
                     for queue in listening:
                         for event in events:
                             queue.put_nowait(event)
