@@ -7,9 +7,12 @@ for writing. Unless a cgroup root is mounted `favordynmods`, that lock keeps
 its readers (every fork and exit) on a per-CPU fast path and a writer first
 waits for a full RCU grace period: 10-30 ms on the 2-core VM of bench/README,
 paid by the first run after the machine was idle for a moment (back-to-back
-runs find the lock still in writer mode). The program's wall clock starts
-after it (init.py), so it never shows in a verdict, but it is latency: a
-`?wait=true` submission or a `cellblock run` on a quiet machine waits for it.
+runs find the lock still in writer mode), and by most runs of a steady load
+whose moves are further apart than a grace period (a service's workers: its
+CPUs sat idle twice as long, and it judged ~10 % fewer submissions a second,
+bench/README.md). The program's wall clock starts after it (init.py), so it
+never shows in a verdict, but it is latency: a `?wait=true` submission or a
+`cellblock run` on a quiet machine waits for it.
 
 `favordynmods` (Linux 6.0, cgroup-v2.rst) keeps the lock in writer-friendly
 mode instead; forks and exits take its slow read path, which costs nothing
@@ -23,6 +26,7 @@ says how to make it permanent.
 from __future__ import annotations
 
 from sandbox import libc, mountinfo
+from sandbox.cgroups.common import is_v2_host
 
 FLAG = "favordynmods"
 # What a remount's data may not carry: the mount's own read-only bit and the
@@ -36,6 +40,14 @@ def favored(table: list[mountinfo.Mount] | None = None) -> bool:
         m.fstype in ("cgroup", "cgroup2") and FLAG in m.super_options
         for m in (table if table is not None else mountinfo.mounts())
     )
+
+
+def moves_wait(table: list[mountinfo.Mount] | None = None) -> bool:
+    """Whether a run's move of its program into its cgroup may wait for a grace
+    period: every run moves on a v1 host, and no cgroup root is favordynmods.
+    (On v2 a program is born in its cgroup, CLONE_INTO_CGROUP: nothing moves.)"""
+    table = table if table is not None else mountinfo.mounts()
+    return not favored(table) and not is_v2_host()
 
 
 def cgroup2_mount(table: list[mountinfo.Mount] | None = None) -> mountinfo.Mount | None:

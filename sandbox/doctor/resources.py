@@ -8,7 +8,6 @@ import resource
 
 from sandbox import cgroups, mountinfo, rlimits, userns
 from sandbox.cgroups import dynmods
-from sandbox.cgroups.common import is_v2_host
 
 from .host import read
 from .report import Check
@@ -33,7 +32,7 @@ def check_cgroup_moves() -> Check:
             "does not wait for an RCU grace period",
             required=False,
         )
-    if is_v2_host():
+    if not dynmods.moves_wait(table):
         return Check(
             name,
             True,
@@ -50,9 +49,10 @@ def check_cgroup_moves() -> Check:
     return Check(
         name,
         False,
-        f"cgroup v1 without {dynmods.FLAG}: the first run after the machine was idle waits "
-        "10-30 ms for an RCU grace period to move its program into its cgroup (latency, "
-        "not counted in its wall time)",
+        f"cgroup v1 without {dynmods.FLAG}: a run whose move into its cgroup comes a grace "
+        "period after the last one (the first after a pause, most of a busy service's) waits "
+        "10-30 ms for an RCU grace period to move its program (latency, not counted in its "
+        "wall time; a service judges fewer submissions a second)",
         f"as root: cellblock setup --user USER ({remount})",
         required=False,
     )
