@@ -33,12 +33,14 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import json
 import math
 import re
 import shlex
 import stat
 import time
 import zipfile
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -49,10 +51,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from worker.languages import version_number
 from worker.request import MAX_RUNS, allowed_compile_options
-from worker.store import JUDGE0_INDEX
+from worker.store import JUDGE0_INDEX, Store
 
 from .auth import Caller, Principal, rate_limit
-from .models import Number, RequestInvalid, SubmissionIn, Text, normalize, view
+from .models import VIEW_FIELDS, Number, RequestInvalid, SubmissionIn, Text, normalize, view
 from .settings import Settings
 from .v1 import (
     ID_PATTERN,
@@ -164,6 +166,13 @@ ALL_FIELDS = (
     "language",
 )
 ENCODED = ("source_code", "stdin", "expected_output", "stdout", "stderr", "compile_output")
+# The fields only the stored request holds whole: the program and its texts,
+# which may be megabytes. What else `render` shows of the request (Judge0's own
+# options, the limits) is stored apart as well, as RENDERED (JSON), so that a
+# poll for the other fields (Judge0's default ones) reads neither.
+NEEDS_REQUEST = frozenset(("source_code", "stdin", "expected_output"))
+RENDERED = "judge0_rendered"
+RENDER_FIELDS = (*VIEW_FIELDS, "callback_url", RENDERED)
 
 # Judge0's defaults for what a submission leaves out.
 DEFAULTS = {
@@ -462,6 +471,53 @@ def render(record: dict[str, Any], fields: tuple[str, ...], b64: bool) -> dict[s
     return out
 
 
+def fields_to_read(wanted: Sequence[str]) -> tuple[str, ...] | None:
+    """What of a stored record rendering `wanted` needs: RENDER_FIELDS, or the
+    whole record (None) when the program or its texts are asked for."""
+    return None if NEEDS_REQUEST.intersection(wanted) else RENDER_FIELDS
+
+
+def with_rendered(record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A record read by RENDER_FIELDS, its request's rendered part in place;
+    None if it has none (stored before records held it apart: read it whole)."""
+    if record is None or RENDERED not in record:
+        return None
+    record["request"] = json.loads(record.pop(RENDERED))
+    return record
+
+
+async def read_for(
+    request: Request, token: str, wanted: Sequence[str], principal: Principal | None = None
+) -> dict[str, Any] | None:
+    """The record `render(record, wanted)` needs, read on the event loop:
+    only RENDER_FIELDS unless `wanted` shows the program or its texts.
+    With `principal`: its own Judge0 submission, or 404."""
+    fields = fields_to_read(wanted)
+
+    async def read(fields: Sequence[str] | None) -> dict[str, Any] | None:
+        if principal is None:
+            return await read_record(request, token, fields)
+        return await owned(request, token, principal, kind="judge0", fields=fields)
+
+    record = await read(fields)
+    if fields is not None and record is not None:
+        record = with_rendered(record) or await read(None)
+    return record
+
+
+def read_many_for(store: Store, ids: list[str], wanted: Sequence[str]) -> list[Any]:
+    """Records as read_for reads them, in one round trip (and one more for
+    each record of before, read whole)."""
+    fields = fields_to_read(wanted)
+    records = store.get_many(ids, fields)
+    if fields is None:
+        return records
+    return [
+        None if record is None else with_rendered(record) or store.get(sub_id)
+        for sub_id, record in zip(ids, records, strict=True)
+    ]
+
+
 def parse_fields(fields: str | None) -> tuple[str, ...]:
     if not fields:
         return DEFAULT_FIELDS
@@ -505,10 +561,11 @@ async def _create(
         sub.language_id, await language_versions(request)
     )
     await check_callback(request, sub.callback_url, (*loc, "callback_url"))
+    rendered = {"judge0": stored["judge0"], "limits": stored["limits"]}
     options: dict[str, Any] = {
         "kind": "judge0",
         "callback_url": sub.callback_url,
-        "extra": {"judge0_base64": "1" if b64 else "0"},
+        "extra": {"judge0_base64": "1" if b64 else "0", RENDERED: json.dumps(rendered)},
         "admitted": admitted,
     }
     if wait is None:
@@ -535,7 +592,7 @@ async def create_submission(
         wait=state.settings.wait_timeout if wait else None,
     )
     if finished:
-        record = await read_record(request, token)
+        record = await read_for(request, token, wanted)
         if record is not None:  # not expired in between
             return JSONResponse(render(record, wanted, base64_encoded), status_code=201)
     return JSONResponse({"token": token}, status_code=201)
@@ -582,7 +639,7 @@ async def get_batch(
     ids = [t.strip() for t in tokens.split(",") if t.strip()]
     if len(ids) > 100:
         raise RequestInvalid(("query", "tokens"), "at most 100 tokens")
-    records = await run_in_threadpool(request.app.state.store.get_many, ids)
+    records = await run_in_threadpool(read_many_for, request.app.state.store, ids, wanted)
     return {
         "submissions": [
             render(r, wanted, base64_encoded)
@@ -605,7 +662,7 @@ async def list_submissions(
     wanted = parse_fields(fields)
     store = request.app.state.store
     ids = [i.decode() for i in await run_in_threadpool(store.redis.zrevrange, JUDGE0_INDEX, 0, -1)]
-    records = await run_in_threadpool(store.get_many, ids)
+    records = await run_in_threadpool(read_many_for, store, ids, wanted)
     gone = [i for i, r in zip(ids, records, strict=True) if r is None]
     if gone:
         await run_in_threadpool(store.redis.zrem, JUDGE0_INDEX, *gone)
@@ -636,7 +693,8 @@ async def get_submission(
     wanted = parse_fields(fields)
     if not re.match(ID_PATTERN, token):  # Judge0: whatever is not a token is not found
         raise HTTPException(404, "no such submission (unknown, expired, or another key's)")
-    record = await owned(request, token, principal, kind="judge0")
+    record = await read_for(request, token, wanted, principal)
+    assert record is not None  # read_for's owner check raised 404 otherwise
     # What a polling client asks most: sent as it is (JSON types only), not
     # walked again by FastAPI's encoder.
     return JSONResponse(render(record, wanted, base64_encoded))

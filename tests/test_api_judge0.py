@@ -10,7 +10,8 @@ import judge0
 import pytest
 from service_support import live_service
 
-from worker.store import Timing
+from api.judge0 import RENDERED
+from worker.store import Store, Timing, sub_key
 
 KEY = "judge0-test-key"
 TIMING = Timing(lease=4, renew=1, reap=1, limbo=4)
@@ -134,6 +135,54 @@ def test_raw_base64_fields_wait_and_errors(judge0_service):
     }
     config = httpx.get(f"{base}/config_info", headers=headers).json()
     assert config["enable_wait_result"] is True and config["allow_enable_network"] is False
+
+
+def test_a_poll_reads_neither_the_program_nor_its_texts(judge0_service):
+    """Judge0's clients poll GET /submissions/{token}, with Judge0's default
+    fields most: that reads the fields it shows and the small part of the
+    request stored apart, never the stored request (the program, its stdin
+    and expected output may be megabytes). Asking for the program reads it
+    whole, as does a record stored before that part was kept apart."""
+    base = f"{judge0_service.url}/judge0"
+    headers = {"X-Auth-Token": KEY}
+    body = {"source_code": "print(input())", "language_id": 71, "stdin": "hi", "cpu_time_limit": 2}
+    token = httpx.post(
+        f"{base}/submissions?wait=true", json=body, headers=headers, timeout=60
+    ).json()["token"]
+    few = "status_id,language_id,cpu_time_limit,memory_limit,number_of_runs,callback_url"
+
+    def get(fields: str | None = None) -> dict:
+        params = {"fields": fields} if fields else {}
+        one = httpx.get(f"{base}/submissions/{token}", params=params, headers=headers)
+        many = httpx.get(
+            f"{base}/submissions/batch", params={"tokens": token, **params}, headers=headers
+        )
+        assert (one.status_code, many.status_code) == (200, 200), (one.text, many.text)
+        assert one.json() == many.json()["submissions"][0]
+        return one.json()
+
+    default, shown = get(), get(few)
+    assert default["stdout"] == "hi\n" and default["status"]["id"] == 3
+    assert shown == {
+        "status_id": 3,
+        "language_id": 71,
+        "cpu_time_limit": 2.0,
+        "memory_limit": 128000,
+        "number_of_runs": None,
+        "callback_url": None,
+    }
+    redis = Store.from_url(judge0_service.redis_url, TIMING).redis
+    key = sub_key(token)
+    stored = redis.hget(key, "request")
+    # A request no one could parse: never read for these (reading it is a 500).
+    redis.hset(key, "request", "not json")
+    assert get() == default and get(few) == shown
+    # The program asked for: the request is read, whole.
+    redis.hset(key, "request", stored)
+    assert get("source_code,stdin") == {"source_code": "print(input())", "stdin": "hi"}
+    # A record of before: nothing rendered apart, so it is read whole.
+    redis.hdel(key, RENDERED)
+    assert get() == default and get(few) == shown
 
 
 # --- Judge0's options, through the one schema (issue: Judge0 complete) --------
