@@ -29,8 +29,10 @@ rounds), and where the time goes: for the service, from the stored records,
 the queue wait, the judging outside cells, and the cells, and its CPU per
 submission by process (/proc: the API, Redis, the workers with their cell
 makers, the cells' inits, the programs, and the rest of the machine's busy
-time, kernel threads mostly; the clients apart); for the CLI, the
-interpreter's start-up (`python -c pass`) apart.
+time, kernel threads mostly; the clients apart); for `sandbox.run` and
+`recycled`, the CPU per run the same way (the calling processes, their cell
+makers, the inits, the programs, the rest; this process's own apart); for
+the CLI, the interpreter's start-up (`python -c pass`) apart.
 """
 
 from __future__ import annotations
@@ -88,14 +90,11 @@ def door_bare(sources: list[str], jobs: int, sentinel: str) -> list[bool]:
 
 
 def _in_cell(source: str) -> tuple[int, str, float]:
+    """(exit code, stdout, the program's CPU as its cgroup measured it)."""
     import sandbox
 
     result = sandbox.run([PYTHON, "-c", source], time=10)
-    return (
-        (result.exit_code if result.exit_code is not None else -1),
-        result.stdout,
-        (result.wall_time),
-    )
+    return (result.exit_code if result.exit_code is not None else -1), result.stdout, result.time
 
 
 def _recycle() -> None:
@@ -104,8 +103,12 @@ def _recycle() -> None:
     sandbox.for_many_runs()
 
 
-def door_sandbox(sources: list[str], pool: ProcessPoolExecutor, sentinel: str) -> list[bool]:
-    return [passed(code, out, sentinel) for code, out, _ in pool.map(_in_cell, sources)]
+def door_sandbox(
+    sources: list[str], pool: ProcessPoolExecutor, sentinel: str
+) -> tuple[list[bool], float]:
+    """Whether each program passed, and the programs' CPU seconds in all."""
+    runs = list(pool.map(_in_cell, sources))
+    return [passed(code, out, sentinel) for code, out, _ in runs], sum(t for _, _, t in runs)
 
 
 class RunServer:
@@ -289,11 +292,9 @@ def _stat(pid: int) -> tuple[int, float, float, str] | None:
     return int(fields[1]), own, (int(fields[13]) + int(fields[14])) / _TICK, command
 
 
-def service_cpu(root: int) -> dict[str, float]:
-    """CPU seconds so far of `cellblock serve` (pid `root`) and every process
-    under it, by role. A program is reaped by its cell's init, so its CPU is
-    in the init's children's figure; an init that ended (and its programs) is
-    in its maker's. `machine` is every CPU's busy time (/proc/stat)."""
+def _processes(roots: list[int]) -> list[tuple[int, float, float, str]]:
+    """(pid, own CPU s, reaped children's CPU s, command line) of each live
+    process at or under `roots`."""
     table = {
         pid: row
         for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
@@ -302,12 +303,28 @@ def service_cpu(root: int) -> dict[str, float]:
     children: dict[int, list[int]] = {}
     for pid, row in table.items():
         children.setdefault(row[0], []).append(pid)
-    roles = dict.fromkeys(("API", "Redis", "workers", "inits", "programs", "ended cells"), 0.0)
-    todo = [root]
+    found, todo = [], [r for r in roots if r in table]
     while todo:
         pid = todo.pop()
         todo.extend(children.get(pid, ()))
-        parent, own, reaped, command = table[pid]
+        found.append((pid, *table[pid][1:]))
+    return found
+
+
+def _machine_busy() -> float:
+    """Every CPU's busy time so far (/proc/stat): all but idle and iowait."""
+    with open("/proc/stat") as stat:
+        ticks = [int(t) for t in stat.readline().split()[1:9]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / _TICK
+
+
+def service_cpu(root: int) -> dict[str, float]:
+    """CPU seconds so far of `cellblock serve` (pid `root`) and every process
+    under it, by role. A program is reaped by its cell's init, so its CPU is
+    in the init's children's figure; an init that ended (and its programs) is
+    in its maker's. `machine` is every CPU's busy time."""
+    roles = dict.fromkeys(("API", "Redis", "workers", "inits", "programs", "ended cells"), 0.0)
+    for pid, own, reaped, command in _processes([root]):
         if pid == root:
             roles["API"] += own
         elif command.startswith("redis-server"):
@@ -319,9 +336,25 @@ def service_cpu(root: int) -> dict[str, float]:
             roles["workers"] += own
             if "worker --redis-url" not in command:
                 roles["ended cells"] += reaped
-    with open("/proc/stat") as stat:
-        ticks = [int(t) for t in stat.readline().split()[1:9]]
-    roles["machine"] = (sum(ticks) - ticks[3] - ticks[4]) / _TICK  # all but idle, iowait
+    roles["machine"] = _machine_busy()
+    return roles
+
+
+def callers_cpu(callers: list[int]) -> dict[str, float]:
+    """CPU seconds so far of the processes that call sandbox.run (`callers`,
+    the pool's) and of every process under them, by role as service_cpu
+    counts them: the callers, their cell makers, the cells' inits and
+    programs (an ended cell's in its maker's or caller's reaped figure), and
+    `machine`, every CPU's busy time."""
+    roles = dict.fromkeys(("callers", "makers", "inits", "programs", "ended cells"), 0.0)
+    for pid, own, reaped, command in _processes(callers):
+        if command.startswith("cellblock-init"):
+            roles["inits"] += own
+            roles["programs"] += reaped
+        else:
+            roles["callers" if pid in callers else "makers"] += own
+            roles["ended cells"] += reaped
+    roles["machine"] = _machine_busy()
     return roles
 
 
@@ -334,15 +367,29 @@ def interpreter_start(runs: int = 15) -> float:
     return statistics.median(times)
 
 
-def _split_cells(spent: dict[str, float], records: list[dict]) -> None:
-    """Split the cells' CPU per submission into `inits` and `programs` exactly.
-    /proc has an init that ended, and its programs, only in one reaped figure
-    (its maker's: `ended cells`); sampling the inits while they live misses
-    what a short-lived cell did after the last sample. The programs' CPU is in
-    the records, measured by each run's cgroup; the inits' is the rest."""
+def _split_cells(spent: dict[str, float], programs: float) -> None:
+    """Split the cells' CPU per run into `inits` and `programs` (`programs`:
+    theirs, measured by each run's cgroup) exactly. /proc has an init that
+    ended, and its programs, only in one reaped figure (its maker's: `ended
+    cells`); sampling the inits while they live misses what a short-lived cell
+    did after the last sample. The inits' is the rest."""
     cells = spent.pop("inits") + spent.pop("programs") + spent.pop("ended cells")
-    programs = sum(cell_seconds(r.get("result") or {}, "time") for r in records) / len(records)
     spent["inits"], spent["programs"] = cells - programs, programs
+
+
+def _with_rest(spent: dict[str, float], ours: float) -> dict[str, float]:
+    """`spent` with the machine's busy time not in it (kernel threads mostly)
+    as `other`; `ours`, this process's own (the clients, the dispatch), apart."""
+    spent["other"] = spent.pop("machine") - sum(spent.values()) - ours
+    return spent
+
+
+def _per_run(before: dict[str, float], after: dict[str, float], runs: int) -> dict[str, float]:
+    return {k: (after[k] - before[k]) / runs for k in after}
+
+
+def _cpu_key(door: str) -> str:
+    return "cpu_per_submission_s" if door.startswith("serve") else "cpu_per_run_s"
 
 
 def main() -> int:
@@ -368,7 +415,7 @@ def main() -> int:
     rates: dict[str, list[float]] = {door: [] for door in wanted}
     ratios: dict[str, list[float]] = {door: [] for door in wanted}
     stages: dict[str, dict[str, float]] = {}
-    cpu: dict[str, dict[str, float]] = {}  # a service door's CPU per submission, by role
+    cpu: dict[str, dict[str, float]] = {}  # a door's CPU per program, by role
     failures: dict[str, int] = {}
     try:
         for warming in (pool, recycling):  # each process warms up (imports, its cell maker)
@@ -381,12 +428,17 @@ def main() -> int:
                 start = time.perf_counter()
                 if door == "bare":
                     oks = door_bare(sources, args.jobs, sentinel)
-                elif door == "sandbox.run":
-                    assert pool is not None
-                    oks = door_sandbox(sources, pool, sentinel)
-                elif door == "recycled":
-                    assert recycling is not None
-                    oks = door_sandbox(sources, recycling, sentinel)
+                elif door in ("sandbox.run", "recycled"):
+                    executor = pool if door == "sandbox.run" else recycling
+                    assert executor is not None
+                    callers = list(executor._processes)  # the pool's, started by warming
+                    before, cpu_before = os.times(), callers_cpu(callers)
+                    oks, in_programs = door_sandbox(sources, executor, sentinel)
+                    after, cpu_after = os.times(), callers_cpu(callers)
+                    spent = _per_run(cpu_before, cpu_after, len(sources))
+                    _split_cells(spent, in_programs / len(sources))
+                    ours = after.user + after.system - before.user - before.system
+                    cpu[door] = _with_rest(spent, ours / len(sources))
                 elif door == "cli":
                     oks = door_cli(sources, args.jobs, sentinel)
                 elif door == "cli served":
@@ -407,12 +459,10 @@ def main() -> int:
                     stages[door] = service_stages(records)
                     clients = after.user + after.system - before.user - before.system
                     stages[door]["clients' own CPU_s"] = clients / len(sources)
-                    spent = {k: (cpu_after[k] - cpu_before[k]) / len(sources) for k in cpu_after}
-                    _split_cells(spent, records)
-                    spent["other"] = (
-                        spent.pop("machine") - sum(spent.values()) - clients / len(sources)
-                    )
-                    cpu[door] = spent
+                    spent = _per_run(cpu_before, cpu_after, len(sources))
+                    in_programs = sum(cell_seconds(r.get("result") or {}, "time") for r in records)
+                    _split_cells(spent, in_programs / len(sources))
+                    cpu[door] = _with_rest(spent, clients / len(sources))
                 else:
                     parser.error(f"unknown door {door!r}")
                 seconds[door] = time.perf_counter() - start
@@ -443,7 +493,7 @@ def main() -> int:
                 else None,
                 "failures": failures.get(door, 0),
                 **({"stages": stages[door]} if door in stages else {}),
-                **({"cpu_per_submission_s": cpu[door]} if door in cpu else {}),
+                **({_cpu_key(door): cpu[door]} if door in cpu else {}),
             }
             for door in wanted
         },
@@ -468,10 +518,11 @@ def main() -> int:
                 where = f"interpreter start {start_up * 1000:.1f} ms per run"
             bad = f"  {row['failures']} FAILED" if row["failures"] else ""
             print(f"  {door:<13} {row['samples_per_s']:>10.1f} {ratio:>8}  {where}{bad}")
-            if "cpu_per_submission_s" in row:
-                spent = row["cpu_per_submission_s"]
+            if _cpu_key(door) in row:
+                spent = row[_cpu_key(door)]
+                unit = "submission" if door.startswith("serve") else "run"
                 print(
-                    f"  {'':<32}CPU per submission {sum(spent.values()) * 1000:.1f} ms: "
+                    f"  {'':<32}CPU per {unit} {sum(spent.values()) * 1000:.1f} ms: "
                     + ", ".join(f"{k} {v * 1000:.1f}" for k, v in spent.items())
                 )
     return 1 if any(failures.values()) else 0
