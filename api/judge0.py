@@ -513,7 +513,9 @@ def read_many_for(store: Store, ids: list[str], wanted: Sequence[str]) -> list[A
     if fields is None:
         return records
     return [
-        None if record is None else with_rendered(record) or store.get(sub_id)
+        record  # none, or not Judge0's (the caller shows it as none)
+        if record is None or record.get("kind") != "judge0"
+        else with_rendered(record) or store.get(sub_id)
         for sub_id, record in zip(ids, records, strict=True)
     ]
 
