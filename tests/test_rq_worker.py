@@ -5,12 +5,15 @@ sent once. Real redis-server."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import pytest
 import redis
 from rq import Queue, SimpleWorker
-from rq.suspension import is_suspended
+from rq.job import JobStatus
+from rq.registry import StartedJobRegistry
+from rq.suspension import is_suspended, resume, suspend
 from service_support import scratch_redis
 
 from worker import rq_worker
@@ -151,3 +154,66 @@ def test_a_batch_of_events_is_one_command_and_one_message_in_order(redis_server)
             heard.append(json.loads(message["data"]))
     assert heard == [logged[:1], logged[1:]]
     subscriber.close()
+
+
+def test_a_job_succeeds_in_one_round_trip_leaving_what_rq_leaves(redis_server):
+    """RQ ends a job's success with a transaction that watches and reads its
+    dependents (these jobs never have any): the worker writes the same things
+    in one round trip."""
+    store = Store.from_url(redis_server.url, TIMING)
+    queue = Queue(QUEUE, connection=store.redis)
+
+    def succeed(worker: SimpleWorker) -> dict[str, int]:
+        queue.enqueue_call("builtins.len", args=("abc",))
+        job, _ = Queue.dequeue_any([queue], None, connection=store.redis)
+        execution = worker.prepare_execution(job)
+        before = store.redis.info("commandstats")
+        assert worker.perform_job(job, queue, execution)
+        after = store.redis.info("commandstats")
+        # What RQ leaves of a job that succeeded.
+        job.refresh()
+        assert job.get_status() == JobStatus.FINISHED
+        assert job.return_value() == 3
+        assert job.id in queue.finished_job_registry.get_job_ids()
+        assert job.id not in [
+            entry.split(":")[0] for entry in StartedJobRegistry(queue=queue).get_job_ids()
+        ]
+        assert not store.redis.exists(execution.key)
+        return {
+            name: after[name]["calls"] - before.get(name, {"calls": 0})["calls"] for name in after
+        }
+
+    # The control: RQ's own worker watches the dependents and reads them.
+    plain = SimpleWorker([queue], connection=store.redis)
+    control = succeed(plain)
+    assert control.get("cmdstat_watch") == 1 and control.get("cmdstat_smembers") == 1, control
+    assert store.redis.hget(plain.key, "successful_job_count") == b"1"
+
+    worker = rq_worker.CellWorker(store)
+    calls = succeed(worker)
+    assert not calls.get("cmdstat_watch") and not calls.get("cmdstat_smembers"), calls
+    # The same transactions (the job's start, its end), nothing around them.
+    assert calls.get("cmdstat_exec") == control.get("cmdstat_exec") == 2, (calls, control)
+    assert store.redis.hget(worker.key, "successful_job_count") == b"1"
+    assert float(store.redis.hget(worker.key, "total_working_time")) > 0
+
+
+def test_rq_suspend_is_asked_at_most_once_a_second_and_still_heeded(redis_server):
+    store = Store.from_url(redis_server.url, TIMING)
+    worker = rq_worker.CellWorker(store)
+    worker.check_for_suspension(False)  # asks Redis
+    before = commands_sent(store.redis)
+    worker.check_for_suspension(False)  # a moment later, as the next job comes: does not
+    assert commands_sent(store.redis) == before
+    suspend(store.redis)
+    time.sleep(rq_worker.SUSPENSION_CHECK_INTERVAL + 0.1)
+    checking = threading.Thread(target=worker.check_for_suspension, args=(False,))
+    checking.start()  # RQ's check waits while the workers are suspended
+    deadline = time.monotonic() + 5
+    while store.redis.hget(worker.key, "state") != b"suspended":
+        assert time.monotonic() < deadline, "the suspension was not noticed"
+        time.sleep(0.05)
+    assert checking.is_alive()
+    resume(store.redis)
+    checking.join(5)
+    assert not checking.is_alive()
