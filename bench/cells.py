@@ -57,10 +57,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # time the working tree's sandbox, not an installed copy
 
-from bench.conditions import cgroup_moves_line, cgroup_moves_wait  # noqa: E402
+from bench.conditions import cgroup_moves_line  # noqa: E402
 from cellblock import native  # noqa: E402
 from sandbox import run as sandbox_run  # noqa: E402
 from sandbox import warm as sandbox_warm  # noqa: E402
+from sandbox.cgroups.dynmods import moves_wait  # noqa: E402
 from sandbox.spec import BASE_ENV, Status  # noqa: E402
 
 HELLO_SOURCE = REPO / "bench" / "programs" / "hello.c"
@@ -456,7 +457,7 @@ def machine(cli: str) -> dict[str, object]:
         "git": _git_revision(),
         "cli": f"{cli}, sandbox from {installed_copy(cli)}",
         "rss_mib": round(_rss_kib() / 1024, 1),
-        "cgroup_moves_wait": cgroup_moves_wait(),
+        "cgroup_moves_wait": moves_wait(),
     }
 
 
@@ -584,7 +585,7 @@ def print_table(report: dict[str, object]) -> None:
         f"(git {info['git']}); RSS of this process {info['rss_mib']} MiB"
     )
     print(f"CLI: {info['cli']}")
-    print(cgroup_moves_line())
+    print(cgroup_moves_line(bool(info["cgroup_moves_wait"])))
     config = report["config"]
     assert isinstance(config, dict)
     print(

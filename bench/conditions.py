@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-from sandbox.cgroups import dynmods
 
-
-def cgroup_moves_wait() -> bool:
-    """Whether each run's move of its program into its cgroup may wait for an
-    RCU grace period (sandbox/cgroups/dynmods.py): a v1 host without favordynmods."""
-    return dynmods.moves_wait()
-
-
-def cgroup_moves_line() -> str:
-    if cgroup_moves_wait():
+def cgroup_moves_line(wait: bool) -> str:
+    """One line for `sandbox.cgroups.dynmods.moves_wait()`'s answer."""
+    if wait:
         return (
             "cgroup moves WAIT for RCU grace periods here (cgroup v1 without favordynmods; "
             "`cellblock setup --user USER` sets it): the service's figures are ~10 % lower"

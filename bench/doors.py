@@ -53,9 +53,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.conditions import cgroup_moves_line, cgroup_moves_wait  # noqa: E402
+from bench.conditions import cgroup_moves_line  # noqa: E402
 from bench.humaneval import DATA, load, program  # noqa: E402
 from cellblock import native  # noqa: E402
+from sandbox.cgroups.dynmods import moves_wait  # noqa: E402
 from worker.jobs import cell_seconds  # noqa: E402
 
 PYTHON = "/usr/bin/python3"
@@ -498,7 +499,7 @@ def main() -> int:
             for door in wanted
         },
         "cli_interpreter_start_s": start_up,
-        "cgroup_moves_wait": cgroup_moves_wait(),
+        "cgroup_moves_wait": moves_wait(),
     }
     if args.json:
         print(json.dumps(report, indent=2))
@@ -507,7 +508,7 @@ def main() -> int:
             f"HumanEval, {len(sources)} canonical programs, {args.rounds} round(s), "
             f"{args.jobs} at a time ({args.clients} HTTP clients)"
         )
-        print(cgroup_moves_line())
+        print(cgroup_moves_line(report["cgroup_moves_wait"]))
         print(f"  {'door':<13} {'samples/s':>10} {'x bare':>8}  where the time goes")
         for door, row in report["doors"].items():
             ratio = "" if row["ratio_to_bare"] is None else f"{row['ratio_to_bare']:.2f}"

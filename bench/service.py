@@ -36,7 +36,8 @@ import redis
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.conditions import cgroup_moves_line, cgroup_moves_wait  # noqa: E402
+from bench.conditions import cgroup_moves_line  # noqa: E402
+from sandbox.cgroups.dynmods import moves_wait  # noqa: E402
 
 C_SOURCE = (
     '#include <stdio.h>\nint main(void){long a,b;scanf("%ld %ld",&a,&b);'
@@ -177,8 +178,9 @@ def main() -> int:
     for row in rows:
         row["bare_per_second"] = round(bare(row["cells"], args.n), 2)
         row["ratio_to_bare"] = round(row["per_second"] / row["bare_per_second"], 3)
+    wait = moves_wait()
     for row in rows:
-        row["cgroup_moves_wait"] = cgroup_moves_wait()
+        row["cgroup_moves_wait"] = wait
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -200,7 +202,7 @@ def main() -> int:
         f"mean per submission: {rows[0]['mean_judge_s']} s of worker time, "
         f"{rows[0]['mean_in_cells_s']} s in cells)"
     )
-    print(cgroup_moves_line())
+    print(cgroup_moves_line(wait))
     return 0
 
 
