@@ -54,6 +54,10 @@ def create_app(settings: Settings | None = None, timing: Timing | None = None) -
 
         state.dispatcher = Dispatcher(state.aredis, settings, render_callback)
         state.dispatcher.start()
+        try:
+            await run_in_threadpool(state.store.move_judge0_index)
+        except redis.RedisError as error:  # Redis not up yet: the next start moves it
+            log.warning("could not move the Judge0 index of before: %s", error)
         reaper = asyncio.create_task(_reap(state.store, timing.reap))
         try:
             yield

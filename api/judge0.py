@@ -51,7 +51,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from worker.languages import version_number
 from worker.request import MAX_RUNS, allowed_compile_options
-from worker.store import JUDGE0_INDEX, Store
+from worker.store import Store
 
 from .auth import Caller, Principal, rate_limit
 from .models import VIEW_FIELDS, Number, RequestInvalid, SubmissionIn, Text, normalize, view
@@ -663,17 +663,23 @@ async def list_submissions(
 ) -> Any:
     wanted = parse_fields(fields)
     store = request.app.state.store
-    ids = [i.decode() for i in await run_in_threadpool(store.redis.zrevrange, JUDGE0_INDEX, 0, -1)]
+    total, ids = await run_in_threadpool(
+        store.judge0_page, principal.id, (page - 1) * per_page, per_page
+    )
     records = await run_in_threadpool(read_many_for, store, ids, wanted)
+    # A record younger than result_ttl is gone only if Redis evicted it;
+    # judge0_page dropped the older ones that are gone.
     gone = [i for i, r in zip(ids, records, strict=True) if r is None]
     if gone:
-        await run_in_threadpool(store.redis.zrem, JUDGE0_INDEX, *gone)
-    mine = [r for r in records if r is not None and r.get("owner") == principal.id]
-    total = len(mine)
+        await run_in_threadpool(store.forget_judge0, principal.id, gone)
+        total -= len(gone)
     pages = max(1, -(-total // per_page))
-    chunk = mine[(page - 1) * per_page : page * per_page]
     return {
-        "submissions": [render(r, wanted, base64_encoded) for r in chunk],
+        "submissions": [
+            render(r, wanted, base64_encoded)
+            for r in records
+            if r is not None and r.get("owner") == principal.id and r.get("kind") == "judge0"
+        ],
         "meta": {
             "current_page": page,
             "next_page": page + 1 if page < pages else None,

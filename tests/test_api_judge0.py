@@ -11,7 +11,7 @@ import pytest
 from service_support import live_service
 
 from api.judge0 import RENDERED
-from worker.store import Store, Timing, sub_key
+from worker.store import JUDGE0_INDEX, Store, Timing, judge0_index, sub_key
 
 KEY = "judge0-test-key"
 TIMING = Timing(lease=4, renew=1, reap=1, limbo=4)
@@ -183,6 +183,67 @@ def test_a_poll_reads_neither_the_program_nor_its_texts(judge0_service):
     # A record of before: nothing rendered apart, so it is read whole.
     redis.hdel(key, RENDERED)
     assert get() == default and get(few) == shown
+
+
+def test_a_listing_reads_one_page_of_its_own_key(judge0_service):
+    """GET /submissions pages through the caller's own index: it reads the
+    page's records and no other key's, whatever the store holds; an entry whose
+    record expired is dropped from the count; the one index of before (every
+    key's submissions together) is moved into each key's on the API's start."""
+    base = f"{judge0_service.url}/judge0"
+    headers = {"X-Auth-Token": KEY}
+    store = Store.from_url(judge0_service.redis_url, TIMING)
+    redis = store.redis
+    others = [
+        store.create({"language": "python3", "source": "print(0)"}, kind="judge0", owner="other")
+        for _ in range(30)
+    ]
+    body = {"source_code": "print(1)", "language_id": 71}
+    mine = [
+        httpx.post(f"{base}/submissions?wait=true", json=body, headers=headers, timeout=60).json()[
+            "token"
+        ]
+        for _ in range(3)
+    ]
+
+    def listing(page: int, per_page: int = 2) -> dict:
+        reply = httpx.get(
+            f"{base}/submissions",
+            params={"page": page, "per_page": per_page, "fields": "token,status_id"},
+            headers=headers,
+        )
+        assert reply.status_code == 200, reply.text
+        return reply.json()
+
+    redis.config_resetstat()
+    first = listing(1)
+    stats = redis.info("commandstats")
+    reads = sum(stats.get(f"cmdstat_{c}", {}).get("calls", 0) for c in ("hmget", "hgetall"))
+    assert len(first["submissions"]) == 2 and reads <= 2, stats
+    total = first["meta"]["total_count"]
+    pages = first["meta"]["total_pages"]
+    assert pages == -(-total // 2) and first["meta"]["next_page"] == 2
+    listed = [row["token"] for page in range(1, pages + 1) for row in listing(page)["submissions"]]
+    assert len(listed) == len(set(listed)) == total
+    assert listed[:3] == mine[::-1] and not set(others) & set(listed)
+    # Expired: its record gone, its entry older than result_ttl.
+    index = judge0_index(redis.hget(sub_key(mine[0]), "owner").decode())
+    redis.zadd(index, {mine[0]: redis.zscore(index, mine[0]) - TIMING.result_ttl - 60})
+    redis.delete(sub_key(mine[0]))
+    assert listing(1, 100)["meta"]["total_count"] == total - 1
+    assert redis.zscore(index, mine[0]) is None
+    # Never longer than twice a record's time, even for a key that never lists.
+    assert 0 < redis.ttl(index) <= 2 * TIMING.result_ttl
+    redis.zadd(index, {"created-long-ago": 1.0})
+    httpx.post(f"{base}/submissions", json=body, headers=headers, timeout=60)
+    assert redis.zscore(index, "created-long-ago") is None
+    # The index of before: moved into each key's own.
+    redis.zrem(index, mine[1])
+    redis.zadd(JUDGE0_INDEX, {mine[1]: 1.0, "gone-long-ago": 2.0})
+    assert mine[1] not in {r["token"] for r in listing(1, 100)["submissions"]}
+    assert store.move_judge0_index() == 2
+    assert redis.exists(JUDGE0_INDEX) == 0
+    assert listing(1, 100)["submissions"][-1]["token"] == mine[1]
 
 
 # --- Judge0's options, through the one schema (issue: Judge0 complete) --------

@@ -35,7 +35,7 @@ import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import redis
 from redis.typing import EncodableT, FieldT
@@ -47,6 +47,8 @@ LEASES = PREFIX + "leases"
 CALLBACKS = PREFIX + "callbacks"
 CALLBACKS_RETRY = PREFIX + "callbacks:retry"
 METRICS = PREFIX + "metrics"
+# Before each API key had its own index (judge0_index), one sorted set held
+# every key's Judge0 submissions; the API moves it on start (move_judge0_index).
 JUDGE0_INDEX = PREFIX + "judge0"
 JOB_FUNC = "worker.jobs.run_submission"
 
@@ -79,6 +81,13 @@ def events_counter(sub_id: str) -> str:
 
 def worker_key(name: str) -> str:
     return f"{PREFIX}worker:{name}"
+
+
+def judge0_index(owner: str) -> str:
+    """One API key's Judge0 submissions, scored by creation time: Judge0's
+    listing pages through it, so a listing reads that key's page and no other
+    key's records."""
+    return f"{PREFIX}judge0:by:{owner}"
 
 
 def rate_limit_key(principal: str, window: int) -> str:
@@ -327,7 +336,13 @@ class Store:
             pipe.expire(sub_key(sub_id), self.timing.result_ttl)
             pipe.hincrby(METRICS, "submissions", 1)
             if kind == "judge0":
-                pipe.zadd(JUDGE0_INDEX, {sub_id: now})
+                # The index keeps twice as long as a record: an entry outlives
+                # its record (judge0_page drops it), but not by more, even for a
+                # key that never lists; a key silent that long loses it whole.
+                index, kept = judge0_index(owner), 2 * self.timing.result_ttl
+                pipe.zadd(index, {sub_id: now})
+                pipe.zremrangebyscore(index, "-inf", now - kept)
+                pipe.expire(index, kept)
             self._queue_job(pipe, sub_id, 1, job_timeout)
             pipe.execute()
         return sub_id
@@ -357,6 +372,57 @@ class Store:
             ttl=None,
             pipeline=pipe,
         )
+
+    def judge0_page(self, owner: str, start: int, count: int) -> tuple[int, list[str]]:
+        """`owner`'s Judge0 submissions: how many, and the ids of `count` of
+        them from `start`, newest first. Index entries whose record expired are
+        dropped first; only a record created over result_ttl ago can have (each
+        lives result_ttl from its creation at least), so only those are looked
+        at, and each once after it is gone."""
+        key = judge0_index(owner)
+        old = cast(
+            list[bytes],
+            self.redis.zrangebyscore(key, "-inf", time.time() - self.timing.result_ttl),
+        )
+        if old:
+            with self.redis.pipeline(transaction=False) as pipe:
+                for sub_id in old:
+                    pipe.exists(sub_key(sub_id.decode()))
+                present = pipe.execute()
+            gone = [sub_id for sub_id, there in zip(old, present, strict=True) if not there]
+            if gone:
+                self.redis.zrem(key, *gone)
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zcard(key)
+            pipe.zrevrange(key, start, start + count - 1)
+            total, ids = pipe.execute()
+        return int(total), [sub_id.decode() for sub_id in cast(list[bytes], ids)]
+
+    def forget_judge0(self, owner: str, ids: Sequence[str]) -> None:
+        """Drop ids from `owner`'s Judge0 index (their records are gone)."""
+        if ids:
+            self.redis.zrem(judge0_index(owner), *ids)
+
+    def move_judge0_index(self) -> int:
+        """Move the one index of before (every key's Judge0 submissions in
+        JUDGE0_INDEX) into each key's own; returns how many were moved. An
+        entry whose record is gone is dropped."""
+        entries = cast(
+            list[tuple[bytes, float]], self.redis.zrange(JUDGE0_INDEX, 0, -1, withscores=True)
+        )
+        if not entries:
+            return 0
+        with self.redis.pipeline(transaction=False) as pipe:
+            for sub_id, _ in entries:
+                pipe.hget(sub_key(sub_id.decode()), "owner")
+            owners = cast(list[bytes | None], pipe.execute())
+        with self.redis.pipeline() as pipe:
+            for (sub_id, score), owner in zip(entries, owners, strict=True):
+                if owner is not None:
+                    pipe.zadd(judge0_index(owner.decode()), {sub_id: score})
+            pipe.zrem(JUDGE0_INDEX, *(sub_id for sub_id, _ in entries))
+            pipe.execute()
+        return len(entries)
 
     def get(self, sub_id: str) -> dict[str, Any] | None:
         raw = self.redis.hgetall(sub_key(sub_id))
