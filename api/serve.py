@@ -2,7 +2,7 @@
 
 The embedded default, one command on one machine:
 
-    cellblock serve [--host 127.0.0.1] [--port 8000] [--cells N] [--run-dir DIR]
+    cellblock serve [--host 127.0.0.1] [--port 8000] [--cells N] [--pin-cpus] [--run-dir DIR]
 
 starts a private redis-server (Debian's package) listening only on a unix
 socket in the run directory (no TCP port; append-only file on, so a restart
@@ -30,6 +30,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from worker.supervisor import add_pin_argument, cpu_slots, usable_cpus
 
 
 def default_run_dir() -> Path:
@@ -133,7 +135,9 @@ class EmbeddedRedis:
             self._lock_fd = None
 
 
-def start_workers(url: str, cells: int | None, log_level: str, grace: float) -> subprocess.Popen:
+def start_workers(
+    url: str, cells: int | None, log_level: str, grace: float, pin_cpus: bool = False
+) -> subprocess.Popen:
     root = str(Path(__file__).resolve().parent.parent)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
@@ -152,6 +156,8 @@ def start_workers(url: str, cells: int | None, log_level: str, grace: float) -> 
     ]
     if cells:
         command += ["--cells", str(cells)]
+    if pin_cpus:
+        command.append("--pin-cpus")
     return subprocess.Popen(
         command, env=env, stdin=subprocess.DEVNULL, preexec_fn=_pdeathsig(signal.SIGTERM)
     )  # noqa: PLW1509
@@ -187,6 +193,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="N",
         help="embedded workers, one cell each (default: the number of cores)",
     )
+    add_pin_argument(p)
     p.add_argument(
         "--run-dir",
         metavar="DIR",
@@ -239,20 +246,35 @@ def main(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, leave)
     signal.signal(signal.SIGINT, leave)
     try:
+        if settings.redis_url and args.pin_cpus:
+            print(
+                "cellblock serve: error: --pin-cpus places the embedded workers; with "
+                "REDIS_URL there are none here: give it to `cellblock worker`",
+                file=sys.stderr,
+            )
+            return 2
         if not settings.redis_url:
             if args.cells is not None and args.cells < 1:
                 print("cellblock serve: error: --cells must be at least 1", file=sys.stderr)
                 return 2
+            if args.pin_cpus:
+                try:
+                    cpu_slots(args.cells or usable_cpus())
+                except ValueError as error:
+                    print(f"cellblock serve: error: {error}", file=sys.stderr)
+                    return 2
             embedded = EmbeddedRedis(Path(args.run_dir) if args.run_dir else default_run_dir())
             try:
                 embedded.start()
             except (RuntimeError, OSError) as error:
                 print(f"cellblock serve: error: {error}", file=sys.stderr)
                 return 1
-            workers = start_workers(embedded.url, args.cells, args.log_level, args.grace)
+            workers = start_workers(
+                embedded.url, args.cells, args.log_level, args.grace, args.pin_cpus
+            )
             settings = Settings.from_env(redis_url=embedded.url)
             where = (
-                f"its own Redis at {embedded.socket} and {args.cells or os.cpu_count()} worker(s)"
+                f"its own Redis at {embedded.socket} and {args.cells or usable_cpus()} worker(s)"
             )
         else:
             where = "Redis at REDIS_URL (workers: `cellblock worker`)"

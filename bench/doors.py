@@ -23,6 +23,8 @@ benchmark (exit 1). Timings are reported, never judged.
                    POSTing /v1/submissions?wait=true (verl's way)
     serve poll     the same service, each client POSTs then GETs its submission
                    every 50 ms until it is done (Judge0 clients' way)
+    serve pinned   `cellblock serve --cells JOBS --pin-cpus` (each worker and its cells
+                   on a CPU of its own), the clients of `serve wait`
 
 For each door: samples/s, the ratio to bare in the same round (median over
 rounds), and where the time goes: for the service, from the stored records,
@@ -164,7 +166,7 @@ def door_cli(
 class Service:
     """`cellblock serve` with its own Redis in a temporary directory."""
 
-    def __init__(self, cells: int) -> None:
+    def __init__(self, cells: int, pin_cpus: bool = False) -> None:
         import socket
 
         with socket.socket() as probe:
@@ -175,7 +177,8 @@ class Service:
         env = {**ENV, "CELLBLOCK_RATE_LIMIT": "0", "CELLBLOCK_READ_RATE_LIMIT": "0"}
         self.process = subprocess.Popen(
             [str(CLI), "serve", "--port", str(self.port), "--cells", str(cells)]
-            + ["--run-dir", str(self.dir / "state"), "--log-level", "warning"],
+            + ["--run-dir", str(self.dir / "state"), "--log-level", "warning"]
+            + (["--pin-cpus"] if pin_cpus else []),
             env=env,
             stdin=subprocess.DEVNULL,
         )
@@ -400,14 +403,16 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=32, help="HTTP clients at a time")
     parser.add_argument(
         "--doors",
-        default="bare,sandbox.run,recycled,cli,cli served,cli native,serve wait,serve poll",
+        default="bare,sandbox.run,recycled,cli,cli served,cli native,serve wait,serve poll,"
+        "serve pinned",
     )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     wanted = [d.strip() for d in args.doors.split(",")]
     sentinel = "cellblock-" + secrets.token_hex(8)
     sources = programs(sentinel)
-    service = Service(args.jobs) if any(d.startswith("serve") for d in wanted) else None
+    service = Service(args.jobs) if {"serve wait", "serve poll"} & set(wanted) else None
+    pinned = Service(args.jobs, pin_cpus=True) if "serve pinned" in wanted else None
     run_server = RunServer() if {"cli served", "cli native"} & set(wanted) else None
     pool = ProcessPoolExecutor(args.jobs) if "sandbox.run" in wanted else None
     recycling = (
@@ -450,13 +455,14 @@ def main() -> int:
                     oks = door_cli(
                         sources, args.jobs, sentinel, run_server.env, run_server.launcher
                     )
-                elif door in ("serve wait", "serve poll"):
-                    assert service is not None
-                    before, cpu_before = os.times(), service_cpu(service.process.pid)
+                elif door in ("serve wait", "serve poll", "serve pinned"):
+                    serving = pinned if door == "serve pinned" else service
+                    assert serving is not None
+                    before, cpu_before = os.times(), service_cpu(serving.process.pid)
                     oks, records = door_serve(
-                        sources, service, args.clients, sentinel, poll=door == "serve poll"
+                        sources, serving, args.clients, sentinel, poll=door == "serve poll"
                     )
-                    after, cpu_after = os.times(), service_cpu(service.process.pid)
+                    after, cpu_after = os.times(), service_cpu(serving.process.pid)
                     stages[door] = service_stages(records)
                     clients = after.user + after.system - before.user - before.system
                     stages[door]["clients' own CPU_s"] = clients / len(sources)
@@ -476,8 +482,9 @@ def main() -> int:
         for executor in (pool, recycling):
             if executor is not None:
                 executor.shutdown()
-        if service is not None:
-            service.stop()
+        for serving in (service, pinned):
+            if serving is not None:
+                serving.stop()
         if run_server is not None:
             run_server.stop()
     start_up = interpreter_start() if "cli" in wanted else None

@@ -32,6 +32,7 @@ def serve(
     run_dir: Path,
     env: dict[str, str] | None = None,
     cells: int = 1,
+    options: tuple[str, ...] = (),
 ):
     from conftest import as_user
 
@@ -53,6 +54,7 @@ def serve(
         str(cells),
         "--grace",
         "2",
+        *options,
     ]
     if user:
         command = as_user(user, command)
@@ -168,6 +170,96 @@ def test_with_redis_url_serve_is_the_api_alone(run_dir):
     finally:
         stop(launcher)
         server.stop()
+
+
+AFFINITY = "import os; print(*sorted(os.sched_getaffinity(0)))"
+
+
+def _cpus(pid: int) -> set[int]:
+    return os.sched_getaffinity(pid)
+
+
+def _workers(server: int) -> list[int]:
+    """The worker processes: the children of serve's `cellblock worker`
+    (their cells' inits may show a worker's command line too)."""
+    for pid in descendants(server):
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        if b"worker" in argv and b"--redis-url" in argv:
+            return sorted(
+                int(child)
+                for task in Path(f"/proc/{pid}/task").iterdir()
+                for child in (task / "children").read_text().split()
+            )
+    return []
+
+
+@pytest.mark.parametrize("pinned", [True, False], ids=["pin-cpus", "control"])
+def test_pin_cpus_gives_each_worker_and_its_cells_a_cpu_of_its_own(run_dir, test_user, pinned):
+    """--pin-cpus: worker i, its cell maker, its cells' inits and its programs
+    run on the i-th usable CPU, and a worker started again in a dead one's
+    place gets its CPU. Without it (the control), programs see every CPU."""
+    usable = sorted(os.sched_getaffinity(0))
+    cells = min(2, len(usable))
+    port = free_port()
+    options = ("--pin-cpus",) if pinned else ()
+    launcher = serve(test_user.pw_name, port, run_dir / "state", cells=cells, options=options)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(
+            lambda: (healthy(url) or {}).get("workers", {}).get("alive") == cells,
+            60,
+            "the embedded service's workers",
+        )
+        body = {"language": "python3", "source": AFFINITY}
+        seen = set()
+        for _ in range(3 * cells):
+            reply = httpx.post(f"{url}/v1/submissions?wait=true", json=body, timeout=60).json()
+            seen.add(reply["result"]["tests"][0]["stdout"].strip())
+        server = serve_pid(launcher)
+        workers = _workers(server)
+        assert len(workers) == cells
+        if not pinned:
+            assert seen == {" ".join(map(str, usable))}
+            return
+        assert all(len(cpus.split()) == 1 for cpus in seen), seen
+        placed = {frozenset(_cpus(w)) for w in workers}
+        assert placed == {frozenset({cpu}) for cpu in usable[:cells]}
+        for worker in workers:  # its maker, inits (and their programs) inherit its CPU
+            assert all(_cpus(p) == _cpus(worker) for p in descendants(worker)), worker
+        victim, cpu = workers[-1], _cpus(workers[-1])
+        os.kill(victim, signal.SIGKILL)
+        replacement = wait_for(
+            lambda: [p for p in _workers(server) if p not in workers],
+            30,
+            "a worker in the dead one's place",
+        )
+        assert [_cpus(p) for p in replacement] == [cpu]
+    finally:
+        stop(launcher)
+
+
+def test_pin_cpus_needs_a_cpu_per_cell(run_dir):
+    too_many = str(len(os.sched_getaffinity(0)) + 1)
+    base = [sys.executable, "-c", "import sys; from cellblock.cli import main; sys.exit(main())"]
+    for command in (
+        ["worker", "--redis-url", "unix:///nonexistent", "--cells", too_many, "--pin-cpus"],
+        ["serve", "--run-dir", str(run_dir / "state"), "--cells", too_many, "--pin-cpus"],
+    ):
+        done = subprocess.run(
+            [*base, *command],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
+        assert done.returncode == 2 and "--pin-cpus needs a CPU for each cell" in done.stderr
+    assert not (run_dir / "state").exists()
+    api_alone = subprocess.run(
+        [*base, "serve", "--pin-cpus"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO), "REDIS_URL": "unix:///nonexistent"},
+    )
+    assert api_alone.returncode == 2 and "give it to `cellblock worker`" in api_alone.stderr
 
 
 def _get(url: str):

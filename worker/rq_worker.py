@@ -303,6 +303,7 @@ class CellWorker(SimpleWorker):
                 "seen_at": now,
                 "jobs": self.jobs_done,
                 "busy": self.keeper.busy(),
+                "cpus": sorted(os.sched_getaffinity(0)),  # one with --pin-cpus
                 "languages": self.languages,
                 "versions": dict(self.versions),
                 "selfcheck": self.last_selfcheck,

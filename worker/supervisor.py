@@ -3,12 +3,21 @@
 Kept apart from worker/rq_worker.py (the worker itself) so that the command
 line does not import RQ and Redis for every `cellblock` command.
 
-    cellblock worker [--redis-url URL] [--cells N] [--grace S]
+    cellblock worker [--redis-url URL] [--cells N] [--pin-cpus] [--grace S]
 
 starts N worker processes (default: one per core, as one cell at a time per
 core keeps every cell's CPU figures honest), restarts one that dies, and on
 SIGTERM/SIGINT lets each finish its job for `--grace` seconds before killing
 it (a killed job is not lost: its lease expires and a reaper queues it again).
+
+With --pin-cpus each worker runs on a CPU of its own (the i-th of those this
+process may use), and so do its cell maker, its cells and their programs,
+which inherit it: a program's hand-offs with its init and worker stay on one
+CPU (in a VM, a wake-up of another, idle CPU is dear), and no cell shares a
+core with another's work, as judges pin their runs for steady timings. A
+restarted worker gets the CPU of the one it replaces. A program still may
+widen its own affinity (sched_setaffinity): this is placement, not a limit;
+its CPU time counts every CPU it uses.
 """
 
 from __future__ import annotations
@@ -33,28 +42,59 @@ def _die_with_parent() -> None:
     libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-class Supervisor:
-    """Starts `cells` worker processes, restarts those that die, stops them all."""
+def usable_cpus() -> int:
+    """The CPUs this process may run on: the default number of cells."""
+    return len(os.sched_getaffinity(0))
 
-    def __init__(self, url: str, cells: int, log_level: str, grace: float) -> None:
+
+def cpu_slots(cells: int) -> list[int]:
+    """With --pin-cpus, each worker's CPU: the first `cells` of those this
+    process may run on (its affinity: all of the machine's, a Slurm job's, a
+    cpuset's). ValueError if there are fewer."""
+    allowed = sorted(os.sched_getaffinity(0))
+    if cells > len(allowed):
+        raise ValueError(
+            f"--pin-cpus needs a CPU for each cell: {cells} cells, but this process "
+            f"may use {len(allowed)} CPU(s) ({', '.join(map(str, allowed))})"
+        )
+    return allowed[:cells]
+
+
+class Supervisor:
+    """Starts `cells` worker processes, restarts those that die, stops them all.
+    `cpus`: worker i's CPU (--pin-cpus), or None."""
+
+    def __init__(
+        self, url: str, cells: int, log_level: str, grace: float, cpus: list[int] | None = None
+    ) -> None:
         self.url = url
         self.cells = cells
         self.log_level = log_level
         self.grace = grace
+        self.cpus = cpus
         self.children: dict[int, subprocess.Popen] = {}
+        self.slots: dict[int, int] = {}  # pid → its slot (0..cells-1): a restart keeps the CPU
         self.stopping = False
 
-    def spawn(self) -> subprocess.Popen:
+    def spawn(self, slot: int) -> subprocess.Popen:
         root = str(Path(__file__).resolve().parent.parent)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
         env["REDIS_URL"] = self.url
+        cpu = None if self.cpus is None else self.cpus[slot]
+
+        def before_exec() -> None:
+            _die_with_parent()
+            if cpu is not None:
+                os.sched_setaffinity(0, {cpu})
+
         process = subprocess.Popen(
             [sys.executable, "-m", "worker.rq_worker", "--one", "--log-level", self.log_level],
             env=env,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - this process has no threads
+            preexec_fn=before_exec,  # noqa: PLW1509 - this process has no threads
         )
         self.children[process.pid] = process
+        self.slots[process.pid] = slot
         return process
 
     def run(self) -> int:
@@ -64,8 +104,8 @@ class Supervisor:
             _die_with_parent()
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
-        for _ in range(self.cells):
-            self.spawn()
+        for slot in range(self.cells):
+            self.spawn(slot)
         restarts: list[float] = []
         while self.children:
             try:
@@ -75,6 +115,7 @@ class Supervisor:
             except InterruptedError:
                 continue
             process = self.children.pop(pid, None)
+            slot = self.slots.pop(pid, 0)
             if process is None or self.stopping:
                 continue
             code = os.waitstatus_to_exitcode(status)
@@ -86,7 +127,7 @@ class Supervisor:
                 self._stop(signal.SIGTERM, None)
                 continue
             time.sleep(min(len(restarts) * 0.2, 5.0))
-            self.spawn()
+            self.spawn(slot)
         return 0
 
     def _stop(self, signum: int, frame: Any) -> None:
@@ -130,6 +171,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="N",
         help="worker processes, one cell each (default: the number of cores)",
     )
+    add_pin_argument(p)
     p.add_argument(
         "--grace",
         type=float,
@@ -140,14 +182,29 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
 
 
+def add_pin_argument(parser: argparse.ArgumentParser) -> None:
+    """--pin-cpus, for `cellblock worker` and `cellblock serve` alike."""
+    parser.add_argument(
+        "--pin-cpus",
+        action="store_true",
+        help="run each worker, its cells and their programs on a CPU of its own "
+        "(needs a CPU per cell; a program then has one CPU)",
+    )
+
+
 def main(args: argparse.Namespace) -> int:
     url = args.redis_url or os.environ.get("REDIS_URL")
     if not url:
         print("cellblock worker: error: give --redis-url or set REDIS_URL", file=sys.stderr)
         return 2
-    cells = args.cells or os.cpu_count() or 1
+    cells = args.cells or usable_cpus()
     if cells < 1:
         print("cellblock worker: error: --cells must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        cpus = cpu_slots(cells) if args.pin_cpus else None
+    except ValueError as error:
+        print(f"cellblock worker: error: {error}", file=sys.stderr)
         return 2
     from .store import connect
 
@@ -157,4 +214,4 @@ def main(args: argparse.Namespace) -> int:
         print(f"cellblock worker: error: cannot reach Redis at {url}: {error}", file=sys.stderr)
         return 1
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s: %(message)s")
-    return Supervisor(url, cells, args.log_level, args.grace).run()
+    return Supervisor(url, cells, args.log_level, args.grace, cpus).run()
