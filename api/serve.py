@@ -191,7 +191,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--cells",
         type=int,
         metavar="N",
-        help="embedded workers, one cell each (default: the number of cores)",
+        help="embedded workers, one cell each (default: one per CPU this process may use)",
     )
     add_pin_argument(p)
     p.add_argument(

@@ -5,10 +5,11 @@ line does not import RQ and Redis for every `cellblock` command.
 
     cellblock worker [--redis-url URL] [--cells N] [--pin-cpus] [--grace S]
 
-starts N worker processes (default: one per core, as one cell at a time per
-core keeps every cell's CPU figures honest), restarts one that dies, and on
-SIGTERM/SIGINT lets each finish its job for `--grace` seconds before killing
-it (a killed job is not lost: its lease expires and a reaper queues it again).
+starts N worker processes (default: one per CPU it may use, as one cell at a
+time per core keeps every cell's CPU figures honest), restarts one that dies,
+and on SIGTERM/SIGINT lets each finish its job for `--grace` seconds before
+killing it (a killed job is not lost: its lease expires and a reaper queues it
+again).
 
 With --pin-cpus each worker runs on a CPU of its own (the i-th of those this
 process may use), and so do its cell maker, its cells and their programs,
@@ -169,7 +170,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--cells",
         type=int,
         metavar="N",
-        help="worker processes, one cell each (default: the number of cores)",
+        help="worker processes, one cell each (default: one per CPU this process may use)",
     )
     add_pin_argument(p)
     p.add_argument(
