@@ -479,9 +479,14 @@ def fields_to_read(wanted: Sequence[str]) -> tuple[str, ...] | None:
 
 def with_rendered(record: dict[str, Any] | None) -> dict[str, Any] | None:
     """A record read by RENDER_FIELDS, its request's rendered part in place;
-    None if it has none (stored before records held it apart: read it whole)."""
-    if record is None or RENDERED not in record:
+    None if it has none (stored before records held it apart: read it whole).
+    A record the read already took whole (one of before records held their
+    `language` apart, store.lacks_language) has its request: it is returned
+    as it is, not read a second time."""
+    if record is None:
         return None
+    if RENDERED not in record:
+        return record if record.get("request") else None
     record["request"] = json.loads(record.pop(RENDERED))
     return record
 

@@ -183,6 +183,12 @@ def test_a_poll_reads_neither_the_program_nor_its_texts(judge0_service):
     # A record of before: nothing rendered apart, so it is read whole.
     redis.hdel(key, RENDERED)
     assert get() == default and get(few) == shown
+    # Older still, its language only in the request: read whole once a request.
+    redis.hdel(key, "language")
+    redis.config_resetstat()
+    assert get() == default
+    stats = redis.info("commandstats")
+    assert stats["cmdstat_hgetall"]["calls"] == 2, stats  # one GET, one GET of many
 
 
 def test_a_listing_reads_one_page_of_its_own_key(judge0_service):
