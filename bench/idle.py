@@ -2,6 +2,7 @@
 
     /opt/cellblock/venv/bin/python bench/idle.py [--runs 30] [--pause 0.1] [--json]
     /opt/cellblock/venv/bin/python bench/idle.py --both      # as root: favordynmods off, then on
+    /opt/cellblock/venv/bin/python bench/idle.py --no-service   # the cell and bwrap only
 
 A quiet service or a `cellblock run` typed at a shell starts its run after a
 pause, not right after another run. Each run here (`sandbox.run(["/bin/true"])`
@@ -12,6 +13,14 @@ CLONE_INTO_CGROUP is refused), moving the program into its cgroup waits for an
 RCU grace period after a pause unless a cgroup root is mounted `favordynmods`
 (sandbox/cgroups/dynmods.py); `--both` measures the cell with the flag off and
 on (a remount of the cgroup2 hierarchy, put back as it was at the end).
+
+Then the same for the service (unless `--no-service`): `cellblock serve --cells 2`
+(its own Redis, as bench/doors.py starts it), one `print(1)` POSTed with
+`?wait=true` after each pause, and where its time went, from the record's own
+timestamps (the service's clock is this machine's): the API until the
+submission is stored, the queue until a worker claims it, the worker's judging
+outside the cell, the cell's wall time, and the reply from the result's
+storing to the client having it.
 
 Every run must succeed; timings are reported, never judged (bench/README.md).
 """
@@ -32,6 +41,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # the working tree's sandbox, not an installed copy
 
+from bench.doors import Service  # noqa: E402
 from sandbox import libc  # noqa: E402
 from sandbox import run as sandbox_run  # noqa: E402
 from sandbox.cgroups import dynmods  # noqa: E402
@@ -76,6 +86,60 @@ def bwrap_once() -> None:
     subprocess.run(BWRAP, check=True)
 
 
+# A submission's way through the service, stage by stage (see the docstring).
+STAGES = ("to stored", "queued", "judging outside the cell", "in the cell", "reply")
+
+
+def service_after_pauses(runs: int, pause: float) -> dict:
+    """`runs` submissions of `print(1)` with `?wait=true` to a 2-worker
+    service, each after `pause` seconds: the call's milliseconds, and each
+    stage's (STAGES)."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    service = Service(2)
+    try:
+        address = urlsplit(service.url)
+        connection = http.client.HTTPConnection(address.hostname, address.port, timeout=60)
+        body = json.dumps({"language": "python3", "source": "print(1)"}).encode()
+        calls: list[float] = []
+        stages: dict[str, list[float]] = {stage: [] for stage in STAGES}
+        for index in range(runs + 1):  # the first one pays for more than a pause
+            time.sleep(pause)
+            sent = time.time()
+            start = time.perf_counter()
+            connection.request(
+                "POST", "/v1/submissions?wait=true", body, {"Content-Type": "application/json"}
+            )
+            reply = connection.getresponse()
+            record = json.loads(reply.read())
+            elapsed = time.perf_counter() - start
+            answered = time.time()
+            if reply.status != 200 or record["result"]["verdict"] != "AC":
+                raise SystemExit(f"idle.py: error: a submission failed: {reply.status} {record}")
+            if index == 0:
+                continue
+            cell = record["result"]["wall_time"]
+            judging = record["finished_at"] - record["started_at"]
+            for stage, seconds in zip(
+                STAGES,
+                (
+                    record["created_at"] - sent,
+                    record["started_at"] - record["created_at"],
+                    judging - cell,
+                    cell,
+                    answered - record["finished_at"],
+                ),
+                strict=True,
+            ):
+                stages[stage].append(1000 * seconds)
+            calls.append(1000 * elapsed)
+        connection.close()
+    finally:
+        service.stop()
+    return {"call_ms": _summary(calls), "stages_ms": {k: _summary(v) for k, v in stages.items()}}
+
+
 def _remount(mountpoint: str, options: list[str]) -> None:
     libc.mount(None, mountpoint, None, libc.MS_REMOUNT, ",".join(options))
 
@@ -85,6 +149,9 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--pause", type=float, default=0.1, help="seconds idle before each run")
     parser.add_argument("--both", action="store_true", help="favordynmods off, then on (root)")
+    parser.add_argument(
+        "--no-service", action="store_true", help="skip the service (cellblock serve)"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     results: dict[str, dict] = {}
@@ -105,8 +172,9 @@ def main() -> int:
             _remount(mount.mountpoint, original)
     if shutil.which("bwrap"):
         results["bwrap"] = after_pauses(bwrap_once, args.runs, args.pause)
+    service = None if args.no_service else service_after_pauses(args.runs, args.pause)
     if args.json:
-        print(json.dumps(results, indent=1))
+        print(json.dumps({**results, "service": service}, indent=1))
         return 0
     print(f"/bin/true after {args.pause * 1000:.0f} ms idle, {args.runs} runs; milliseconds")
     print(f"  {'method':<30} {'call p50':>9} {'call p95':>9} {'wall p50':>9} {'wall p95':>9}")
@@ -117,6 +185,16 @@ def main() -> int:
             f"  {name:<30} {call['median']:>9.2f} {call['p95']:>9.2f} "
             f"{wall['median']:>9.2f} {wall['p95']:>9.2f}"
         )
+    if service is not None:
+        call = service["call_ms"]
+        print(
+            f"\nprint(1) POSTed with ?wait=true to cellblock serve --cells 2 after "
+            f"{args.pause * 1000:.0f} ms idle, {args.runs} submissions; milliseconds"
+        )
+        print(f"  {'stage':<30} {'p50':>9} {'p95':>9}")
+        print(f"  {'the whole call':<30} {call['median']:>9.2f} {call['p95']:>9.2f}")
+        for stage, figures in service["stages_ms"].items():
+            print(f"  {stage:<30} {figures['median']:>9.2f} {figures['p95']:>9.2f}")
     return 0
 
 
