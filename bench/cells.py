@@ -2,6 +2,7 @@
 and next to bubblewrap.
 
     .venv/bin/python bench/cells.py [--iterations 100] [--warmup 5] [--cli-runs 20] [--json]
+                                    [--rounds 10] [--block 20]
     runuser -u nobody -- /opt/cellblock/venv/bin/python bench/cells.py   # unprivileged
 
 Part 1, from this one long-lived process: each workload (/bin/true, a static C hello
@@ -23,6 +24,13 @@ all methods see the same machine state. The methods:
     fork+exec     os.fork + os.execve, then read the output to EOF and waitpid
     posix_spawn   os.posix_spawn (glibc: clone(CLONE_VM|CLONE_VFORK)), read, waitpid
     bwrap         bubblewrap started with os.posix_spawn, with the isolation of BWRAP
+
+Part 1b, /bin/true by each method alone: `--rounds` rounds, in each a block of
+`--block` runs in a row by every method (the methods' order rotating from one round to
+the next). A block's first run follows another method's and is not counted; the rest
+see only their own method's work beside them (a warm cell's refill, a recycled cell's
+renewal, bwrap's namespaces torn down by kernel workers), as a caller that runs one
+way back to back does. Part 1 mixes every method's leftovers into every other's runs.
 
 Part 2: whole-process cost, a fresh interpreter each time: the installed
 `cellblock run -- /bin/true` against `bwrap ... /bin/true`, and the CLI's interpreter
@@ -285,6 +293,22 @@ def time_ms(action: Callable[[], object]) -> float:
     return (time.perf_counter_ns() - start) / 1e6
 
 
+def measure_alone(workload: Workload, rounds: int, block: int) -> dict[str, list[float]]:
+    """Blocks of `block` runs in a row by one method, every method each round (the
+    order rotating); a block's first run, which follows another method, not kept."""
+    names = list(METHODS)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for round_ in range(rounds):
+        gc.collect()
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
+            for index in range(block + 1):
+                elapsed = time_ms(lambda n=name: METHODS[n](workload))
+                if index > 0:
+                    samples[name].append(elapsed)
+    return samples
+
+
 def measure_in_process(workloads: Sequence[Workload], iterations: int, warmup: int) -> Samples:
     """Run every workload by every method per iteration, the methods' order rotating."""
     names = list(METHODS)
@@ -522,6 +546,7 @@ NOTES = [
 
 def build_report(
     samples: Samples,
+    alone: dict[str, list[float]],
     cli_samples: dict[str, list[float]],
     cpu: dict[str, dict[str, float]],
     info: dict[str, object],
@@ -545,6 +570,11 @@ def build_report(
     recycled_ratios = {
         w: round(medians[(w, "recycled")] / medians[(w, "bwrap")], 2) for w in workloads
     }
+    alone_rows = [
+        {"method": name, **summarize(values), "samples_ms": [round(v, 3) for v in values]}
+        for name, values in alone.items()
+    ]
+    bwrap_alone = statistics.median(alone["bwrap"])
     cli = [
         {"command": name, **summarize(values), "samples_ms": [round(v, 3) for v in values]}
         for name, values in cli_samples.items()
@@ -557,6 +587,8 @@ def build_report(
             "iterations": args.iterations,
             "warmup": args.warmup,
             "cli_runs": args.cli_runs,
+            "rounds": args.rounds,
+            "block": args.block,
             "cli": args.cli,
             "bwrap": list(BWRAP),
         },
@@ -566,6 +598,11 @@ def build_report(
         "ratio_sandbox_to_bwrap_median": ratios,
         "ratio_cold_to_bwrap_median": cold_ratios,
         "ratio_recycled_to_bwrap_median": recycled_ratios,
+        "alone": alone_rows,
+        "ratio_alone_to_bwrap_median": {
+            name: round(statistics.median(values) / bwrap_alone, 2)
+            for name, values in alone.items()
+        },
         "whole_process": cli,
         "ratio_cli_to_bwrap_median": round(medians_cli["cellblock run -- /bin/true"] / bwrap, 2),
         "ratio_served_python_to_bwrap_median": round(medians_cli[SERVED_PYTHON] / bwrap, 2),
@@ -615,6 +652,20 @@ def print_table(report: dict[str, object]) -> None:
             f"{row['min_ms']:>9.2f}{row['max_ms']:>9.2f}{extra}"
         )
         previous = row["workload"]
+    print(
+        f"\n1b. /bin/true by each method alone: {config['rounds']} rounds of "
+        f"{config['block']} runs in a row per method (a block's first run not counted); "
+        f"milliseconds per run"
+    )
+    _print_cpu(report["cpu"]["alone"])  # type: ignore[index]
+    print(f"  {'method':<32}{'median':>9}{'p95':>9}{'min':>9}{'max':>9}   / bwrap")
+    alone_ratios = report["ratio_alone_to_bwrap_median"]
+    assert isinstance(alone_ratios, dict)
+    for row in report["alone"]:  # type: ignore[union-attr]
+        print(
+            f"  {row['method']:<32}{row['median_ms']:>9.2f}{row['p95_ms']:>9.2f}"
+            f"{row['min_ms']:>9.2f}{row['max_ms']:>9.2f}   {alone_ratios[row['method']]:.2f}x"
+        )
     print(
         f"\n2. Whole process, a fresh interpreter each time: {config['cli_runs']} runs "
         f"each, interleaved; milliseconds per run"
@@ -682,6 +733,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="timed runs of each whole-process command (default 20)",
     )
     parser.add_argument(
+        "--rounds",
+        type=_at_least(1),
+        default=10,
+        help="part 1b: rounds of blocks, every method each round (default 10)",
+    )
+    parser.add_argument(
+        "--block",
+        type=_at_least(1),
+        default=20,
+        help="part 1b: runs in a row by one method, counted (default 20)",
+    )
+    parser.add_argument(
         "--cli", default=DEFAULT_CLI, help=f"the installed cellblock CLI (default {DEFAULT_CLI})"
     )
     parser.add_argument(
@@ -708,6 +771,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             start = cpu_snapshot()
             samples = measure_in_process(workloads, args.iterations, args.warmup)
             middle = cpu_snapshot()
+            print(
+                f"cells.py: /bin/true alone, {args.rounds} rounds of {args.block} runs "
+                f"x {len(METHODS)} methods...",
+                file=sys.stderr,
+            )
+            alone = measure_alone(workloads[0], args.rounds, args.block)
+            after_alone = cpu_snapshot()
         print(f"cells.py: {args.cli_runs} whole-process runs x 3 commands...", file=sys.stderr)
         cli_samples = measure_cli(args.cli, args.cli_runs, min(args.warmup, 2))
         end = cpu_snapshot()
@@ -718,8 +788,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    cpu = {"in_process": cpu_use(start, middle), "whole_process": cpu_use(middle, end)}
-    report = build_report(samples, cli_samples, cpu, info, args)
+    cpu = {
+        "in_process": cpu_use(start, middle),
+        "alone": cpu_use(middle, after_alone),
+        "whole_process": cpu_use(after_alone, end),
+    }
+    report = build_report(samples, alone, cli_samples, cpu, info, args)
     if args.json:
         print(json.dumps(report, indent=1))
     else:
