@@ -20,7 +20,7 @@ ARG EXTRAS=""
 # libseccomp2: the cells' filters (pyseccomp); util-linux: setpriv, which the
 # entrypoint drops root with; tar: compiled artifacts out of compile cells;
 # redis-server: the compose file's redis service and `cellblock serve`'s
-# embedded one; gcc and libc6-dev: cellblock's own C part (sandbox/spawn.c).
+# embedded one; gcc and libc6-dev: cellblock's own C part (the cell's init, sandbox/init.c).
 RUN set -eux; \
     apt-get update; \
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \

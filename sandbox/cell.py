@@ -1,27 +1,28 @@
 """The orchestrator: one run in a fresh cell, step by step.
 
-Three processes take part (four when the caller is multi-threaded):
+Four processes take part:
 
     supervisor (the caller: the worker, the CLI, a harness): makes the run's cgroup
-      ├─ [threaded caller only] outer: unshares the namespaces, waits for its id maps,
-      │   forks the init
-      └─ init (PID 1; cloned straight into the new namespaces by a single-threaded
-         caller, which then writes its id maps): builds the root and lo, then waits
-         for the run (a Launch and its fds over the socket; a warm cell waits here
-         ahead of time), makes the program's process, copy-in (read-only binds),
-         lets the program go, answers its byte-range lock requests (locks.py),
-         reaps, ends every process, copy-out, reports
-           └─ program: a clone(CLONE_VM) child in C (spawn.c) that enters the run's
-              cgroup, waits, drops everything it may not keep and execs the command
+      └─ cellblock-init, outer (sandbox/init.c, posix_spawn'ed: nothing of the
+         supervisor's memory is copied into it): unshares the namespaces, waits for
+         its id maps (written by the supervisor), forks the init, waits for it
+           └─ init (PID 1 of the new PID namespace): builds the root and lo, then
+              waits for the run (a Launch and its fds over the socket; a warm cell
+              waits here ahead of time), makes the program's process, copy-in
+              (read-only binds), lets the program go, answers its byte-range lock
+              requests (locks.c), reaps, ends every process, copy-out, reports
+                └─ program: a clone(CLONE_VM) child (spawn.c) that enters the run's
+                   cgroup, waits, drops everything it may not keep and execs the
+                   command
 
 With warm cells on (sandbox.warm), cells are made ahead of time by the cell
-maker (maker.py), a small process of the supervisor's: it clones the inits
-instead of the supervisor, and an init made so is the maker's child.
+maker (maker.py), a small process of the supervisor's: it spawns the inits
+instead of the supervisor, and an init made so is the maker's grandchild.
 
 The supervisor never enters a namespace and never touches a path inside the
-cell. Every step below calls one mechanism module (userns, mounts, net, caps,
+cell. Every step below calls one mechanism module (userns, mounts, caps,
 rlimits, seccomp, landlock, files, spawn, warm, maker, watchdog, verdict) and
-reads top to bottom; how the init comes to be is making.py, its life init.py.
+reads top to bottom; how the init comes to be is making.py, its life init.c.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from . import (
     spawn,
     userns,
     warm,
+    wire,
 )
 from .channel import CellError
 from .images import PRIVATE_SCAN, private_entries, resolve_image
@@ -90,8 +92,8 @@ def _run_cell(spec: RunSpec) -> RunResult:
         else b""
     )
     try:
-        spawn.load()
-    except (spawn.SpawnUnavailable, OSError) as error:
+        making.init_path()
+    except making.InitUnavailable as error:
         return RunResult(Status.IE, message=f"sandbox failure: {error}")
     idmap = userns.choose_idmap()
     if image.config is not None and image.config.user:  # the image's User, where it can be
@@ -178,6 +180,8 @@ def _run_cell(spec: RunSpec) -> RunResult:
             *(entry.fd for entry in copy_in),
         ]
 
+        record = wire.launch_record(launch, len(sent))
+
         # 2. A cell: a warm one made ahead of time (sandbox.warm), or a new one.
         # 3. The run goes to its init; our copies of the cell's ends go now, or
         #    the pipes would never see EOF.
@@ -185,13 +189,13 @@ def _run_cell(spec: RunSpec) -> RunResult:
             made = typing.cast(MadeCell | None, warm.take(birth))
             if made is not None:
                 try:
-                    made.host.send_launch(launch, sent)
+                    made.host.send_launch(record, sent)
                 except OSError:  # its init died a moment ago: make a new one
                     made.discard()
                     made = None
             if made is None:
                 made = _make_cell(birth)
-                made.host.send_launch(launch, sent)
+                made.host.send_launch(record, sent)
             if made.first_launch is None:
                 made.first_launch = time.monotonic()
         except (CellError, OSError, ValueError, TimeoutError) as error:
@@ -225,7 +229,7 @@ def _run_cell(spec: RunSpec) -> RunResult:
 
 def _make_cell(birth: Birth) -> MadeCell:
     """A cell for a run now: from the cell maker if it is up (warm cells on),
-    else (or if it fails) cloned by us."""
+    else (or if it fails) spawned by us."""
     made = making.ask_maker(birth, _maker())
     if made is not None:
         try:
@@ -233,13 +237,13 @@ def _make_cell(birth: Birth) -> MadeCell:
             return made
         except (CellError, OSError, ValueError, EOFError):
             made.discard()
-    return making.clone_cell(birth)
+    return making.spawn_cell(birth)
 
 
 def _make_warm_cell(birth: Birth) -> MadeCell:
     """A cell made ahead of time (warm.refill): asked of the cell maker (its
-    answer is read when the cell is taken), or cloned by us while it is not up."""
-    return making.ask_maker(birth, _maker()) or making.clone_cell(birth)
+    answer is read when the cell is taken), or spawned by us while it is not up."""
+    return making.ask_maker(birth, _maker()) or making.spawn_cell(birth)
 
 
 def _maker() -> maker.Maker | None:

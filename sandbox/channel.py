@@ -20,7 +20,6 @@ from __future__ import annotations
 import array
 import json
 import os
-import pickle
 import socket
 from typing import Any
 
@@ -56,12 +55,12 @@ class Channel:
         for start in range(0, len(chunk), CHUNK):
             self.sock.sendall(b"D" + chunk[start : start + CHUNK])
 
-    def send_launch(self, launch: object, fds: list[int]) -> None:
-        """Host to init: `launch` (pickled) and `fds`, which arrive in that order."""
+    def send_launch(self, record: bytes, fds: list[int]) -> None:
+        """Host to init: a run's launch (`record`, sandbox/wire.py) in a memfd,
+        and `fds`, which arrive in that order."""
         memfd = os.memfd_create("cellblock-launch", os.MFD_CLOEXEC)
         try:
-            os.write(memfd, pickle.dumps((launch, len(fds))))
-            os.lseek(memfd, 0, os.SEEK_SET)
+            os.write(memfd, record)
             first, rest = fds[: _FDS_PER_MESSAGE - 1], fds[_FDS_PER_MESSAGE - 1 :]
             self._send_fds(b"P", [memfd, *first])
             for start in range(0, len(rest), _FDS_PER_MESSAGE):
@@ -89,33 +88,6 @@ class Channel:
 
     def _send_fds(self, kind: bytes, fds: list[int]) -> None:
         self.sock.sendmsg([kind], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
-
-    def receive_launch(self) -> tuple[Any, list[int]]:
-        """In the init: the launch and its fds (ChannelClosed if the host went away).
-        A kill request still queued is skipped: it was sent for a run that had
-        already ended (a recycled cell's last run), never for one not launched."""
-        kind, fds = self._receive_fds()
-        while kind == b"J":
-            for fd in fds:
-                os.close(fd)
-            kind, fds = self._receive_fds()
-        if kind != b"P" or not fds:
-            raise ValueError(f"expected a launch, got {kind!r}")
-        with open(fds[0], "rb") as memfd:
-            launch, count = pickle.load(memfd)
-        fds = fds[1:]
-        while len(fds) < count:
-            kind, more = self._receive_fds()
-            if kind != b"F":
-                raise ValueError(f"expected more descriptors, got {kind!r}")
-            fds += more
-        return launch, fds
-
-    def _receive_fds(self) -> tuple[bytes, list[int]]:
-        data, fds, _, _ = socket.recv_fds(self.sock, 1, _FDS_PER_MESSAGE, socket.MSG_CMSG_CLOEXEC)
-        if not data:
-            raise ChannelClosed("the host closed the channel")
-        return data, fds
 
     def receive(self) -> dict[str, Any] | bytes:
         """The next message: a dict for an event, bytes for a data chunk."""

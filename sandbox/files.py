@@ -1,4 +1,5 @@
-"""Files across the cell's wall: stdin, captured output, copy-in and copy-out.
+"""Files across the cell's wall, the caller's half: stdin, captured output,
+copy-in sources.
 
 The rules (SECURITY.md rules 1-3; Judge0's CVE-2024-28185/28189): the host never
 opens a path inside the cell by name. Inputs are opened on the host side by the
@@ -6,7 +7,8 @@ caller's own rights and handed over as file descriptors; the cell's init writes
 them into /box with O_CREAT|O_EXCL|O_NOFOLLOW before the program starts.
 Outputs are read by the init after every process of the cell is dead, with
 openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS|...) from a /box fd, regular files
-only, size capped, and streamed to the host as bytes.
+only, size capped, and streamed to the host as bytes (the init's half:
+sandbox/boxfiles.c).
 """
 
 from __future__ import annotations
@@ -20,8 +22,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import libc
-from .channel import Channel
 from .spec import CopyInSource, SpecError, cell_path
 
 _SEALS = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
@@ -123,96 +123,6 @@ def open_copy_in(copy_in: Mapping[str, CopyInSource]) -> list[CopyIn]:
             os.close(entry.fd)
         raise
     return entries
-
-
-def open_box() -> int:
-    """In the cell, before the program starts: the fd every later step uses for
-    /box, so nothing the program does to the name /box can redirect us."""
-    return os.open("/box", os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-
-
-def copy_into_box(box: int, entries: list[CopyIn], uid: int, gid: int) -> None:
-    """In the cell, before the program: write each input under /box."""
-    for entry in entries:
-        parent = _make_parents(box, entry.path, uid, gid)
-        name = entry.path.rsplit("/", 1)[-1]
-        out = os.open(
-            name,
-            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-            entry.mode,
-            dir_fd=parent,
-        )
-        try:
-            offset = 0
-            while sent := os.sendfile(out, entry.fd, offset, 1 << 24):
-                offset += sent
-            os.fchown(out, uid, gid)
-            os.fchmod(out, entry.mode)
-        finally:
-            os.close(out)
-            if parent != box:
-                os.close(parent)
-
-
-def _make_parents(box: int, relative: str, uid: int, gid: int) -> int:
-    parts = relative.split("/")[:-1]
-    current = box
-    for part in parts:
-        try:
-            os.mkdir(part, 0o755, dir_fd=current)
-            os.chown(part, uid, gid, dir_fd=current, follow_symlinks=False)
-        except FileExistsError:
-            pass
-        child = os.open(
-            part, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=current
-        )
-        if current != box:
-            os.close(current)
-        current = child
-    return current
-
-
-_RESOLVE = (
-    libc.RESOLVE_BENEATH
-    | libc.RESOLVE_NO_SYMLINKS
-    | libc.RESOLVE_NO_MAGICLINKS
-    | libc.RESOLVE_NO_XDEV
-)
-
-
-def send_box_files(box: int, channel: Channel, paths: tuple[str, ...], max_size: int) -> None:
-    """In the cell, after every process is dead: stream requested files to the host.
-
-    Whatever the program left under /box (links, FIFOs, devices, huge files, a
-    removed directory) costs it that file, never the verdict of the run.
-    """
-    for path in paths:
-        relative = cell_path(path)
-        try:
-            # O_NONBLOCK: a planted FIFO must not hang us; O_NOCTTY for device nodes.
-            fd = libc.openat2(
-                box, relative, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC, _RESOLVE
-            )
-        except OSError as e:
-            channel.send("file", path=path, error=f"cannot open: {os.strerror(e.errno or 0)}")
-            continue
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                channel.send("file", path=path, error="not a regular file")
-                continue
-            if st.st_size > max_size:
-                channel.send("file", path=path, error=f"larger than the limit of {max_size} bytes")
-                continue
-            data = b""
-            while len(data) <= max_size and (chunk := os.read(fd, 1 << 20)):
-                data += chunk
-            channel.send("file", path=path, size=len(data[:max_size]))
-            channel.send_data(data[:max_size])
-        except OSError as e:
-            channel.send("file", path=path, error=f"cannot read: {os.strerror(e.errno or 0)}")
-        finally:
-            os.close(fd)
 
 
 class OutputBuffer:

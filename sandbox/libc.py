@@ -1,8 +1,9 @@
 """Thin ctypes bindings for the kernel calls Python 3.11 does not expose.
 
-Python 3.11 has no os.unshare, os.setns, mount or pivot_root (3.12 added the
-first two), so the mechanisms in this package call libc, or the raw syscall
-where glibc 2.36 has no wrapper. Every wrapper raises OSError with errno set,
+Python 3.11 has no os.unshare or mount, so the Python parts of this package
+that use them (the doctor's probes, the cell maker's holding namespace, the
+image tools) call libc, or the raw syscall where glibc 2.36 has no wrapper; the
+cell's init is C (sandbox/init.c). Every wrapper raises OSError with errno set,
 like the os module does. x86_64 only: the syscall numbers below are that ABI's.
 """
 
@@ -10,25 +11,15 @@ from __future__ import annotations
 
 import ctypes
 import os
-import signal
 
 if os.uname().machine != "x86_64":  # pragma: no cover - the numbers below are x86_64's
     raise ImportError("cellblock's sandbox supports x86_64 Linux only")
 
 _libc = ctypes.CDLL(None, use_errno=True)
-# The same C library, called without releasing the GIL (for clone_process).
-_libc_holding_gil = ctypes.PyDLL(None, use_errno=True)
 
 # Syscall numbers (arch/x86/entry/syscalls/syscall_64.tbl).
-SYS_clone = 56
-SYS_pivot_root = 155
 SYS_unshare = 272
-SYS_setns = 308
 SYS_seccomp = 317
-SYS_open_tree = 428
-SYS_move_mount = 429
-SYS_pidfd_send_signal = 424
-SYS_close_range = 436
 SYS_openat2 = 437
 SYS_mount_setattr = 442
 SYS_landlock_create_ruleset = 444
@@ -55,23 +46,7 @@ MS_MOVE = 8192
 MS_REC = 16384
 MS_SILENT = 32768
 MS_PRIVATE = 1 << 18
-MNT_DETACH = 2
 
-# mount_setattr(2).
-MOUNT_ATTR_RDONLY = 0x1
-MOUNT_ATTR_NOSUID = 0x2
-MOUNT_ATTR_NODEV = 0x4
-MOUNT_ATTR_NOEXEC = 0x8
-MOUNT_ATTR_NOSYMFOLLOW = 0x200000
-AT_RECURSIVE = 0x8000
-AT_EMPTY_PATH = 0x1000
-AT_FDCWD = -100
-
-# open_tree(2) / move_mount(2).
-OPEN_TREE_CLONE = 1
-OPEN_TREE_CLOEXEC = os.O_CLOEXEC
-MOVE_MOUNT_F_EMPTY_PATH = 0x00000004
-MOVE_MOUNT_T_EMPTY_PATH = 0x00000040
 
 # prctl(2).
 PR_SET_PDEATHSIG = 1
@@ -111,8 +86,6 @@ _libc.mount.argtypes = [
     ctypes.c_ulong,
     ctypes.c_char_p,
 ]
-_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
-_libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
 _libc.prctl.argtypes = [ctypes.c_int] + [ctypes.c_ulong] * 4
 
 
@@ -137,45 +110,6 @@ def unshare(flags: int) -> None:
     syscall(SYS_unshare, ctypes.c_int(flags), what="unshare")
 
 
-def single_threaded() -> bool:
-    """Whether this process has one thread (a task directory links 2 + threads)."""
-    return os.stat("/proc/self/task").st_nlink == 3
-
-
-def clone_process(flags: int) -> int:
-    """fork(2) into new namespaces: clone(flags | SIGCHLD); 0 in the child.
-
-    Python's fork hooks run as os.fork runs them (the GIL is held throughout),
-    but glibc's do not: its locks (malloc's, stdio's) are not reset in the
-    child, so a lock another thread held at the clone would stay held forever.
-    Call this only when `single_threaded()`. The child's glibc also keeps the
-    parent's thread id in its thread block: raise() and pthread_kill() do not
-    work there; os.kill does.
-    """
-    api = ctypes.pythonapi
-    api.PyOS_BeforeFork()
-    pid = _libc_holding_gil.syscall(
-        ctypes.c_long(SYS_clone),
-        ctypes.c_ulong(flags | signal.SIGCHLD),
-        None,
-        None,
-        None,
-        ctypes.c_ulong(0),
-    )
-    if pid == 0:
-        api.PyOS_AfterFork_Child()
-        return 0
-    error = ctypes.get_errno()
-    api.PyOS_AfterFork_Parent()
-    if pid < 0:
-        raise OSError(error, f"clone: {os.strerror(error)}")
-    return pid
-
-
-def setns(fd: int, nstype: int = 0) -> None:
-    syscall(SYS_setns, ctypes.c_int(fd), ctypes.c_int(nstype), what="setns")
-
-
 def mount(
     source: str | None,
     target: str,
@@ -187,14 +121,6 @@ def mount(
     _check(result, f"mount {fstype or ''} {source or ''} on {target}")
 
 
-def umount2(target: str, flags: int = 0) -> None:
-    _check(_libc.umount2(_path(target), flags), f"umount {target}")
-
-
-def pivot_root(new_root: str, put_old: str) -> None:
-    syscall(SYS_pivot_root, _path(new_root), _path(put_old), what="pivot_root")
-
-
 class _MountAttr(ctypes.Structure):
     _fields_ = [
         ("attr_set", ctypes.c_uint64),
@@ -204,63 +130,8 @@ class _MountAttr(ctypes.Structure):
     ]
 
 
-def mount_setattr(path: str, attr_set: int, recursive: bool = True, dirfd: int = AT_FDCWD) -> None:
-    """Set mount attributes on a whole tree at once (MS_REMOUNT cannot recurse).
-
-    With `path` "" the mount is `dirfd`'s own (AT_EMPTY_PATH), e.g. an open_tree fd."""
-    attr = _MountAttr(attr_set, 0, 0, 0)
-    flags = (AT_RECURSIVE if recursive else 0) | (AT_EMPTY_PATH if path == "" else 0)
-    syscall(
-        SYS_mount_setattr,
-        ctypes.c_int(dirfd),
-        _path(path),
-        ctypes.c_uint(flags),
-        ctypes.byref(attr),
-        ctypes.c_size_t(ctypes.sizeof(attr)),
-        what=f"mount_setattr {path}",
-    )
-
-
-def open_tree(dirfd: int, path: str, flags: int) -> int:
-    """An fd of the mount at dirfd/path; with OPEN_TREE_CLONE a detached bind of it."""
-    return syscall(
-        SYS_open_tree,
-        ctypes.c_int(dirfd),
-        _path(path),
-        ctypes.c_uint(flags),
-        what=f"open_tree {path}",
-    )
-
-
-def move_mount(from_fd: int, from_path: str, to_fd: int, to_path: str, flags: int) -> None:
-    syscall(
-        SYS_move_mount,
-        ctypes.c_int(from_fd),
-        _path(from_path),
-        ctypes.c_int(to_fd),
-        _path(to_path),
-        ctypes.c_uint(flags),
-        what=f"move_mount {to_path}",
-    )
-
-
-def sethostname(name: str) -> None:
-    raw = name.encode()
-    _check(_libc.sethostname(raw, len(raw)), "sethostname")
-
-
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
     return _check(_libc.prctl(option, arg2, arg3, arg4, arg5), f"prctl({option})")
-
-
-def close_range(first: int, last: int = 0xFFFFFFFF, flags: int = 0) -> None:
-    syscall(
-        SYS_close_range,
-        ctypes.c_uint(first),
-        ctypes.c_uint(last),
-        ctypes.c_uint(flags),
-        what="close_range",
-    )
 
 
 class _SockFprog(ctypes.Structure):
@@ -300,17 +171,6 @@ def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> i
         ctypes.byref(how),
         ctypes.c_size_t(ctypes.sizeof(how)),
         what=f"openat2 {path}",
-    )
-
-
-def pidfd_send_signal(pidfd: int, sig: int) -> None:
-    syscall(
-        SYS_pidfd_send_signal,
-        ctypes.c_int(pidfd),
-        ctypes.c_int(sig),
-        None,
-        ctypes.c_uint(0),
-        what="pidfd_send_signal",
     )
 
 

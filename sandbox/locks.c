@@ -1,7 +1,7 @@
 /*
  * The init's answer to the program's byte-range lock requests: a thread of
- * the init, in C, reading the seccomp listener (sandbox/locks.py says why and
- * decides the numbers; this file only applies them).
+ * the init (sandbox/init.c) reading the seccomp listener (sandbox/locks.py
+ * says why and decides the numbers; this file only applies them).
  *
  * Each request the filter sends here (fcntl F_SETLK, F_SETLKW, F_OFD_SETLK,
  * F_OFD_SETLKW) is let through (SECCOMP_USER_NOTIF_FLAG_CONTINUE: the kernel
@@ -16,12 +16,11 @@
  * The filter also sends socket and socketpair here (the family already
  * checked): those are let through as they are, and counted. A run that made
  * no socket left its network namespace as it found it, and a recycled cell
- * keeps it for the next run (sandbox/init.py, renew).
+ * keeps it for the next run (sandbox/init.c, renew).
  *
- * C and a thread because every request waits for its answer: the Python loop
- * of the init took ~90 us a request (SQLite takes and drops a few locks per
- * transaction); this takes a fraction of that. The thread touches nothing of
- * Python's and runs with every signal blocked.
+ * A thread of its own because every request waits for its answer (SQLite
+ * takes and drops a few locks per transaction), while the init's own loop
+ * waits for the program's end; it runs with every signal blocked.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -35,6 +34,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "spawn.h"
+
 #ifndef SECCOMP_IOCTL_NOTIF_SET_FLAGS
 #define SECCOMP_IOCTL_NOTIF_SET_FLAGS _IOW('!', 4, __u64)
 #endif
@@ -42,20 +43,6 @@
 #define SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP (1UL << 0)
 #endif
 
-struct cb_locks {
-    /* Inputs. */
-    int listener;              /* the seccomp filter's listener fd */
-    int cap;                   /* locks the cell may hold */
-    int deny_run;              /* requests refused at the cap before the next count */
-    const char *proc_locks;    /* the cell's /proc/locks */
-    /* Outputs (read after cb_locks_stop). */
-    long allowed, refused, counts;
-    long sockets;              /* socket and socketpair calls let through */
-    /* Ours. */
-    int stop_r, stop_w;
-    long known, since, denying;
-    pthread_t thread;
-};
 
 /* Locks in the cell's /proc/locks: its lines, but for requests waiting ("->"). */
 static long count_locks(const char *path)
@@ -185,4 +172,3 @@ void cb_locks_stop(struct cb_locks *s)
     close(s->stop_w);
 }
 
-long cb_locks_struct_size(void) { return (long)sizeof(struct cb_locks); }

@@ -10,7 +10,8 @@ time to make them does (about 75 MiB of them per CPU second here).
 So the default seccomp profile sends those four fcntl commands to the cell's
 init (SCMP_ACT_NOTIFY: a seccomp user notification, whose listener the
 program's process hands to the init before its execve, spawn.c). At the first
-request a thread of the init starts (locks.c): it lets each request go on (the
+request a thread of the init starts (sandbox/locks.c; the numbers come from
+here, in the cell's Birth): it lets each request go on (the
 kernel then does exactly what it would have done) while the cell holds fewer
 than LOCK_CAP locks, and answers ENOLCK beyond. It cannot know what a request
 will change (an unlock may split one lock into two), so it counts every request
@@ -28,52 +29,10 @@ one per open file, which RLIMIT_NOFILE and the pids limit bound.
 
 The default profile sends socket and socketpair to the same listener: the
 thread lets each go on at once and counts it (`sockets`). A recycled cell
-keeps the network namespace of a run that made none (init.renew).
+keeps the network namespace of a run that made none (init.c, renew).
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import os
-
-from . import spawn
-
 LOCK_CAP = 4096  # byte-range locks a cell may hold: about 1 MiB of kernel memory
 DENY_RUN = 64  # requests refused at the cap before the locks are counted again
-
-
-class LockSupervisor:
-    """The thread that answers one cell's lock requests, from start to stop."""
-
-    def __init__(self, listener: int, proc_locks: str = "/proc/locks") -> None:
-        self._lib = spawn.load()
-        self._state = spawn.LockState(
-            listener=listener, cap=LOCK_CAP, deny_run=DENY_RUN, proc_locks=proc_locks.encode()
-        )
-        error = self._lib.cb_locks_start(ctypes.byref(self._state))
-        if error < 0:
-            raise OSError(-error, f"the lock supervisor: {os.strerror(-error)}")
-        self._running = True
-
-    def stop(self) -> None:
-        """Stop answering (the cell's processes are gone)."""
-        if self._running:
-            self._lib.cb_locks_stop(ctypes.byref(self._state))
-            self._running = False
-
-    @property
-    def refused(self) -> int:
-        """Lock requests answered ENOLCK."""
-        return int(self._state.refused)
-
-    @property
-    def sockets(self) -> int:
-        """socket and socketpair calls let through (the filter sends those here too)."""
-        return int(self._state.sockets)
-
-
-def close(listener: int | None) -> None:
-    if listener is not None:
-        with contextlib.suppress(OSError):
-            os.close(listener)

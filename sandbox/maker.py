@@ -1,33 +1,31 @@
-"""The cell maker: a small process of the caller's that clones cells' inits for it.
+"""The cell maker: a small process of the caller's that spawns cells' inits for it.
 
-A cell's init is a clone of the process that makes it. Cloned from the caller
-(a worker of 60 MiB, a harness, a benchmark), every clone copies the caller's
-page tables, and every page either process writes afterwards is copied on a
-fault (3.5 us each here), the caller's pages too, for as long as the init
-lives: a warm cell lives across a whole run. The maker is a fresh interpreter
-that imported the sandbox and nothing else: single-threaded, small, and idle
-while the runs go on. The caller only sends it a request; it never clones.
-And an init made by the maker holds nothing of the caller's memory or
-environment (a worker's Redis password, API keys), should a program ever get
-at it.
+Making a cell takes a few round trips before its init can build anything: the
+init unshares its namespaces, its id maps are written from outside, it is told
+so. The maker takes them off the caller's path: the caller only sends it a
+request and goes on (a warm cell is made while the caller's run goes on). For
+a rootless caller with subordinate ids the maker also saves the setuid helpers
+(newuidmap, newgidmap: ~5 ms a cell): it lives in a user namespace that holds
+the caller's whole range (userns.enter_holding_namespace) and writes each
+cell's maps itself. It is a fresh interpreter that imported the sandbox and
+nothing else: single-threaded, small, and idle while the runs go on.
 
 Used with warm cells: sandbox.keep_warm() starts it, and while warm cells are
 on it makes every cell of the caller (cell._make_cell, cell._make_warm_cell ask it).
 Until it is up (~150 ms of imports, in the background), and wherever it cannot
-come up (it first checks that it may clone into new namespaces) or has died,
-the caller makes its cells itself: the maker is only ever faster. Children
-forked from the caller use it too (a service worker's work horses).
+come up or has died, the caller makes its cells itself. Children forked from
+the caller use it too (a service worker's work horses).
 
 One request per cell, on the maker's control socket: a pickled Birth and the
 id map the caller holds for the cell (userns.hold_ids), with both
-ends of the new cell's channel (SCM_RIGHTS). The maker clones the init into new
-namespaces, writes the id maps, tells the init "mapped", then hands the host
-end the init's pid and a pidfd (channel `M` message) and closes its copies:
-from then on the caller and the init talk as if the caller had cloned it. The
-maker reaps its inits; the caller kills one, if it must, by its pidfd. The
-maker dies with the caller (PDEATHSIG), and its inits with it; told to stop,
-it waits for its inits, which end with their runs.
-"""
+ends of the new cell's channel (SCM_RIGHTS). The maker spawns the init
+(making.spawn_init), writes the id maps, tells it "mapped", then hands the host
+end the pid of the spawned process and a pidfd (channel `M` message) and closes
+its copies: from then on the caller and the init talk as if the caller had
+spawned it. The maker reaps what it spawned; the caller kills one, if it must,
+by its pidfd (the init dies with it). The maker dies with the caller
+(PDEATHSIG), and its inits with it; told to stop, it waits for its inits, which
+end with their runs."""
 
 from __future__ import annotations
 
@@ -185,7 +183,7 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 def serve(control_fd: int, caller: int) -> None:
     """The maker's main loop (run by a fresh interpreter, see Maker)."""
-    from . import libc, making, spawn, userns  # the init's code: imported before any clone
+    from . import libc, making, userns
     from .channel import Channel
 
     libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -200,10 +198,6 @@ def serve(control_fd: int, caller: int) -> None:
                     inits.discard(pid)
 
     control = socket.socket(fileno=control_fd)
-    try:
-        spawn.load()  # what the inits start programs with, as cell.run_cell does
-    except (spawn.SpawnUnavailable, OSError):
-        return  # EOF for the caller: not usable, it makes its cells itself
     # A rootless caller with subordinate ids: the maker maps each cell's ids
     # itself, from a user namespace that holds them all (userns.py).
     holding = None
@@ -213,10 +207,11 @@ def serve(control_fd: int, caller: int) -> None:
             holding = userns.enter_holding_namespace(template)
         except OSError:
             return  # not usable: the caller makes its cells (with the helpers)
+    try:
+        making.init_path()
+    except making.InitUnavailable:
+        return  # EOF for the caller: it makes its cells itself (and says why not)
     signal.signal(signal.SIGCHLD, reap)
-    own_pidfd = os.pidfd_open(os.getpid())  # readable once we are gone: for the inits
-    if not making.can_clone_cells():
-        return  # a seccomp profile refuses it (Docker's): the caller makes its own
     control.send(b"ready")
     while True:
         try:
@@ -232,7 +227,7 @@ def serve(control_fd: int, caller: int) -> None:
             birth, idmap = pickle.loads(message)
             if holding is not None:
                 idmap = userns.seen_from(idmap, holding)
-            pid = making.make_init(birth, idmap, cell_end, host_end, own_pidfd)
+            pid = making.make_init(birth, idmap, cell_end, host_end)
             inits.add(pid)
             reap()  # one that ended before it was in the set had its SIGCHLD already
         except Exception as error:  # noqa: BLE001 - the caller hears of it, we go on

@@ -1,45 +1,62 @@
-"""How a cell's init comes to be: cloned into new namespaces (by the caller, or
-by the cell maker for it), or, for a multi-threaded caller, forked by an outer
-process that unshared them; its ids mapped from outside; then it lives its
-life (init.run_init). MadeCell is the caller's handle on one.
+"""How a cell's init comes to be: spawned as an executable of its own
+(`cellblock-init`, sandbox/init.c), by the caller or by the cell maker for it;
+its ids mapped from outside; then it lives its life. MadeCell is the caller's
+handle on one.
 
-A caller with several threads cannot clone safely (a lock another thread holds
-in glibc would stay held in the child), so for it an outer process forks,
-unshares the namespaces and forks the init; the cell is the same.
+posix_spawn (clone with CLONE_VM|CLONE_VFORK, then execve) copies nothing of
+the caller: no page tables, no copy-on-write faults, no copy of the caller's
+memory (a worker's secrets) in a process beside the program; and it is safe
+in a caller with threads. The spawned process unshares the namespaces and says
+so on its set-up socket; whoever spawned it writes its id maps (only a process
+outside the new user namespace may) and says "mapped"; it then forks the init,
+PID 1 of the new PID namespace, and waits for it. Killing it kills the init
+(PR_SET_PDEATHSIG), and with it every process of the cell.
 """
 
 from __future__ import annotations
 
 import contextlib
-import gc
 import os
-import select
 import signal
+import socket
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from . import libc, mounts, userns
-from .channel import Channel
-from .init import Birth, note_command_line, report_error, run_init
+from . import userns, wire
+from .channel import CellError, Channel, ChannelClosed
+from .init import Birth
 
-NAMESPACES = (
-    libc.CLONE_NEWUSER
-    | libc.CLONE_NEWNS
-    | libc.CLONE_NEWPID
-    | libc.CLONE_NEWNET
-    | libc.CLONE_NEWIPC
-    | libc.CLONE_NEWUTS
-)
 SETUP_TIMEOUT = 20.0  # seconds for the namespaces and mounts; they take milliseconds
+# The init's descriptors (init.c): its end of the channel, its Birth, its set-up socket.
+_CHANNEL_FD, _BIRTH_FD, _SETUP_FD = 3, 4, 5
+
+
+class InitUnavailable(RuntimeError):
+    """The executable is missing (a source tree never built)."""
+
+
+def init_path() -> str:
+    """Where `cellblock-init` is: built next to this file by scripts/install or pip."""
+    path = Path(__file__).resolve().with_name("cellblock-init")
+    if not os.access(path, os.X_OK):
+        here = path.parent
+        raise InitUnavailable(
+            f"{path} is missing: build it with scripts/install (or `gcc -O2 -o {path} "
+            f"{here}/init.c {here}/mounts.c {here}/boxfiles.c {here}/wire.c {here}/spawn.c "
+            f"{here}/locks.c -lpthread`)"
+        )
+    return str(path)
 
 
 @dataclass
 class MadeCell:
     """A cell whose init is running (building its root, or waiting for a launch).
 
-    Made by this process (the init is our child) or by the cell maker (maker.py:
-    the init is the maker's child, which the maker reaps; we kill it, if we
+    `pid` is the spawned process (the init's parent, outside the cell's PID
+    namespace): made by this process (our child) or by the cell maker
+    (maker.py: the maker's child, which the maker reaps; we kill it, if we
     must, by a pidfd that comes as the first message on the channel, read by
     `confirm`)."""
 
@@ -114,9 +131,6 @@ def reap_finished() -> None:
     reap_exiting(block=True)
 
 
-_clone_refused = False  # set once clone() into namespaces was refused here
-
-
 def ask_maker(birth: Birth, made_by: Any) -> MadeCell | None:
     """A cell asked of the cell maker `made_by` (maker.Maker; None: not up, then
     None), its answer read when the cell is confirmed."""
@@ -135,85 +149,92 @@ def ask_maker(birth: Birth, made_by: Any) -> MadeCell | None:
     return MadeCell(0, host, ids, by_maker=True)
 
 
-def clone_cell(birth: Birth) -> MadeCell:
-    """Start a cell's init in new namespaces and map its ids; it builds its root
-    and then waits for a launch."""
-    note_command_line()
+def spawn_cell(birth: Birth) -> MadeCell:
+    """Start a cell's init and map its ids; it builds its root and then waits
+    for a launch."""
     ids = userns.hold_ids(birth.idmap)
     host, cell = Channel.pair()
     try:
-        # Single-threaded, we clone the init straight into new namespaces; a
-        # threaded caller cannot clone safely (glibc's locks, see
-        # libc.clone_process), so an outer process forks, unshares every
-        # namespace and forks the init.
-        global _clone_refused
-        cloned = not _clone_refused and libc.single_threaded()
-        if cloned:
-            try:
-                pid = libc.clone_process(NAMESPACES)
-            except PermissionError:
-                # A seccomp profile that allows unshare but not clone with
-                # namespace flags (cellblock's own Docker worker profile, by
-                # design): the outer process's way, from now on.
-                _clone_refused = cloned = False
-            else:
-                if pid == 0:
-                    _cloned_init(birth, cell, host)  # never returns
-        if not cloned:
-            supervisor = os.getpid()
-            pid = os.fork()
-            if pid == 0:
-                _outer(birth, cell, host, supervisor)  # never returns
+        pid = spawn_init(birth, ids.idmap, cell, host)
     except BaseException:
+        host.close()
         ids.release()
         raise
     finally:
         cell.close()
-    made = MadeCell(pid, host, ids)
+    return MadeCell(pid, host, ids)
+
+
+def spawn_init(birth: Birth, idmap: userns.IdMap, cell: Channel, host: Channel) -> int:
+    """Spawn the init with `cell` as its end of the channel, write its id maps
+    (`idmap`: what the caller holds for it), tell it "mapped". Returns the
+    spawned process's pid (ours to reap)."""
+    record = wire.birth_record(birth)
+    setup, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    memfd = os.memfd_create("cellblock-birth", os.MFD_CLOEXEC)
+    # Every source fd above the targets first: a dup2 onto 3, 4 or 5 must not
+    # overwrite a source still to come.
+    sources = [_high(fd) for fd in (cell.fileno(), memfd, theirs.fileno())]
     try:
-        # Map ids of the new user namespace from outside, as only we may (a
-        # cloned init's namespace exists already; an outer process says when
-        # it has unshared).
-        host.sock.settimeout(SETUP_TIMEOUT)
-        if not cloned:
-            host.expect("unshared")
-        userns.write_idmap(pid, ids.idmap)
-        host.send("mapped")
-    except BaseException:
-        made.discard()
-        raise
-    return made
+        os.write(memfd, record)
+        pid = os.posix_spawn(
+            init_path(),
+            ["cellblock-init"],
+            {},
+            file_actions=[
+                (os.POSIX_SPAWN_DUP2, source, target)
+                for source, target in zip(sources, (_CHANNEL_FD, _BIRTH_FD, _SETUP_FD), strict=True)
+            ],
+        )
+    finally:
+        for fd in (*sources, memfd):
+            os.close(fd)
+        theirs.close()
+    with setup:
+        try:
+            setup.settimeout(SETUP_TIMEOUT)
+            said = setup.recv(64)
+            if said != b"unshared":
+                raise CellError(_why_not(host) or "the cell's init failed before its namespaces")
+            userns.write_idmap(pid, idmap)
+            setup.send(b"mapped")
+        except BaseException:
+            _kill_quietly(pid)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+            raise
+    return pid
 
 
-def can_clone_cells() -> bool:
-    """Whether this process may clone into new namespaces (the cell maker asks
-    before it says it is up: Docker's worker profile refuses it)."""
+def _high(fd: int) -> int:
+    import fcntl
+
+    return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
+
+
+def _why_not(host: Channel) -> str | None:
+    """The error the init reported on the channel before it died, if any."""
     try:
-        pid = libc.clone_process(NAMESPACES)
-    except PermissionError:
-        return False
-    if pid == 0:
-        os._exit(0)
-    os.waitpid(pid, 0)
-    return True
+        datagram = host.sock.recv(65536, socket.MSG_DONTWAIT | socket.MSG_PEEK)
+    except OSError:
+        return None
+    if datagram[:1] != b"J":
+        return None
+    with contextlib.suppress(ValueError, ChannelClosed):
+        message = host.receive()
+        if isinstance(message, dict) and message.get("kind") == "error":
+            return str(message.get("message"))
+    return None
 
 
-def make_init(
-    birth: Birth, idmap: userns.IdMap, cell: Channel, host: Channel, own_pidfd: int
-) -> int:
-    """In the cell maker (single-threaded): clone an init for the caller that
-    sent both ends of its channel, map its ids (`idmap`: the range the caller
-    holds for it), tell the caller the init's pid and a pidfd. Returns the
-    init's pid, for the maker to reap."""
-    note_command_line()
-    pid = libc.clone_process(NAMESPACES)
-    if pid == 0:
-        _cloned_init(birth, cell, host, own_pidfd)  # never returns
+def make_init(birth: Birth, idmap: userns.IdMap, cell: Channel, host: Channel) -> int:
+    """In the cell maker: spawn an init for the caller that sent both ends of
+    its channel, map its ids (`idmap`: the range the caller holds for it), tell
+    the caller the init's pid and a pidfd. Returns the pid, for the maker to reap."""
+    pid = spawn_init(birth, idmap, cell, host)
     try:
-        userns.write_idmap(pid, idmap)
-        host.send("mapped")
-        # The caller's launch must come after "mapped", so the caller hears of
-        # the cell only now; before this, the init can only have said "error".
+        # The caller hears of the cell only now; before this, the init can
+        # only have said "error".
         pidfd = os.pidfd_open(pid)
         try:
             cell.send_made(pid, pidfd)
@@ -224,71 +245,6 @@ def make_init(
         os.waitpid(pid, 0)
         raise
     return pid
-
-
-def _outer(birth: Birth, cell: Channel, host: Channel, supervisor: int) -> None:
-    """Unshare the namespaces, wait for the id maps, fork the init, wait for it."""
-    code = 1
-    gc.disable()  # no finalizer of the supervisor's garbage may run here
-    try:
-        libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != supervisor:
-            return  # the supervisor died before PDEATHSIG was armed
-        host.close()
-        _keep_only_fds([cell.fileno()])
-        libc.unshare(NAMESPACES)
-        layers = mounts.open_layers(birth.plan.image)  # with our own rights, still
-        cell.send("unshared")
-        cell.expect("mapped")
-        userns.become_cell_root(birth.idmap)
-        # The init must not outlive us; this pipe tells it whether we are still here.
-        alive_r, alive_w = os.pipe2(os.O_CLOEXEC)
-        init_pid = os.fork()
-        if init_pid == 0:
-            os.close(alive_w)
-            run_init(birth, cell, alive_r, layers)  # never returns
-        os.close(alive_r)
-        cell.close()
-        _, status = os.waitpid(init_pid, 0)
-        code = os.waitstatus_to_exitcode(status) & 0xFF
-    except BaseException as error:  # noqa: BLE001 - report anything, then die
-        report_error(cell, f"outer: {error}")
-    finally:
-        os._exit(code)
-
-
-def _cloned_init(
-    birth: Birth, cell: Channel, host: Channel, parent_pidfd: int | None = None
-) -> None:
-    """Born PID 1 of the new namespaces (clone_process): wait for the id maps.
-    `parent_pidfd` (the cell maker's own) says whether our parent is still there."""
-    gc.disable()  # no finalizer of the supervisor's garbage may run here
-    try:
-        libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)
-        if parent_pidfd is not None and select.select([parent_pidfd], [], [], 0)[0]:
-            os._exit(1)  # the maker died before PDEATHSIG was armed
-        host.close()
-        _keep_only_fds([cell.fileno()])
-        # EOF here if the supervisor that cloned us died before PDEATHSIG was
-        # armed (a maker's cell: see above; the caller holds the host end).
-        cell.expect("mapped")
-        layers = mounts.open_layers(birth.plan.image)  # with our own rights, still
-        userns.become_cell_root(birth.idmap)
-    except BaseException as error:  # noqa: BLE001 - report anything, then die
-        report_error(cell, f"init: {error}")
-        os._exit(1)
-    run_init(birth, cell, None, layers)
-
-
-def _keep_only_fds(keep: list[int]) -> None:
-    """Close every descriptor but `keep` (those of the supervisor: sockets, logs)."""
-    low = 3
-    for fd in sorted(set(keep)):
-        if fd >= low:
-            if fd > low:
-                libc.close_range(low, fd - 1)
-            low = fd + 1
-    libc.close_range(low)
 
 
 def _kill_quietly(pid: int) -> None:

@@ -233,7 +233,7 @@ def supervises_sockets(bpf: bytes) -> bool:
     path of every socket-making call ends in a refusal or a notification to
     the init (the default profile's socket rules are SCMP_ACT_NOTIFY). Then a
     run the init saw make no socket left its network namespace as it found it
-    (init.renew)."""
+    (init.c, renew)."""
     for arch, nr in _SOCKET_CALLS:
         returns = seccomp_paths.reachable_returns(bpf, arch, nr)
         if returns is None or any(r & _RET_ACTION_FULL not in _RETURNS_THAT_STOP for r in returns):

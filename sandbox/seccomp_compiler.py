@@ -78,7 +78,7 @@ _ACTIONS: dict[str, int | None] = {
     "SCMP_ACT_LOG": seccomp.LOG,
     # The cell's init decides (a seccomp user notification): fcntl's byte-range
     # lock commands, which it counts against the cell's cap (locks.py), and
-    # socket and socketpair, which it lets through and notes (init.renew).
+    # socket and socketpair, which it lets through and notes (init.c, renew).
     "SCMP_ACT_NOTIFY": seccomp.NOTIFY,
 }
 SOCKET_SYSCALLS = ("socket", "socketpair")

@@ -4,7 +4,7 @@ when the architecture and the call's number are known and every other field of
 struct seccomp_data (the instruction pointer, the six arguments) may be anything.
 
 Why by hand: a recycled cell keeps its network namespace only if the program
-could not have made a socket without the init knowing (init.renew). That is a
+could not have made a socket without the init knowing (init.c, renew). That is a
 fact about the filter the kernel runs, not about the JSON it came from (its
 includes and excludes, its default action, what libseccomp made of it), and
 libseccomp offers no query for it (its bpf simulator is a test tool, not in

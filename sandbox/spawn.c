@@ -1,16 +1,16 @@
 /*
- * The program's process, from clone to execve, in C.
+ * The program's process, from clone to execve (called by the cell's init,
+ * sandbox/init.c).
  *
- * Why C: the init is a Python process. A forked Python child copies the
- * init's page tables and takes copy-on-write faults on the interpreter's
- * memory, and all of it is torn down again at execve. Once that child has
- * joined the run's cgroup (it must, before the first instruction of the
- * user's program), the copy, the faults and the teardown are charged to the
- * cell: milliseconds of CPU and megabytes that the program never used
- * (a page is charged to the cgroup of the process that touches it). A clone(CLONE_VM) child copies nothing; it runs only
- * the code below, on its own small stack, and touches no other memory of the
- * init but the struct it was given (pages of a shared mm are charged to the
- * mm's owner, the init, outside the cell).
+ * Why a clone(CLONE_VM) child: a forked child copies the init's page tables
+ * and takes copy-on-write faults on its memory, and all of it is torn down
+ * again at execve. Once that child has joined the run's cgroup (it must,
+ * before the first instruction of the user's program), the copy, the faults
+ * and the teardown are charged to the cell (a page is charged to the cgroup
+ * of the process that touches it). A clone(CLONE_VM) child copies nothing; it
+ * runs only the code below, on its own small stack, and touches no other
+ * memory of the init but the struct it was given (pages of a shared mm are
+ * charged to the mm's owner, the init, outside the cell).
  *
  * Two phases, so that the slow part overlaps the init's work:
  *
@@ -30,9 +30,9 @@
  *     never holds it (close-on-exec), the child need not wait for the init,
  *     and the fd in flight keeps the listener alive until the init takes it.
  *
- * This file holds no policy: the Python modules decide every value (spawn.py
- * collects them in one struct); this code applies them in the only order that
- * works. Rules for code that runs in a CLONE_VM child: no malloc, no stdio,
+ * This file holds no policy: the Python modules decide every value (rlimits,
+ * userns, caps, seccomp, landlock: sandbox/spawn.py's ProgramStart, sent in
+ * the run's launch); this code applies them in the only order that works. Rules for code that runs in a CLONE_VM child: no malloc, no stdio,
  * no glibc but its pure string functions -- only the raw system calls below,
  * which leave the init's errno alone -- and no return from the child function. A failure is reported
  * in the shared struct (stage and errno) before _exit(127), so even a seccomp
@@ -61,6 +61,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "spawn.h"
+
 #if !defined(__x86_64__)
 #error "sandbox/spawn.c: x86_64 only (raw system calls)"
 #endif
@@ -68,25 +70,6 @@
 #ifndef CLOSE_RANGE_CLOEXEC
 #define CLOSE_RANGE_CLOEXEC (1U << 2)
 #endif
-
-/* Where a failed child gave up; mirrored by sandbox/spawn.py. */
-enum cb_stage {
-    CB_OK = 0,
-    CB_SIGNALS,
-    CB_SETSID,
-    CB_FDS,
-    CB_BOUNDING_SET,
-    CB_CGROUP,
-    CB_ROOT,
-    CB_RLIMITS,
-    CB_CGROUPNS,
-    CB_IDS,
-    CB_CAPS,
-    CB_NO_NEW_PRIVS,
-    CB_SECCOMP,
-    CB_EXEC,
-    CB_LANDLOCK,
-};
 
 #ifndef SECCOMP_FILTER_FLAG_NEW_LISTENER
 #define SECCOMP_FILTER_FLAG_NEW_LISTENER (1UL << 3)
@@ -105,57 +88,6 @@ struct cb_path_beneath {
     uint64_t allowed_access;
     int32_t parent_fd;
 } __attribute__((packed));
-
-struct cb_landlock_rule {
-    const char *path;          /* in the cell */
-    uint64_t access;           /* allowed beneath it */
-};
-
-struct cb_rlimit {
-    int resource;
-    uint64_t soft, hard;
-};
-
-struct cb_spawn {
-    /* Inputs, set before cb_start. */
-    const char *file;          /* argv[0]: a path, or a name searched in `path` */
-    char *const *argv;
-    char *const *envp;
-    const char *path;          /* PATH of the cell's environment, or NULL */
-    const char *cwd;           /* the working directory, in the cell's root */
-    const int *fds;            /* placed at 0..nfds-1, inherited by the program */
-    int nfds;
-    const int *join_fds;       /* cgroup.procs of the run's cgroups: "0" is written */
-    int njoin;
-    int cgroup_dirfd;          /* v2: the run's cgroup, to be born in (clone3), or -1 */
-    int last_cap;              /* the bounding set is emptied up to this one */
-    unsigned int securebits;   /* set (and locked) before the ids change */
-    const struct cb_rlimit *rlimits;
-    int nrlimits;
-    unsigned int uid, gid;     /* the run ids, inside the cell */
-    int clear_groups;          /* setgroups(0) (not allowed in a size-1 map) */
-    unsigned short bpf_len;    /* seccomp program: bpf_len sock_filter entries */
-    const struct sock_filter *bpf;
-    unsigned short unsupervised_len; /* ... the one to load where no listener can be */
-    const struct sock_filter *unsupervised;   /* made (0: the same one) */
-    const void *landlock_attr; /* struct landlock_ruleset_attr, or NULL: no Landlock */
-    unsigned int landlock_attr_size;
-    const struct cb_landlock_rule *landlock_rules;
-    int nlandlock_rules;
-    int notify;                /* the filter has user notifications: load it with a listener */
-    int listener_sock;         /* ... and send the listener over this socket (-1: none) */
-    /* Set by the init right before cb_go: what "/" must be for the child. */
-    uint64_t root_dev, root_ino;
-    /* Shared state. */
-    int born_in_cgroup;        /* clone3(CLONE_INTO_CGROUP) worked: no join needed */
-    int go;                    /* futex: 0 wait, 1 go */
-    int status_r, status_w;    /* a pipe whose write end closes at the child's execve */
-    void *stack;
-    /* Outputs, written by the child. */
-    int err_stage;             /* where it gave up */
-    int err_errno;
-    int listener_error;        /* errno: the listener could not be made or sent (0: sent) */
-};
 
 #define CHILD_STACK_SIZE (64 * 1024)
 #define HIGH_FD 256 /* our fds are moved above this before 0..n-1 are filled */
@@ -419,9 +351,6 @@ static long clone3_on_stack(struct clone_args *args, int (*fn)(void *), void *ar
     return ret;
 }
 
-/* For spawn.py to check its copy of the struct against this one. */
-long cb_struct_size(void) { return (long)sizeof(struct cb_spawn); }
-long cb_struct_offset_of_go(void) { return (long)offsetof(struct cb_spawn, go); }
 
 /* Phase 1: make the child; it waits for cb_go. Its pid, or -errno. */
 int cb_start(struct cb_spawn *a)

@@ -507,24 +507,3 @@ CELL_NAMESPACE_LIMITS = {
     "max_fanotify_groups": 0,  # Linux 5.13+
     "max_fanotify_marks": 0,
 }
-
-
-def limit_cell_namespace(proc: str) -> None:
-    """In the init, through the cell's fresh procfs at `proc` (before /proc/sys
-    is covered read-only): the cell's user namespace gets CELL_NAMESPACE_LIMITS.
-    A limit this kernel does not have is skipped (older kernels lack fanotify's);
-    user.max_user_namespaces every kernel here has, and it must hold."""
-    for name, value in CELL_NAMESPACE_LIMITS.items():
-        path = f"{proc}/sys/user/{name}"
-        if name != "max_user_namespaces" and not os.path.exists(path):
-            continue
-        write_file(path, str(value))
-
-
-def become_cell_root(idmap: IdMap) -> None:
-    """After the maps are written: take cell uid/gid 0 (started as root, our host
-    ids are not in the map; the capabilities of the namespace stay with us)."""
-    if not idmap.deny_setgroups:
-        os.setgroups([])
-    os.setresgid(0, 0, 0)
-    os.setresuid(0, 0, 0)

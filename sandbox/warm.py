@@ -22,12 +22,12 @@ automatic; from outside, CELLBLOCK_WARM=1 / CELLBLOCK_WARM=0 (unset:
 automatic). One cell is kept per birth, for the last BIRTHS births used (a
 judge alternates between the program's cells and the checker's); an older
 birth's cell is ended. Warm cells are made by the cell maker (maker.py) once
-it is up, so the caller never clones itself to make them; it stops with them.
+it is up, so the caller does not wait for their namespaces; it stops with them.
 
 Recycled cells: a cell whose run ended cleanly is not ended but renewed by
-its init (init.renew: every process of the run gone; new mount, network, IPC
+its init (init.c, renew: every process of the run gone; new mount, network, IPC
 and UTS namespaces; a new root with a fresh tmpfs; the PID counter reset) and
-comes back here for the next run of the same birth. A run then costs no clone,
+comes back here for the next run of the same birth. A run then costs no spawn,
 no id maps, no new user and PID namespaces and no init start-up: about half a
 cell's CPU (bench/README.md). What consecutive runs of a recycled cell share
 is its user namespace (the same ids), its emptied PID namespace and its
@@ -79,7 +79,7 @@ _spares: dict[Any, list[_Cell]] = {}
 SPARES = max((os.cpu_count() or 1) - 1, 1)
 # A recycled cell serves runs for this long after its first, then is ended and
 # a new one made (a few ms of CPU). Its view of the host's directories is one
-# overlay for its whole life (mounts.hold), which keeps the names its runs
+# overlay for its whole life (mounts.c, cb_hold), which keeps the names its runs
 # looked up: a file the host replaces later (a package upgrade) reaches the
 # cell's runs only with a new cell, so no cell's view is older than this.
 RECYCLED_LIFETIME = 5.0

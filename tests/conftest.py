@@ -163,9 +163,14 @@ def settle(predicate: Callable[[], object], timeout: float = 10.0) -> bool:
 
 def children_of_this_process() -> list[int]:
     """Every process (zombies included) whose parent is this process, in pid order."""
-    me, kids = os.getpid(), []
+    return children_of(os.getpid())
+
+
+def children_of(parent: int) -> list[int]:
+    """Every process (zombies included) whose parent is `parent`, in pid order."""
+    kids = []
     for entry in os.listdir("/proc"):
-        if entry.isdigit() and (fields := process_stat(entry)) and int(fields[1]) == me:
+        if entry.isdigit() and (fields := process_stat(entry)) and int(fields[1]) == parent:
             kids.append(int(entry))
     return sorted(kids)
 
@@ -296,7 +301,7 @@ def scratch_dir() -> Iterator[Path]:
 CELL_MODES = ("root", "root-cold", "user", "user-shared")
 # The modes the `cell` fixture runs, all by default. scripts/test's cgroup v2
 # VM (emulated, ~10x slower) runs `root` and `user` only: `root-cold` differs
-# from `root` in how its cell is made (cloned for the run, not renewed after
+# from `root` in how its cell is made (spawned for the run, not renewed after
 # the last) and `user-shared` from `user` in the uid map, neither in what
 # cgroup v2 or Debian's kernel is asked to do.
 _cell_modes = os.environ.get("CELLBLOCK_TEST_CELL_MODES", ",".join(CELL_MODES)).split(",")
@@ -308,7 +313,7 @@ if not _cell_modes or set(_cell_modes) - set(CELL_MODES):
 def cell(request: pytest.FixtureRequest, scratch_dir: Path) -> CellRunner:
     """A cell runner: as root (in-process API) with recycled cells (what a
     long-lived caller has by default: each renewed by its init after a run,
-    sandbox/warm.py) and with cold ones (each cloned by the caller for its
+    sandbox/warm.py) and with cold ones (each spawned by the caller for its
     run), and unprivileged (CLI) with subordinate ids (the main path) and
     without (the program runs as the user's own uid)."""
     if request.param in ("root", "root-cold"):

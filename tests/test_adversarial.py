@@ -560,7 +560,7 @@ def test_nested_userns_refused_even_where_the_profile_allows_it(
     assert result.stdout.strip() == f"blocked errno={errno.ENOSPC}", result.stdout
 
     if cell.mode == "root":
-        # The control: a cold cell (its init is a clone of this process) without it.
+        # The control: a cold cell (made by this process, from its limits) without it.
         import sandbox
         from sandbox import userns
 

@@ -168,8 +168,8 @@ def test_inherited_fds_are_closed(cell, tmp_path):
 
 
 def test_a_threaded_caller_gets_the_same_cell():
-    # A caller with threads cannot clone the init straight into the namespaces
-    # (glibc's locks); an outer process forks and unshares instead. Same cell.
+    # A caller with threads: posix_spawn (CLONE_VM|CLONE_VFORK, then execve)
+    # is safe there, where a fork of the caller would not be (glibc's locks).
     stop = threading.Event()
     helper = threading.Thread(target=stop.wait, daemon=True)
     helper.start()
@@ -187,7 +187,7 @@ def test_a_threaded_caller_gets_the_same_cell():
 
 def test_a_profile_that_refuses_clone_into_namespaces_is_worked_around():
     # cellblock's Docker worker profile allows unshare but not clone with
-    # namespace flags: the cell is then built by fork + unshare, same cell.
+    # namespace flags: the init unshares its namespaces, so it is the same cell.
     from sandbox import libc
 
     def two_runs() -> str:
@@ -570,8 +570,8 @@ def test_a_root_started_cell_holds_its_id_range_only_while_it_lives():
 
     sandbox.keep_warm(False)
     # One after the other, cells reuse the first free range: each run's lock is
-    # gone when the run is (a moment later at most: an init cloned while this
-    # process held it had a copy of the descriptor until its first steps).
+    # gone when the run is (a moment later at most: the cell releases it once
+    # its init has reported).
     maps = {" ".join(run(["cat", "/proc/self/uid_map"]).stdout.split()) for _ in range(3)}
     assert len(maps) == 1, maps
     _, outside, count = maps.pop().split()

@@ -1,4 +1,4 @@
-"""The cell maker (sandbox/maker.py): warm cells cloned by a small process of the
+"""The cell maker (sandbox/maker.py): warm cells spawned by a small process of the
 caller's, never by the caller itself; it dies with the caller, stops cleanly,
 and a maker that is gone is never a dead end."""
 
@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import (
     REPO,
+    children_of,
     children_of_this_process,
     parent_of,
     process_stat,
@@ -70,7 +71,7 @@ def test_warm_cells_come_from_the_maker(warm_with_maker):
     waiting = _waiting_cell()
     assert waiting.by_maker
     assert parent_of(waiting.pid) == warm_with_maker.process.pid != os.getpid()
-    # The caller's only child is the maker: it cloned no init itself (but for
+    # The caller's only child is the maker: it spawned no init itself (but for
     # those of the runs before the maker was up, reaped here).
     from sandbox.making import reap_finished
 
@@ -80,7 +81,9 @@ def test_warm_cells_come_from_the_maker(warm_with_maker):
 
 @pytest.mark.needs_root  # it reads the inits' /proc files
 def test_the_makers_cells_hold_nothing_of_the_callers_environment(monkeypatch):
-    # The inits are copies of the maker, not of us: a worker's secrets stay out.
+    # The maker starts with PATH alone, and the cells' processes (an executable
+    # of their own, spawned with an empty environment) with nothing: a
+    # worker's secrets stay out.
     monkeypatch.setenv("CELLBLOCK_TEST_SECRET", "hunter2")
     sandbox.keep_warm()
     try:
@@ -88,10 +91,15 @@ def test_the_makers_cells_hold_nothing_of_the_callers_environment(monkeypatch):
         assert settle(lambda: maker.current() is not None)
         assert run(["true"]).status == "OK"
         waiting = _waiting_cell()
-        for pid in (maker.current().process.pid, waiting.pid):
+        with open(f"/proc/{maker.current().process.pid}/environ", "rb") as f:
+            environ = f.read()
+        assert b"hunter2" not in environ and b"PATH=" in environ, environ
+        assert settle(lambda: len(children_of(waiting.pid)) == 1)  # its init, once forked
+        (init,) = children_of(waiting.pid)
+        for pid in (waiting.pid, init):
             with open(f"/proc/{pid}/environ", "rb") as f:
-                environ = f.read()
-            assert b"hunter2" not in environ and b"PATH=" in environ, environ
+                assert f.read() == b""
+            assert os.readlink(f"/proc/{pid}/exe").endswith("/cellblock-init")
     finally:
         sandbox.keep_warm(False)
 
@@ -241,16 +249,16 @@ def test_stopping_does_not_wait_for_children_that_hold_the_maker(warm_with_maker
 def test_a_miss_is_made_by_the_maker_too(warm_with_maker, monkeypatch):
     from sandbox import making
 
-    cloned = []
-    real_clone = making.clone_cell
+    spawned = []
+    real_spawn = making.spawn_cell
     monkeypatch.setattr(
-        making, "clone_cell", lambda birth: cloned.append(birth) or real_clone(birth)
+        making, "spawn_cell", lambda birth: spawned.append(birth) or real_spawn(birth)
     )
     for size in (32, 48, 64):  # each tmpfs size a birth of its own: no warm cell for it
         result = run(["df", "-k", "/tmp"], tmpfs_size=f"{size}M")
         assert result.status == "OK", result.message
         assert int(result.stdout.splitlines()[1].split()[1]) // 1024 == size
-    assert cloned == []
+    assert spawned == []
 
 
 def test_an_embedded_interpreter_starts_no_maker(monkeypatch):
@@ -268,20 +276,22 @@ def test_an_embedded_interpreter_starts_no_maker(monkeypatch):
         sandbox.keep_warm(False)
 
 
-def test_where_clone_into_namespaces_is_refused_the_maker_never_comes_up():
-    # Docker's worker profile: the maker finds out before it says it is up,
-    # and the caller makes its own cells (fork + unshare).
+def test_where_clone_into_namespaces_is_refused_the_maker_still_makes_the_cells():
+    # Docker's worker profile refuses clone with namespace flags; the inits
+    # the maker spawns unshare theirs, so it comes up and makes the cells.
     from sandbox import libc
 
     sandbox.keep_warm(False)  # no maker yet (the tests before had one)
 
     def runs() -> str:
         sandbox.keep_warm()
-        results = [run(["echo", "ok"]) for _ in range(3)]
-        # Asking whether it is up (as each run does) finds it gone.
-        settle(lambda: maker.current() is None and maker._maker.broken, timeout=5)
-        state = (maker.current() is None, maker._maker.broken)
+        sandbox.recycle_cells(False)  # each cell made for its run: the maker's, once it is up
+        results = [run(["echo", "ok"])]
+        settle(lambda: maker.current() is not None, timeout=10)
+        results += [run(["echo", "ok"]) for _ in range(2)]
+        state = (maker.current() is not None, _waiting_cell().by_maker)
         sandbox.keep_warm(False)
+        sandbox.recycle_cells(None)
         return f"{[str(r.status) for r in results]} {state}"
 
     report = under_a_refusing_profile({"clone": libc.CLONE_NEWUSER}, runs)
@@ -338,7 +348,10 @@ def test_an_unprivileged_maker_maps_each_cell_to_a_subordinate_id_of_its_own(tes
         ), found
         uids = {m: os.stat(f"/proc/{pid}").st_uid for m, pid in found.items()}
         inits = [parent_of(pid) for pid in found.values()]
-        makers = {Path(f"/proc/{parent_of(init)}/cmdline").read_bytes() for init in inits}
+        # An init's parent is what the maker spawned (cellblock-init's outer process).
+        makers = {
+            Path(f"/proc/{parent_of(parent_of(init))}/cmdline").read_bytes() for init in inits
+        }
     finally:
         for pid in (p for m in markers for p in _sleeping(m)):
             os.kill(pid, signal.SIGKILL)

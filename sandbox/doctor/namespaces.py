@@ -7,7 +7,7 @@ import errno
 import os
 import socket
 
-from sandbox import libc, mountinfo, net
+from sandbox import libc, mountinfo
 
 from . import apparmor
 from .host import in_container, read_int, sudo
@@ -79,13 +79,25 @@ def _probe_netns() -> list[str]:
     names = sorted(name for _, name in socket.if_nameindex())
     if names != ["lo"]:
         raise ProbeFailed(f"the new network namespace has interfaces {names}, expected only lo")
-    net.loopback_up()  # as a cell's init brings it up
+    _loopback_up()
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as srv:
         srv.bind(("127.0.0.1", 0))
         srv.listen(1)
         with socket.create_connection(srv.getsockname(), timeout=1.0):
             pass
     return names
+
+
+def _loopback_up() -> None:
+    """As a cell's init brings it up (sandbox/init.c): IFF_UP by SIOCSIFFLAGS."""
+    import fcntl
+    import struct
+
+    siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
+    ifreq = struct.Struct("16sH22x")  # struct ifreq: the name, then ifr_flags
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        _, flags = ifreq.unpack(fcntl.ioctl(sock, siocgifflags, ifreq.pack(b"lo", 0)))
+        fcntl.ioctl(sock, siocsifflags, ifreq.pack(b"lo", flags | iff_up))
 
 
 def _userns_blockers(out: Outcome) -> tuple[list[str], str]:

@@ -58,13 +58,17 @@ def check_kernel() -> Check:
 
 
 def check_launcher() -> Check:
-    """The compiled half of sandbox/spawn.py, which starts every program."""
-    from sandbox import spawn
+    """The cell's init (sandbox/cellblock-init, built from sandbox/init.c),
+    which makes every cell and starts every program."""
+    from sandbox import making
 
     name = "program launcher"
-    problem = spawn.available()
-    if problem is None:
-        return Check(name, True, "sandbox/spawn.c is built and matches spawn.py")
+    try:
+        path = making.init_path()
+    except making.InitUnavailable as error:
+        problem = str(error)
+    else:
+        return Check(name, True, f"{path} is built")
     return Check(
         name,
         False,
@@ -103,14 +107,13 @@ def check_maker() -> Check:
         return Check(
             name,
             True,
-            "warm cells are cloned by a small process of their own, not by the caller",
+            "warm cells are made by a small process of their own, not by the caller",
             required=False,
         )
     return Check(
         name,
         False,
-        "it may not clone into new namespaces here (a seccomp profile, "
-        "like cellblock's Docker worker profile, refuses clone with namespace flags, "
-        f"by design): {slower}",
+        f"it did not come up (the cell's init is missing, or the rootless id maps failed): "
+        f"{slower}",
         required=False,
     )
