@@ -599,6 +599,15 @@ int main(void)
      * the set-up socket along: we read EOF there below and exit. */
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     pid_t caller = getppid();
+    /* Nothing of the caller's signal state: an ignored signal stays ignored
+     * across execve (Python ignores SIGPIPE; a caller that ignored SIGCHLD
+     * would leave the init no child to wait for), and so does the mask. */
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    for (int sig = 1; sig < NSIG; sig++)
+        if (sig != SIGKILL && sig != SIGSTOP)
+            signal(sig, SIG_DFL); /* the C library's own two refuse: harmless */
     syscall(SYS_close_range, SETUP + 1, ~0U, 0);
     if (cb_read_birth(BIRTH, &birth) < 0)
         die("outer");

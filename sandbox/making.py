@@ -16,6 +16,7 @@ PID 1 of the new PID namespace, and waits for it. Killing it kills the init
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import signal
 import socket
@@ -207,8 +208,6 @@ def spawn_init(birth: Birth, idmap: userns.IdMap, cell: Channel, host: Channel) 
 
 
 def _high(fd: int) -> int:
-    import fcntl
-
     return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
 
 

@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import VENV, as_user, parent_of, settle, under_a_refusing_profile
+from conftest import REPO, VENV, as_user, parent_of, settle, under_a_refusing_profile
 
 from sandbox import SpecError, run
 from sandbox.spec import BASE_ENV
@@ -632,3 +632,24 @@ def test_sockets_work_under_a_caller_whose_filter_has_a_listener(variant):
     # Byte-range locks are refused (nothing can answer them), and the run says so.
     assert lock == "ENOSYS" and "byte-range locks are refused (ENOSYS)" in degraded, done.stdout
     assert sockets == ("ENOSYS" if variant == "control" else "sockets"), done.stdout
+
+
+def test_a_caller_that_ignores_sigchld_still_gets_its_verdict():
+    # An ignored signal stays ignored across execve: the init resets every
+    # disposition it inherits, or a caller ignoring SIGCHLD would leave it no
+    # child to wait for (its children reaped by the kernel).
+    code = (
+        "import signal, sandbox\n"
+        "signal.signal(signal.SIGCHLD, signal.SIG_IGN)\n"
+        "sandbox.keep_warm(False)\n"
+        "r = sandbox.run(['sh', '-c', 'echo hi; exit 3'], wall_time=10)\n"
+        "print(r.status, r.exit_code, r.stdout.strip())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=60,
+    )
+    assert done.stdout.split() == ["RE", "3", "hi"], (done.stdout, done.stderr)
