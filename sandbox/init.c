@@ -608,6 +608,10 @@ int main(void)
     for (int sig = 1; sig < NSIG; sig++)
         if (sig != SIGKILL && sig != SIGSTOP)
             signal(sig, SIG_DFL); /* the C library's own two refuse: harmless */
+    /* Nor its umask: the cell's directories get the modes named here (a
+     * service's 077 would make the cell's root 0700, closed to the program),
+     * and the program starts with the usual 022. */
+    umask(022);
     syscall(SYS_close_range, SETUP + 1, ~0U, 0);
     if (cb_read_birth(BIRTH, &birth) < 0)
         die("outer");

@@ -653,3 +653,23 @@ def test_a_caller_that_ignores_sigchld_still_gets_its_verdict():
         timeout=60,
     )
     assert done.stdout.split() == ["RE", "3", "hi"], (done.stdout, done.stderr)
+
+
+def test_a_caller_s_umask_is_not_the_cell_s():
+    # A service's umask 077 would make the cell's own directories (its root
+    # among them) 0700, closed to the program: the init sets 022.
+    code = (
+        "import os, sandbox\n"
+        "os.umask(0o077)\n"
+        "sandbox.keep_warm(False)\n"
+        "r = sandbox.run(['sh', '-c', 'umask; ls -d / /box /tmp'], wall_time=10)\n"
+        "print(r.status, r.stdout.split())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=60,
+    )
+    assert done.stdout.strip() == "OK ['0022', '/', '/box', '/tmp']", (done.stdout, done.stderr)
