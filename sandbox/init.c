@@ -612,6 +612,9 @@ int main(void)
      * service's 077 would make the cell's root 0700, closed to the program),
      * and the program starts with the usual 022. */
     umask(022);
+    /* Nor its working directory: a warm cell would hold a host directory busy. */
+    if (chdir("/") < 0)
+        _exit(1);
     syscall(SYS_close_range, SETUP + 1, ~0U, 0);
     if (cb_read_birth(BIRTH, &birth) < 0)
         die("outer");
