@@ -172,26 +172,28 @@ def spawn_init(birth: Birth, idmap: userns.IdMap, cell: Channel, host: Channel) 
     spawned process's pid (ours to reap)."""
     record = wire.birth_record(birth)
     setup, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-    memfd = os.memfd_create("cellblock-birth", os.MFD_CLOEXEC)
-    # Every source fd above the targets first: a dup2 onto 3, 4 or 5 must not
-    # overwrite a source still to come.
-    sources = [_high(fd) for fd in (cell.fileno(), memfd, theirs.fileno())]
-    try:
-        os.write(memfd, record)
-        pid = os.posix_spawn(
-            init_path(),
-            ["cellblock-init"],
-            {},
-            file_actions=[
-                (os.POSIX_SPAWN_DUP2, source, target)
-                for source, target in zip(sources, (_CHANNEL_FD, _BIRTH_FD, _SETUP_FD), strict=True)
-            ],
-        )
-    finally:
-        for fd in (*sources, memfd):
-            os.close(fd)
-        theirs.close()
     with setup:
+        memfd = os.memfd_create("cellblock-birth", os.MFD_CLOEXEC)
+        # Every source fd above the targets first: a dup2 onto 3, 4 or 5 must
+        # not overwrite a source still to come.
+        sources = [_high(fd) for fd in (cell.fileno(), memfd, theirs.fileno())]
+        try:
+            os.write(memfd, record)
+            pid = os.posix_spawn(
+                init_path(),
+                ["cellblock-init"],
+                {},
+                file_actions=[
+                    (os.POSIX_SPAWN_DUP2, source, target)
+                    for source, target in zip(
+                        sources, (_CHANNEL_FD, _BIRTH_FD, _SETUP_FD), strict=True
+                    )
+                ],
+            )
+        finally:
+            for fd in (*sources, memfd):
+                os.close(fd)
+            theirs.close()
         try:
             setup.settimeout(SETUP_TIMEOUT)
             said = setup.recv(64)
