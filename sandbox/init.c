@@ -18,8 +18,9 @@
  *   2. it opens the image's layers with its own host rights (the layer store
  *      is its owner's alone), becomes the cell's root and forks the init:
  *      PID 1 of the new PID namespace. The outer process waits for it and
- *      exits with its status; if the outer process dies, so does the init
- *      (PR_SET_PDEATHSIG);
+ *      exits with its status, or kills it when the caller's process has
+ *      ended (a pidfd: a caller's thread may end before the cell it made);
+ *      if the outer process dies, so does the init (PR_SET_PDEATHSIG);
  *   3. the init builds the cell before any run is known (a warm cell waits
  *      here): cb_hold in the mount namespace it was born with, which stays
  *      as it is (a recycled cell's next root is built from it too), then
@@ -595,10 +596,18 @@ int main(void)
     struct cb_birth birth;
     char mapped[16];
 
-    /* We die with our caller. One that died before this line took its end of
-     * the set-up socket along: we read EOF there below and exit. */
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    /* We end with our caller: the process, not the thread that spawned us
+     * (PR_SET_PDEATHSIG follows the thread, and a caller's thread may end
+     * while the warm cell it made waits). A pidfd of our parent, checked to
+     * be it still; a caller that died before took its end of the set-up
+     * socket along: we read EOF there below and exit. */
     pid_t caller = getppid();
+    int opened = syscall(SYS_pidfd_open, caller, 0);
+    /* Above our three (0-2 may be closed: the lowest free fd could be one). */
+    int caller_fd = opened < 0 ? -1 : fcntl(opened, F_DUPFD_CLOEXEC, SETUP + 1);
+    if (caller_fd < 0 || getppid() != caller)
+        _exit(1);
+    close(opened);
     /* Nothing of the caller's signal state: an ignored signal stays ignored
      * across execve (Python ignores SIGPIPE; a caller that ignored SIGCHLD
      * would leave the init no child to wait for), and so does the mask. */
@@ -615,7 +624,9 @@ int main(void)
     /* Nor its working directory: a warm cell would hold a host directory busy. */
     if (chdir("/") < 0)
         _exit(1);
-    syscall(SYS_close_range, SETUP + 1, ~0U, 0);
+    for (int fd = SETUP + 1; fd < caller_fd; fd++)
+        close(fd);
+    syscall(SYS_close_range, caller_fd + 1, ~0U, 0);
     if (cb_read_birth(BIRTH, &birth) < 0)
         die("outer");
     close(BIRTH);
@@ -640,11 +651,6 @@ int main(void)
     if ((!birth.deny_setgroups && setgroups(0, NULL) < 0) || setresgid(0, 0, 0) < 0
         || setresuid(0, 0, 0) < 0)
         cb_fail_errno(errno, "becoming the cell's root"), die("outer");
-    /* A change of ids clears the parent-death signal: armed again, then the
-     * caller checked (it may have died in between). */
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != caller)
-        _exit(1);
     /* The init must not outlive us; this pipe tells it whether we are still here. */
     int alive[2];
     if (pipe2(alive, O_CLOEXEC) < 0)
@@ -654,12 +660,19 @@ int main(void)
         cb_fail_errno(errno, "fork"), die("outer");
     if (init == 0) {
         close(alive[1]);
+        close(caller_fd);
         live(&birth, layers, alive[0]);
     }
     close(alive[0]);
     close(CHANNEL);
     for (int i = 0; i < birth.layers.count; i++)
         close(layers[i]);
+    /* Until the init ends, or the caller does: then the cell ends with it. */
+    struct pollfd watch[2] = {{caller_fd, POLLIN, 0}, {syscall(SYS_pidfd_open, init, 0), POLLIN, 0}};
+    while (poll(watch, watch[1].fd >= 0 ? 2 : 1, -1) < 0 && errno == EINTR)
+        ;
+    if (watch[0].revents & POLLIN)
+        kill(init, SIGKILL);
     int status;
     while (waitpid(init, &status, 0) < 0 && errno == EINTR)
         ;

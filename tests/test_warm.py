@@ -274,3 +274,31 @@ def test_the_environment_variable():
             check=True,
         )
         assert done.stdout.strip() == expected
+
+
+def test_a_warm_cell_outlives_the_thread_that_made_it(warm_cells, monkeypatch):
+    # PR_SET_PDEATHSIG follows the thread that spawned the init, and a caller's
+    # thread (a pool's, a request's) may end while the warm cell it made waits:
+    # the init's outer process watches the caller's process instead.
+    import threading
+
+    from sandbox import cell
+
+    monkeypatch.setattr(cell, "_maker", lambda: None)  # every cell spawned by its caller
+    for _ in range(2):  # the second run's cell is the first thread's refill
+        done: list = []
+        runner = threading.Thread(target=lambda done=done: done.append(run(["true"])))
+        runner.start()
+        runner.join()
+        assert done[0].status == "OK", done[0].message
+    (waiting,) = warm._ready.values()
+    assert not waiting.by_maker
+
+    def ended() -> bool:
+        stat = process_stat(waiting.pid)
+        return stat is None or stat[0] == "Z"
+
+    assert not settle(ended, timeout=0.5)  # its thread has ended; it has not
+    # ... and it serves the next run, from this thread.
+    assert run(["true"]).status == "OK"
+    assert all(cell is not waiting for cell in warm._ready.values())
