@@ -49,7 +49,7 @@ from . import (
     warm,
     wire,
 )
-from .channel import CellError
+from .channel import CellError, ChannelClosed
 from .images import PRIVATE_SCAN, private_entries, resolve_image
 from .init import Birth, Launch
 from .making import MadeCell
@@ -116,9 +116,13 @@ def _run_cell(spec: RunSpec) -> RunResult:
     hierarchy, no_cgroup_reason = cgroups.find()
     fds = _OpenFds()
     group: cgroups.CellCgroup | None = None
-    made: MadeCell | None = None
     cgroup_fds: list[int] = []
     cgroup_dir: list[int] = []
+    # 2. A cell: a warm one made ahead of time (sandbox.warm), or one started
+    #    now, whose init starts (its execve, its namespaces) while we prepare
+    #    the run; it is finished (its ids mapped) when the run is ready.
+    made = typing.cast(MadeCell | None, warm.take(birth))
+    starting = _start_cell(birth) if made is None else None
     try:
         # The run's own cgroup: limits, the CPU meter, the kill switch, the figures.
         if hierarchy is not None:
@@ -182,11 +186,9 @@ def _run_cell(spec: RunSpec) -> RunResult:
 
         record = wire.launch_record(launch, len(sent))
 
-        # 2. A cell: a warm one made ahead of time (sandbox.warm), or a new one.
         # 3. The run goes to its init; our copies of the cell's ends go now, or
         #    the pipes would never see EOF.
         try:
-            made = typing.cast(MadeCell | None, warm.take(birth))
             if made is not None:
                 try:
                     made.host.send_launch(record, sent)
@@ -194,11 +196,12 @@ def _run_cell(spec: RunSpec) -> RunResult:
                     made.discard()
                     made = None
             if made is None:
-                made = _make_cell(birth)
+                pending, starting = starting, None  # finished or cleaned up by _finish_cell
+                made = _finish_cell(pending, birth)
                 made.host.send_launch(record, sent)
             if made.first_launch is None:
                 made.first_launch = time.monotonic()
-        except (CellError, OSError, ValueError, TimeoutError) as error:
+        except (CellError, ChannelClosed, OSError, ValueError, TimeoutError) as error:
             if made is not None:
                 made.discard()
             return RunResult(Status.IE, message=f"sandbox failure: {error}")
@@ -218,6 +221,8 @@ def _run_cell(spec: RunSpec) -> RunResult:
             made = None  # the pool's now: its channel stays open
         return result
     finally:
+        if starting is not None:  # the run failed before it needed its cell
+            _abandon(starting)
         if made is not None:
             made.host.close()
         fds.close_all()
@@ -227,17 +232,38 @@ def _run_cell(spec: RunSpec) -> RunResult:
                 group.remove()
 
 
-def _make_cell(birth: Birth) -> MadeCell:
-    """A cell for a run now: from the cell maker if it is up (warm cells on),
-    else (or if it fails) spawned by us."""
+def _start_cell(birth: Birth) -> MadeCell | making.SpawnedInit | None:
+    """A cell for a run now, started: asked of the cell maker if it is up (warm
+    cells on), else spawned by us (None if that failed: _finish_cell tries
+    again, and its error is the run's)."""
     made = making.ask_maker(birth, _maker())
     if made is not None:
+        return made
+    try:
+        return making.start_spawn(birth)
+    except (CellError, OSError, ValueError):
+        return None
+
+
+def _finish_cell(starting: MadeCell | making.SpawnedInit | None, birth: Birth) -> MadeCell:
+    """The cell `starting` ready for its launch: the maker's answer read, or
+    our own init's ids mapped; one the maker failed to make is spawned by us."""
+    if isinstance(starting, making.SpawnedInit):
+        return starting.finish()
+    if starting is not None:
         try:
-            made.confirm()
-            return made
+            starting.confirm()
+            return starting
         except (CellError, OSError, ValueError, EOFError):
-            made.discard()
+            starting.discard()
     return making.spawn_cell(birth)
+
+
+def _abandon(starting: MadeCell | making.SpawnedInit) -> None:
+    if isinstance(starting, making.SpawnedInit):
+        starting.abandon()
+    else:
+        starting.discard()
 
 
 def _make_warm_cell(birth: Birth) -> MadeCell:
@@ -299,7 +325,7 @@ def _supervise(
         finished = True
         making.reap_exiting(block=False)
         return result, False
-    except (CellError, OSError, ValueError, TimeoutError) as error:
+    except (CellError, ChannelClosed, OSError, ValueError, TimeoutError) as error:
         return RunResult(Status.IE, message=f"sandbox failure: {error}"), False
     finally:
         if not finished:

@@ -11,7 +11,7 @@ cell's maps itself. It is a fresh interpreter that imported the sandbox and
 nothing else: single-threaded, small, and idle while the runs go on.
 
 Used with warm cells: sandbox.keep_warm() starts it, and while warm cells are
-on it makes every cell of the caller (cell._make_cell, cell._make_warm_cell ask it).
+on it makes every cell of the caller (cell._start_cell, cell._make_warm_cell ask it).
 Until it is up (~150 ms of imports, in the background), and wherever it cannot
 come up or has died, the caller makes its cells itself. Children forked from
 the caller use it too (a service worker's work horses).

@@ -153,27 +153,69 @@ def ask_maker(birth: Birth, made_by: Any) -> MadeCell | None:
 def spawn_cell(birth: Birth) -> MadeCell:
     """Start a cell's init and map its ids; it builds its root and then waits
     for a launch."""
+    return start_spawn(birth).finish()
+
+
+@dataclass
+class SpawnedInit:
+    """An init spawned whose ids are not mapped yet: spawn_cell in two halves,
+    so that the caller's own preparation of a run overlaps the init's start
+    (its execve, its namespaces). `finish` or `abandon` it."""
+
+    pid: int
+    setup: socket.socket
+    host: Channel
+    ids: userns.HeldIds
+
+    def finish(self) -> MadeCell:
+        try:
+            _map_ids(self.pid, self.setup, self.ids.idmap, self.host)
+        except BaseException:
+            self.host.close()
+            self.ids.release()
+            raise
+        return MadeCell(self.pid, self.host, self.ids)
+
+    def abandon(self) -> None:
+        self.setup.close()  # EOF where it waits for its maps: it exits
+        _kill_quietly(self.pid)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, 0)
+        self.host.close()
+        self.ids.release()
+
+
+def start_spawn(birth: Birth) -> SpawnedInit:
+    """The first half of spawn_cell: the init spawned, its ids held."""
     ids = userns.hold_ids(birth.idmap)
     host, cell = Channel.pair()
     try:
-        pid = spawn_init(birth, ids.idmap, cell, host)
+        pid, setup = _spawn(birth, cell)
     except BaseException:
         host.close()
         ids.release()
         raise
     finally:
         cell.close()
-    return MadeCell(pid, host, ids)
+    return SpawnedInit(pid, setup, host, ids)
 
 
 def spawn_init(birth: Birth, idmap: userns.IdMap, cell: Channel, host: Channel) -> int:
     """Spawn the init with `cell` as its end of the channel, write its id maps
     (`idmap`: what the caller holds for it), tell it "mapped". Returns the
     spawned process's pid (ours to reap)."""
+    pid, setup = _spawn(birth, cell)
+    _map_ids(pid, setup, idmap, host)
+    return pid
+
+
+def _spawn(birth: Birth, cell: Channel) -> tuple[int, socket.socket]:
+    """posix_spawn the init with its descriptors; (its pid, our end of its
+    set-up socket)."""
     record = wire.birth_record(birth)
     setup, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-    with setup:
-        memfd = os.memfd_create("cellblock-birth", os.MFD_CLOEXEC)
+    memfd = os.memfd_create("cellblock-birth", os.MFD_CLOEXEC)
+    try:
         # Every source fd above the targets first: a dup2 onto 3, 4 or 5 must
         # not overwrite a source still to come.
         sources = [_high(fd) for fd in (cell.fileno(), memfd, theirs.fileno())]
@@ -191,9 +233,21 @@ def spawn_init(birth: Birth, idmap: userns.IdMap, cell: Channel, host: Channel) 
                 ],
             )
         finally:
-            for fd in (*sources, memfd):
+            for fd in sources:
                 os.close(fd)
-            theirs.close()
+    except BaseException:
+        setup.close()
+        raise
+    finally:
+        os.close(memfd)
+        theirs.close()
+    return pid, setup
+
+
+def _map_ids(pid: int, setup: socket.socket, idmap: userns.IdMap, host: Channel) -> None:
+    """The second half: wait for the init to say it has unshared, write its id
+    maps, tell it so (CellError, after killing it, if it failed first)."""
+    with setup:
         try:
             setup.settimeout(SETUP_TIMEOUT)
             said = setup.recv(64)
@@ -206,7 +260,6 @@ def spawn_init(birth: Birth, idmap: userns.IdMap, cell: Channel, host: Channel) 
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
             raise
-    return pid
 
 
 def _high(fd: int) -> int:

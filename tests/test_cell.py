@@ -673,3 +673,31 @@ def test_a_caller_s_umask_is_not_the_cell_s():
         timeout=60,
     )
     assert done.stdout.strip() == "OK ['0022', '/', '/box', '/tmp']", (done.stdout, done.stderr)
+
+
+def test_a_cell_that_dies_after_its_launch_is_an_internal_error(monkeypatch):
+    # Its init gone before the program started (killed, OOM-killed on the
+    # host): the run's channel ends, and the run is an IE, never an exception.
+    import signal
+
+    import sandbox
+    from sandbox import cell as cell_module
+
+    sandbox.keep_warm(False)
+    real_finish = cell_module._finish_cell
+
+    def finish_then_kill(starting, birth):
+        made = real_finish(starting, birth)
+        send = made.host.send_launch
+
+        def send_and_kill(record, fds):
+            send(record, fds)
+            os.kill(made.pid, signal.SIGKILL)
+
+        made.host.send_launch = send_and_kill
+        return made
+
+    monkeypatch.setattr(cell_module, "_finish_cell", finish_then_kill)
+    for _ in range(5):
+        result = run(["true"])
+        assert result.status == "IE" and "sandbox failure" in result.message, result
