@@ -31,11 +31,14 @@ class BuildWithInit(build_py):
         objects = compiler.compile(
             INIT_SOURCES, output_dir=str(build_temp), extra_postargs=["-O2", "-Wall"]
         )
+        # Static: a cell's start execs it, and without the dynamic loader's
+        # work that is ~0.2 ms less of a cold cell (bench/README.md).
         compiler.link_executable(
             objects,
             "cellblock-init",
             output_dir=str(Path(self.build_lib) / "sandbox"),
             libraries=["pthread"],
+            extra_postargs=["-static"],
         )
 
 
