@@ -611,12 +611,15 @@ int main(void)
     /* Nothing of the caller's signal state: an ignored signal stays ignored
      * across execve (Python ignores SIGPIPE; a caller that ignored SIGCHLD
      * would leave the init no child to wait for), and so does the mask. */
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
     for (int sig = 1; sig < NSIG; sig++)
         if (sig != SIGKILL && sig != SIGSTOP)
             signal(sig, SIG_DFL); /* the C library's own two refuse: harmless */
+    /* SIGTERM alone is ours: the caller's way to end a cell whose init we then
+     * kill and reap (so its figures, and its programs', reach the caller). */
+    sigset_t term;
+    sigemptyset(&term);
+    sigaddset(&term, SIGTERM);
+    sigprocmask(SIG_SETMASK, &term, NULL);
     /* Nor its umask: the cell's directories get the modes named here (a
      * service's 077 would make the cell's root 0700, closed to the program),
      * and the program starts with the usual 022. */
@@ -667,11 +670,16 @@ int main(void)
     close(CHANNEL);
     for (int i = 0; i < birth.layers.count; i++)
         close(layers[i]);
-    /* Until the init ends, or the caller does: then the cell ends with it. */
-    struct pollfd watch[2] = {{caller_fd, POLLIN, 0}, {syscall(SYS_pidfd_open, init, 0), POLLIN, 0}};
-    while (poll(watch, watch[1].fd >= 0 ? 2 : 1, -1) < 0 && errno == EINTR)
+    /* Until the init ends, or the caller does, or says so (SIGTERM): then the
+     * cell ends, its init reaped here. */
+    struct pollfd watch[3] = {
+        {caller_fd, POLLIN, 0},
+        {signalfd(-1, &term, SFD_CLOEXEC), POLLIN, 0},
+        {syscall(SYS_pidfd_open, init, 0), POLLIN, 0},
+    };
+    while (watch[2].fd >= 0 && poll(watch, 3, -1) < 0 && errno == EINTR)
         ;
-    if (watch[0].revents & POLLIN)
+    if (watch[0].revents & POLLIN || watch[1].revents & POLLIN)
         kill(init, SIGKILL);
     int status;
     while (waitpid(init, &status, 0) < 0 && errno == EINTR)

@@ -89,11 +89,13 @@ class MadeCell:
         """Kill it (the init takes the whole PID namespace along) and reap it.
         A maker's cell not confirmed yet ends itself: its init reads EOF where
         it waits for a launch."""
+        # SIGTERM: the spawned process kills the init and reaps it, so the
+        # cell's figures reach us (or the maker) with its exit.
         if not self.by_maker:
-            _kill_quietly(self.pid)
+            _kill_quietly(self.pid, signal.SIGTERM)
         elif self.pidfd is not None:
             with contextlib.suppress(ProcessLookupError):
-                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+                signal.pidfd_send_signal(self.pidfd, signal.SIGTERM)
         self.host.close()
         self.finished()
         if not self.by_maker:
@@ -301,9 +303,9 @@ def make_init(birth: Birth, idmap: userns.IdMap, cell: Channel, host: Channel) -
     return pid
 
 
-def _kill_quietly(pid: int) -> None:
+def _kill_quietly(pid: int, sig: int = signal.SIGKILL) -> None:
     with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
+        os.kill(pid, sig)
 
 
 def exiting(pid: int) -> None:
