@@ -123,6 +123,7 @@ def _run_cell(spec: RunSpec) -> RunResult:
     #    the run; it is finished (its ids mapped) when the run is ready.
     made = typing.cast(MadeCell | None, warm.take(birth))
     starting = _start_cell(birth) if made is None else None
+    launched = False
     try:
         # The run's own cgroup: limits, the CPU meter, the kill switch, the figures.
         if hierarchy is not None:
@@ -199,11 +200,13 @@ def _run_cell(spec: RunSpec) -> RunResult:
                 pending, starting = starting, None  # finished or cleaned up by _finish_cell
                 made = _finish_cell(pending, birth)
                 made.host.send_launch(record, sent)
+            launched = True
             if made.first_launch is None:
                 made.first_launch = time.monotonic()
         except (CellError, ChannelClosed, OSError, ValueError, TimeoutError) as error:
             if made is not None:
                 made.discard()
+                made = None
             return RunResult(Status.IE, message=f"sandbox failure: {error}")
         for fd in sent:
             fds.close(fd)
@@ -221,9 +224,13 @@ def _run_cell(spec: RunSpec) -> RunResult:
             made = None  # the pool's now: its channel stays open
         return result
     finally:
-        if starting is not None:  # the run failed before it needed its cell
+        # The run failed before it needed its cell (the caller's error, a cgroup's):
+        # a cell started for it, or taken from the pool, ends.
+        if starting is not None:
             _abandon(starting)
-        if made is not None:
+        if made is not None and not launched:
+            made.discard()
+        elif made is not None:
             made.host.close()
         fds.close_all()
         if group is not None:

@@ -13,7 +13,7 @@ import pytest
 from conftest import REPO, children_of_this_process, process_stat, python_as, settle
 
 import sandbox
-from sandbox import run, warm
+from sandbox import SpecError, run, userns, warm
 
 
 @pytest.fixture
@@ -302,3 +302,28 @@ def test_a_warm_cell_outlives_the_thread_that_made_it(warm_cells, monkeypatch):
     # ... and it serves the next run, from this thread.
     assert run(["true"]).status == "OK"
     assert all(cell is not waiting for cell in warm._ready.values())
+
+
+def _id_locks() -> list[str]:
+    """Our descriptors of id-range locks (userns.hold_ids): one per live cell."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(userns.SLOT_LOCKS_ROOT):
+            found.append(target)
+    return found
+
+
+@pytest.mark.needs_root  # root's id ranges
+def test_a_run_refused_before_its_launch_ends_the_cell_it_took(warm_cells):
+    # The run takes its cell before it is prepared; one that then fails for
+    # the caller's reasons ends that cell, its ids released.
+    assert run(["true"]).status == "OK"
+    assert len(warm._ready) == 1 and len(_id_locks()) == 1
+    with pytest.raises(SpecError):
+        run(["true"], copy_in={"x": "/nonexistent/cellblock-test-input"})
+    assert len(warm._ready) == 0 and _id_locks() == []
+    assert run(["true"]).status == "OK"
