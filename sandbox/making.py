@@ -112,7 +112,7 @@ class MadeCell:
         self.ids.release()
 
 
-_EXITING: list[int] = []  # first processes (init or outer) of finished cells, not reaped yet
+_EXITING: list[int] = []  # spawned processes of finished cells, not reaped yet
 
 
 _EXITING_LOCK = threading.Lock()  # callers may run cells from several threads
@@ -309,7 +309,7 @@ def _kill_quietly(pid: int, sig: int = signal.SIGKILL) -> None:
 
 
 def exiting(pid: int) -> None:
-    """The cell whose first process (init or outer) is `pid` has reported: it is
-    exiting; reap it without waiting when it is done (reap_exiting)."""
+    """The cell whose spawned process is `pid` has reported: it is exiting;
+    reap it without waiting when it is done (reap_exiting)."""
     with _EXITING_LOCK:
         _EXITING.append(pid)
