@@ -179,6 +179,14 @@ def _cpus(pid: int) -> set[int]:
     return os.sched_getaffinity(pid)
 
 
+def _is_worker(pid: int) -> bool:
+    """Whether `pid` runs the worker (a child just forked still runs the supervisor)."""
+    try:
+        return b"worker.rq_worker" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
 def _workers(server: int) -> list[int]:
     """The worker processes: the children of serve's `cellblock worker`
     (their cells' inits may show a worker's command line too)."""
@@ -228,8 +236,8 @@ def test_pin_cpus_gives_each_worker_and_its_cells_a_cpu_of_its_own(run_dir, test
             assert all(_cpus(p) == _cpus(worker) for p in descendants(worker)), worker
         victim, cpu = workers[-1], _cpus(workers[-1])
         os.kill(victim, signal.SIGKILL)
-        replacement = wait_for(
-            lambda: [p for p in _workers(server) if p not in workers],
+        replacement = wait_for(  # once it has exec'd: its CPU is set just before
+            lambda: [p for p in _workers(server) if p not in workers and _is_worker(p)],
             30,
             "a worker in the dead one's place",
         )
