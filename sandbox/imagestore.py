@@ -141,6 +141,8 @@ class ImageConfig:
                 return None
             if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
                 raise ImageError(f"image config: {value!r} is not a list of strings")
+            for item in value:
+                string(item)  # no NUL byte: nothing in a process's start can hold one
             return tuple(value)
 
         def string(value: object) -> str:
@@ -148,6 +150,8 @@ class ImageConfig:
                 return ""
             if not isinstance(value, str):
                 raise ImageError(f"image config: {value!r} is not a string")
+            if "\0" in value:
+                raise ImageError(f"image config: a NUL byte in {value!r}")
             return value
 
         return cls(

@@ -552,3 +552,24 @@ def test_a_store_that_cannot_hold_layers_is_refused_clearly(scratch: Path) -> No
     assert done.returncode == 1, done.stderr
     assert "cannot hold image layers" in done.stderr, done.stderr
     assert "CELLBLOCK_STORE" in done.stderr
+
+
+@pytest.mark.userland
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"Env": ["PATH=/bin", "A=\0b"]},
+        {"Cmd": ["sh", "-c", "\0"]},
+        {"Entrypoint": ["/bin/\0sh"]},
+        {"WorkingDir": "/box\0/x"},
+        {"User": "1000\0"},
+    ],
+)
+def test_an_image_config_with_a_nul_byte_is_refused(config: dict) -> None:
+    # No part of a process's start can hold a NUL byte: a hostile config that
+    # has one is a clear error, not a run that fails half-way (or a cut string).
+    from sandbox.imagestore import ImageConfig
+
+    assert ImageConfig.from_oci({"Env": ["PATH=/bin"], "Cmd": ["sh"]}).cmd == ("sh",)
+    with pytest.raises(ImageError, match="NUL byte"):
+        ImageConfig.from_oci(config)
