@@ -634,6 +634,17 @@ def test_sockets_work_under_a_caller_whose_filter_has_a_listener(variant):
     assert sockets == ("ENOSYS" if variant == "control" else "sockets"), done.stdout
 
 
+def _in_a_fresh_interpreter(code: str) -> subprocess.CompletedProcess:
+    """Run `code` in a new interpreter that imports this tree's sandbox."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=60,
+    )
+
+
 def test_a_caller_that_ignores_sigchld_still_gets_its_verdict():
     # An ignored signal stays ignored across execve: the init resets every
     # disposition it inherits, or a caller ignoring SIGCHLD would leave it no
@@ -645,13 +656,7 @@ def test_a_caller_that_ignores_sigchld_still_gets_its_verdict():
         "r = sandbox.run(['sh', '-c', 'echo hi; exit 3'], wall_time=10)\n"
         "print(r.status, r.exit_code, r.stdout.strip())\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        timeout=60,
-    )
+    done = _in_a_fresh_interpreter(code)
     assert done.stdout.split() == ["RE", "3", "hi"], (done.stdout, done.stderr)
 
 
@@ -665,13 +670,7 @@ def test_a_caller_s_umask_is_not_the_cell_s():
         "r = sandbox.run(['sh', '-c', 'umask; ls -d / /box /tmp'], wall_time=10)\n"
         "print(r.status, r.stdout.split())\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        timeout=60,
-    )
+    done = _in_a_fresh_interpreter(code)
     assert done.stdout.strip() == "OK ['0022', '/', '/box', '/tmp']", (done.stdout, done.stderr)
 
 
