@@ -5,6 +5,14 @@ channel. It ends the cell (asking the init to kill everything, and through the
 cgroup when there is one) when the wall clock passes the limit, the CPU time of
 the whole cell does, or the output overflows its cap. It then collects the
 init's report and the copied-out files.
+
+The cell's CPU time is read when the limit could have been reached, not on a
+fixed beat: a cell cannot use more than every CPU of the machine at once, so
+`left` CPU seconds of its limit last at least `left / MACHINE_CPUS` seconds of
+the wall clock. The next reading is due then, and never more than
+CPU_POLL_INTERVAL after the limit is passed (the latency of a fixed poll). A
+run shorter than half its limit (on two CPUs) is read once; a long one about
+log2(limit / CPU_POLL_INTERVAL) times before the fixed beat, not every 10 ms.
 """
 
 from __future__ import annotations
@@ -23,6 +31,15 @@ from .files import OutputBuffer
 # (it has to reap every process and copy files out) before we give up on it.
 KILL_GRACE = 5.0
 CPU_POLL_INTERVAL = 0.01
+# Every CPU the kernel knows of, online or not (hot-added ones come online from
+# these): no cell, whatever affinity its programs set, runs on more at once.
+MACHINE_CPUS = max(os.sysconf("SC_NPROCESSORS_CONF"), os.cpu_count() or 1, 1)
+
+
+def next_cpu_check(now: float, used: float, cpu_limit: float) -> float:
+    """When the cell's CPU time is next read: the earliest moment it could pass
+    `cpu_limit` from `used` now, or CPU_POLL_INTERVAL on, whichever is later."""
+    return now + max((cpu_limit - used) / MACHINE_CPUS, CPU_POLL_INTERVAL)
 
 
 class CpuMeter:
@@ -66,6 +83,11 @@ def watch(
         selector.register(fd, selectors.EVENT_READ)
     selector.register(channel.sock, selectors.EVENT_READ)
     deadline = start + wall_limit
+    cpu_check = (
+        next_cpu_check(time.monotonic(), meter.cpu_seconds(), cpu_limit)
+        if meter is not None
+        else deadline
+    )
     killed_at: float | None = None
     pending_file: tuple[str, int, list[bytes]] | None = None
 
@@ -84,9 +106,7 @@ def watch(
         while seen.report is None or buffers:
             now = time.monotonic()
             if killed_at is None:
-                timeout = deadline - now
-                if meter is not None:
-                    timeout = min(timeout, CPU_POLL_INTERVAL)
+                timeout = min(deadline, cpu_check) - now
             else:
                 timeout = killed_at + KILL_GRACE - now
                 if timeout <= 0:
@@ -123,8 +143,11 @@ def watch(
                 now = time.monotonic()
                 if now >= deadline:
                     end_cell("wall")
-                elif meter is not None and meter.cpu_seconds() > cpu_limit:
-                    end_cell("cpu")
+                elif meter is not None and now >= cpu_check:
+                    used = meter.cpu_seconds()
+                    if used > cpu_limit:
+                        end_cell("cpu")
+                    cpu_check = next_cpu_check(now, used, cpu_limit)
     finally:
         selector.close()
     return seen
