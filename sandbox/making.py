@@ -38,9 +38,14 @@ class InitUnavailable(RuntimeError):
     """The executable is missing (a source tree never built)."""
 
 
+# Resolved once (a lstat of every component of this file's path); whether the
+# executable is there is still asked on every call.
+_INIT = Path(__file__).resolve().with_name("cellblock-init")
+
+
 def init_path() -> str:
     """Where `cellblock-init` is: built next to this file by scripts/install or pip."""
-    path = Path(__file__).resolve().with_name("cellblock-init")
+    path = _INIT
     if not os.access(path, os.X_OK):
         here = path.parent
         raise InitUnavailable(
