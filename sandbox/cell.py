@@ -120,7 +120,8 @@ def _run_cell(spec: RunSpec) -> RunResult:
     cgroup_dir: list[int] = []
     # 2. A cell: a warm one made ahead of time (sandbox.warm), or one started
     #    now, whose init starts (its execve, its namespaces) while we prepare
-    #    the run; it is finished (its ids mapped) when the run is ready.
+    #    the run; it is finished (its ids mapped) when the run is ready. A
+    #    recycled cell's init renews it while we prepare, then takes the launch.
     made = typing.cast(MadeCell | None, warm.take(birth))
     starting = _start_cell(birth) if made is None else None
     launched = False
@@ -193,8 +194,12 @@ def _run_cell(spec: RunSpec) -> RunResult:
             if made is not None:
                 try:
                     made.host.send_launch(record, sent)
-                except OSError:  # its init died a moment ago: make a new one
-                    made.discard()
+                    # A recycled cell's init reads the launch once it is renewed;
+                    # a renewal that failed ends it, and the launch goes to a
+                    # new cell (our copies of its descriptors are still open).
+                    made.ready()
+                except (OSError, CellError, ChannelClosed, ValueError):
+                    made.discard()  # its init died a moment ago: make a new one
                     made = None
             if made is None:
                 pending, starting = starting, None  # finished or cleaned up by _finish_cell

@@ -57,14 +57,13 @@ class _Cell(Protocol):
     owner: int
     host: Any
     first_launch: float | None
+    renewing: bool
 
     def confirm(self) -> None: ...
 
     def discard(self) -> None: ...
 
     def finished(self) -> None: ...
-
-    def ready(self) -> None: ...
 
 
 BIRTHS = 2
@@ -158,10 +157,14 @@ def take(birth: Any) -> _Cell | None:
     if _outlived(cell):  # recycled, then left waiting: a new cell instead
         _drop(cell)
         return None
+    if cell.renewing and cell.owner == os.getpid():
+        # A recycled cell: its init renews it while the caller prepares the
+        # run, and then reads the launch (the caller reads its "ready" after
+        # sending it: cell.py).
+        return cell
     try:
         if cell.owner == os.getpid():
             cell.confirm()  # a maker's cell: its answer (CellError if it failed)
-            cell.ready()  # a recycled cell: its init says it is renewed
             if not _has_news(cell):
                 return cell
     except (RuntimeError, OSError, ValueError, EOFError):

@@ -341,6 +341,30 @@ def test_a_run_that_goes_wrong_ends_its_cell(recycled):
     assert _cell_pid() == cell
 
 
+@pytest.mark.parametrize("when", ["renewing", "renewed"])
+def test_a_recycled_cell_whose_init_died_gives_its_run_to_a_new_cell(recycled, when):
+    """The launch goes to a recycled cell while its init renews it (the caller
+    reads its "ready" after sending): an init killed during the renewal, or
+    after it, costs the run nothing but a new cell. The control is the first
+    assertion: the pool still holds the dead cell, so the run must notice."""
+    import os
+    import signal
+
+    _python("pass")
+    (cell,) = warm._ready.values()
+    if when == "renewed":
+        cell.ready()
+    os.kill(cell.pid, signal.SIGKILL)
+    time.sleep(0.05)  # the init and its PID namespace go with the spawned process
+    assert _cell_pid() == cell.pid  # still in the pool
+    assert _python("print(6 * 7)").stdout == "42\n"
+    new = _cell_pid()
+    assert new != cell.pid
+    assert not os.path.exists(f"/proc/{cell.pid}")  # the dead one was reaped
+    _python("pass")
+    assert _cell_pid() == new  # the new cell serves on
+
+
 def test_an_unprivileged_caller_recycles_too(test_user):
     script = textwrap.dedent(f"""
         import sandbox, textwrap
