@@ -20,11 +20,12 @@ ARG EXTRAS=""
 # libseccomp2: the cells' filters (pyseccomp); util-linux: setpriv, which the
 # entrypoint drops root with; tar: compiled artifacts out of compile cells;
 # redis-server: the compose file's redis service and `cellblock serve`'s
-# embedded one; gcc and libc6-dev: cellblock's own C part (the cell's init, sandbox/init.c).
+# embedded one; gcc, libc6-dev and musl-tools: cellblock's own C part (the cell's init,
+# sandbox/init.c, linked against musl: cellblock/toolchain.py).
 RUN set -eux; \
     apt-get update; \
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      libseccomp2 util-linux procps iproute2 tar redis-server ca-certificates gcc libc6-dev \
+      libseccomp2 util-linux procps iproute2 tar redis-server ca-certificates gcc libc6-dev musl-tools \
       ${TOOLCHAINS}; \
     if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then \
       DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3-venv; \

@@ -2,22 +2,28 @@
 
 The cell's init is C, an executable of its own (sandbox/init.c says why):
 sandbox/cellblock-init, linked from init.c, mounts.c, boxfiles.c, wire.c,
-spawn.c and locks.c, installed beside the package's Python files. No Python
+spawn.c and locks.c (cellblock/toolchain.py), installed beside the package's
+Python files. No Python
 extension: the package's Python talks to it over a socket, not through the
 C API, so the wheel is tied to the platform, not to a Python version.
 """
 
-from distutils.ccompiler import new_compiler
-from distutils.sysconfig import customize_compiler
+import importlib.util
 from pathlib import Path
 
 from setuptools import setup
 from setuptools.command.build_py import build_py
 from setuptools.dist import Distribution
 
-INIT_SOURCES = [
-    f"sandbox/{name}.c" for name in ("init", "mounts", "boxfiles", "wire", "spawn", "locks")
-]
+
+def _toolchain():
+    """cellblock/toolchain.py, by its path: the package itself is not importable here."""
+    spec = importlib.util.spec_from_file_location(
+        "cellblock_toolchain", Path(__file__).resolve().parent / "cellblock" / "toolchain.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 class BuildWithInit(build_py):
@@ -25,21 +31,9 @@ class BuildWithInit(build_py):
 
     def run(self) -> None:
         super().run()
-        compiler = new_compiler()
-        customize_compiler(compiler)
-        build_temp = Path(self.build_lib).parent / "temp-cellblock-init"
-        objects = compiler.compile(
-            INIT_SOURCES, output_dir=str(build_temp), extra_postargs=["-O2", "-Wall"]
-        )
-        # Static: a cell's start execs it, and without the dynamic loader's
-        # work that is ~0.2 ms less of a cold cell (bench/README.md).
-        compiler.link_executable(
-            objects,
-            "cellblock-init",
-            output_dir=str(Path(self.build_lib) / "sandbox"),
-            libraries=["pthread"],
-            extra_postargs=["-static"],
-        )
+        # Static, against musl where it is installed: a cell's start execs it
+        # (cellblock/toolchain.py says what that saves).
+        _toolchain().build_init(Path(self.build_lib) / "sandbox" / "cellblock-init")
 
 
 class WithExecutable(Distribution):

@@ -12,7 +12,6 @@ of its own code).
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
@@ -21,21 +20,21 @@ SOURCE = Path(__file__).with_name("launcher.c")
 
 def build(output: str | Path, python_cli: str | Path, package: str | Path | None = None) -> Path:
     """Compile the launcher to `output`; `package` defaults to this one's."""
-    from cellblock import protocol
+    from cellblock import protocol, toolchain
 
     for path in (python_cli, package or ""):
         if '"' in str(path) or "\\" in str(path):  # they become C string literals
             raise ValueError(f"a path the launcher cannot carry: {path!r}")
-    subprocess.run(
-        [
-            "gcc", "-O2", "-Wall", "-Wextra", "-Werror", "-o", str(output),
+    # Static, against musl where it is installed: it starts for every command.
+    return toolchain.build(
+        [SOURCE],
+        output,
+        flags=[
+            "-Wextra",
             f'-DCELLBLOCK_CLI="{python_cli}"',
             f'-DCELLBLOCK_PACKAGE="{package or protocol.package()}"',
-            str(SOURCE),
         ],
-        check=True,
-    )  # fmt: skip
-    return Path(output)
+    )
 
 
 if __name__ == "__main__":

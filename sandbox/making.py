@@ -49,9 +49,8 @@ def init_path() -> str:
     if not os.access(path, os.X_OK):
         here = path.parent
         raise InitUnavailable(
-            f"{path} is missing: build it with scripts/install (or `gcc -O2 -static -o {path} "
-            f"{here}/init.c {here}/mounts.c {here}/boxfiles.c {here}/wire.c {here}/spawn.c "
-            f"{here}/locks.c -lpthread`)"
+            f"{path} is missing: build it with scripts/install (or `python3 "
+            f"{here.parent}/cellblock/toolchain.py {path}`)"
         )
     return str(path)
 
