@@ -73,7 +73,8 @@ def check_launcher() -> Check:
         name,
         False,
         problem,
-        "scripts/install (or: pip install --force-reinstall cellblock, with gcc present)",
+        "scripts/install (or: pip install --force-reinstall cellblock, with gcc present; "
+        "with musl-tools too, cells start faster)",
     )
 
 
