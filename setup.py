@@ -3,9 +3,9 @@
 The cell's init is C, an executable of its own (sandbox/init.c says why):
 sandbox/cellblock-init, linked from init.c, mounts.c, boxfiles.c, wire.c,
 spawn.c and locks.c (cellblock/toolchain.py), installed beside the package's
-Python files. No Python
-extension: the package's Python talks to it over a socket, not through the
-C API, so the wheel is tied to the platform, not to a Python version.
+Python files. No Python extension: the package's Python talks to it over a
+socket, not through the C API, so the wheel is tied to the platform, not to
+a Python version.
 """
 
 import importlib.util
