@@ -16,6 +16,8 @@ import pytest
 from cellblock import native, toolchain
 from sandbox import making
 
+pytestmark = pytest.mark.userland  # builds and files: the same on any kernel
+
 REPO = Path(__file__).resolve().parent.parent
 PT_INTERP = 3
 
@@ -61,7 +63,6 @@ def test_with_musl_installed_both_are_linked_against_it(tmp_path):
         assert not linked_with_glibc(program), program
 
 
-@pytest.mark.userland
 def test_the_glibc_build_runs_cells(tmp_path):
     """Without musl-gcc the init is linked statically against glibc: a cold
     cell and recycled ones run with it."""

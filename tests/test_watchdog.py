@@ -19,8 +19,11 @@ from sandbox import watchdog
 from sandbox.channel import Channel
 from sandbox.watchdog import CPU_POLL_INTERVAL, watch
 
-# What a check may take beyond its due time here (the loop, a busy machine).
-SLACK = 0.05
+pytestmark = pytest.mark.userland  # no cell, no kernel mechanism: not repeated in the VM
+
+# What a check may take beyond its due time here (the loop, a busy machine);
+# the control's lateness (0.3 s) stays well beyond it.
+SLACK = 0.15
 
 
 class Clock(watchdog.CpuMeter):
@@ -97,4 +100,4 @@ def test_control_a_bound_of_fewer_cpus_than_the_cell_uses_ends_it_late(
     meter = Clock(4.0)
     reason, took = _watch(meter, cpu_limit=0.4, runs_for=None)
     assert reason == "cpu"
-    assert took >= 0.4 - 0.01 > 0.4 / 4 + CPU_POLL_INTERVAL + SLACK
+    assert took >= 0.4 - 0.01 > 0.4 / 4 + CPU_POLL_INTERVAL + SLACK + 0.1
