@@ -175,6 +175,32 @@ def children_of(parent: int) -> list[int]:
     return sorted(kids)
 
 
+def tree_without_init(into: Path) -> Path:
+    """`into`, holding a copy of this checkout's sandbox/ and profiles/ but not
+    its built init (cellblock-init): a tree whose init is missing, or is built
+    there by the test."""
+    for package in ("sandbox", "profiles"):
+        shutil.copytree(
+            REPO / package,
+            into / package,
+            ignore=shutil.ignore_patterns("cellblock-init", "__pycache__"),
+        )
+    return into
+
+
+def python_in(tree: Path, code: str) -> subprocess.CompletedProcess:
+    """`code` run by a fresh interpreter that imports `tree`'s sandbox (its
+    output captured; an exit other than 0 raises)."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tree,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(tree)},
+        check=True,
+    )
+
+
 def as_user(user: str, command: list[str]) -> list[str]:
     """`command` run as `user`, started where its workers would be.
 

@@ -15,7 +15,12 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import children_of_this_process, under_a_refusing_profile
+from conftest import (
+    children_of_this_process,
+    python_in,
+    tree_without_init,
+    under_a_refusing_profile,
+)
 
 from sandbox import doctor
 from sandbox.doctor import (
@@ -195,26 +200,12 @@ def test_probe_children_skip_atexit_and_stdio_buffers():
 def test_unbuilt_launcher_is_named_with_its_fix(tmp_path):
     # A source tree in which the init was never built: doctor says so, and a run
     # is an IE with the same reason rather than a crash.
-    repo = Path(__file__).resolve().parent.parent
-    for package in ("sandbox", "profiles"):
-        shutil.copytree(
-            repo / package,
-            tmp_path / package,
-            ignore=shutil.ignore_patterns("_spawn*.so", "cellblock-init", "__pycache__"),
-        )
     code = (
         "from sandbox import doctor, run\n"
         "c = doctor.check_launcher(); print(c.ok, c.required, c.fix, sep='|')\n"
         "r = run(['true']); print(r.status, r.message, sep='|')\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(tmp_path)},
-        check=True,
-    )
+    done = python_in(tree_without_init(tmp_path), code)
     check, result = done.stdout.splitlines()
     assert check.startswith("False|True|") and "scripts/install" in check
     assert result.startswith("IE|") and "cellblock-init is missing" in result, result

@@ -12,6 +12,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import python_in, tree_without_init
 
 from cellblock import native, toolchain
 from sandbox import making
@@ -66,13 +67,8 @@ def test_with_musl_installed_both_are_linked_against_it(tmp_path):
 def test_the_glibc_build_runs_cells(tmp_path):
     """Without musl-gcc the init is linked statically against glibc: a cold
     cell and recycled ones run with it."""
-    for package in ("sandbox", "profiles"):
-        shutil.copytree(
-            REPO / package,
-            tmp_path / package,
-            ignore=shutil.ignore_patterns("cellblock-init", "__pycache__"),
-        )
-    init = tmp_path / "sandbox" / "cellblock-init"
+    tree = tree_without_init(tmp_path)
+    init = tree / "sandbox" / "cellblock-init"
     subprocess.run(
         [sys.executable, "-I", REPO / "cellblock" / "toolchain.py", init],
         env={**os.environ, "CELLBLOCK_CC": "gcc"},
@@ -89,12 +85,5 @@ def test_the_glibc_build_runs_cells(tmp_path):
         print(*(sandbox.run(["sh", "-c", f"echo {i}"]).stdout.strip() for i in range(3)))
         sandbox.keep_warm(False)
     """)
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(tmp_path)},
-        check=True,
-    )
+    done = python_in(tree, code)
     assert done.stdout.splitlines() == [str(init), "cold", "0 1 2"], done.stderr
