@@ -318,6 +318,7 @@ def _supervise(
             limits.time,
             limits.output_limit,
             meter=group,
+            cell_pid=made.pid,
         )
         result = _result(limits, seen, group, no_cgroup_reason, made.ids.shared)
         # Every process of the cell is dead now. A recycled cell's init renews
@@ -386,6 +387,7 @@ def _result(
         output_truncated=seen.stdout.truncated or seen.stderr.truncated,
         kill_reason=seen.kill_reason,
         exec_error=report.get("exec_error"),
+        cpu_wait=seen.cpu_wait,
     )
     if report.get("internal_error"):
         return RunResult(Status.IE, message=f"sandbox failure: {report['internal_error']}")

@@ -3,7 +3,10 @@
 IE (we failed) > TLE (CPU or wall limit) > MLE (the kernel's OOM killer acted)
 > OLE (output or file-size limit) > SV (seccomp killed it) > RE (non-zero
 exit or a signal) > OK. MLE comes only from the kernel's OOM count: a SIGKILL
-is not an OOM kill, whatever exit code 137 suggests.
+is not an OOM kill, whatever exit code 137 suggests. A wall-clock kill of a
+cell the machine starved of CPU (sandbox/cpuwait.py) is IE, not TLE: the
+verdict would be the machine's; a CPU time over the limit is TLE all the same
+(it is the program's own, however loaded the machine).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import os
 import signal as signals
 from dataclasses import dataclass
 
+from . import cpuwait
 from .spec import Limits, Status
 
 
@@ -24,6 +28,7 @@ class Facts:
     output_truncated: bool
     kill_reason: str | None  # set when the host ended the cell: "wall", "cpu", "output"
     exec_error: str | None = None
+    cpu_wait: cpuwait.CpuWait | None = None  # read at a wall-clock kill
 
 
 def _signal_name(number: int) -> str:
@@ -50,6 +55,19 @@ def decide(facts: Facts, limits: Limits) -> tuple[Status, int | None, int | None
             exit_code,
             sig,
             (f"CPU time limit of {limits.time:g} s exceeded ({facts.cpu_time:.3f} s used)"),
+        )
+    wait = facts.cpu_wait
+    if facts.kill_reason == "wall" and wait is not None and cpuwait.starved(wait, limits.cpus):
+        return (
+            Status.IE,
+            exit_code,
+            sig,
+            (
+                f"the machine was overloaded: the wall-time limit of "
+                f"{limits.effective_wall_time:g} s passed while a thread of the program "
+                f"waited {wait.outside:.3f} s for CPUs busy with work outside its cell "
+                f"(CPU time {wait.cpu_time:.3f} s): not the program's verdict"
+            ),
         )
     if facts.kill_reason == "wall":
         return (

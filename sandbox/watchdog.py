@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import cpuwait
 from .channel import CellError, Channel, ChannelClosed
 from .files import OutputBuffer
 
@@ -51,6 +52,10 @@ class CpuMeter:
     def kill(self) -> None:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def threads(self) -> list[int]:
+        """The cell's live threads (host tids), for sandbox/cpuwait.py."""
+        return []
+
 
 @dataclass
 class Observed:
@@ -58,6 +63,7 @@ class Observed:
 
     report: dict[str, Any] | None = None
     kill_reason: str | None = None  # "wall", "cpu", "output"
+    cpu_wait: cpuwait.CpuWait | None = None  # read at a wall-clock kill
     stdout: OutputBuffer | None = None
     stderr: OutputBuffer | None = None
     files: dict[str, bytes] = field(default_factory=dict)
@@ -73,7 +79,10 @@ def watch(
     cpu_limit: float,
     output_limit: int,
     meter: CpuMeter | None = None,
+    cell_pid: int | None = None,
 ) -> Observed:
+    """Watch a run to its end. `cell_pid`: the cell's spawned process, outside
+    it, whose affinity is what the cell started with (sandbox/cpuwait.py)."""
     stdout, stderr = OutputBuffer(output_limit), OutputBuffer(output_limit)
     seen = Observed(stdout=stdout, stderr=stderr)
     buffers = {stdout_fd: stdout, stderr_fd: stderr}
@@ -98,6 +107,14 @@ def watch(
         seen.kill_reason = reason
         killed_at = time.monotonic()
         if meter is not None:
+            if reason == "wall" and cell_pid:  # before the kill: the counts end with it
+                with contextlib.suppress(OSError):
+                    seen.cpu_wait = cpuwait.measure(
+                        meter.threads(),
+                        os.sched_getaffinity(cell_pid),
+                        killed_at - start,
+                        meter.cpu_seconds(),
+                    )
             meter.kill()
         with contextlib.suppress(OSError):
             channel.send("kill")

@@ -210,10 +210,17 @@ def remove_dir(path: str, kill_members: bool) -> None:
 
 def kill_procs(path: str) -> None:
     """SIGKILL every process listed in a cgroup (the v1 way; v2 has cgroup.kill)."""
-    with contextlib.suppress(OSError):
-        for pid in read_text(os.path.join(path, "cgroup.procs")).split():
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(int(pid), signal.SIGKILL)
+    for pid in read_ids(os.path.join(path, "cgroup.procs")):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def read_ids(path: str) -> list[int]:
+    """The process or thread ids a cgroup file lists (none if it cannot be read)."""
+    try:
+        return [int(word) for word in read_text(path).split()]
+    except OSError:
+        return []
 
 
 def stale_runs(directory: str) -> list[str]:

@@ -32,6 +32,7 @@ from .common import (
     Usage,
     is_root,
     kill_procs,
+    read_ids,
     read_keyed,
     read_text,
     remove_dir,
@@ -267,6 +268,9 @@ class V1Cell(CellCgroup):
 
     def kill(self) -> None:
         kill_procs(self.paths["memory"])
+
+    def threads(self) -> list[int]:
+        return read_ids(self._file("memory", "tasks"))
 
     def usage(self) -> Usage:
         peak = int(read_text(self._file("memory", "memory.max_usage_in_bytes")))

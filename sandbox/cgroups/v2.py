@@ -36,6 +36,7 @@ from .common import (
     is_root,
     kernel_version,
     parse_keyed,
+    read_ids,
     read_keyed,
     read_text,
     remove_dir,
@@ -321,6 +322,9 @@ class V2Cell(CellCgroup):
     def kill(self) -> None:
         with contextlib.suppress(OSError):
             write_text(self._file("cgroup.kill"), "1")
+
+    def threads(self) -> list[int]:
+        return read_ids(self._file("cgroup.threads"))
 
     def usage(self) -> Usage:
         peak: int | None = None
