@@ -197,6 +197,45 @@ def test_a_cell_that_cannot_be_made_is_retried_then_failed_never_a_verdict(redis
         workers.stop()
 
 
+def test_an_overloaded_machine_s_wall_clock_kill_is_retried_then_failed_never_a_verdict(
+    redis_dir, test_user
+):
+    # Busy processes outside the cells, on the one CPU the worker and its cells
+    # may use: a program that would run to its wall-clock limit waits for them
+    # most of that time. Each attempt is the machine's (the cell's IE), retried,
+    # then the submission is `failed` with the reason, never given TLE.
+    cpu = min(os.sched_getaffinity(0))
+    store = Store.from_url(redis_dir.url, Timing(lease=4, renew=1, reap=1, limbo=4, max_attempts=2))
+    workers = Workers(
+        redis_dir.url, cells=1, user=test_user.pw_name, prefix=["taskset", "-c", str(cpu)]
+    )
+    busy = {
+        "language": "python3",
+        "source": "while True:\n    pass\n",
+        "limits": {"time": 10, "wall_time": 1},
+    }
+    hogs: list[subprocess.Popen] = []
+    try:
+        wait_for(lambda: len(store.workers()) == 1, 60, "a live worker")
+        # Control: on a quiet CPU the wall-clock kill is the program's verdict.
+        sub_id = store.create(busy)
+        record = wait_for(lambda: finished(store, sub_id), 60, "the control")
+        assert record["status"] == "done" and record["result"]["verdict"] == "TLE", record
+        hogs = [
+            subprocess.Popen(["taskset", "-c", str(cpu), "sh", "-c", "while :; do :; done"])
+            for _ in range(4)
+        ]
+        sub_id = store.create(busy)
+        record = wait_for(lambda: finished(store, sub_id), 120, "the failure")
+        assert record["status"] == "failed" and record["result"] is None, record
+        assert "overloaded" in record["error"] and "attempt 2 of 2" in record["error"], record
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+        workers.stop()
+
+
 NAPPING = {
     "language": "python3",
     "limits": {"time": 2, "wall_time": 10},
