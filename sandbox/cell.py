@@ -327,7 +327,11 @@ def _supervise(
         # done, else at the next run or at exit.
         if recycle:
             made.renewing = True
-            kept = result.status != Status.IE and warm.give_back(birth, made)
+            # An IE is a cell that failed, but for a starved run's (a loaded
+            # machine's, sandbox/cpuwait.py): that cell is as good as any.
+            starved = seen.cpu_wait is not None and not (seen.report or {}).get("internal_error")
+            sound = result.status != Status.IE or starved
+            kept = sound and warm.give_back(birth, made)
             if not kept:
                 made.discard()  # its init renews the cell for a launch that never comes
             finished = True

@@ -84,6 +84,22 @@ def test_a_program_starved_by_work_outside_its_cell_is_ie_not_tle(
     assert result["time"] < 0.75  # the hogs took its CPU
 
 
+def test_a_recycled_cell_serves_on_after_a_starved_run(cpu: int, load: None) -> None:
+    """A starved run's IE is the machine's, not the cell's: the cell is renewed
+    for the next run as after any verdict (the same user namespace)."""
+    code = (
+        f"import json, os; os.sched_setaffinity(0, {{{cpu}}}); import sandbox; "
+        "sandbox.for_many_runs(); "
+        f"first = sandbox.run(['sh', '-c', 'readlink /proc/self/ns/user; {BUSY}'], "
+        "time=10, wall_time=1); "
+        "second = sandbox.run(['readlink', '/proc/self/ns/user']); "
+        "print(json.dumps([str(first.status), first.stdout, second.stdout]))"
+    )
+    first, first_ns, second_ns = json.loads(python_in(REPO, code).stdout)
+    assert first == "IE" and first_ns.startswith("user:["), (first, first_ns)
+    assert second_ns == first_ns
+
+
 def test_a_program_whose_own_processes_wait_for_each_other_stays_tle(
     cpu: int, user: str | None
 ) -> None:
