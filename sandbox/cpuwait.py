@@ -31,7 +31,8 @@ A run with a CPU quota (`cpus`) is not judged: its own quota makes its threads
 wait too (the kernel throttles the cgroup), and no thread's figures tell the
 two apart; its wall-clock kill stays TLE. Threads that ended before the limit
 are not counted (their figures end with them): the verdict stays TLE unless a
-thread alive at the kill waited.
+thread alive at the kill waited. So does a run without a cgroup (no list of
+its threads) or on a kernel without sched_info's figures.
 """
 
 from __future__ import annotations
