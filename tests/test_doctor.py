@@ -588,3 +588,17 @@ def test_per_user_quotas_say_how_many_cells_fit(monkeypatch):
         f"sysctl -w fs.inotify.max_user_instances={max(8, 4 * cores * 4)} "
         f"fs.inotify.max_user_watches={max(8192, 4 * cores * 4096)}"
     )
+
+
+def test_cpu_waits_are_counted_here(monkeypatch):
+    # Two busy processes on one CPU: the probe's waited, and the check says what
+    # that gives (sandbox/cpuwait.py); optional either way.
+    outcome = probe(resources._probe_cpu_wait)
+    assert outcome.ok and outcome.value > 0, outcome
+    check = doctor.check_cpu_waits()
+    assert check.ok and not check.required and "IE" in check.detail, check
+    # A kernel that counts no wait: the check says what is lost and the fix.
+    monkeypatch.setattr(resources, "probe", lambda fn: Outcome(True, 0.0))
+    check = doctor.check_cpu_waits()
+    assert not check.ok and "TLE, as if the program had used the time" in check.detail, check
+    assert check.fix and "CONFIG_SCHED_INFO" in check.fix

@@ -10,7 +10,7 @@ the launcher of sandbox.spawn. One module per section:
     namespaces.py    user, mount + overlay, pid + /proc, network
     apparmor.py      AppArmor's restriction of user namespaces (Ubuntu)
     confinement.py   seccomp, Landlock
-    resources.py     cgroups, per-user quotas
+    resources.py     cgroups, per-user quotas, CPU waits
     ids.py           subordinate ids
     runtime.py       the kernel, the program launcher, the cell maker
 
@@ -33,7 +33,7 @@ from .ids import check_subids
 from .namespaces import check_netns, check_overlay, check_pidns, check_userns
 from .probe import Outcome, ProbeFailed, probe
 from .report import Check, Report, format_report
-from .resources import check_cgroup_moves, check_cgroups, check_quotas
+from .resources import check_cgroup_moves, check_cgroups, check_cpu_waits, check_quotas
 from .runtime import check_kernel, check_launcher, check_maker
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
     "Report",
     "check_cgroup_moves",
     "check_cgroups",
+    "check_cpu_waits",
     "check_host",
     "check_kernel",
     "check_landlock",
@@ -75,6 +76,7 @@ CHECKS: list[tuple[str, Callable[[], Check]]] = [
     ("landlock", check_landlock),
     ("subordinate ids", check_subids),
     ("per-user quotas", check_quotas),
+    ("CPU waits", check_cpu_waits),
     ("kernel", check_kernel),
     ("cell maker", check_maker),
 ]

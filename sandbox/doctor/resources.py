@@ -1,16 +1,25 @@
 """Limits: the cgroup a run would get (asked of sandbox.cgroups, which finds
-it the same way for a run) and the per-user kernel quotas cells share."""
+it the same way for a run), the per-user kernel quotas cells share, and the
+kernel's count of each thread's wait for a CPU (what tells an overloaded
+machine's wall-clock kill from the program's, sandbox/cpuwait.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
+import signal
+import time
 
-from sandbox import cgroups, mountinfo, rlimits, userns
+from sandbox import cgroups, libc, mountinfo, rlimits, userns
 from sandbox.cgroups import dynmods
 
 from .host import read
+from .probe import probe
 from .report import Check
+
+# How long the probe keeps two processes busy on one CPU.
+WAIT_PROBE_SECONDS = 0.05
 
 
 def check_cgroups() -> Check:
@@ -95,5 +104,56 @@ def check_quotas() -> Check:
         f"sysctl -w fs.inotify.max_user_instances="
         f"{max(instances, need_instances)} fs.inotify.max_user_watches="
         f"{max(watches, need_watches)}",
+        required=False,
+    )
+
+
+def _probe_cpu_wait() -> float:
+    """Seconds this process waited for its CPU while a child kept it busy too
+    (both pinned to it): more than 0 wherever the kernel counts the waits."""
+    cpu = min(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cpu})
+    parent = os.getpid()
+    spinner = os.fork()
+    if spinner == 0:
+        libc.prctl(libc.PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the probe ended before PDEATHSIG was set
+            os._exit(0)
+        while True:
+            pass
+    try:
+        end = time.monotonic() + WAIT_PROBE_SECONDS
+        while time.monotonic() < end:
+            pass
+        with open("/proc/thread-self/schedstat", "rb") as stat:
+            return int(stat.read().split()[1]) / 1e9
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(spinner, signal.SIGKILL)
+        os.waitpid(spinner, 0)
+
+
+def check_cpu_waits() -> Check:
+    """Whether a wall-clock kill on an overloaded machine can be told from the
+    program's own (sandbox/cpuwait.py): the kernel's per-thread run-queue wait."""
+    name = "CPU waits"
+    out = probe(_probe_cpu_wait)
+    if out.ok and out.value > 0:
+        return Check(
+            name,
+            True,
+            "the kernel counts each thread's wait for a CPU (/proc/<tid>/schedstat): a "
+            "wall-clock kill of a program that waited for work outside its cell is IE "
+            "(judged again by the service), not TLE",
+            required=False,
+        )
+    why = out.error or "two busy processes on one CPU: no wait counted"
+    return Check(
+        name,
+        False,
+        f"no per-thread CPU wait here ({why}): a wall-clock kill on an overloaded machine "
+        "is TLE, as if the program had used the time",
+        "a kernel built with CONFIG_SCHED_INFO (Debian's is), or keep the cells at most "
+        "one per CPU with nothing else busy",
         required=False,
     )
