@@ -873,7 +873,11 @@ def test_fork_bomb_contained(cell):
     start = time.monotonic()
     try:
         result = cell.run(["bash", "-c", BOMB, marker], pids=32, wall_time=3)
-        assert result.status in ("TLE", "RE"), (result.status, result.message)
+        # Ended by its limit; or IE when the machine took part of its wall time
+        # (a stall of this VM while its 30 processes queued: sandbox/cpuwait.py).
+        assert result.status in ("TLE", "RE") or (
+            result.status == "IE" and "the machine was overloaded" in result.message
+        ), (result.status, result.message)
         assert time.monotonic() - start < 60  # not hung (the wall limit is 3 s)
         assert "fork" in result.stderr  # the bomb did run into the limit
         assert wait_until_gone(marker, within=1.0) == []
