@@ -21,6 +21,9 @@ the rest of its wait was work outside the cell:
 
 The run is the machine's (`starved`: the status is IE, which the service runs
 again) when some thread's `outside` is STARVED_WAIT of the wall time or more.
+A virtual machine's host taking its CPUs (steal time) while a thread of the
+cell waited counts the same: the run had less of a machine than its wall time
+says.
 A program cannot make itself look starved that way: threads that wait for
 each other (more of them than the CPUs they may use) keep those CPUs busy,
 and their CPU time takes the wait back; a thread the program kept from some
