@@ -56,6 +56,7 @@ from service_support import (  # noqa: E402
     wait_for,
 )
 
+from bench.tree import CELLBLOCK  # noqa: E402
 from worker.store import Store, Timing  # noqa: E402
 
 CLIENTS = 16
@@ -157,14 +158,7 @@ class Api:
         env = {**os.environ, **PRODUCTION_TIMING, "REDIS_URL": redis_url}
         env["PYTHONPATH"] = str(REPO)
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                "import sys; from cellblock.cli import main; sys.exit(main())",
-                "serve",
-                "--port",
-                str(self.port),
-            ],
+            [*CELLBLOCK, "serve", "--port", str(self.port)],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,

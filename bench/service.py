@@ -43,6 +43,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.conditions import cgroup_moves_line  # noqa: E402
+from bench.tree import CELLBLOCK  # noqa: E402
 from sandbox.cgroups.dynmods import moves_wait  # noqa: E402
 
 C_SOURCE = (
@@ -77,9 +78,7 @@ class Service:
         env.pop("REDIS_URL", None)
         self.process = subprocess.Popen(
             [
-                sys.executable,
-                "-c",
-                "import sys; from cellblock.cli import main; sys.exit(main())",
+                *CELLBLOCK,
                 "serve",
                 "--port",
                 str(port),
