@@ -201,6 +201,22 @@ def python_in(tree: Path, code: str) -> subprocess.CompletedProcess:
     )
 
 
+@contextlib.contextmanager
+def busy_processes(cpu: int, count: int = 4) -> Iterator[None]:
+    """`count` busy processes outside any cell, pinned to `cpu`, for the block:
+    an overloaded machine (tests/test_cpuwait.py, test_service_recovery.py)."""
+    busy = [
+        subprocess.Popen(["taskset", "-c", str(cpu), "sh", "-c", "while :; do :; done"])
+        for _ in range(count)
+    ]
+    try:
+        yield
+    finally:
+        for process in busy:
+            process.kill()
+            process.wait()
+
+
 def as_user(user: str, command: list[str]) -> list[str]:
     """`command` run as `user`, started where its workers would be.
 

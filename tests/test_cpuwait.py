@@ -18,11 +18,11 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
+from conftest import REPO, busy_processes, needs_root, python_as, python_in
 
 from sandbox import cpuwait
 from sandbox.spec import Limits, Status
 from sandbox.verdict import Facts, decide
-from tests.conftest import REPO, needs_root, python_as, python_in
 
 BUSY = "while :; do :; done"
 
@@ -56,13 +56,8 @@ def cpu() -> int:
 @pytest.fixture
 def load(cpu: int) -> Iterator[None]:
     """Four busy processes outside any cell, on `cpu`."""
-    hogs = [subprocess.Popen(["taskset", "-c", str(cpu), "sh", "-c", BUSY]) for _ in range(4)]
-    try:
+    with busy_processes(cpu):
         yield
-    finally:
-        for hog in hogs:
-            hog.kill()
-            hog.wait()
 
 
 def test_a_busy_program_killed_at_the_wall_clock_on_a_quiet_cpu_is_tle(

@@ -11,6 +11,7 @@ import subprocess
 import time
 
 import pytest
+from conftest import busy_processes
 from rq.intermediate_queue import IntermediateQueue
 from rq.queue import Queue
 from service_support import Workers, scratch_redis, wait_for
@@ -214,25 +215,18 @@ def test_an_overloaded_machine_s_wall_clock_kill_is_retried_then_failed_never_a_
         "source": "while True:\n    pass\n",
         "limits": {"time": 10, "wall_time": 1},
     }
-    hogs: list[subprocess.Popen] = []
     try:
         wait_for(lambda: len(store.workers()) == 1, 60, "a live worker")
         # Control: on a quiet CPU the wall-clock kill is the program's verdict.
         sub_id = store.create(busy)
         record = wait_for(lambda: finished(store, sub_id), 60, "the control")
         assert record["status"] == "done" and record["result"]["verdict"] == "TLE", record
-        hogs = [
-            subprocess.Popen(["taskset", "-c", str(cpu), "sh", "-c", "while :; do :; done"])
-            for _ in range(4)
-        ]
-        sub_id = store.create(busy)
-        record = wait_for(lambda: finished(store, sub_id), 120, "the failure")
+        with busy_processes(cpu):
+            sub_id = store.create(busy)
+            record = wait_for(lambda: finished(store, sub_id), 120, "the failure")
         assert record["status"] == "failed" and record["result"] is None, record
         assert "overloaded" in record["error"] and "attempt 2 of 2" in record["error"], record
     finally:
-        for hog in hogs:
-            hog.kill()
-            hog.wait()
         workers.stop()
 
 
