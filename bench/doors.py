@@ -25,6 +25,13 @@ benchmark (exit 1). Timings are reported, never judged.
                    every 50 ms until it is done (Judge0 clients' way)
     serve pinned   `cellblock serve --cells JOBS --pin-cpus` (each worker and its cells
                    on a CPU of its own), the clients of `serve wait`
+    bubblewrap     `--jobs` threads, each running the program under bubblewrap with the
+                   isolation of bench/cells.py's baseline: a reference, the cost of a
+                   sandbox process per program in C (no overlay, filter, cgroups or watchdog)
+    fastapi+rq     a reference: the service's libraries with no cell (bench/plain_service.py:
+                   uvicorn and FastAPI, `--jobs` RQ SimpleWorkers running each program as a
+                   plain process, a Redis configured as `serve`'s), the clients of `serve
+                   wait`: what a service built on them pays before any sandbox
 
 For each door: samples/s, the ratio to bare in the same round (median over
 rounds), and where the time goes: for the service, from the stored records,
@@ -49,14 +56,20 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))  # the real-service helpers the tests use
 
+from service_support import free_port  # noqa: E402
+
+from bench.cells import bwrap_argv  # noqa: E402
 from bench.conditions import cgroup_moves_line  # noqa: E402
 from bench.humaneval import DATA, load, program  # noqa: E402
+from bench.plain_service import PlainService, answers  # noqa: E402
 from cellblock import native  # noqa: E402
 from sandbox.cgroups.dynmods import moves_wait  # noqa: E402
 from worker.jobs import cell_seconds  # noqa: E402
@@ -81,10 +94,17 @@ def passed(code: int, stdout: str, sentinel: str) -> bool:
 # --- the doors ----------------------------------------------------------------
 
 
-def door_bare(sources: list[str], jobs: int, sentinel: str) -> list[bool]:
+def door_bare(
+    sources: list[str],
+    jobs: int,
+    sentinel: str,
+    wrap: Callable[[list[str]], Sequence[str]] = list,
+) -> list[bool]:
+    """Each program as a process (`wrap`: the command line that runs it)."""
+
     def one(source: str) -> bool:
         done = subprocess.run(
-            [PYTHON, "-c", source], capture_output=True, text=True, stdin=subprocess.DEVNULL
+            wrap([PYTHON, "-c", source]), capture_output=True, text=True, stdin=subprocess.DEVNULL
         )
         return passed(done.returncode, done.stdout, sentinel)
 
@@ -167,11 +187,7 @@ class Service:
     """`cellblock serve` with its own Redis in a temporary directory."""
 
     def __init__(self, cells: int, pin_cpus: bool = False) -> None:
-        import socket
-
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
+        self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="cb-doors-"))
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**ENV, "CELLBLOCK_RATE_LIMIT": "0", "CELLBLOCK_READ_RATE_LIMIT": "0"}
@@ -182,18 +198,9 @@ class Service:
             env=env,
             stdin=subprocess.DEVNULL,
         )
-        import httpx
-
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/v1/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError("cellblock serve did not become healthy")
+        if not answers(f"{self.url}/v1/health"):
+            self.stop()
+            raise RuntimeError("cellblock serve did not become healthy")
 
     def stop(self) -> None:
         self.process.terminate()
@@ -213,28 +220,35 @@ def _body(source: str) -> dict:
 POLL_INTERVAL = 0.05  # a polling client's pause between GETs
 
 
-def door_serve(
-    sources: list[str], service: Service, clients: int, sentinel: str, poll: bool
-) -> tuple[list[bool], list[dict]]:
-    """The service door. The clients are http.client connections kept open
-    (one per thread): the cheapest client Python has, since they share the
-    machine with the service; their own CPU is reported apart."""
-    import http.client
-    from urllib.parse import urlsplit
+class Clients:
+    """HTTP clients of `url`: an http.client connection kept open per thread,
+    the cheapest client Python has (the clients share the machine with the
+    service; their own CPU is reported apart)."""
 
-    address = urlsplit(service.url)
-    local = threading.local()
+    def __init__(self, url: str) -> None:
+        from urllib.parse import urlsplit
 
-    def call(method: str, path: str, body: dict | None = None) -> dict:
-        if not hasattr(local, "connection"):
-            local.connection = http.client.HTTPConnection(
-                address.hostname, address.port, timeout=120
+        self.address = urlsplit(url)
+        self.local = threading.local()
+
+    def call(self, method: str, path: str, body: dict | None = None) -> dict:
+        import http.client
+
+        if not hasattr(self.local, "connection"):
+            self.local.connection = http.client.HTTPConnection(
+                self.address.hostname, self.address.port, timeout=120
             )
         payload = json.dumps(body).encode() if body is not None else None
         headers = {"Content-Type": "application/json"} if payload else {}
-        local.connection.request(method, path, body=payload, headers=headers)
-        response = local.connection.getresponse()
+        self.local.connection.request(method, path, body=payload, headers=headers)
+        response = self.local.connection.getresponse()
         return json.loads(response.read())
+
+
+def door_serve(
+    sources: list[str], service: Service, clients: int, sentinel: str, poll: bool
+) -> tuple[list[bool], list[dict]]:
+    call = Clients(service.url).call
 
     def one(source: str) -> tuple[bool, dict]:
         if not poll:
@@ -255,6 +269,20 @@ def door_serve(
     with ThreadPoolExecutor(clients) as pool:
         outcomes = list(pool.map(one, sources))
     return [ok for ok, _ in outcomes], [record for _, record in outcomes]
+
+
+def door_plain(
+    sources: list[str], service: PlainService, clients: int, sentinel: str
+) -> list[bool]:
+    """The clients of `serve wait`, against bench/plain_service.py."""
+    call = Clients(service.url).call
+
+    def one(source: str) -> bool:
+        result = call("POST", "/run", {"source": source})
+        return passed(result.get("exit_code", -1), result.get("stdout") or "", sentinel)
+
+    with ThreadPoolExecutor(clients) as pool:
+        return list(pool.map(one, sources))
 
 
 # --- where the time goes -----------------------------------------------------
@@ -344,6 +372,24 @@ def service_cpu(root: int) -> dict[str, float]:
     return roles
 
 
+def plain_cpu(service: PlainService) -> dict[str, float]:
+    """CPU seconds so far of bench/plain_service.py's processes, by role as
+    service_cpu counts them: the programs are the workers' reaped children."""
+    roles = dict.fromkeys(("API", "Redis", "workers", "programs"), 0.0)
+    assert service.redis.process is not None
+    workers = {process.pid for process in service.workers}
+    for pid, own, reaped, _ in _processes([service.api.pid, service.redis.process.pid, *workers]):
+        if pid == service.api.pid:
+            roles["API"] += own
+        elif pid == service.redis.process.pid:
+            roles["Redis"] += own
+        elif pid in workers:
+            roles["workers"] += own
+            roles["programs"] += reaped
+    roles["machine"] = _machine_busy()
+    return roles
+
+
 def callers_cpu(callers: list[int]) -> dict[str, float]:
     """CPU seconds so far of the processes that call sandbox.run (`callers`,
     the pool's) and of every process under them, by role as service_cpu
@@ -392,8 +438,11 @@ def _per_run(before: dict[str, float], after: dict[str, float], runs: int) -> di
     return {k: (after[k] - before[k]) / runs for k in after}
 
 
+SERVICE_DOORS = ("serve wait", "serve poll", "serve pinned", "fastapi+rq")
+
+
 def _cpu_key(door: str) -> str:
-    return "cpu_per_submission_s" if door.startswith("serve") else "cpu_per_run_s"
+    return "cpu_per_submission_s" if door in SERVICE_DOORS else "cpu_per_run_s"
 
 
 def main() -> int:
@@ -404,7 +453,7 @@ def main() -> int:
     parser.add_argument(
         "--doors",
         default="bare,sandbox.run,recycled,cli,cli served,cli native,serve wait,serve poll,"
-        "serve pinned",
+        "serve pinned,bubblewrap,fastapi+rq",
     )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -413,6 +462,7 @@ def main() -> int:
     sources = programs(sentinel)
     service = Service(args.jobs) if {"serve wait", "serve poll"} & set(wanted) else None
     pinned = Service(args.jobs, pin_cpus=True) if "serve pinned" in wanted else None
+    plain = PlainService(args.jobs) if "fastapi+rq" in wanted else None
     run_server = RunServer() if {"cli served", "cli native"} & set(wanted) else None
     pool = ProcessPoolExecutor(args.jobs) if "sandbox.run" in wanted else None
     recycling = (
@@ -434,6 +484,16 @@ def main() -> int:
                 start = time.perf_counter()
                 if door == "bare":
                     oks = door_bare(sources, args.jobs, sentinel)
+                elif door == "bubblewrap":
+                    oks = door_bare(sources, args.jobs, sentinel, bwrap_argv)
+                elif door == "fastapi+rq":
+                    assert plain is not None
+                    before, cpu_before = os.times(), plain_cpu(plain)
+                    oks = door_plain(sources, plain, args.clients, sentinel)
+                    after, cpu_after = os.times(), plain_cpu(plain)
+                    clients = after.user + after.system - before.user - before.system
+                    spent = _per_run(cpu_before, cpu_after, len(sources))
+                    cpu[door] = _with_rest(spent, clients / len(sources))
                 elif door in ("sandbox.run", "recycled"):
                     executor = pool if door == "sandbox.run" else recycling
                     assert executor is not None
@@ -487,6 +547,8 @@ def main() -> int:
                 serving.stop()
         if run_server is not None:
             run_server.stop()
+        if plain is not None:
+            plain.stop()
     start_up = interpreter_start() if "cli" in wanted else None
     report = {
         "programs": len(sources),
@@ -528,7 +590,7 @@ def main() -> int:
             print(f"  {door:<13} {row['samples_per_s']:>10.1f} {ratio:>8}  {where}{bad}")
             if _cpu_key(door) in row:
                 spent = row[_cpu_key(door)]
-                unit = "submission" if door.startswith("serve") else "run"
+                unit = "submission" if door in SERVICE_DOORS else "run"
                 print(
                     f"  {'':<32}CPU per {unit} {sum(spent.values()) * 1000:.1f} ms: "
                     + ", ".join(f"{k} {v * 1000:.1f}" for k, v in spent.items())
