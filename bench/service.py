@@ -20,7 +20,17 @@ apart from the service's figure moved the ratio by 0.2). Reported:
   running the 10 tests as plain processes and comparing the output:
   submissions/s through the service over submissions/s bare (the median over
   rounds; every round's ratio is printed beside it). The other columns are the
-  last round's.
+  last round's;
+- fastapi+rq x bare: a reference, the same submissions through
+  bench/plain_service.py, the service's libraries with no cell (FastAPI, RQ
+  SimpleWorkers as many as the workers judging each submission bare as above,
+  a Redis configured as `serve`'s), POSTed at once and each answered when
+  judged, after the service's batch in each round: what any service built on
+  those libraries pays before its sandbox;
+- bubblewrap x bare: a reference, the bare work with each process (the
+  compiler's and each test's) run under bubblewrap with bench/cells.py's
+  isolation, last in each round: a judge that starts a C sandbox process per
+  run, with no overlay, filter, cgroups or watchdog.
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -41,8 +52,13 @@ import redis
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))  # the real-service helpers the tests use
 
+from service_support import free_port  # noqa: E402
+
+from bench.cells import BWRAP  # noqa: E402
 from bench.conditions import cgroup_moves_line  # noqa: E402
+from bench.plain_service import PlainService, judge  # noqa: E402
 from bench.tree import CELLBLOCK  # noqa: E402
 from sandbox.cgroups.dynmods import moves_wait  # noqa: E402
 
@@ -52,14 +68,6 @@ C_SOURCE = (
 )
 PY_SOURCE = "a, b = map(int, input().split())\nprint(a + b)\n"
 TESTS = [{"name": str(i), "input": f"{i} {i * 7}\n", "output": f"{i * 8}\n"} for i in range(10)]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -164,49 +172,70 @@ def run(cells: int, count: int, rounds: int) -> dict:
     """`rounds` rounds of the work bare, then through a service of `cells`
     workers: the last round's figures, every round's ratio and their median."""
     service = Service(cells)
+    reference = PlainService(cells)
     try:
-        ratios, bare_rates, verdicts = [], [], set()
+        ratios, plain_ratios, bwrap_ratios, bare_rates, verdicts = [], [], [], [], set()
+        plain(reference, cells, 2)  # warm-up, not measured
         for _ in range(rounds):
             bare_rates.append(bare(cells, count))
             row = service.batch(count)
             ratios.append(round(row["per_second"] / bare_rates[-1], 3))
+            plain_ratios.append(round(plain(reference, cells, count) / bare_rates[-1], 3))
+            bwrap_ratios.append(round(bare(cells, count, bwrapped) / bare_rates[-1], 3))
             verdicts.update(row["verdicts"])
     finally:
         service.stop()
+        reference.stop()
     row["verdicts"] = sorted(verdicts)  # every round's
     row["bare_per_second"] = round(bare_rates[-1], 2)
     row["round_ratios"] = ratios
     row["ratio_to_bare"] = round(statistics.median(ratios), 3)
+    row["fastapi_rq_ratio_to_bare"] = round(statistics.median(plain_ratios), 3)
+    row["bubblewrap_ratio_to_bare"] = round(statistics.median(bwrap_ratios), 3)
     return row
 
 
-C_COMPILE = ["/usr/bin/gcc", "-std=gnu11", "-O2", "-pipe", "-o", "main", "main.c", "-lm"]
+def bwrapped(argv: list[str], work: str) -> list[str]:
+    """`argv` under bubblewrap with bench/cells.py's isolation, `work` bound
+    writable as its working directory."""
+    return [*BWRAP, "--bind", work, work, "--chdir", work, *argv]
 
 
-def bare(cells: int, count: int) -> float:
-    """Submissions/s of the same work done bare by `cells` threads."""
+def bare(
+    cells: int, count: int, wrap: Callable[[list[str], str], list[str]] | None = None
+) -> float:
+    """Submissions/s of the same work done bare by `cells` threads (each
+    process under `wrap`: see plain_service.judge)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    def one(index: int) -> None:
-        with tempfile.TemporaryDirectory(prefix="cb-bare-") as work:
-            if index % 2 == 0:
-                Path(work, "main.c").write_text(C_SOURCE)
-                subprocess.run(C_COMPILE, cwd=work, check=True)
-                argv = ["./main"]
-            else:
-                Path(work, "main.py").write_text(PY_SOURCE)
-                argv = ["/usr/bin/python3", "main.py"]  # the cells' python3, not a PATH shim
-            for test in TESTS:
-                done = subprocess.run(
-                    argv, cwd=work, input=test["input"], capture_output=True, text=True
-                )
-                if done.stdout != test["output"]:
-                    raise RuntimeError(f"bare run gave {done.stdout!r}")
+    def one(body: dict) -> None:
+        if not judge(body["language"], body["source"], body["tests"], wrap):
+            raise RuntimeError(f"a {body['language']} run gave a wrong answer")
 
     started = time.monotonic()
     with ThreadPoolExecutor(cells) as pool:
-        list(pool.map(one, range(count)))
+        list(pool.map(one, _bodies(count)))
     return count / (time.monotonic() - started)
+
+
+def plain(service: PlainService, cells: int, count: int) -> float:
+    """Submissions/s of the same work through bench/plain_service.py (FastAPI
+    and RQ with no cell), `count` clients at once, as the batch is POSTed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    client = httpx.Client(
+        base_url=service.url, timeout=120, limits=httpx.Limits(max_connections=count)
+    )
+
+    def one(body: dict) -> None:
+        answer = client.post("/judge", json=body).json()
+        if answer != {"accepted": True}:
+            raise RuntimeError(f"fastapi+rq judged {body['language']}: {answer}")
+
+    with client, ThreadPoolExecutor(count) as pool:
+        started = time.monotonic()
+        list(pool.map(one, _bodies(count)))
+        return count / (time.monotonic() - started)
 
 
 def main() -> int:
@@ -224,15 +253,18 @@ def main() -> int:
         print(json.dumps(rows, indent=2))
         return 0
     print(
-        "| workers | submissions/s | bare | x bare (median) | each round | p50 latency "
-        "| p95 latency | worker time outside cells | latency outside cells |"
+        "| workers | submissions/s | bare | x bare (median) | each round | fastapi+rq x bare "
+        "| bubblewrap x bare | p50 latency | p95 latency | worker time outside cells "
+        "| latency outside cells |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for row in rows:
         each = ", ".join(f"{r:.2f}" for r in row["round_ratios"])
         print(
             f"| {row['cells']} | {row['per_second']} | {row['bare_per_second']} "
-            f"| {row['ratio_to_bare']:.2f} | {each} | {row['p50_latency_s']} s "
+            f"| {row['ratio_to_bare']:.2f} | {each} | {row['fastapi_rq_ratio_to_bare']:.2f} "
+            f"| {row['bubblewrap_ratio_to_bare']:.2f} "
+            f"| {row['p50_latency_s']} s "
             f"| {row['p95_latency_s']} s | {row['worker_time_outside_cells']:.0%} "
             f"| {row['latency_outside_cells']:.0%} |"
         )
