@@ -175,12 +175,12 @@ def run(cells: int, count: int, rounds: int) -> dict:
     reference = PlainService(cells)
     try:
         ratios, plain_ratios, bwrap_ratios, bare_rates, verdicts = [], [], [], [], set()
-        plain(reference, cells, 2)  # warm-up, not measured
+        plain(reference, 2)  # warm-up, not measured
         for _ in range(rounds):
             bare_rates.append(bare(cells, count))
             row = service.batch(count)
             ratios.append(round(row["per_second"] / bare_rates[-1], 3))
-            plain_ratios.append(round(plain(reference, cells, count) / bare_rates[-1], 3))
+            plain_ratios.append(round(plain(reference, count) / bare_rates[-1], 3))
             bwrap_ratios.append(round(bare(cells, count, bwrapped) / bare_rates[-1], 3))
             verdicts.update(row["verdicts"])
     finally:
@@ -218,7 +218,7 @@ def bare(
     return count / (time.monotonic() - started)
 
 
-def plain(service: PlainService, cells: int, count: int) -> float:
+def plain(service: PlainService, count: int) -> float:
     """Submissions/s of the same work through bench/plain_service.py (FastAPI
     and RQ with no cell), `count` clients at once, as the batch is POSTed."""
     from concurrent.futures import ThreadPoolExecutor
