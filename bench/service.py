@@ -129,11 +129,18 @@ class Service:
         ids = [
             self.client.post("/v1/submissions", json=body).json()["id"] for body in _bodies(count)
         ]
-        while True:
-            statuses = [self.store.hget(f"cb:sub:{i}", "status") for i in ids]
-            if all(s in (b"done", b"failed") for s in statuses):
-                break
+        # Only the submissions not yet seen done, in one round trip: the
+        # benchmark's own polling shares the 2 cores (and Redis) with the service.
+        pending = list(ids)
+        while pending:
             time.sleep(0.05)
+            pipe = self.store.pipeline(transaction=False)
+            for i in pending:
+                pipe.hget(f"cb:sub:{i}", "status")
+            statuses = pipe.execute()
+            pending = [
+                i for i, s in zip(pending, statuses, strict=True) if s not in (b"done", b"failed")
+            ]
         records = [
             {k.decode(): v.decode() for k, v in self.store.hgetall(f"cb:sub:{i}").items()}
             for i in ids
