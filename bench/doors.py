@@ -69,7 +69,7 @@ from service_support import free_port  # noqa: E402
 from bench.cells import bwrap_argv  # noqa: E402
 from bench.conditions import cgroup_moves_line  # noqa: E402
 from bench.humaneval import DATA, load, program  # noqa: E402
-from bench.plain_service import PlainService, answers  # noqa: E402
+from bench.plain_service import PlainService, answers, run_program  # noqa: E402
 from cellblock import native  # noqa: E402
 from sandbox.cgroups.dynmods import moves_wait  # noqa: E402
 from worker.jobs import cell_seconds  # noqa: E402
@@ -103,10 +103,8 @@ def door_bare(
     """Each program as a process (`wrap`: the command line that runs it)."""
 
     def one(source: str) -> bool:
-        done = subprocess.run(
-            wrap([PYTHON, "-c", source]), capture_output=True, text=True, stdin=subprocess.DEVNULL
-        )
-        return passed(done.returncode, done.stdout, sentinel)
+        done = run_program(source, wrap)
+        return passed(done["exit_code"], done["stdout"], sentinel)
 
     with ThreadPoolExecutor(jobs) as pool:
         return list(pool.map(one, sources))

@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from fastapi import FastAPI, HTTPException
@@ -46,9 +46,11 @@ REPO = Path(__file__).resolve().parent.parent
 # --- the jobs -------------------------------------------------------------------
 
 
-def run_program(source: str) -> dict:
+def run_program(source: str, wrap: Callable[[list[str]], Sequence[str]] = list) -> dict:
+    """`python3 -c source` as a process (bench/doors.py's bare door runs its
+    programs with this too); `wrap(argv)`: the command line that runs it."""
     done = subprocess.run(
-        [PYTHON, "-c", source], capture_output=True, text=True, stdin=subprocess.DEVNULL
+        wrap([PYTHON, "-c", source]), capture_output=True, text=True, stdin=subprocess.DEVNULL
     )
     return {"exit_code": done.returncode, "stdout": done.stdout}
 

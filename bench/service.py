@@ -58,7 +58,7 @@ from service_support import free_port  # noqa: E402
 
 from bench.cells import BWRAP  # noqa: E402
 from bench.conditions import cgroup_moves_line  # noqa: E402
-from bench.plain_service import PlainService, judge  # noqa: E402
+from bench.plain_service import PlainService, answers, judge  # noqa: E402
 from bench.tree import CELLBLOCK  # noqa: E402
 from sandbox.cgroups.dynmods import moves_wait  # noqa: E402
 
@@ -101,16 +101,8 @@ class Service:
         )
         try:
             self.client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if self.client.get("/v1/health").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the service did not become healthy")
-                time.sleep(0.2)
+            if not answers(f"http://127.0.0.1:{port}/v1/health", 60):
+                raise RuntimeError("the service did not become healthy")
             self.store = redis.Redis(unix_socket_path=str(self.run_dir / "state" / "redis.sock"))
             for body in _bodies(2):  # warm-up, not measured
                 self.client.post("/v1/submissions?wait=true", json=body)
